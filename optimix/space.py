@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,10 +442,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 _MAX_FILE_BYTES = 1 << 20
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors/aliases: search spaces never need them, bombs do."""
+    """SafeLoader that refuses anchors/aliases (search spaces never need them, bombs do) and
+    reads ``1e6`` and ``3.4e7`` as floats (YAML 1.1 wants ``1.0e+6``; people write budgets
+    the short way)."""
 
     def compose_node(self, parent, index):  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
@@ -453,6 +457,9 @@ class _NoAliasLoader(yaml.SafeLoader):
                 None, None, "YAML aliases are not allowed in a search space", event.start_mark
             )
         return super().compose_node(parent, index)
+
+
+_NoAliasLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -535,7 +542,7 @@ def _space_error(
     elif kind == "value_error":
         cause = first.get("ctx", {}).get("error")
         if isinstance(cause, _KeyedError):
-            key = ".".join([*loc, cause.key]) if loc else cause.key
+            key = prefix + ".".join([*loc, cause.key])
             message = cause.message
         else:
             message = str(cause or first["msg"])

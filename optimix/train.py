@@ -37,6 +37,7 @@ class CurvePoint:
     tokens: int
     train_flops: float
     train_loss: float
+    train_s: float
     accuracy: dict[str, float]
     loss: dict[str, float]
 
@@ -52,7 +53,7 @@ class TrialResult:
     loss: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     train_s: float = 0.0
-    """Seconds inside training steps (the rest: data, model build, evaluation)."""
+    """Seconds in the training loop, generating its batches included, evaluations excluded."""
     tokens_per_s: float = 0.0
     steps: int = 0
     device: str = "cpu"
@@ -185,8 +186,8 @@ def _train(config, plan: Plan, taskset, cpus, on_eval, save_dir, result: TrialRe
     check_every = 1 if device.type == "cpu" else 25  # .item() is a CPU-GPU sync point
     recent = torch.zeros((), device=device)
     model.train()
+    loop_started, eval_s = time.perf_counter(), 0.0
     for step, (ids, targets) in enumerate(batches(taskset, config.mixture, train.batch_size, plan.steps, rng), 1):
-        tick = time.perf_counter()
         lr = lr_at(step, plan.steps, train)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -207,15 +208,18 @@ def _train(config, plan: Plan, taskset, cpus, on_eval, save_dir, result: TrialRe
             if not math.isfinite(value) or value > train.diverge_factor * max(initial_loss, 1e-3):
                 result.status = "diverged"
                 result.error = f"training loss {value:.4g} at step {step} (initial {initial_loss:.4g})"
-        result.train_s += time.perf_counter() - tick
+        result.train_s = time.perf_counter() - loop_started - eval_s
         result.steps = step
         result.tokens = step * tokens_per_step
         result.train_flops = result.tokens * flops_per_token
         if result.status == "diverged":
             return
         if step in checkpoints:
+            tick = time.perf_counter()
             accuracy, task_loss = evaluate(model, taskset, device, config.eval.batch_size, autocast)
-            point = CurvePoint(step, result.tokens, result.train_flops, float(recent), accuracy, task_loss)
+            eval_s += time.perf_counter() - tick
+            point = CurvePoint(step, result.tokens, result.train_flops, float(recent), result.train_s,
+                               accuracy, task_loss)
             result.curve.append(point)
             result.accuracy, result.loss = accuracy, task_loss
             if on_eval is not None and on_eval(point) and step < plan.steps:
