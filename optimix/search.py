@@ -1,0 +1,664 @@
+"""``optimix search``: Ray Tune runs the trials, Optuna proposes them, MLflow records them.
+
+The only module that talks to Ray and Optuna. Flow, all in the driver process except the
+trainable:
+
+    Space --(distributions)--> BudgetedOptunaSearch --(points)--> Ray Tune
+        --> _trainable (a Ray worker: run_trial) --> final result
+        --> _Driver callback: ledger line (fsync) -> MLflow child run -> frontier tags
+
+Exactly once: every finished trial is appended to ``results.jsonl`` in the search's state
+directory before MLflow hears of it, and MLflow child runs are created idempotently by
+``optimix.trial_id``. The Optuna study lives in a journal file beside it. ``--resume``
+reads both: finished trials are replayed into the budget and the frontier (never rerun or
+logged twice), trials that were running when the driver died are told to Optuna as failed
+(never left RUNNING), and a fresh Tuner runs the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from optimix import pareto, tracking
+from optimix.space import Dimension, Space, SpaceError, parse_objectives
+from optimix.train import plan_trial
+
+log = logging.getLogger(__name__)
+
+STATUS_KEY = "optimix_status"
+RESULT_KEY = "optimix_result"
+_MAX_BUDGET_RETRIES = 50
+
+
+# ---------------------------------------------------------------------------------------------
+# Search dimensions -> Optuna (the one place)
+
+
+def distributions(space: Space) -> dict[str, Any]:
+    """Each search dimension as an Optuna distribution, keyed by its dotted name."""
+    import optuna.distributions as od
+
+    out = {}
+    for key, dim in space.dimensions.items():
+        if dim.dist == "choice":
+            out[key] = od.CategoricalDistribution(dim.values)
+        elif dim.dist == "int":
+            out[key] = od.IntDistribution(int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+        else:
+            out[key] = od.FloatDistribution(dim.low, dim.high, step=dim.step, log=dim.dist == "loguniform")
+    return out
+
+
+def grid_values(key: str, dim: Dimension) -> list[Any]:
+    """The values the grid sampler tries for one dimension."""
+    if dim.grid is not None:
+        return list(dim.grid)
+    if dim.dist == "choice":
+        return list(dim.values)
+    if dim.dist == "int":
+        values = list(range(int(dim.low), int(dim.high) + 1, int(dim.step or 1)))
+        if len(values) <= 64:
+            return values
+    raise SpaceError(f"{key}.grid: the grid sampler needs a list of values for this dimension")
+
+
+def make_sampler(space: Space, seed: int):
+    import optuna
+
+    name = space.base.search.sampler
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GridSampler(
+        {k: grid_values(k, d) for k, d in space.dimensions.items()}, seed=seed
+    )
+
+
+def grid_size(space: Space) -> int:
+    return math.prod(len(grid_values(k, d)) for k, d in space.dimensions.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The budget
+
+
+def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
+    """Training FLOPs of the trial at ``point``: known before it runs."""
+    return plan_trial(space.resolve(point)).train_flops
+
+
+def cheapest_flops(space: Space) -> float:
+    """The cheapest trial the space allows (cost dims at each end, every choice)."""
+    cost_dims = {k: d for k, d in space.dimensions.items()
+                 if k.split(".")[0] in ("model", "train", "tasks")}
+    options = []
+    for key, dim in cost_dims.items():
+        if dim.dist == "choice":
+            options.append([(key, v) for v in dim.values])
+        else:
+            low, high = (int(dim.low), int(dim.high)) if dim.dist == "int" else (dim.low, dim.high)
+            options.append([(key, low), (key, high)])
+    best = math.inf
+    for combo in itertools.islice(itertools.product(*options), 4096):
+        try:
+            best = min(best, trial_flops(space, dict(combo)))
+        except SpaceError:
+            continue  # an invalid corner (e.g. heads not dividing): other corners decide
+    return best
+
+
+def _optuna_search_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class BudgetedOptunaSearch(OptunaSearch):
+        """Ray Tune's ``OptunaSearch`` with a FLOPs budget and honest outcomes.
+
+        - A proposed point whose FLOPs would not fit in what is left is never started: it
+          is told to Optuna as failed (user attr ``optimix.skipped``) and another is asked
+          for; when nothing can fit, the search is finished.
+        - A trial that failed, diverged or crashed is told to Optuna as FAIL, so it never
+          stays RUNNING and never enters the Pareto set with made-up values.
+        """
+
+        def __init__(self, *args, space_obj: Space, budget: float | None, spent: float,
+                     cheapest: float, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.space_obj = space_obj
+            self.budget = budget
+            self.spent = spent
+            self.cheapest = cheapest
+            self.reserved: dict[str, float] = {}
+
+        def suggest(self, trial_id: str):
+            from optuna.trial import TrialState
+
+            from ray.tune.search import Searcher
+
+            for _ in range(_MAX_BUDGET_RETRIES):
+                if self.budget is not None and self.left() < self.cheapest:
+                    return Searcher.FINISHED
+                point = super().suggest(trial_id)
+                if point is None or point == Searcher.FINISHED:
+                    return point
+                try:
+                    cost = trial_flops(self.space_obj, point)
+                except SpaceError as err:  # an invalid combination: never started
+                    self._skip(trial_id, str(err), TrialState.FAIL)
+                    continue
+                if self.budget is not None and cost > self.left():
+                    self._skip(trial_id, f"needs {cost:.3g} FLOPs, {self.left():.3g} left", TrialState.FAIL)
+                    continue
+                self.reserved[trial_id] = cost
+                return point
+            log.warning("no proposal fitted the budget in %d tries: ending the search", _MAX_BUDGET_RETRIES)
+            return Searcher.FINISHED
+
+        def left(self) -> float:
+            return (self.budget or math.inf) - self.spent - sum(self.reserved.values())
+
+        def _skip(self, trial_id: str, reason: str, state) -> None:
+            ot_trial = self._ot_trials.pop(trial_id)
+            ot_trial.set_user_attr("optimix.skipped", reason)
+            self._ot_study.tell(ot_trial, state=state)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            planned = self.reserved.pop(trial_id, 0.0)
+            ok = bool(result) and not error and result.get(STATUS_KEY) == tracking.OK
+            if result and RESULT_KEY in result:
+                self.spent += float(json.loads(result[RESULT_KEY])["train_flops"])
+            else:  # a crash we cannot measure: count what it was allowed to spend
+                self.spent += planned
+            if trial_id not in self._ot_trials:
+                return
+            if ok:
+                super().on_trial_complete(trial_id, result=result, error=False)
+            else:
+                super().on_trial_complete(trial_id, result=None, error=True)
+
+        # The Optuna journal and the ledger are the state; Ray's pickled copy is not used.
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_text(json.dumps({"spent": self.spent}))
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.spent = json.loads(Path(checkpoint_path).read_text())["spent"]
+
+    return BudgetedOptunaSearch
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainable (runs in a Ray worker)
+
+
+def _trainable(point: dict, space: Space, save_models: bool) -> None:
+    import ray
+    from ray import tune
+
+    from optimix.train import run_trial
+
+    config = space.resolve(point)
+    resources = tune.get_context().get_trial_resources().required_resources
+    save_dir = tempfile.mkdtemp(prefix="optimix-model-") if save_models else None
+    result = run_trial(config, cpus=resources.get("CPU", 1), save_dir=save_dir)
+    doc = result.to_dict()
+    doc["node"] = ray.get_runtime_context().get_node_id()
+    metrics = {STATUS_KEY: result.status, RESULT_KEY: json.dumps(doc),
+               "train_flops": result.train_flops, "params": result.params, "tokens": result.tokens}
+    metrics.update({f"acc/{t}": v for t, v in result.accuracy.items()})
+    metrics.update({f"loss/{t}": v for t, v in result.loss.items()})
+    checkpoint = None
+    if save_dir and result.status == "ok":
+        checkpoint = tune.Checkpoint.from_directory(save_dir)
+    tune.report(metrics, checkpoint=checkpoint)
+    if save_dir:
+        shutil.rmtree(save_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# State on disk: the ledger of finished trials
+
+
+@dataclass
+class SearchState:
+    """A search's directory: ``state.json``, ``results.jsonl`` (ledger), ``optuna.journal``."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, storage: Path, experiment: str) -> SearchState:
+        root = storage / _slug(experiment)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = root / stamp
+        path.mkdir(parents=True)
+        (root / "latest").write_text(stamp)
+        return cls(path)
+
+    @classmethod
+    def latest(cls, storage: Path, experiment: str) -> SearchState:
+        root = storage / _slug(experiment)
+        try:
+            stamp = (root / "latest").read_text().strip()
+        except OSError:
+            raise SpaceError(f"--resume: no search of {experiment!r} under {storage}") from None
+        return cls(root / stamp)
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "optuna.journal"
+
+    def read(self) -> dict:
+        return json.loads((self.path / "state.json").read_text())
+
+    def write(self, state: Mapping[str, Any]) -> None:
+        tmp = self.path / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.path / "state.json")
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        with open(self.path / "results.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def entries(self) -> list[dict]:
+        """Ledger lines; a torn last line (killed mid-write) is ignored."""
+        path = self.path / "results.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("ignoring a torn ledger line in %s", path)
+        return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "search"
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver: records each finished trial, keeps the frontier current, reports progress
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    planned: int = 0
+    spent_flops: float = 0.0
+    budget_flops: float | None = None
+    frontier: int = 0
+    best: float | None = None
+    best_metric: str = ""
+
+
+@dataclass
+class SearchSummary:
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    state_dir: str
+    objectives: list[tuple[str, str]]
+    frontier: list[dict]
+    trials: int
+    ok: int
+    failed: int
+    spent_flops: float
+    budget_flops: float | None
+    wall_s: float
+
+
+class _Driver:
+    """Everything the search does as trials finish. Lives in the driver process only."""
+
+    def __init__(self, space: Space, state: SearchState, tracker: tracking.Tracker, parent_id: str,
+                 objectives: list[tuple[str, str]], progress: Callable[[Progress], None] | None):
+        self.space = space
+        self.state = state
+        self.tracker = tracker
+        self.parent_id = parent_id
+        self.objectives = objectives
+        self.progress_fn = progress
+        self.entries: list[dict] = []
+        self.pareto: dict[str, bool] = {}
+        self.running: set[str] = set()
+        self.save_models = space.base.search.save_models
+        self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
+                                 best_metric=objectives[0][0])
+
+    def replay(self, entries: list[dict]) -> None:
+        """Take up a killed search's finished trials: log any MLflow missed, once."""
+        for entry in entries:
+            if not entry.get("run_id"):
+                entry["run_id"] = self.tracker.log_trial(self.parent_id, entry)
+                self.state.append({"logged": entry["trial_id"], "run_id": entry["run_id"]})
+            self.entries.append(entry)
+        self._update_frontier()
+
+    def started(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+        self._report()
+
+    def finished(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any] | None,
+                 error: str | None, checkpoint_dir: str | None) -> None:
+        self.running.discard(trial_id)
+        if any(e["trial_id"] == trial_id for e in self.entries):
+            return
+        doc = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else None
+        if doc is None:  # the trainable itself crashed: cost as planned, no score
+            plan = plan_trial(self.space.resolve(config))
+            doc = {"status": "failed", "train_flops": plan.train_flops, "tokens": plan.tokens,
+                   "params": plan.shape.params, "wall_s": 0.0, "accuracy": {}, "loss": {}, "curve": [],
+                   "error": error or "trial crashed"}
+        status = {"ok": tracking.OK, "diverged": tracking.INFEASIBLE, "pruned": tracking.PRUNED}.get(
+            doc["status"], tracking.FAILED)
+        entry = {
+            "trial_id": trial_id,
+            "index": len(self.entries),
+            "name": _trial_name(len(self.entries), config),
+            "status": status,
+            "error": doc.get("error"),
+            "point": dict(config),
+            "params": tracking.flatten(self.space.resolve(config).model_dump(mode="json")),
+            "result": doc,
+            "node": doc.get("node"),
+        }
+        if checkpoint_dir and self.save_models == "all":
+            entry["model_dir"] = checkpoint_dir
+        self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
+        entry["run_id"] = self.tracker.log_trial(self.parent_id, entry)
+        self.state.append({"logged": trial_id, "run_id": entry["run_id"]})
+        if checkpoint_dir and self.save_models == "frontier":
+            entry["model_dir"] = checkpoint_dir
+        self.entries.append(entry)
+        self._update_frontier()
+        self._report()
+
+    def frontier_rows(self) -> list[dict]:
+        rows = []
+        ok = [e for e in self.entries if e["status"] == tracking.OK]
+        values = self._values(ok)
+        for i in pareto.frontier_order(values, [m for _, m in self.objectives]) if ok else []:
+            e = ok[int(i)]
+            metrics = tracking.trial_metrics(e["result"])
+            rows.append({"run_id": e["run_id"], "trial_id": e["trial_id"], "name": e["name"],
+                         **{metric: metrics.get(metric) for metric, _ in self.objectives},
+                         "params": e["result"]["params"], "point": e["point"]})
+        return rows
+
+    def _values(self, entries: list[dict]) -> np.ndarray:
+        rows = []
+        for e in entries:
+            metrics = tracking.trial_metrics(e["result"])
+            rows.append([metrics.get(metric, math.nan) for metric, _ in self.objectives])
+        return np.array(rows, dtype=float).reshape(len(entries), len(self.objectives))
+
+    def _update_frontier(self) -> None:
+        """Recompute membership over finished ok trials; retag only runs whose membership changed."""
+        ok = [e for e in self.entries if e["status"] == tracking.OK]
+        mask = pareto.non_dominated(self._values(ok), [m for _, m in self.objectives]) if ok else []
+        membership = {e["run_id"]: False for e in self.entries}
+        membership.update({e["run_id"]: bool(on) for e, on in zip(ok, mask, strict=True)})
+        changed = {rid: on for rid, on in membership.items() if self.pareto.get(rid, False) != on}
+        if changed:
+            self.tracker.set_pareto(changed)
+            self.pareto.update(changed)
+            self.tracker.log_frontier(self.parent_id, self.frontier_rows())
+        self.progress.frontier = sum(membership.values())
+
+    def finish(self) -> list[dict]:
+        """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
+        from optimix import plots
+
+        rows = self.frontier_rows()
+        ok = [e for e in self.entries if e["status"] == tracking.OK]
+        payloads = plots.frontier_plots(ok, self.objectives, self.pareto) if ok else {}
+        self.tracker.log_frontier(self.parent_id, rows, payloads)
+        if self.save_models == "frontier":
+            on = {r["trial_id"] for r in rows}
+            for e in ok:
+                if e["trial_id"] in on and e.get("model_dir") and Path(e["model_dir"]).exists():
+                    self.tracker.log_model(e["run_id"], e["model_dir"])
+        return rows
+
+    def _report(self) -> None:
+        p = self.progress
+        p.done = len(self.entries)
+        p.failed = sum(e["status"] in (tracking.FAILED, tracking.INFEASIBLE) for e in self.entries)
+        p.running = len(self.running)
+        p.spent_flops = sum(float(e["result"]["train_flops"]) for e in self.entries)
+        metric = self.objectives[0][0]
+        scores = [tracking.trial_metrics(e["result"]).get(metric) for e in self.entries
+                  if e["status"] == tracking.OK]
+        scores = [s for s in scores if s is not None]
+        if scores:
+            p.best = max(scores) if self.objectives[0][1] == "max" else min(scores)
+        if self.progress_fn:
+            self.progress_fn(p)
+
+
+def _trial_name(index: int, point: Mapping[str, Any]) -> str:
+    parts = []
+    for key, value in point.items():
+        short = key.rsplit(".", 1)[-1]
+        parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    return f"trial-{index:03d} " + " ".join(parts)
+
+
+def _callback_class():
+    from ray.tune import Callback
+
+    class DriverCallback(Callback):
+        def __init__(self, driver: _Driver):
+            self.driver = driver
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.driver.started(trial.trial_id)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            checkpoint = trial.checkpoint.path if trial.checkpoint else None
+            self.driver.finished(trial.trial_id, trial.config, trial.last_result, None, checkpoint)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = None
+            try:
+                error = str(trial.get_error()).strip().splitlines()[-1][:500]
+            except Exception:  # the error file may be missing; the trial still counts
+                error = "trial errored"
+            result = trial.last_result if trial.last_result and RESULT_KEY in trial.last_result else None
+            self.driver.finished(trial.trial_id, trial.config, result, error, None)
+
+    return DriverCallback
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+@dataclass
+class SearchOptions:
+    address: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    storage_path: str = "optimix_runs"
+    resume: bool = False
+    seed: int | None = None
+    progress: Callable[[Progress], None] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_budget(space: Space) -> float:
+    """The cheapest trial's FLOPs; a budget below it is bad input (named key)."""
+    cheapest = cheapest_flops(space)
+    budget = space.base.search.budget_flops
+    if budget is not None and budget < cheapest:
+        raise SpaceError(f"search.budget_flops: {budget:.3g} is below the cheapest trial ({cheapest:.3g} FLOPs)")
+    return cheapest
+
+
+def run_search(space: Space, options: SearchOptions) -> SearchSummary:
+    """Run (or resume) a search; see the module docstring."""
+    import optuna
+
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = space.base.search
+    objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    _check_objectives(space, objectives)
+    if search.sampler == "grid":
+        grid_size(space)  # raises a named SpaceError for a dimension with no grid
+    for i, point in enumerate(search.points_to_evaluate):
+        try:
+            space.resolve(point)
+        except SpaceError as err:
+            raise SpaceError(f"search.points_to_evaluate.{i}: {err}") from None
+    cheapest = check_budget(space)
+    experiment = options.experiment or space.name
+    seed = space.base.seed if options.seed is None else options.seed
+    storage = Path(options.storage_path).expanduser().resolve()
+
+    tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
+    if options.resume:
+        state = SearchState.latest(storage, experiment)
+        saved = state.read()
+        parent_id = saved["parent_run_id"]
+        tracker.reopen_search(parent_id)
+        entries = [e for e in state.entries() if "trial_id" in e]
+        logged = {e["logged"]: e["run_id"] for e in state.entries() if "logged" in e}
+        for e in entries:
+            e["run_id"] = logged.get(e["trial_id"])
+        attempt = saved["attempts"] + 1
+    else:
+        state = SearchState.create(storage, experiment)
+        parent_id = tracker.start_search(
+            f"{space.name}-search", tracking.objectives_tag(objectives),
+            {**tracking.flatten({"search": search.model_dump(mode="json")}), "seed": seed},
+            yaml.safe_dump(space.tree, sort_keys=False), search.budget_flops,
+        )
+        entries, attempt = [], 0
+        saved = {"parent_run_id": parent_id, "experiment": experiment, "tracking_uri": tracker.uri}
+    saved["attempts"] = attempt
+    state.write(saved)
+
+    driver = _Driver(space, state, tracker, parent_id, objectives, options.progress)
+    driver.replay(entries)
+    spent = sum(float(e["result"]["train_flops"]) for e in entries)
+
+    storage_obj = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(state.journal)))
+    _fail_stale_trials(storage_obj, experiment)
+    remaining = search.trials - len(entries)
+    if search.sampler == "grid":
+        remaining = min(remaining, grid_size(space) - len(entries))
+    summary_args = dict(experiment=experiment, parent_run_id=parent_id, tracking_uri=tracker.uri,
+                        state_dir=str(state.path), objectives=objectives)
+    failed_search = False
+    try:
+        if remaining > 0 and (search.budget_flops is None or search.budget_flops - spent >= cheapest):
+            _run_tuner(space, options, state, driver, storage_obj, experiment, objectives, seed,
+                       spent, cheapest, remaining, attempt, first=not options.resume)
+    except KeyboardInterrupt:
+        failed_search = True
+        raise
+    finally:
+        rows = driver.finish()
+        total = sum(float(e["result"]["train_flops"]) for e in driver.entries)
+        n_ok = sum(e["status"] == tracking.OK for e in driver.entries)
+        tracker.finish_search(parent_id, {"trials": len(driver.entries), "trials_ok": n_ok,
+                                          "spent_flops": total, "frontier_size": len(rows)},
+                              failed=failed_search)
+    return SearchSummary(**summary_args, frontier=rows, trials=len(driver.entries), ok=n_ok,
+                         failed=len(driver.entries) - n_ok, spent_flops=total,
+                         budget_flops=search.budget_flops, wall_s=time.perf_counter() - started)
+
+
+def _check_objectives(space: Space, objectives: list[tuple[str, str]]) -> None:
+    names = tracking.metric_names(space.base.tasks)
+    known = {n for group in names.values() for n in group}
+    for i, (metric, _) in enumerate(objectives):
+        if metric not in known:
+            raise SpaceError(f"search.objectives.{i}: unknown metric {metric!r} "
+                             f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
+
+
+def _fail_stale_trials(storage, study_name: str) -> None:
+    """Trials a killed driver left RUNNING are told to Optuna as FAIL, never left RUNNING."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "optimix.skipped", "driver stopped while running")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def _run_tuner(space, options, state, driver, storage_obj, experiment, objectives, seed, spent,
+               cheapest, remaining, attempt, first) -> None:
+    import ray
+    from ray import tune
+
+    search = space.base.search
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
+    searcher = _optuna_search_class()(
+        space=distributions(space),
+        metric=[m for m, _ in objectives],
+        mode=[d for _, d in objectives],
+        points_to_evaluate=[dict(p) for p in search.points_to_evaluate] if first else None,
+        sampler=make_sampler(space, seed),
+        study_name=experiment,
+        storage=storage_obj,
+        space_obj=space,
+        budget=search.budget_flops,
+        spent=spent,
+        cheapest=cheapest,
+    )
+    resources = {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, space=space, save_models=search.save_models != "none"),
+        resources,
+    )
+    if not ray.is_initialized():
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=False)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=remaining,
+            max_concurrent_trials=search.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"ray-{attempt}",
+            storage_path=str(state.path),
+            callbacks=[_callback_class()(driver)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
+    )
+    tuner.fit()
