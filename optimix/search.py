@@ -151,7 +151,6 @@ def _optuna_search_class():
 
         def suggest(self, trial_id: str):
             from optuna.trial import TrialState
-
             from ray.tune.search import Searcher
 
             for _ in range(_MAX_BUDGET_RETRIES):
