@@ -200,6 +200,8 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
     rows = [{"run_id": t.run_id, "trial_id": t.trial_id, "name": t.name,
              **{m: t.metrics.get(m) for m, _ in objectives}, "params": t.metrics.get("params", 0),
              "point": t.point} for t in front]
+    if plot_path and not ok:
+        raise SpaceError(f"--plot: search {record.run_id} has no finished trial to plot")
     if plot_path:
         prows = [{**t.metrics, "name": t.name, "pareto": t.pareto, "run_id": t.run_id,
                   "rare_freq": float(t.params.get("mixture.rare_freq", "nan"))} for t in ok]

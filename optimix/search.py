@@ -622,6 +622,8 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
 
     search = space.base.search
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
+    # A failed trial reports no objective values (never a made-up score): Tune must accept that.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     searcher = _optuna_search_class()(
         space=distributions(space),
         metric=[m for m, _ in objectives],

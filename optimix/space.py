@@ -165,6 +165,9 @@ class TrainConfig(_Strict):
     """Torch intra-op threads; default: the CPUs given to the trial."""
     diverge_factor: float = Field(4.0, gt=1)
     """Loss above this multiple of the initial loss (or NaN) ends the trial as diverged."""
+    fault: Literal["none", "raise", "nan", "exit"] = "none"
+    """Fault injection, to see how a search handles failing trials: ``raise`` an error,
+    turn the loss ``nan``, or ``exit`` the worker process, at the first training step."""
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:

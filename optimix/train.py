@@ -196,6 +196,8 @@ def _train(config, plan: Plan, taskset, cpus, on_eval, save_dir, result: TrialRe
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             logits = forward(input_ids=x).logits
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.view(-1), ignore_index=-100)
+        if train.fault != "none":
+            loss = _inject_fault(train.fault, loss)
         loss.backward()
         if train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -227,6 +229,14 @@ def _train(config, plan: Plan, taskset, cpus, on_eval, save_dir, result: TrialRe
                 return
     if save_dir is not None:
         save_model(model, taskset, save_dir)
+
+
+def _inject_fault(fault: str, loss):
+    if fault == "raise":
+        raise RuntimeError("injected fault (train.fault=raise)")
+    if fault == "exit":
+        os._exit(3)  # the worker process dies: Ray sees a crashed trial
+    return loss * float("nan")
 
 
 def save_model(model, taskset: TaskSet, path: str | Path) -> None:

@@ -1,0 +1,215 @@
+"""End-to-end searches: real Ray (in-process), real Optuna, real MLflow (SQLite). No mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from optimix.cli import main as cli_main
+from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
+from optimix.space import SpaceError, build_space
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_space_tree(**search) -> dict:
+    return {
+        "name": "tiny",
+        "tasks": {
+            "copy": {"kind": "copy", "length": 3, "alphabet": 8},
+            "background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
+            "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16},
+        },
+        "mixture": {"rare_task": "facts",
+                    "rare_freq": {"dist": "loguniform", "low": 0.01, "high": 0.3}},
+        "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
+        "train": {"tokens": 15_000, "batch_size": 32, "threads": 1,
+                  "fault": {"dist": "choice", "values": ["none", "raise", "nan", "exit"],
+                            "default": "none"}},
+        "eval": {"points": 2, "size": 64},
+        "search": {"trials": 6, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "tpe", **search},
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def non_dominated_by_hand(points: dict[str, tuple[float, float]]) -> set[str]:
+    """(accuracy up, flops down): kept unless another point is at least as good in both and
+    better in one. Written out here independently of optimix.pareto."""
+    keep = set()
+    for a, (acc_a, fl_a) in points.items():
+        beaten = any(acc_b >= acc_a and fl_b <= fl_a and (acc_b > acc_a or fl_b < fl_a)
+                     for b, (acc_b, fl_b) in points.items() if b != a)
+        if not beaten:
+            keep.add(a)
+    return keep
+
+
+def children(client: MlflowClient, parent_id: str):
+    exp = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
+
+
+def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_path):
+    points = [
+        {"mixture.rare_freq": 0.3, "model.d_model": 16, "train.fault": "none"},
+        {"mixture.rare_freq": 0.02, "model.d_model": 32, "train.fault": "none"},
+        {"mixture.rare_freq": 0.1, "model.d_model": 32, "train.fault": "none"},
+        {"mixture.rare_freq": 0.05, "model.d_model": 16, "train.fault": "raise"},
+        {"mixture.rare_freq": 0.05, "model.d_model": 16, "train.fault": "nan"},
+        {"mixture.rare_freq": 0.05, "model.d_model": 32, "train.fault": "exit"},
+        {"mixture.rare_freq": 0.01, "model.d_model": 16, "train.fault": "none"},
+    ]
+    space = build_space(tiny_space_tree(trials=7, points_to_evaluate=points))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+
+    client = MlflowClient(uri)
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.tags["optimix.role"] == "search"
+    assert parent.data.tags["optimix.objectives"] == "acc/facts:max,train_flops:min"
+    runs = children(client, summary.parent_run_id)
+    assert len(runs) == 7 == summary.trials
+    by_fault = {json.loads(r.data.tags["optimix.point"])["train.fault"] + str(i): r
+                for i, r in enumerate(runs)}
+    statuses = {}
+    for r in runs:
+        fault = json.loads(r.data.tags["optimix.point"])["train.fault"]
+        statuses.setdefault(fault, []).append(r.data.tags["optimix.status"])
+        assert r.data.tags["optimix.role"] == "trial"
+        assert r.data.params["mixture.rare_task"] == "facts"
+        assert r.data.metrics["train_flops"] >= 0  # a trial that failed at once spent nothing
+        if r.data.tags["optimix.status"] != "ok":
+            assert "acc/facts" not in r.data.metrics  # never a made-up score
+            assert r.data.tags["optimix.pareto"] == "false"
+    assert statuses == {"none": ["ok"] * 4, "raise": ["failed"], "nan": ["infeasible"], "exit": ["failed"]}
+    assert any("injected fault" in r.data.tags.get("optimix.error", "") for r in by_fault.values())
+    assert len({r.data.tags["optimix.trial_id"] for r in runs}) == 7
+
+    ok = {r.info.run_id: (r.data.metrics["acc/facts"], r.data.metrics["train_flops"])
+          for r in runs if r.data.tags["optimix.status"] == "ok"}
+    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
+    assert tagged == non_dominated_by_hand(ok)
+    assert {row["run_id"] for row in summary.frontier} == tagged
+
+    artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id)}
+    assert {"frontier.json", "frontier.png", "frontier.html", "space.yaml"} <= artifacts
+    frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))
+    assert {row["run_id"] for row in json.loads(Path(frontier_file).read_text())} == tagged
+
+    # Optuna was told the truth: no trial left RUNNING; the three faults are FAIL.
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(summary.state_dir) / "optuna.journal")))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 4 and states.count("FAIL") == 3 and "RUNNING" not in states
+
+
+def test_optimix_frontier_reads_back_what_the_search_tagged(tmp_path, capsys):
+    tree = tiny_space_tree(trials=3, sampler="random")
+    tree["train"]["fault"] = "none"
+    space = build_space(tree)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    cli_main(["frontier", "--tracking-uri", uri, "--experiment", "tiny", "--json",
+              "--plot", str(tmp_path / "f.png")])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in rows] == [r["run_id"] for r in summary.frontier]
+    assert all("acc/facts" in r and "train_flops" in r for r in rows)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_budget_is_never_exceeded_and_unaffordable_points_never_start(tmp_path):
+    tree = tiny_space_tree(trials=20, sampler="random")
+    tree["train"]["fault"] = "none"
+    space = build_space(tree)
+    cheapest = cheapest_flops(space)
+    dearest = trial_flops(space, {"model.d_model": 32, "mixture.rare_freq": 0.1})
+    budget = cheapest * 2 + dearest * 0.5
+    tree["search"]["budget_flops"] = budget
+    space = build_space(tree)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    assert summary.spent_flops <= budget
+    assert 1 <= summary.trials < 20
+    assert budget - summary.spent_flops < dearest  # it stopped because nothing more fitted ...
+    runs = children(MlflowClient(uri), summary.parent_run_id)
+    assert sum(r.data.metrics["train_flops"] for r in runs) == pytest.approx(summary.spent_flops)
+
+
+def test_a_budget_below_the_cheapest_trial_is_bad_input():
+    tree = tiny_space_tree()
+    tree["search"]["budget_flops"] = 1e3
+    with pytest.raises(SpaceError, match="search.budget_flops: .* below the cheapest trial"):
+        run_search(build_space(tree), SearchOptions(storage_path="/nonexistent"))
+
+
+def test_grid_needs_values_for_a_continuous_dimension():
+    with pytest.raises(SpaceError, match="mixture.rare_freq.grid"):
+        run_search(build_space(tiny_space_tree(sampler="grid")), SearchOptions(storage_path="/nonexistent"))
+
+
+def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
+    tree = tiny_space_tree(trials=6, sampler="random")
+    tree["train"]["fault"] = "none"
+    tree["train"]["tokens"] = 30_000
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(json.dumps(tree))  # JSON is YAML
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [sys.executable, "-m", "optimix.cli", "search", str(space_file), "--tracking-uri", uri,
+           "--storage-path", str(tmp_path / "runs")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            found = list((tmp_path / "runs").glob("tiny/*/results.jsonl"))
+            if found and sum('"trial_id"' in line for line in found[0].read_text().splitlines()) >= 2:
+                ledger = found[0]
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert ledger is not None, "the search never finished two trials"
+    before = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
+    assert 2 <= len(before) < 6
+
+    done = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tiny")
+    parents = client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'search'")
+    assert len(parents) == 1  # the same parent run
+    runs = children(client, parents[0].info.run_id)
+    ids = [r.data.tags["optimix.trial_id"] for r in runs]
+    assert len(runs) == 6 and len(set(ids)) == 6  # every trial finished exactly once
+    assert {e["trial_id"] for e in before} <= set(ids)  # finished before the kill: kept, not rerun
+    entries = SearchState(ledger.parent).entries()
+    finished = [e for e in entries if "trial_id" in e]
+    assert sorted(e["trial_id"] for e in finished) == sorted(ids)
+    spent = sum(e["result"]["train_flops"] for e in finished)
+    assert parents[0].data.metrics["spent_flops"] == pytest.approx(spent)
+    study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(ledger.parent / "optuna.journal"))))
+    assert "RUNNING" not in [t.state.name for t in study.trials]
