@@ -36,13 +36,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class SpaceError(ValueError):
     """A search space that cannot be used; the message is one line naming the key."""
 
+    def __init__(self, message: str):
+        # Keys and values can hold line breaks: keep the message on one line.
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
 
 # ---------------------------------------------------------------------------------------------
 # The typed trial config. Field names are the dotted keys of YAML, --set and MLflow params.
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SequenceTask(_Strict):
@@ -220,10 +224,10 @@ class TrialConfig(_Strict):
     @model_validator(mode="after")
     def _rare_task_known(self) -> TrialConfig:
         if not self.tasks:
-            raise ValueError("no tasks given")
+            raise _KeyedError("tasks", "no tasks given")
         for name in self.tasks:
-            if not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"task name {name!r} must be letters, digits, '_' or '-'")
+            if not name.replace("_", "").replace("-", "").isascii() or not name.replace("_", "").replace("-", "").isalnum():
+                raise _KeyedError(f"tasks.{name}", "a task name must be ASCII letters, digits, '_' or '-'")
         if self.mixture.rare_task not in self.tasks:
             raise _KeyedError(
                 "mixture.rare_task",
@@ -287,6 +291,8 @@ class Dimension(_Strict):
             return self
         if self.values is not None:
             raise _KeyedError("values", f"values belong to a choice, not to {self.dist}")
+        if self.log and self.dist != "int":
+            raise _KeyedError("log", f"log applies to int dimensions; use dist: loguniform for {self.dist}")
         for end in ("low", "high"):
             value = getattr(self, end)
             if value is None:
@@ -300,12 +306,14 @@ class Dimension(_Strict):
                 raise _KeyedError("low", f"a log scale needs low > 0, got {self.low}")
         if self.dist == "int":
             for end in ("low", "high"):
+                if abs(getattr(self, end)) > 2**53:
+                    raise _KeyedError(end, f"{getattr(self, end):g} is too large for an int dimension")
                 if getattr(self, end) != int(getattr(self, end)):
                     raise _KeyedError(end, f"an int dimension needs whole numbers, got {getattr(self, end)}")
-            if self.step is not None and (self.step < 1 or self.step != int(self.step)):
+            if self.step is not None and (not math.isfinite(self.step) or self.step < 1 or self.step != int(self.step)):
                 raise _KeyedError("step", f"an int step must be a whole number >= 1, got {self.step}")
-        elif self.step is not None and self.step <= 0:
-            raise _KeyedError("step", f"step must be > 0, got {self.step}")
+        elif self.step is not None and (self.step <= 0 or not math.isfinite(self.step)):
+            raise _KeyedError("step", f"step must be a finite number > 0, got {self.step}")
         if self.default is not None:
             if isinstance(self.default, bool) or not isinstance(self.default, int | float):
                 raise _KeyedError("default", f"{self.default!r} is not a number")
@@ -403,6 +411,10 @@ def parse_yaml(text: str, where: str = "<string>") -> dict[str, Any]:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpaceError(f"{where}: invalid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise SpaceError(f"{where}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as err:  # a scalar's constructor
+        raise SpaceError(f"{where}: invalid YAML value: {_first_line(err)}") from None
     if tree is None:
         raise SpaceError(f"{where}: empty file")
     if not isinstance(tree, dict):
@@ -422,6 +434,7 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
         if key.split(".")[0] in ("search", "name", "seed"):
             raise SpaceError(f"{key}: cannot be a search dimension")
     base = _validate_at(tree, {k: d.middle() for k, d in dimensions.items()})
+    parse_objectives(base)
     # Type-check every dimension across its range: the error names the dimension's key.
     for key, dim in dimensions.items():
         for value in dim.candidates():
@@ -437,15 +450,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise SpaceError(f"--set {text}: expected KEY=VALUE")
+    if not all(key.split(".")):
+        raise SpaceError(f"--set {text}: {key!r} has an empty part")
     try:
         parsed = yaml.load(value, Loader=_NoAliasLoader)  # noqa: S506
-    except yaml.YAMLError:
-        raise SpaceError(f"{key}: cannot parse value {value!r}") from None
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, RecursionError):
+        raise SpaceError(f"{key}: cannot parse value {_short(value)}") from None
     return key, parsed
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
 _MAX_FILE_BYTES = 1 << 20
-_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -460,6 +480,16 @@ class _NoAliasLoader(yaml.SafeLoader):
                 None, None, "YAML aliases are not allowed in a search space", event.start_mark
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = key_node.value
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _NoAliasLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
@@ -479,7 +509,8 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _is_dimension(node: Any) -> bool:
-    return isinstance(node, dict) and "dist" in node
+    """A mapping with a ``dist`` entry that is not itself a section (a task named ``dist``)."""
+    return isinstance(node, dict) and "dist" in node and not isinstance(node["dist"], dict)
 
 
 def _collect_dimensions(node: Any, prefix: str, out: dict[str, Dimension]) -> None:
@@ -568,8 +599,12 @@ def _check_files(space: Space, base_dir: Path) -> None:
     """Local dataset paths must exist (resolved against the space file's folder)."""
     for name, task in space.base.tasks.items():
         if isinstance(task, DatasetTask) and _looks_local(task.path):
-            resolved = resolve_data_path(task.path, base_dir)
-            if not resolved.is_file():
+            try:
+                resolved = resolve_data_path(task.path, base_dir)
+                exists = resolved.is_file()
+            except (OSError, RuntimeError, ValueError) as err:
+                raise SpaceError(f"tasks.{name}.path: unusable path ({_first_line(err)})") from None
+            if not exists:
                 raise SpaceError(f"tasks.{name}.path: no such file {task.path!r}")
             task.path = str(resolved)
             space.tree["tasks"][name]["path"] = str(resolved)
@@ -602,4 +637,12 @@ def parse_objectives(config: TrialConfig) -> list[Objective]:
         out.append(Objective(metric=metric, mode=mode))
     if len({o.metric for o in out}) != len(out):
         raise SpaceError("search.objectives: a metric is named twice")
+    from optimix.tracking import metric_names
+
+    names = metric_names(config.tasks)
+    known = {n for group in names.values() for n in group}
+    for i, objective in enumerate(out):
+        if objective.metric not in known:
+            raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
+                             f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
     return out

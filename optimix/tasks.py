@@ -28,6 +28,7 @@ from optimix.space import (
     DatasetTask,
     FactsTask,
     SequenceTask,
+    SpaceError,
     TrialConfig,
 )
 
@@ -126,7 +127,7 @@ def build_tasks(config: TrialConfig) -> TaskSet:
     seed = config.seed
     names = tuple(config.tasks)
     tables = {
-        name: _load_table(spec) for name, spec in config.tasks.items() if isinstance(spec, DatasetTask)
+        name: _load_table(name, spec) for name, spec in config.tasks.items() if isinstance(spec, DatasetTask)
     }
     chars = sorted({c for prompts, answers in tables.values() for text in (*prompts, *answers) for c in text})
     vocab = Vocab(names, max(_symbols_needed(spec) for spec in config.tasks.values()), tuple(chars))
@@ -207,7 +208,7 @@ def _sequence_task(name, spec: SequenceTask, vocab: Vocab, rng, eval_size) -> Ta
     n_inputs = float(spec.alphabet) ** spec.length
     n_eval = int(min(eval_size, n_inputs // 2))
     if n_eval < 1:
-        raise ValueError(f"tasks.{name}: alphabet**length is too small to hold out inputs")
+        raise SpaceError(f"tasks.{name}.alphabet: alphabet**length is too small to hold out inputs")
     held = _distinct_rows(rng, n_eval, spec.length, spec.alphabet)
     held_hashes = np.sort(row_hash(held))
     tag = vocab.tag(name)
@@ -248,7 +249,7 @@ def _isin_sorted(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
 
 def _facts_task(name, spec: FactsTask, vocab: Vocab, rng, eval_size) -> Task:
     if float(spec.alphabet) ** spec.key_len < 2 * spec.n_facts:
-        raise ValueError(f"tasks.{name}.n_facts: {spec.n_facts} distinct keys do not fit alphabet**key_len")
+        raise SpaceError(f"tasks.{name}.n_facts: {spec.n_facts} distinct keys do not fit in alphabet**key_len")
     keys = _distinct_rows(rng, spec.n_facts, spec.key_len, spec.alphabet) + vocab.symbol0
     values = rng.integers(0, spec.alphabet, size=(spec.n_facts, spec.value_len)) + vocab.symbol0
     # Zipf over facts (keys are random, so rank order carries no other structure).
@@ -296,8 +297,19 @@ def _arithmetic_task(name, spec: ArithmeticTask, vocab: Vocab, rng, eval_size) -
 # datasets --------------------------------------------------------------------------------------
 
 
-def _load_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
+def _load_table(name: str, spec: DatasetTask) -> tuple[list[str], list[str]]:
     """Prompt and answer columns through ``datasets`` (local JSON/CSV/Parquet, or a hub name)."""
+    try:
+        return _read_table(spec)
+    except SpaceError as err:
+        raise SpaceError(f"tasks.{name}.{err}") from None
+    except Exception as err:  # a corrupt file, an unreachable hub: name the task, one line
+        text = str(err).strip().splitlines()
+        raise SpaceError(f"tasks.{name}.path: cannot load {spec.path!r}: "
+                         f"{type(err).__name__}: {text[0][:200] if text else ''}") from None
+
+
+def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
     import datasets
 
     suffix = Path(spec.path).suffix.lower()
@@ -307,11 +319,10 @@ def _load_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
         table = datasets.load_dataset(builder, data_files=spec.path, split="train")
     else:
         table = datasets.load_dataset(spec.path, split=spec.split)
-    for column in (spec.prompt_column, spec.answer_column):
+    for field_name, column in (("prompt_column", spec.prompt_column), ("answer_column", spec.answer_column)):
         if column not in table.column_names:
-            raise ValueError(
-                f"{spec.path}: no column {column!r} (columns: {', '.join(table.column_names)})"
-            )
+            raise SpaceError(f"{field_name}: no column {column!r} in {spec.path} "
+                             f"(columns: {', '.join(table.column_names)})")
     if spec.max_rows:
         table = table.select(range(min(spec.max_rows, len(table))))
     prompts = [str(p) for p in table[spec.prompt_column]]
@@ -327,7 +338,7 @@ def _load_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
 def _dataset_task(name, spec: DatasetTask, vocab: Vocab, rng, eval_size, prompts, answers) -> Task:
     distinct = sorted(set(prompts))
     if len(distinct) < 2:
-        raise ValueError(f"tasks.{name}.path: needs at least 2 distinct prompts")
+        raise SpaceError(f"tasks.{name}.path: needs at least 2 distinct prompts")
     order = rng.permutation(len(distinct))
     n_held = min(len(distinct) - 1, max(1, int(round(spec.eval_fraction * len(distinct)))))
     held = {distinct[i] for i in order[:n_held]}
