@@ -213,3 +213,23 @@ def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
     study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(ledger.parent / "optuna.journal"))))
     assert "RUNNING" not in [t.state.name for t in study.trials]
+
+
+def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tree = tiny_space_tree(trials=3, sampler="random", save_models="frontier")
+    tree["train"]["fault"] = "none"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(build_space(tree), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    client = MlflowClient(uri)
+    for run in children(client, summary.parent_run_id):
+        has_model = any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
+        assert has_model == (run.data.tags["optimix.pareto"] == "true")
+        if has_model:
+            local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / run.info.run_id))
+            model = AutoModelForCausalLM.from_pretrained(local)
+            tokenizer = AutoTokenizer.from_pretrained(local)
+            assert sum(p.numel() for p in model.parameters()) == run.data.metrics["params"]
+            ids = tokenizer("<t:facts> s1 s2 s3 <sep>", return_tensors="pt")["input_ids"]
+            assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size

@@ -1,0 +1,90 @@
+"""How much of a search's trial-slot time is spent training.
+
+Runs ``optimix search SPACE`` as a user would (a subprocess, in-process Ray, MLflow in
+SQLite, all in a fresh temporary folder), times it, then reads the search's ledger:
+
+    training_share = sum over trials of train_s / (search wall time x concurrent slots)
+
+``train_s`` is a trial's training loop (batch generation included, evaluation excluded).
+The rest of a slot's time is Ray start-up, worker start and imports, data and model
+building, evaluation, MLflow logging and idle slots. ``in_trial_share`` counts each trial's
+whole ``run_trial`` time instead, to separate Ray's overhead from the trial's own.
+
+    python benchmarks/search_overhead.py [--space search_spaces/quickstart.yaml] [--set K=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default=str(ROOT / "search_spaces" / "quickstart.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--key", default="training_share", help="JSON key for the share")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "search_overhead.json"))
+    parser.add_argument("--log", default=None, help="Also save the search's console output here.")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="optimix-bench-") as tmp:
+        cmd = [sys.executable, "-m", "optimix.cli", "search", str(Path(args.space).resolve())]
+        for override in args.overrides:
+            cmd += ["--set", override]
+        started = time.perf_counter()
+        done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wall = time.perf_counter() - started
+        if done.returncode:
+            sys.exit(f"search failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        if args.log:
+            Path(args.log).write_text(done.stdout)
+        ledger = next(Path(tmp, "optimix_runs").glob("*/*/results.jsonl"))
+        entries = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
+        space_doc = json.loads(subprocess.run(
+            [sys.executable, "-c", "import json,sys; from optimix.space import load_space; "
+             "s=load_space(sys.argv[1], sys.argv[2:]).base.search; print(json.dumps(s.model_dump()))",
+             args.space, *args.overrides], capture_output=True, text=True, check=True).stdout)
+
+    slots = space_doc["max_concurrent"]
+    train_s = sum(e["result"]["train_s"] for e in entries)
+    trial_s = sum(e["result"]["wall_s"] for e in entries)
+    share = train_s / (wall * slots)
+    rows = [("search wall time (s)", f"{wall:.1f}"), ("trials", len(entries)),
+            ("concurrent slots", slots), ("sum of train_s (s)", f"{train_s:.1f}"),
+            ("sum of run_trial wall (s)", f"{trial_s:.1f}"),
+            ("training share", f"{share:.3f}"), ("in-trial share", f"{trial_s / (wall * slots):.3f}")]
+    for name, value in rows:
+        print(f"{name:<28}{value:>12}")
+
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    doc.update({
+        args.key: round(share, 4),
+        f"{args.key}_detail": {
+            "space": Path(args.space).name, "overrides": args.overrides, "wall_s": round(wall, 1),
+            "trials": len(entries), "slots": slots, "train_s": round(train_s, 1),
+            "in_trial_share": round(trial_s / (wall * slots), 4),
+            "per_trial_train_s_median": sorted(e["result"]["train_s"] for e in entries)[len(entries) // 2],
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        },
+    })
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
