@@ -633,7 +633,9 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
         resources,
     )
     if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+        # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance.
+        address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=False)
     tuner = tune.Tuner(
         trainable,

@@ -431,7 +431,7 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
     dimensions: dict[str, Dimension] = {}
     _collect_dimensions(tree, "", dimensions)
     for key in dimensions:
-        if key.split(".")[0] in ("search", "name", "seed"):
+        if key.split(".")[0] in ("search", "name"):
             raise SpaceError(f"{key}: cannot be a search dimension")
     base = _validate_at(tree, {k: d.middle() for k, d in dimensions.items()})
     parse_objectives(base)
