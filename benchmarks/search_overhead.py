@@ -36,9 +36,13 @@ def main() -> None:
     parser.add_argument("--key", default="training_share", help="JSON key for the share")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "search_overhead.json"))
     parser.add_argument("--log", default=None, help="Also save the search's console output here.")
+    parser.add_argument("--workdir", default=None,
+                        help="Run the search in this (new) folder and keep it; default: a temporary one.")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="optimix-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="optimix-bench-") as scratch:
+        tmp = args.workdir or scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "optimix.cli", "search", str(Path(args.space).resolve())]
         for override in args.overrides:
             cmd += ["--set", override]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -156,7 +157,10 @@ def _print_summary(summary) -> None:
     click.echo(f"  open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
                if not uri.startswith("http") else f"  open the UI:  {uri}")
     click.echo(f"  then http://127.0.0.1:5000 -> {summary.experiment} -> select runs -> Compare")
-    click.echo(f"  resume:       add --resume (state in {summary.state_dir})")
+    state = summary.state_dir
+    if state.startswith(os.getcwd() + os.sep):
+        state = os.path.relpath(state)
+    click.echo(f"  resume:       add --resume (state in {state})")
 
 
 def _print_frontier(rows, objectives) -> None:
