@@ -16,6 +16,7 @@ import click
 from optimix.space import SpaceError, load_space
 
 EXIT_BAD_INPUT = 2
+EXIT_TRACKING = 3  # MLflow unreachable: finished results are kept for --resume
 
 
 def _space_options(fn):
@@ -114,7 +115,9 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
     try:
         summary = run_search(loaded, options)
     except TrackingError as err:
-        raise SpaceError(str(err)) from None
+        _end_progress()
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_TRACKING)
     _end_progress()
     _print_summary(summary)
 
@@ -222,6 +225,224 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
     _print_frontier(rows, objectives)
     if plot_path:
         click.echo(f"plot written to {plot_path}")
+
+
+@cli.command("plan")
+@click.argument("space", required=False, type=click.Path(dir_okay=False))
+@click.option("--experiment", default=None, help="MLflow experiment (default: the latest one).")
+@click.option("--tracking-uri", default=None)
+@click.option("--run-id", default=None, help="A search's parent run (default: the latest search).")
+@click.option("--budget-flops", type=float, default=None, help="Best accuracy for this many training FLOPs.")
+@click.option("--target-acc", type=float, default=None, help="Cheapest way to reach this accuracy.")
+@click.option("--task", default=None, help="Task to plan for (default: the search's rare-task objective).")
+@click.option("--hardware", default=None,
+              help="Cost profile: h100 (default), a100, cpu, or the name in the space's hardware: section.")
+@click.option("--workers", type=int, default=None, help="With SPACE: devices at once (default: search.max_concurrent).")
+@click.option("--validate", "validate_fit", is_flag=True, help="Held-out predictions of the recorded trials.")
+@click.option("--verify", is_flag=True, help="Train the recommended config and compare with the prediction.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (and SPACE sampling).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
+def plan_command(space: str | None, experiment: str | None, tracking_uri: str | None, run_id: str | None,
+                 budget_flops: float | None, target_acc: float | None, task: str | None,
+                 hardware: str | None, workers: int | None, validate_fit: bool, verify: bool,
+                 seed: int, as_json: bool) -> None:
+    """Answer budget questions from a recorded search, or from SPACE before one."""
+    from optimix import hardware as hw
+    from optimix import plan as planner
+
+    try:
+        if space is not None:
+            used = [name for name, on in (("--target-acc", target_acc is not None), ("--task", task),
+                                          ("--validate", validate_fit), ("--verify", verify),
+                                          ("--experiment", experiment), ("--run-id", run_id)) if on]
+            if used:
+                raise SpaceError(f"{used[0]}: reads recorded trials; SPACE plans before a search (drop one)")
+            loaded, section = _plan_space(space)
+            doc = planner.space_outlook(loaded, hardware=hw.resolve(hardware, section),
+                                        budget_flops=budget_flops, workers=workers, seed=seed)
+            _plan_emit(doc, as_json, _print_outlook)
+            return
+        if workers is not None:
+            raise SpaceError("--workers: only with SPACE (planning before a search)")
+        if budget_flops is None and target_acc is None and not validate_fit:
+            raise SpaceError("give --budget-flops F or --target-acc A (or --validate)")
+        profile = hw.resolve(hardware)
+        doc, table, record = _plan_recorded(tracking_uri, experiment, run_id, task)
+        if budget_flops is not None or target_acc is not None:
+            doc.update(planner.answer(table, metric=doc["metric"], budget_flops=budget_flops,
+                                      target_acc=target_acc, hardware=profile, seed=seed))
+        if validate_fit:
+            doc["validate"] = planner.cross_validate(table, seed=seed)
+        if verify:
+            doc["verify"] = _plan_verify(doc, table, record)
+    except (planner.PlanError, hw.HardwareError) as err:
+        raise SpaceError(str(err)) from None
+    _plan_emit(doc, as_json, _print_plan)
+
+
+def _plan_space(path: str):
+    """The space and its ``hardware:`` section (which the trial config does not know)."""
+    from pathlib import Path
+
+    from optimix.space import build_space, parse_yaml
+
+    try:
+        return load_space(path), None
+    except SpaceError as err:
+        if not str(err).startswith("hardware:"):
+            raise
+    tree = parse_yaml(Path(path).read_text(encoding="utf-8"), path)
+    section = tree.pop("hardware")
+    loaded = build_space(tree)
+    loaded.source = path
+    return loaded, section
+
+
+def _plan_recorded(tracking_uri, experiment, run_id, task):
+    from optimix import plan as planner
+    from optimix.tracking import TrackingError, load_search
+
+    try:
+        record = load_search(tracking_uri, experiment, run_id)
+    except TrackingError as err:
+        raise SpaceError(str(err)) from None
+    if not record.objectives:
+        raise SpaceError(f"search {record.run_id} in {record.experiment!r} has no objectives recorded")
+    if not record.trials:
+        raise SpaceError(f"search {record.run_id} in {record.experiment!r} has no trial")
+    metric = planner.choose_metric(
+        record.objectives, [t.params.get("mixture.rare_task", "") for t in record.trials],
+        {m for t in record.trials for m in t.metrics}, task)
+    table = planner.TrialTable.from_records(record.trials, metric)
+    if not len(table.usable()):
+        raise SpaceError(f"search {record.run_id} in {record.experiment!r} has no finished trial with {metric}")
+    doc = {"experiment": record.experiment, "search_run_id": record.run_id,
+           "task": metric.removeprefix("acc/"), "metric": metric}
+    return doc, table, record
+
+
+def _plan_verify(doc, table, record) -> dict:
+    """Train the recommended config with the trial runner; predicted against achieved."""
+    from optimix import plan as planner
+    from optimix.space import build_space
+    from optimix.train import run_trial
+
+    predicted = doc.get("predicted")
+    if not predicted:
+        raise SpaceError("--verify: there is no predicted config to train "
+                         + (f"({doc['predicted_error']})" if doc.get("predicted_error") else
+                            "(give --budget-flops or --target-acc)"))
+    config = planner.Config(**{k: float(v) for k, v in predicted["config"].items()})
+    row = planner.nearest_size(table, config.params)
+    base = record.trials[row]
+    trial = build_space(planner.verify_tree(base.params, config, float(table.params[row]))).base
+    result = run_trial(trial)
+    achieved = result.accuracy.get(doc["task"]) if result.status == "ok" else None
+    lo, hi = predicted["interval"] or (None, None)
+    return {"status": result.status, "error": result.error, "shape_from": base.run_id,
+            "params": result.params, "tokens": result.tokens, "train_flops": result.train_flops,
+            "predicted": predicted[doc["metric"]], "interval": predicted["interval"],
+            "achieved": achieved, "wall_s": result.wall_s,
+            "within_interval": None if achieved is None or lo is None else bool(lo <= achieved <= hi)}
+
+
+def _plan_emit(doc, as_json: bool, printer) -> None:
+    from optimix import plan as planner
+
+    if as_json:
+        click.echo(json.dumps(planner.jsonable(doc), indent=2))
+    else:
+        printer(doc)
+
+
+def _print_plan(doc) -> None:
+    metric = doc["metric"]
+    click.echo(f"experiment {doc['experiment']}, search {doc['search_run_id']}: planning {metric}")
+    query = doc.get("query")
+    if query is not None:
+        what = (f"best {metric} for {query['budget_flops']:.3g} FLOPs" if "budget_flops" in query
+                else f"cheapest way to {metric} >= {query['target_acc']:g}")
+        click.echo(f"query       {what} ({doc['trials']['ok']} of {doc['trials']['recorded']} trials finished)")
+        obs = doc["observed"]
+        click.echo("observed    " + ("no recorded trial answers it" if obs is None else
+                   f"{obs[metric]:.3f} by run {obs['run_id']} ({_plan_config(obs['config'])}; "
+                   f"{obs['train_flops']:.3g} FLOPs)"))
+        pred = doc["predicted"]
+        if pred is None:
+            click.echo(f"predicted   none: {doc.get('predicted_error')}")
+        else:
+            band = "[{:.3f}, {:.3f}]".format(*pred["interval"]) if pred["interval"] else ""
+            reach = f", reaches it in {pred['p_reach']:.0%} of refits" if "p_reach" in pred else ""
+            click.echo(f"predicted   {pred[metric]:.3f} {band} with {_plan_config(pred['config'])} "
+                       f"({pred['train_flops']:.3g} FLOPs{reach})")
+            if pred["extrapolated"]:
+                click.echo(f"            extrapolated: {'; '.join(pred['outside'])}")
+        fit = doc.get("fit")
+        if fit and fit.get("threshold_freq") is not None:
+            law = f"f_thres = {fit['c']:.3g}"
+            for key, var in (("s", "N"), ("u", "T")):
+                if fit[key] is not None:
+                    lo, hi = fit[f"{key}_interval"]
+                    law += f" * {var}^-{fit[key]:.3g} ({key} in [{lo:.3g}, {hi:.3g}])"
+            lo, hi = fit["threshold_interval"]
+            click.echo(f"threshold   {law}; at {fit['at']['params']:,.0f} params, "
+                       f"{fit['at']['tokens']:,.0f} tokens: {fit['threshold_freq']:.3g} [{lo:.3g}, {hi:.3g}]")
+        cmp_ = doc.get("frequency_vs_size")
+        if cmp_:
+            f2, n2 = cmp_["double_frequency"], cmp_["double_params"]
+            verdict = "raise the frequency" if cmp_["winner"] == "frequency" else "grow the model"
+            agree = cmp_["p_frequency_wins"] if cmp_["winner"] == "frequency" else 1 - cmp_["p_frequency_wins"]
+            click.echo(f"freq/size   doubling rare_freq {f2['acc_gain']:+.3f}, doubling params at equal FLOPs "
+                       f"{n2['acc_gain']:+.3f}: {verdict} ({agree:.0%} of refits agree)")
+        for note in [*(fit or {}).get("notes", []), *(cmp_ or {}).get("notes", [])]:
+            click.echo(f"            note: {note}")
+        hwp = doc["hardware"]
+        if doc.get("gpu_hours") is not None:
+            click.echo(f"cost        {doc['gpu_hours']:.3g} device-hours, ${doc['cost_usd']:.3g} on {hwp['name']} "
+                       f"({hwp['peak_flops_per_s']:.3g} FLOP/s peak x {hwp['mfu']:g} MFU, ${hwp['usd_per_hour']:g}/h)")
+    val = doc.get("validate")
+    if val:
+        goal = val["goal"]
+        click.echo(f"validate    {val['method']} over {val['trials']} trials: Spearman {val['spearman']:.3f} "
+                   f"(goal >= {goal['spearman']}), MAE {val['mae']:.3f} (goal <= {goal['mae']}): "
+                   + ("meets the goal" if val["meets_goal"] else "misses the goal"))
+    ver = doc.get("verify")
+    if ver:
+        got = "-" if ver["achieved"] is None else f"{ver['achieved']:.3f}"
+        click.echo(f"verify      trained {ver['params']:,} params on {ver['tokens']:,} tokens ({ver['status']}): "
+                   f"achieved {got}, predicted {ver['predicted']:.3f}"
+                   + ("" if ver["within_interval"] is None else
+                      (" (inside its interval)" if ver["within_interval"] else " (outside its interval)")))
+
+
+def _plan_config(config) -> str:
+    return (f"params {config['params']:,.0f}, rare_freq {config['rare_freq']:.3g}, "
+            f"tokens {config['tokens']:,.0f}")
+
+
+def _print_outlook(doc) -> None:
+    flops, hwp = doc["trial_flops"], doc["hardware"]
+    click.echo(f"space {doc['space']}: {len(doc['dimensions'])} search dimensions, at most "
+               f"{doc['trials_cap']} trials, workers: {doc['workers']}")
+    click.echo(f"trial FLOPs  cheapest {flops['cheapest']:.3g}, mean {flops['mean']:.3g} "
+               f"(over {flops['samples']} drawn points), dearest {flops['dearest']:.3g}")
+    budget = doc["budget_flops"]
+    click.echo("budget       " + (f"{budget:.3g} FLOPs" if budget is not None else
+                                  "none: every trial of search.trials runs"))
+    click.echo(f"hardware     {hwp['name']}: {hwp['peak_flops_per_s']:.3g} FLOP/s peak x {hwp['mfu']:g} MFU, "
+               f"${hwp['usd_per_hour']:g} per device-hour ({hwp['source']})")
+    for case in ("expected", "worst"):
+        c = doc[case]
+        click.echo(f"{case:<12} {c['trials']} trials, {c['train_flops']:.3g} FLOPs, "
+                   f"{_plan_hours(c['wall_hours'])} wall, "
+                   f"{c['device_hours']:.3g} device-hours, ${c['cost_usd']:.3g}")
+    click.echo(f"note         {doc['note']}")
+
+
+def _plan_hours(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.3g} s"
+    return f"{hours * 60:.3g} min" if hours < 1 else f"{hours:.3g} h"
 
 
 def _print_trial(result) -> None:

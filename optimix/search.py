@@ -343,6 +343,7 @@ class _Driver:
         self.entries: list[dict] = []
         self.pareto: dict[str, bool] = {}
         self.running: set[str] = set()
+        self.unsynced = 0
         self.save_models = space.base.search.save_models
         self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
                                  best_metric=objectives[0][0])
@@ -350,11 +351,9 @@ class _Driver:
     def replay(self, entries: list[dict]) -> None:
         """Take up a killed search's finished trials: log any MLflow missed, once."""
         for entry in entries:
-            if not entry.get("run_id"):
-                entry["run_id"] = self.tracker.log_trial(self.parent_id, entry)
-                self.state.append({"logged": entry["trial_id"], "run_id": entry["run_id"]})
+            entry.setdefault("run_id", None)
             self.entries.append(entry)
-        self._update_frontier()
+        self._sync()
 
     def started(self, trial_id: str) -> None:
         self.running.add(trial_id)
@@ -387,13 +386,32 @@ class _Driver:
         if checkpoint_dir and self.save_models == "all":
             entry["model_dir"] = checkpoint_dir
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
-        entry["run_id"] = self.tracker.log_trial(self.parent_id, entry)
-        self.state.append({"logged": trial_id, "run_id": entry["run_id"]})
         if checkpoint_dir and self.save_models == "frontier":
             entry["model_dir"] = checkpoint_dir
+        entry["run_id"] = None
         self.entries.append(entry)
-        self._update_frontier()
+        self._sync()
         self._report()
+
+    def _sync(self) -> None:
+        """Log every ledger entry MLflow has not seen yet, then retag the frontier.
+
+        If MLflow is unreachable the search goes on: results stay in the ledger and are
+        logged at the next trial, at the end, or by ``--resume``.
+        """
+        try:
+            for entry in self.entries:
+                if entry["run_id"] is None:
+                    run_id = self.tracker.log_trial(self.parent_id, entry)
+                    self.state.append({"logged": entry["trial_id"], "run_id": run_id})
+                    entry["run_id"] = run_id
+            self._update_frontier()
+        except Exception as err:  # the store is down: keep training, say so
+            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            log.warning("MLflow write failed (%s); %d finished trials kept in %s until it is back",
+                        tracking._one_line(err), self.unsynced, self.state.path)
+            return
+        self.unsynced = 0
 
     def frontier_rows(self) -> list[dict]:
         rows = []
@@ -418,7 +436,7 @@ class _Driver:
         """Recompute membership over finished ok trials; retag only runs whose membership changed."""
         ok = [e for e in self.entries if e["status"] == tracking.OK]
         mask = pareto.non_dominated(self._values(ok), [m for _, m in self.objectives]) if ok else []
-        membership = {e["run_id"]: False for e in self.entries}
+        membership = {e["run_id"]: False for e in self.entries if e["run_id"]}
         membership.update({e["run_id"]: bool(on) for e, on in zip(ok, mask, strict=True)})
         changed = {rid: on for rid, on in membership.items() if self.pareto.get(rid, False) != on}
         if changed:
@@ -431,6 +449,11 @@ class _Driver:
         """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
         from optimix import plots
 
+        self._sync()
+        if self.unsynced:
+            raise tracking.TrackingError(
+                f"{self.unsynced} finished trials are not in MLflow yet (it is unreachable); "
+                f"they are kept in {self.state.path}: run again with --resume to record them")
         rows = self.frontier_rows()
         ok = [e for e in self.entries if e["status"] == tracking.OK]
         payloads = plots.frontier_plots(ok, self.objectives, self.pareto) if ok else {}

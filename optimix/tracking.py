@@ -111,6 +111,8 @@ class Tracker:
         self.uri = resolve_uri(uri)
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith(("http://", "https://")):
+            _probe(self.uri)  # fail in seconds, not after minutes of client retries
         try:
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
@@ -292,6 +294,23 @@ def parse_objectives_tag(text: str) -> list[tuple[str, str]]:
 
 def objectives_tag(objectives: Iterable[tuple[str, str]]) -> str:
     return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
+
+
+def _probe(uri: str, timeout_s: float = 5.0) -> None:
+    """A tracking server must answer ``/health`` before any trial is trained."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            response.read(64)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return  # behind authentication: reachable; credentials are MLflow's business
+        raise TrackingError(f"MLflow at {uri} is not usable: HTTP {err.code} on /health") from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"MLflow at {uri} is not reachable: {reason}") from None
 
 
 def _q(tag: str) -> str:

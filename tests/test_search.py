@@ -233,3 +233,21 @@ def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
             assert sum(p.numel() for p in model.parameters()) == run.data.metrics["params"]
             ids = tokenizer("<t:facts> s1 s2 s3 <sep>", return_tensors="pt")["input_ids"]
             assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size
+
+
+def test_an_unreachable_tracking_server_fails_fast_before_any_training(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "optimix.cli", "search", str(Path(__file__).parents[1] / "search_spaces" / "quickstart.yaml"),
+         "--tracking-uri", f"http://127.0.0.1:{port}", "--storage-path", str(tmp_path / "runs")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert time.time() - started < 60
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines()[-1].startswith("error: MLflow at http://127.0.0.1:")
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "runs").glob("*/*/results.jsonl"))  # nothing was trained
