@@ -281,21 +281,10 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
 
 
 def _plan_space(path: str):
-    """The space and its ``hardware:`` section (which the trial config does not know)."""
-    from pathlib import Path
-
-    from optimix.space import build_space, parse_yaml
-
-    try:
-        return load_space(path), None
-    except SpaceError as err:
-        if not str(err).startswith("hardware:"):
-            raise
-    tree = parse_yaml(Path(path).read_text(encoding="utf-8"), path)
-    section = tree.pop("hardware")
-    loaded = build_space(tree)
-    loaded.source = path
-    return loaded, section
+    """The space and its ``hardware:`` section, if any."""
+    loaded = load_space(path)
+    section = loaded.base.hardware
+    return loaded, (section.model_dump() if section is not None else None)
 
 
 def _plan_recorded(tracking_uri, experiment, run_id, task):

@@ -209,6 +209,17 @@ class SearchConfig(_Strict):
     save_models: Literal["frontier", "all", "none"] = "none"
 
 
+class HardwareSection(_Strict):
+    """A cost profile for ``optimix plan`` (see ``optimix.hardware`` for the built-in ones)."""
+
+    name: str = Field("space", min_length=1)
+    peak_flops_per_s: float = Field(gt=0)
+    mfu: float = Field(gt=0, le=1)
+    """Achieved share of the peak (model FLOPs utilisation)."""
+    usd_per_hour: float = Field(ge=0)
+    source: str = "the search space's hardware section"
+
+
 class TrialConfig(_Strict):
     """Everything one trial needs: the fixed point of a search space."""
 
@@ -220,6 +231,7 @@ class TrialConfig(_Strict):
     train: TrainConfig
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    hardware: HardwareSection | None = None
 
     @model_validator(mode="after")
     def _rare_task_known(self) -> TrialConfig:
@@ -431,7 +443,7 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
     dimensions: dict[str, Dimension] = {}
     _collect_dimensions(tree, "", dimensions)
     for key in dimensions:
-        if key.split(".")[0] in ("search", "name"):
+        if key.split(".")[0] in ("search", "name", "hardware"):
             raise SpaceError(f"{key}: cannot be a search dimension")
     base = _validate_at(tree, {k: d.middle() for k, d in dimensions.items()})
     parse_objectives(base)
