@@ -169,6 +169,8 @@ class TrainConfig(_Strict):
     """Torch intra-op threads; default: the CPUs given to the trial."""
     diverge_factor: float = Field(4.0, gt=1)
     """Loss above this multiple of the initial loss (or NaN) ends the trial as diverged."""
+    max_wall_s: float | None = Field(None, gt=0)
+    """A time limit: a trial still training after this many seconds ends as failed."""
     fault: Literal["none", "raise", "nan", "exit"] = "none"
     """Fault injection, to see how a search handles failing trials: ``raise`` an error,
     turn the loss ``nan``, or ``exit`` the worker process, at the first training step."""

@@ -216,6 +216,8 @@ def _train(config, plan: Plan, taskset, cpus, on_eval, save_dir, result: TrialRe
         result.train_flops = result.tokens * flops_per_token
         if result.status == "diverged":
             return
+        if train.max_wall_s is not None and time.perf_counter() - loop_started > train.max_wall_s:
+            raise TimeoutError(f"time limit train.max_wall_s={train.max_wall_s:g} s reached at step {step} of {plan.steps}")
         if step in checkpoints:
             tick = time.perf_counter()
             accuracy, task_loss = evaluate(model, taskset, device, config.eval.batch_size, autocast)

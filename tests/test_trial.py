@@ -307,3 +307,11 @@ def test_quickstart_dimension_defaults_are_what_train_uses():
     space = load_space(QUICKSTART)
     assert space.base.mixture.rare_freq == space.dimensions["mixture.rare_freq"].default
     assert space.resolve({"model.d_model": 128}).model.d_model == 128
+
+
+def test_a_trial_over_its_time_limit_is_failed_with_the_reason():
+    config = tiny_config(train={"tokens": 2_000_000, "batch_size": 32, "max_wall_s": 0.5})
+    result = run_trial(config)
+    assert result.status == "failed" and result.accuracy == {}
+    assert "time limit train.max_wall_s=0.5" in result.error
+    assert 0 < result.tokens < 2_000_000  # what it spent is still counted
