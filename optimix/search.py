@@ -264,8 +264,12 @@ class SearchState:
     def journal(self) -> Path:
         return self.path / "optuna.journal"
 
-    def read(self) -> dict:
-        return json.loads((self.path / "state.json").read_text())
+    def read(self) -> dict | None:
+        """The saved state, or None if the search was stopped before writing it."""
+        try:
+            return json.loads((self.path / "state.json").read_text())
+        except FileNotFoundError:
+            return None
 
     def write(self, state: Mapping[str, Any]) -> None:
         tmp = self.path / "state.json.tmp"
@@ -561,25 +565,27 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     storage = Path(options.storage_path).expanduser().resolve()
 
     tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
-    if options.resume:
-        state = SearchState.latest(storage, experiment)
-        saved = state.read()
-        parent_id = saved["parent_run_id"]
-        tracker.reopen_search(parent_id)
-        entries = [e for e in state.entries() if "trial_id" in e]
-        logged = {e["logged"]: e["run_id"] for e in state.entries() if "logged" in e}
-        for e in entries:
-            e["run_id"] = logged.get(e["trial_id"])
-        attempt = saved["attempts"] + 1
-    else:
-        state = SearchState.create(storage, experiment)
-        parent_id = tracker.start_search(
+    state = SearchState.latest(storage, experiment) if options.resume else SearchState.create(storage, experiment)
+    saved = state.read() if options.resume else None
+    if saved is None:
+        # A new search, or one killed before it wrote its state: its parent run, if it got
+        # that far, is found by the state folder it is tagged with, so there is only ever one.
+        parent_id = tracker.find_search(str(state.path)) if options.resume else None
+        parent_id = parent_id or tracker.start_search(
             f"{space.name}-search", tracking.objectives_tag(objectives),
             {**tracking.flatten({"search": search.model_dump(mode="json")}), "seed": seed},
-            yaml.safe_dump(space.tree, sort_keys=False), search.budget_flops,
+            yaml.safe_dump(space.tree, sort_keys=False), search.budget_flops, str(state.path),
         )
-        entries, attempt = [], 0
-        saved = {"parent_run_id": parent_id, "experiment": experiment, "tracking_uri": tracker.uri}
+        saved = {"parent_run_id": parent_id, "experiment": experiment, "tracking_uri": tracker.uri,
+                 "attempts": -1}
+    parent_id = saved["parent_run_id"]
+    if options.resume:
+        tracker.reopen_search(parent_id)
+    entries = [e for e in state.entries() if "trial_id" in e]
+    logged = {e["logged"]: e["run_id"] for e in state.entries() if "logged" in e}
+    for e in entries:
+        e["run_id"] = logged.get(e["trial_id"])
+    attempt = saved["attempts"] + 1
     saved["attempts"] = attempt
     state.write(saved)
 
@@ -598,7 +604,7 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     try:
         if remaining > 0 and (search.budget_flops is None or search.budget_flops - spent >= cheapest):
             _run_tuner(space, options, state, driver, storage_obj, experiment, objectives, seed,
-                       spent, cheapest, remaining, attempt, first=not options.resume)
+                       spent, cheapest, remaining, attempt, first=attempt == 0)
     except KeyboardInterrupt:
         failed_search = True
         raise

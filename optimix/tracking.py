@@ -33,6 +33,7 @@ SPACE = "optimix.space"
 BUDGET = "optimix.budget_flops"
 NODE = "optimix.node"
 POINT = "optimix.point"
+STATE_DIR = "optimix.state_dir"
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 
@@ -122,8 +123,9 @@ class Tracker:
     # -- parent run --------------------------------------------------------------------------
 
     def start_search(self, name: str, objectives: str, params: Mapping[str, Any],
-                     space_yaml: str, budget: float | None) -> str:
-        tags = {ROLE: "search", OBJECTIVES: objectives, BUDGET: "" if budget is None else f"{budget:g}"}
+                     space_yaml: str, budget: float | None, state_dir: str) -> str:
+        tags = {ROLE: "search", OBJECTIVES: objectives, BUDGET: "" if budget is None else f"{budget:g}",
+                STATE_DIR: state_dir}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, params)
@@ -133,6 +135,15 @@ class Tracker:
     def finish_search(self, run_id: str, summary: Mapping[str, float], failed: bool = False) -> None:
         self._log_metrics(run_id, summary)
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def find_search(self, state_dir: str) -> str | None:
+        """The parent run of the search whose state lives in ``state_dir``, if it was created."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{_q(ROLE)} = 'search' and tags.{_q(STATE_DIR)} = '{state_dir}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
 
     def reopen_search(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
