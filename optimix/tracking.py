@@ -172,10 +172,13 @@ class Tracker:
             tags[NODE] = record["node"]
         if record.get("point") is not None:
             tags[POINT] = json.dumps(record["point"])
-        run = self.client.create_run(self.experiment_id, run_name=record["name"], tags=tags)
+        result = record["result"]
+        # The run is created when the trial has finished: date it from when the trial began.
+        started_ms = _now_ms() - int(1000 * float(result.get("wall_s") or 0.0))
+        run = self.client.create_run(self.experiment_id, run_name=record["name"], tags=tags,
+                                     start_time=started_ms)
         run_id = run.info.run_id
         self._log_params(run_id, record["params"])
-        result = record["result"]
         if status in (OK, PRUNED):
             self._log_metrics(run_id, trial_metrics(result))
         else:  # cost is still known; no accuracy is ever logged for a failed trial
