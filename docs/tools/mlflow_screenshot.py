@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise SystemExit("needs Playwright: pip install playwright (no `playwright install` needed)")
+        raise SystemExit("needs Playwright: pip install playwright (no `playwright install` needed)") from None
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     exp_id, parent, run_ids, metrics, children = resolve_runs(store_dir, args.experiment, args.parent, metrics)
