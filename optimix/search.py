@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 STATUS_KEY = "optimix_status"
 RESULT_KEY = "optimix_result"
 _MAX_BUDGET_RETRIES = 50
+_RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +349,7 @@ class _Driver:
         self.pareto: dict[str, bool] = {}
         self.running: set[str] = set()
         self.unsynced = 0
+        self.retry_at = 0.0
         self.save_models = space.base.search.save_models
         self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
                                  best_metric=objectives[0][0])
@@ -397,12 +399,16 @@ class _Driver:
         self._sync()
         self._report()
 
-    def _sync(self) -> None:
+    def _sync(self, force: bool = False) -> None:
         """Log every ledger entry MLflow has not seen yet, then retag the frontier.
 
         If MLflow is unreachable the search goes on: results stay in the ledger and are
-        logged at the next trial, at the end, or by ``--resume``.
+        logged at a later trial (tried again at most every ``_RETRY_S``), at the end, or by
+        ``--resume``.
         """
+        if not force and time.monotonic() < self.retry_at:
+            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            return
         try:
             for entry in self.entries:
                 if entry["run_id"] is None:
@@ -412,6 +418,7 @@ class _Driver:
             self._update_frontier()
         except Exception as err:  # the store is down: keep training, say so
             self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            self.retry_at = time.monotonic() + _RETRY_S
             log.warning("MLflow write failed (%s); %d finished trials kept in %s until it is back",
                         tracking._one_line(err), self.unsynced, self.state.path)
             return
@@ -453,7 +460,7 @@ class _Driver:
         """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
         from optimix import plots
 
-        self._sync()
+        self._sync(force=True)
         if self.unsynced:
             raise tracking.TrackingError(
                 f"{self.unsynced} finished trials are not in MLflow yet (it is unreachable); "

@@ -76,6 +76,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 class TrackingError(RuntimeError):
     """MLflow could not be reached or refused a write; the message is one line."""
 
@@ -111,6 +118,10 @@ class Tracker:
 
         self.uri = resolve_uri(uri)
         self.experiment = experiment
+        # A server that is down should cost seconds per write, not MLflow's default minutes of
+        # retries: the search keeps its results in its ledger and records them later.
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         self.client = MlflowClient(tracking_uri=self.uri)
         if self.uri.startswith(("http://", "https://")):
             _probe(self.uri)  # fail in seconds, not after minutes of client retries

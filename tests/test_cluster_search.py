@@ -18,6 +18,7 @@ from cluster_fixtures import (
     optimix_search,
     pareto_set,
     ray_cluster,
+    run_in_session,
     short_tmp,
 )
 
@@ -164,3 +165,51 @@ def test_search_logs_to_an_mlflow_server(server, tmp_path):
     assert tagged == expected, {"tagged": tagged, "expected": expected, "points": points}
     assert {row["run_id"] for row in frontier} == expected
     assert parent.data.metrics["frontier_size"] == len(expected)
+
+
+def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
+    """The server dies after the first trial: training goes on, every result stays in the
+    ledger, the search ends with exit 3; after a restart, --resume records each trial once."""
+    import subprocess
+    import time
+
+    from cluster_fixtures import OPTIMIX, QUICKSTART, TINY_OVERRIDES, kill_sessions
+    from mlflow.tracking import MlflowClient
+
+    ray_tmp = short_tmp("rl")
+    store = tmp_path / "server"
+    args = [OPTIMIX, "search", str(QUICKSTART), "--trials", "6", "--max-concurrent", "2",
+            "--storage-path", str(tmp_path / "runs")]
+    for item in TINY_OVERRIDES:
+        args += ["--set", item]
+    env = base_env(RAY_TMPDIR=str(ray_tmp))
+    try:
+        with mlflow_server(store) as first:
+            proc = subprocess.Popen([*args, "--tracking-uri", first.uri], cwd=tmp_path, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+            deadline = time.monotonic() + 150
+            while not list((tmp_path / "runs").glob("quickstart/*/results.jsonl")):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.2)
+        try:  # the server is gone now; the search must finish its trials anyway
+            out, err = proc.communicate(timeout=300)
+        finally:
+            kill_sessions([proc.pid], grace_s=3.0)
+        assert proc.returncode == 3, err[-3000:]
+        assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+        ledger = next((tmp_path / "runs").glob("quickstart/*/results.jsonl"))
+        finished = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
+        assert len(finished) == 6
+
+        with mlflow_server(store) as second:
+            done = run_in_session([*args, "--tracking-uri", second.uri, "--resume"], env=env,
+                                  cwd=tmp_path, timeout=200)
+            assert done.returncode == 0, done.describe()
+            client = MlflowClient(tracking_uri=second.uri)
+            parents, children = _search_runs(client, "quickstart")
+            assert len(parents) == 1
+            ids = sorted(r.data.tags["optimix.trial_id"] for r in children)
+            assert ids == sorted(e["trial_id"] for e in finished)  # each once, none lost
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
