@@ -569,6 +569,9 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     cheapest = check_budget(space)
     experiment = options.experiment or space.name
     seed = space.base.seed if options.seed is None else options.seed
+    if "://" in options.storage_path:
+        raise SpaceError(f"--storage-path: {options.storage_path!r} is a URI; give a file-system "
+                         "path (on a cluster, a shared mount such as NFS)")
     storage = Path(options.storage_path).expanduser().resolve()
 
     tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training

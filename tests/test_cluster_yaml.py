@@ -106,7 +106,7 @@ def test_auth_token_is_shipped_to_nodes():
 def test_notes_mention_shared_storage_and_mlflow_server():
     text = CLUSTER_YAML.read_text()
     assert "storage_path" in text
-    assert "--storage-path s3://" in text
+    assert "--storage-path /mnt/nfs/" in text
     assert "mlflow server" in text
     assert "--tracking-uri http://" in text
     assert "--address auto" in text
