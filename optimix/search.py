@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -539,7 +539,6 @@ class SearchOptions:
     resume: bool = False
     seed: int | None = None
     progress: Callable[[Progress], None] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def check_budget(space: Space) -> float:

@@ -392,9 +392,6 @@ class Space:
         values.update(point)
         return _validate_at(self.tree, values)
 
-    def fixed(self, key: str) -> bool:
-        return key not in self.dimensions
-
 
 def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
     """Read, override and validate a search-space file; ``SpaceError`` on any problem."""
