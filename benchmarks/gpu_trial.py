@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "gpu.yaml"))
     parser.add_argument("--tokens", type=int, default=50_000_000)
-    parser.add_argument("--eager-tokens", type=int, default=20_000_000)
+    parser.add_argument("--eager-tokens", type=int, default=20_000_000, help="0: skip the eager run")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "gpu_trial.json"))
     args = parser.parse_args()
@@ -60,7 +60,8 @@ def main() -> None:
     peak = matmul_peak()
     print(f"{torch.cuda.get_device_name()}: bf16 matmul {peak / 1e12:.0f} TFLOP/s", flush=True)
     rows = []
-    for compiled, tokens in ((True, args.tokens), (False, args.eager_tokens)):
+    runs = [(True, args.tokens)] + ([(False, args.eager_tokens)] if args.eager_tokens else [])
+    for compiled, tokens in runs:
         config = load_space(args.space, [*args.overrides, f"train.tokens={tokens}",
                                          f"train.compile={str(compiled).lower()}",
                                          "train.device=cuda", "eval.points=2"]).base
@@ -73,6 +74,7 @@ def main() -> None:
         anchor_flops_per_token = 6 * s.params + 12 * s.n_layer * s.d_model * s.n_ctx
         row = {
             "compile": compiled,
+            "overrides": args.overrides,
             "params": result.params,
             "shape": result.shape,
             "batch_size": config.train.batch_size,
