@@ -765,7 +765,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=["primary", "bursts"])
     parser.add_argument("--workdir", default=None,
                         help="Folder for mlflow.db, search state and logs (default: a new one in /tmp).")
-    parser.add_argument("--out", default=str(OUT), help="Where the CSVs, figures and summary go.")
+    parser.add_argument("--out", default=None,
+                        help="Where the CSVs, figures and summary go (default: docs/reproduction; "
+                             "with --quick, WORKDIR/out, so a pilot never replaces the committed data).")
     parser.add_argument("--resume", action="store_true", help="Resume the searches in --workdir.")
     parser.add_argument("--grid-sizes", nargs="+", type=int, default=None, help="model.params grid")
     parser.add_argument("--grid-freqs", nargs="+", type=float, default=None, help="mixture.rare_freq grid")
@@ -783,10 +785,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs_path = out / "runs.json"
-    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    workdir = None
     if not args.analyze_only:
         if args.workdir:
             workdir = Path(args.workdir).resolve()
@@ -796,16 +795,20 @@ def main(argv: list[str] | None = None) -> None:
         if ROOT in workdir.parents or workdir == ROOT:
             sys.exit("--workdir must be outside the repository (mlflow.db never goes into it)")
         print(f"work folder (MLflow store, search state, logs): {workdir}", flush=True)
+    out = Path(args.out) if args.out else (workdir / "out" if args.quick and workdir else OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path = out / "runs.json"
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    if workdir is not None:
         spaces = {"primary": (PRIMARY_SPACE, "study_reproduction", "results.csv"),
                   "bursts": (PRIMARY_SPACE, "study_bursts", "bursts.csv"),
                   "modadd": (MODADD_SPACE, "study_modadd", "modadd.csv")}
-        for name in args.experiments:
-            space, experiment, csv_name = spaces[name]
-            if args.suffix:
-                experiment += args.suffix
-                csv_name = csv_name.replace(".csv", f"{args.suffix}.csv")
-                name += args.suffix
-            overrides = space_overrides(args, name.removesuffix(args.suffix or "") or name)
+        for kind in args.experiments:
+            space, experiment, csv_name = spaces[kind]
+            overrides = space_overrides(args, kind)
+            # A variant (--suffix) gets its own experiment, CSV and entry in runs.json.
+            name, experiment = kind + args.suffix, experiment + args.suffix
+            csv_name = csv_name.replace(".csv", f"{args.suffix}.csv")
             run = run_search(space, experiment, overrides, workdir, args.resume)
             run["workdir"] = str(workdir)
             run["quick"] = args.quick
