@@ -389,11 +389,9 @@ class _Driver:
             "result": doc,
             "node": doc.get("node"),
         }
-        if checkpoint_dir and self.save_models == "all":
+        if checkpoint_dir:  # "all": uploaded with the run; "frontier": at the end, if on it
             entry["model_dir"] = checkpoint_dir
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
-        if checkpoint_dir and self.save_models == "frontier":
-            entry["model_dir"] = checkpoint_dir
         entry["run_id"] = None
         self.entries.append(entry)
         self._sync()
@@ -412,7 +410,7 @@ class _Driver:
         try:
             for entry in self.entries:
                 if entry["run_id"] is None:
-                    run_id = self.tracker.log_trial(self.parent_id, entry)
+                    run_id = self.tracker.log_trial(self.parent_id, entry, with_model=self.save_models == "all")
                     self.state.append({"logged": entry["trial_id"], "run_id": run_id})
                     entry["run_id"] = run_id
             self._update_frontier()

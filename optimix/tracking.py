@@ -169,8 +169,12 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
-    def log_trial(self, parent_id: str, record: Mapping[str, Any]) -> str:
-        """One child run for a finished trial (idempotent by ``trial_id``)."""
+    def log_trial(self, parent_id: str, record: Mapping[str, Any], with_model: bool = False) -> str:
+        """One child run for a finished trial (idempotent by ``trial_id``).
+
+        Params are the config's dotted keys plus ``shape.*``, the shape actually built (with
+        ``model.params`` set, the ``model.d_model`` etc. entries are not what ran).
+        """
         existing = self.find_trial(parent_id, record["trial_id"])
         if existing:
             return existing
@@ -189,13 +193,14 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=record["name"], tags=tags,
                                      start_time=started_ms)
         run_id = run.info.run_id
-        self._log_params(run_id, record["params"])
+        shape = {f"shape.{k}": v for k, v in result.get("shape", {}).items()}
+        self._log_params(run_id, {**record["params"], **shape})
         if status in (OK, PRUNED):
             self._log_metrics(run_id, trial_metrics(result))
         else:  # cost is still known; no accuracy is ever logged for a failed trial
             self._log_metrics(run_id, {k: float(result[k]) for k in ("train_flops", "tokens", "params", "wall_s")})
         self._log_curve(run_id, result.get("curve", []))
-        if record.get("model_dir"):
+        if with_model and record.get("model_dir"):
             self.client.log_artifacts(run_id, record["model_dir"], "model")
         self.client.set_terminated(run_id, "FINISHED" if status in (OK, PRUNED) else "FAILED")
         return run_id
