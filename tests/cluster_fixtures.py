@@ -189,8 +189,20 @@ class RayCluster:
         assert line, done.describe()
         return json.loads(line[-1][len("NODES="):])
 
-    def status(self) -> Completed:
-        return run_in_session([RAY, "status", "--address", self.address], env=self.env, timeout=60)
+    def status(self, expect: Iterable[str] = (), timeout: float = 60) -> Completed:
+        """``ray status``, repeated until its output names every string in ``expect``.
+
+        ``ray status`` prints the autoscaler's snapshot, refreshed every few seconds, so a
+        node that the GCS already lists as alive can be missing from it for a while.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            done = run_in_session([RAY, "status", "--address", self.address], env=self.env,
+                                  timeout=60)
+            if (done.returncode != 0 or all(e in done.stdout for e in expect)
+                    or time.monotonic() > deadline):
+                return done
+            time.sleep(1.0)
 
 
 @contextlib.contextmanager

@@ -87,7 +87,7 @@ def test_search_spreads_trials_over_a_two_node_ray_cluster(cluster, tmp_path):
     assert len({n["ip"] for n in nodes}) == 1, nodes
     assert sorted(r for n in nodes for r in n["resources"] if r.startswith("node_")) == [
         "node_head", "node_worker"]
-    status = cluster.status()
+    status = cluster.status(expect=("node_head", "node_worker"))
     assert status.returncode == 0, status.describe()
     assert "node_head" in status.stdout and "node_worker" in status.stdout, status.describe()
     node_ids = {n["id"] for n in nodes}
