@@ -150,10 +150,13 @@ def _end_progress() -> None:
 
 def _print_summary(summary) -> None:
     budget = f" of {summary.budget_flops:.3g}" if summary.budget_flops else ""
-    click.echo(f"search {summary.experiment}: {summary.trials} trials ({summary.ok} ok, "
+    pruned = f", {summary.pruned} pruned" if summary.pruned else ""
+    click.echo(f"search {summary.experiment}: {summary.trials} trials ({summary.ok} ok{pruned}, "
                f"{summary.failed} failed or infeasible), {summary.spent_flops:.3g}{budget} FLOPs, "
                f"{summary.wall_s:.0f} s")
-    click.echo(f"Pareto frontier ({len(summary.frontier)} trials):")
+    n_curve = sum(not r.get("final", True) for r in summary.frontier)
+    click.echo(f"Pareto frontier ({len(summary.frontier) - n_curve} final results, "
+               f"{n_curve} learning-curve points):")
     _print_frontier(summary.frontier, summary.objectives)
     uri = summary.tracking_uri
     click.echo(f"\nMLflow: parent run {summary.parent_run_id} in experiment {summary.experiment!r}")
@@ -168,11 +171,12 @@ def _print_summary(summary) -> None:
 
 def _print_frontier(rows, objectives) -> None:
     metrics = [m for m, _ in objectives]
-    head = f"{'run':<34}" + "".join(f"{m:>14}" for m in metrics) + f"{'params':>10}  point"
+    head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>14}" for m in metrics) + f"{'params':>10}  point"
     click.echo(head)
     for r in rows:
         point = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in r.get("point", {}).items())
-        click.echo(f"{r['run_id']:<34}" + "".join(f"{_fmt(r.get(m)):>14}" for m in metrics)
+        at = "final" if r.get("final", True) else f"step {r['step']}"
+        click.echo(f"{r['run_id']:<34}{at:>11}" + "".join(f"{_fmt(r.get(m)):>14}" for m in metrics)
                    + f"{int(r['params']):>10,}  {point}")
 
 
@@ -203,15 +207,23 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
         raise SpaceError(str(err)) from None
     objectives = record.objectives
     ok = [t for t in record.trials if t.status == "ok"]
-    front = sorted((t for t in ok if t.pareto), key=lambda t: t.metrics.get(plots.axes_for(objectives)[0], 0))
-    rows = [{"run_id": t.run_id, "trial_id": t.trial_id, "name": t.name,
+    rows = [{"run_id": t.run_id, "trial_id": t.trial_id, "name": t.name, "final": True,
              **{m: t.metrics.get(m) for m, _ in objectives}, "params": t.metrics.get("params", 0),
-             "point": t.point} for t in front]
+             "point": t.point} for t in ok if t.pareto]
+    rows += [{"run_id": t.run_id, "trial_id": t.trial_id, "name": t.name, "final": False, "step": step,
+              **{m: t.curve.get(step, {}).get(m) for m, _ in objectives},
+              "params": t.metrics.get("params", 0), "point": t.point}
+             for t in record.trials for step in t.pareto_steps]
+    rows.sort(key=lambda r: r.get(plots.axes_for(objectives)[0]) or 0)
     if plot_path and not ok:
         raise SpaceError(f"--plot: search {record.run_id} has no finished trial to plot")
     if plot_path:
-        prows = [{**t.metrics, "name": t.name, "pareto": t.pareto, "run_id": t.run_id,
+        prows = [{**t.metrics, "name": t.name, "pareto": t.pareto, "run_id": t.run_id, "curve": False,
                   "rare_freq": float(t.params.get("mixture.rare_freq", "nan"))} for t in ok]
+        prows += [{**t.curve.get(step, {}), "name": f"{t.name} @ step {step}", "pareto": True,
+                   "run_id": t.run_id, "curve": True,
+                   "rare_freq": float(t.params.get("mixture.rare_freq", "nan"))}
+                  for t in record.trials for step in t.pareto_steps]
         x, y = plots.axes_for(objectives)
         payload = plots.html(prows, x, y) if plot_path.endswith(".html") else plots.png(prows, x, y)
         with open(plot_path, "wb") as f:
@@ -220,7 +232,8 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
         click.echo(json.dumps(rows, indent=2))
         return
     click.echo(f"experiment {record.experiment}, search {record.run_id}: {len(record.trials)} trials, "
-               f"{len(ok)} ok, frontier of {len(rows)} over "
+               f"{len(ok)} ok, frontier of {len(rows)} ({sum(not r['final'] for r in rows)} "
+               "learning-curve points) over "
                + ", ".join(f"{m} ({d})" for m, d in objectives))
     _print_frontier(rows, objectives)
     if plot_path:

@@ -1,7 +1,8 @@
 """Frontier plots: a PNG (matplotlib) and an interactive HTML page (plotly).
 
 Input rows are plain dicts: the objective metrics by name, ``name``, ``pareto`` (bool),
-``params`` and ``rare_freq``. Colour is the rare-task frequency, marker size the model
+``curve`` (a learning-curve point rather than a trial's final result), ``params`` and
+``rare_freq``. Colour is the rare-task frequency, marker size the model
 size, so the trade-off between the two is visible at a glance.
 """
 
@@ -21,20 +22,32 @@ def axes_for(objectives: Sequence[tuple[str, str]]) -> tuple[str, str]:
     return cost, other
 
 
-def rows_from_entries(entries: Sequence[Mapping[str, Any]], pareto: Mapping[str, bool]) -> list[dict]:
+def rows_from_entries(entries: Sequence[Mapping[str, Any]], membership: Mapping[str, tuple[bool, list[int]]],
+                      curve_points: Sequence[Any] = ()) -> list[dict]:
+    """Plot rows: each ok trial's final result, plus the learning-curve points on the frontier
+    (``curve_points``: ``optimix.frontier.Candidate``)."""
     from optimix.tracking import trial_metrics
 
+    by_trial = {e["trial_id"]: e for e in entries}
     rows = []
     for e in entries:
+        if e["status"] != "ok":
+            continue
         row = dict(trial_metrics(e["result"]))
-        row.update(name=e["name"], pareto=bool(pareto.get(e["run_id"])), run_id=e["run_id"],
+        row.update(name=e["name"], pareto=membership.get(e["trial_id"], (False, []))[0],
+                   run_id=e["run_id"], curve=False,
                    rare_freq=float(e["params"].get("mixture.rare_freq", math.nan)))
+        rows.append(row)
+    for point in curve_points:
+        e = by_trial[point.trial_id]
+        row = dict(point.metrics)
+        row.update(name=f"{e['name']} @ step {point.step}", pareto=True, run_id=e["run_id"],
+                   curve=True, rare_freq=float(e["params"].get("mixture.rare_freq", math.nan)))
         rows.append(row)
     return rows
 
 
-def frontier_plots(entries, objectives, pareto) -> dict[str, bytes]:
-    rows = rows_from_entries(entries, pareto)
+def frontier_plots(rows: Sequence[Mapping[str, Any]], objectives) -> dict[str, bytes]:
     x, y = axes_for(objectives)
     return {"frontier.png": png(rows, x, y), "frontier.html": html(rows, x, y)}
 
@@ -53,12 +66,23 @@ def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> b
     sizes = [20 + 60 * math.log10(max(r["params"], 10) / min(q["params"] for q in rows) + 1) for r in rows]
     finite = [f for f in freqs if f == f and f > 0]
     norm = LogNorm(min(finite), max(finite)) if len(finite) > 1 and min(finite) < max(finite) else None
-    sc = ax.scatter(xs, ys, c=freqs if norm else "tab:blue", s=sizes, cmap="viridis", norm=norm,
-                    edgecolors="black", linewidths=0.4, alpha=0.85, zorder=3)
+    marker = ["D" if r.get("curve") else "o" for r in rows]
+    sc = None
+    for shape in ("o", "D"):
+        idx = [i for i, m in enumerate(marker) if m == shape]
+        if not idx:
+            continue
+        colour = {"c": [freqs[i] for i in idx], "cmap": "viridis", "norm": norm} if norm else {"c": "tab:blue"}
+        sc = ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], marker=shape, **colour,
+                        s=[sizes[i] for i in idx], edgecolors="black", linewidths=0.4, alpha=0.85,
+                        zorder=3, label="learning-curve point" if shape == "D" else None)
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[x])
     if front:
+        n_curve = sum(bool(r.get("curve")) for r in front)
+        label = f"Pareto frontier ({len(front) - n_curve} trials"
+        label += f", {n_curve} curve points)" if n_curve else ")"
         ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
-                lw=1.5, zorder=2, label=f"Pareto frontier ({len(front)} trials)")
+                lw=1.5, zorder=2, label=label)
         ax.legend(loc="lower right", fontsize=8)
     if norm:
         fig.colorbar(sc, ax=ax, label="rare-task frequency")
@@ -79,16 +103,20 @@ def html(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> bytes:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for on_front in (False, True):
-        part = [r for r in rows if bool(r.get("pareto")) == on_front]
+    groups = {"other trials": lambda r: not r.get("pareto"),
+              "Pareto frontier": lambda r: r.get("pareto") and not r.get("curve"),
+              "Pareto frontier (learning-curve points)": lambda r: r.get("pareto") and r.get("curve")}
+    for label, keep in groups.items():
+        part = [r for r in rows if keep(r)]
+        on_front = label != "other trials"
         if not part:
             continue
         fig.add_trace(go.Scatter(
-            x=[r[x] for r in part], y=[r[y] for r in part], mode="markers",
-            name="Pareto frontier" if on_front else "other trials",
+            x=[r[x] for r in part], y=[r[y] for r in part], mode="markers", name=label,
             marker=dict(size=[8 + 3 * math.log10(max(r["params"], 10)) for r in part],
+                        symbol="diamond" if "curve" in label else "circle",
                         color=[r.get("rare_freq") for r in part], colorscale="Viridis",
-                        showscale=on_front, line=dict(width=2 if on_front else 0.5, color="crimson" if on_front else "black"),
+                        showscale=label == "Pareto frontier", line=dict(width=2 if on_front else 0.5, color="crimson" if on_front else "black"),
                         colorbar=dict(title="rare freq")),
             text=[f"{r['name']}<br>params={r['params']:,.0f}<br>run {r.get('run_id', '')}" for r in part],
             hovertemplate="%{text}<br>" + x + "=%{x:.3g}<br>" + y + "=%{y:.3f}<extra></extra>",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from optimix import pareto, tracking
+from optimix import frontier, tracking
 from optimix.space import Dimension, Space, SpaceError, parse_objectives
 from optimix.train import plan_trial
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 STATUS_KEY = "optimix_status"
 RESULT_KEY = "optimix_result"
 _MAX_BUDGET_RETRIES = 50
+_AFFORDABLE_AFTER = 3  # proposals that do not fit before random ones that do are queued
 _RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
 
 
@@ -78,14 +79,71 @@ def grid_values(key: str, dim: Dimension) -> list[Any]:
     raise SpaceError(f"{key}.grid: the grid sampler needs a list of values for this dimension")
 
 
+def startup_trials(space: Space) -> int:
+    """Random proposals before TPE or GP model the results.
+
+    Optuna's default, 10, leaves a 12-trial search almost all random; a quarter of the
+    trials the search is expected to run (by the budget, at the space's mean trial cost)
+    gives the model most of them, and 3 is the fewest it can fit anything to.
+    """
+    search = space.base.search
+    if search.startup_trials is not None:
+        return search.startup_trials
+    expected = search.trials
+    if search.budget_flops is not None:
+        from optimix.hardware import resolve
+        from optimix.plan import space_outlook
+
+        outlook = space_outlook(space, hardware=resolve("cpu"), samples=64)
+        expected = outlook["expected"]["trials"]
+    return min(10, max(3, round(expected / 4)))
+
+
+def startup_design(space: Space, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` space-filling first points (a Latin hypercube) for the model-based samplers.
+
+    Random first points can all land in one corner (say, every rare frequency low), and the
+    model then learns little from them; a Latin hypercube puts one point in each of ``n``
+    equal slices of every dimension (in log scale for log dimensions). Points that are not
+    valid trials are left out.
+    """
+    rng = np.random.default_rng([seed, 7])
+    dims = space.dimensions
+    slices = {key: (rng.permutation(n) + rng.random(n)) / n for key in dims}
+    points = []
+    for i in range(n):
+        point = {key: _from_unit(dim, float(slices[key][i])) for key, dim in dims.items()}
+        try:
+            space.resolve(point)
+        except SpaceError:
+            continue
+        points.append(point)
+    return points
+
+
+def _from_unit(dim: Dimension, u: float) -> Any:
+    if dim.dist == "choice":
+        return dim.values[min(int(u * len(dim.values)), len(dim.values) - 1)]
+    log = dim.dist == "loguniform" or (dim.dist == "int" and dim.log)
+    low, high = (math.log(dim.low), math.log(dim.high)) if log else (dim.low, dim.high)
+    value = low + u * (high - low)
+    value = math.exp(value) if log else value
+    if dim.dist == "int":
+        step = int(dim.step or 1)
+        return int(min(dim.high, max(dim.low, dim.low + step * round((value - dim.low) / step))))
+    if dim.step:
+        value = dim.low + dim.step * round((value - dim.low) / dim.step)
+    return float(min(dim.high, max(dim.low, value)))
+
+
 def make_sampler(space: Space, seed: int):
     import optuna
 
     name = space.base.search.sampler
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(space))
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
@@ -138,7 +196,8 @@ def _optuna_search_class():
           is told to Optuna as failed (user attr ``optimix.skipped``) and another is asked
           for; when nothing can fit, the search is finished.
         - A trial that failed, diverged or crashed is told to Optuna as FAIL, so it never
-          stays RUNNING and never enters the Pareto set with made-up values.
+          stays RUNNING and never enters the Pareto set with made-up values; a pruned trial
+          is told as PRUNED (never COMPLETE with the values it had when it was stopped).
         """
 
         def __init__(self, *args, space_obj: Space, budget: float | None, spent: float,
@@ -154,9 +213,11 @@ def _optuna_search_class():
             from optuna.trial import TrialState
             from ray.tune.search import Searcher
 
-            for _ in range(_MAX_BUDGET_RETRIES):
+            for attempt in range(_MAX_BUDGET_RETRIES):
                 if self.budget is not None and self.left() < self.cheapest:
                     return Searcher.FINISHED
+                if attempt >= _AFFORDABLE_AFTER and not self._enqueue_affordable():
+                    break
                 point = super().suggest(trial_id)
                 if point is None or point == Searcher.FINISHED:
                     return point
@@ -172,6 +233,22 @@ def _optuna_search_class():
                 return point
             log.warning("no proposal fitted the budget in %d tries: ending the search", _MAX_BUDGET_RETRIES)
             return Searcher.FINISHED
+
+        def _enqueue_affordable(self) -> bool:
+            """The sampler keeps proposing what the budget left cannot pay for: queue a random
+            point that fits (Optuna's ``ask`` takes queued points first), so that the budget
+            is spent rather than the search ended early. False if none of 256 draws fits."""
+            rng = np.random.default_rng([len(self._ot_study.trials), 11])
+            dims = self.space_obj.dimensions
+            for _ in range(256):
+                point = {key: _from_unit(dim, float(rng.random())) for key, dim in dims.items()}
+                try:
+                    if trial_flops(self.space_obj, point) <= self.left():
+                        self._ot_study.enqueue_trial(point, skip_if_exists=True)
+                        return True
+                except SpaceError:
+                    continue
+            return False
 
         def left(self) -> float:
             return (self.budget or math.inf) - self.spent - sum(self.reserved.values())
@@ -192,6 +269,11 @@ def _optuna_search_class():
                 return
             if ok:
                 super().on_trial_complete(trial_id, result=result, error=False)
+            elif result and result.get(STATUS_KEY) == tracking.PRUNED:
+                # The truth: stopped early, not a complete trial with partial values.
+                from optuna.trial import TrialState
+
+                self._ot_study.tell(self._ot_trials.pop(trial_id), state=TrialState.PRUNED)
             else:
                 super().on_trial_complete(trial_id, result=None, error=True)
 
@@ -209,18 +291,32 @@ def _optuna_search_class():
 # The trainable (runs in a Ray worker)
 
 
-def _trainable(point: dict, space: Space, save_models: bool) -> None:
+def _trainable(point: dict, space: Space, save_models: bool, board=None) -> None:
+    started_at = time.time()
     import ray
     from ray import tune
 
     from optimix.train import run_trial
 
     config = space.resolve(point)
-    resources = tune.get_context().get_trial_resources().required_resources
+    context = tune.get_context()
+    resources = context.get_trial_resources().required_resources
     save_dir = tempfile.mkdtemp(prefix="optimix-model-") if save_models else None
-    result = run_trial(config, cpus=resources.get("CPU", 1), save_dir=save_dir)
+    on_eval = None
+    if board is not None:
+        trial_id, planned = context.get_trial_id(), plan_trial(config)
+
+        def on_eval(point) -> bool:
+            metrics = frontier.point_metrics(
+                {"params": planned.shape.params, "non_embedding_params": planned.shape.non_embedding_params},
+                {"train_flops": point.train_flops, "tokens": point.tokens,
+                 "accuracy": point.accuracy, "loss": point.loss})
+            return ray.get(board.observe.remote(trial_id, metrics, point.step / planned.steps))
+
+    result = run_trial(config, cpus=resources.get("CPU", 1), on_eval=on_eval, save_dir=save_dir)
     doc = result.to_dict()
     doc["node"] = ray.get_runtime_context().get_node_id()
+    doc["started_at"], doc["ended_at"] = started_at, time.time()  # a timeline, for the overhead benchmark
     metrics = {STATUS_KEY: result.status, RESULT_KEY: json.dumps(doc),
                "train_flops": result.train_flops, "params": result.params, "tokens": result.tokens}
     metrics.update({f"acc/{t}": v for t, v in result.accuracy.items()})
@@ -231,6 +327,45 @@ def _trainable(point: dict, space: Space, save_models: bool) -> None:
     tune.report(metrics, checkpoint=checkpoint)
     if save_dir:
         shutil.rmtree(save_dir, ignore_errors=True)
+
+
+def _board_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class PruningBoard:
+        """Multi-fidelity stopping that is correct with several objectives.
+
+        Holds the current frontier (pushed by the driver as trials finish) and the curve
+        points running trials have reported. A trial at a curve point at least
+        ``prune_from`` through its training is stopped when some other trial's point beats
+        it by more than ``margin`` in every objective at no more FLOPs
+        (``frontier.dominated_at_equal_flops``). The trial ends ``pruned`` and is told to
+        Optuna as PRUNED; its curve points stay frontier candidates.
+        """
+
+        def __init__(self, objectives, margin: float, prune_from: float):
+            self.objectives = objectives
+            self.margin = margin
+            self.prune_from = prune_from
+            self.front: list[frontier.Candidate] = []
+            self.running: dict[str, list[frontier.Candidate]] = {}
+
+        def update(self, front: list[frontier.Candidate]) -> None:
+            self.front = front
+            done = {c.trial_id for c in front}
+            self.running = {t: pts for t, pts in self.running.items() if t not in done}
+
+        def observe(self, trial_id: str, metrics: dict, progress: float) -> bool:
+            others = [c for c in self.front if c.trial_id != trial_id]
+            others += [c for t, pts in self.running.items() if t != trial_id for c in pts]
+            stop = progress >= self.prune_from and progress < 1 and frontier.dominated_at_equal_flops(
+                metrics, others, self.objectives, self.margin)
+            self.running.setdefault(trial_id, []).append(
+                frontier.Candidate(trial_id, 0, 0, False, metrics))
+            return stop
+
+    return PruningBoard
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +463,7 @@ class SearchSummary:
     frontier: list[dict]
     trials: int
     ok: int
+    pruned: int
     failed: int
     spent_flops: float
     budget_flops: float | None
@@ -346,7 +482,9 @@ class _Driver:
         self.objectives = objectives
         self.progress_fn = progress
         self.entries: list[dict] = []
-        self.pareto: dict[str, bool] = {}
+        self.curve = space.base.search.curve_candidates
+        self.membership: dict[str, tuple[bool, list[int]]] = {}  # by run id, as tagged
+        self.board = None  # the pruning board (an actor), while trials run
         self.running: set[str] = set()
         self.unsynced = 0
         self.retry_at = 0.0
@@ -422,37 +560,33 @@ class _Driver:
             return
         self.unsynced = 0
 
+    def candidates(self) -> list[frontier.Candidate]:
+        return frontier.candidates(self.entries, self.objectives, self.curve)
+
     def frontier_rows(self) -> list[dict]:
+        by_trial = {e["trial_id"]: e for e in self.entries}
         rows = []
-        ok = [e for e in self.entries if e["status"] == tracking.OK]
-        values = self._values(ok)
-        for i in pareto.frontier_order(values, [m for _, m in self.objectives]) if ok else []:
-            e = ok[int(i)]
-            metrics = tracking.trial_metrics(e["result"])
-            rows.append({"run_id": e["run_id"], "trial_id": e["trial_id"], "name": e["name"],
-                         **{metric: metrics.get(metric) for metric, _ in self.objectives},
+        for c in frontier.front(self.candidates(), self.objectives):
+            e = by_trial[c.trial_id]
+            rows.append({"run_id": e["run_id"], "trial_id": c.trial_id, "name": e["name"],
+                         "final": c.final, "step": c.step, "steps": c.steps,
+                         **{metric: c.metrics.get(metric) for metric, _ in self.objectives},
                          "params": e["result"]["params"], "point": e["point"]})
         return rows
 
-    def _values(self, entries: list[dict]) -> np.ndarray:
-        rows = []
-        for e in entries:
-            metrics = tracking.trial_metrics(e["result"])
-            rows.append([metrics.get(metric, math.nan) for metric, _ in self.objectives])
-        return np.array(rows, dtype=float).reshape(len(entries), len(self.objectives))
-
     def _update_frontier(self) -> None:
-        """Recompute membership over finished ok trials; retag only runs whose membership changed."""
-        ok = [e for e in self.entries if e["status"] == tracking.OK]
-        mask = pareto.non_dominated(self._values(ok), [m for _, m in self.objectives]) if ok else []
-        membership = {e["run_id"]: False for e in self.entries if e["run_id"]}
-        membership.update({e["run_id"]: bool(on) for e, on in zip(ok, mask, strict=True)})
-        changed = {rid: on for rid, on in membership.items() if self.pareto.get(rid, False) != on}
+        """Recompute membership over the candidates; retag only runs whose membership changed."""
+        cands = self.candidates()
+        by_trial = frontier.membership(cands, self.objectives)
+        current = {e["run_id"]: by_trial.get(e["trial_id"], (False, [])) for e in self.entries if e["run_id"]}
+        changed = {rid: on for rid, on in current.items() if self.membership.get(rid, (False, [])) != on}
         if changed:
-            self.tracker.set_pareto(changed)
-            self.pareto.update(changed)
+            self.tracker.set_frontier_tags(changed)
+            self.membership.update(changed)
             self.tracker.log_frontier(self.parent_id, self.frontier_rows())
-        self.progress.frontier = sum(membership.values())
+        if self.board is not None:
+            self.board.update.remote(frontier.front(cands, self.objectives))
+        self.progress.frontier = len(frontier.front(cands, self.objectives))
 
     def finish(self) -> list[dict]:
         """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
@@ -465,10 +599,14 @@ class _Driver:
                 f"they are kept in {self.state.path}: run again with --resume to record them")
         rows = self.frontier_rows()
         ok = [e for e in self.entries if e["status"] == tracking.OK]
-        payloads = plots.frontier_plots(ok, self.objectives, self.pareto) if ok else {}
+        cands = self.candidates()
+        curve = [c for c in frontier.front(cands, self.objectives) if not c.final]
+        membership = frontier.membership(cands, self.objectives)
+        payloads = plots.frontier_plots(plots.rows_from_entries(self.entries, membership, curve),
+                                        self.objectives) if ok else {}
         self.tracker.log_frontier(self.parent_id, rows, payloads)
         if self.save_models == "frontier":
-            on = {r["trial_id"] for r in rows}
+            on = {r["trial_id"] for r in rows if r["final"]}
             for e in ok:
                 if e["trial_id"] in on and e.get("model_dir") and Path(e["model_dir"]).exists():
                     self.tracker.log_model(e["run_id"], e["model_dir"])
@@ -622,8 +760,9 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
         tracker.finish_search(parent_id, {"trials": len(driver.entries), "trials_ok": n_ok,
                                           "spent_flops": total, "frontier_size": len(rows)},
                               failed=failed_search)
+    n_pruned = sum(e["status"] == tracking.PRUNED for e in driver.entries)
     return SearchSummary(**summary_args, frontier=rows, trials=len(driver.entries), ok=n_ok,
-                         failed=len(driver.entries) - n_ok, spent_flops=total,
+                         pruned=n_pruned, failed=len(driver.entries) - n_ok - n_pruned, spent_flops=total,
                          budget_flops=search.budget_flops, wall_s=time.perf_counter() - started)
 
 
@@ -641,6 +780,16 @@ def _fail_stale_trials(storage, study_name: str) -> None:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
+def _first_points(space: Space, seed: int) -> list[dict[str, Any]] | None:
+    """The user's ``points_to_evaluate``, else a space-filling start for tpe and gp."""
+    search = space.base.search
+    if search.points_to_evaluate:
+        return [dict(p) for p in search.points_to_evaluate]
+    if search.sampler in ("tpe", "gp") and space.dimensions:
+        return startup_design(space, startup_trials(space), seed) or None
+    return None
+
+
 def _run_tuner(space, options, state, driver, storage_obj, experiment, objectives, seed, spent,
                cheapest, remaining, attempt, first) -> None:
     import ray
@@ -654,7 +803,7 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
         space=distributions(space),
         metric=[m for m, _ in objectives],
         mode=[d for _, d in objectives],
-        points_to_evaluate=[dict(p) for p in search.points_to_evaluate] if first else None,
+        points_to_evaluate=_first_points(space, seed) if first else None,
         sampler=make_sampler(space, seed),
         study_name=experiment,
         storage=storage_obj,
@@ -664,15 +813,19 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
         cheapest=cheapest,
     )
     resources = {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, space=space, save_models=search.save_models != "none"),
-        resources,
-    )
     if not ray.is_initialized():
         # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance.
         address = options.address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=False)
+    if search.prune == "dominated":
+        driver.board = _board_class().remote(objectives, search.prune_margin, search.prune_from)
+        driver.board.update.remote(frontier.front(driver.candidates(), objectives))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, space=space, save_models=search.save_models != "none",
+                             board=driver.board),
+        resources,
+    )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -690,4 +843,9 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        if driver.board is not None:
+            ray.kill(driver.board)
+            driver.board = None

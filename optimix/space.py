@@ -209,6 +209,17 @@ class SearchConfig(_Strict):
     gpus_per_trial: float = Field(0.0, ge=0)
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     save_models: Literal["frontier", "all", "none"] = "none"
+    startup_trials: int | None = Field(None, ge=1)
+    """Random proposals before the sampler's model takes over (tpe, gp); default: a quarter of
+    the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
+    curve_candidates: bool = True
+    """Learning-curve points count as frontier candidates (see ``optimix.frontier``)."""
+    prune: Literal["none", "dominated"] = "none"
+    """``dominated``: stop a trial whose curve point is beaten at no more FLOPs by the
+    current frontier by more than ``prune_margin``; it ends ``pruned`` (told to Optuna so)."""
+    prune_margin: float = Field(0.05, ge=0)
+    prune_from: float = Field(0.5, gt=0, le=1)
+    """Pruning is considered only at curve points at least this far through training."""
 
 
 class HardwareSection(_Strict):
@@ -656,4 +667,11 @@ def parse_objectives(config: TrialConfig) -> list[Objective]:
         if objective.metric not in known:
             raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
                              f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
+    if config.search.prune == "dominated":
+        from optimix.frontier import curve_usable
+
+        pairs = [(o.metric, o.mode) for o in out]
+        if ("train_flops", "min") not in pairs or len(pairs) < 2 or not curve_usable(pairs):
+            raise SpaceError("search.prune: 'dominated' needs the objectives train_flops:min and "
+                             "accuracies, losses or cost counts (known at every curve point)")
     return out

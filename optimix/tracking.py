@@ -26,6 +26,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ROLE = "optimix.role"
 STATUS = "optimix.status"
 PARETO = "optimix.pareto"
+PARETO_STEPS = "optimix.pareto_steps"
 TRIAL_ID = "optimix.trial_id"
 OBJECTIVES = "optimix.objectives"
 ERROR = "optimix.error"
@@ -54,11 +55,9 @@ def metric_names(tasks: Iterable[str]) -> dict[str, list[str]]:
 
 def trial_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """Final metrics of a trial result (``TrialResult.to_dict()``), by their MLflow names."""
-    out = {k: float(result[k]) for k in ("train_flops", "params", "non_embedding_params",
-                                          "tokens", "wall_s", "train_s", "tokens_per_s")}
-    out.update({f"acc/{t}": float(v) for t, v in result.get("accuracy", {}).items()})
-    out.update({f"loss/{t}": float(v) for t, v in result.get("loss", {}).items()})
-    return out
+    from optimix.frontier import final_metrics
+
+    return final_metrics(result)
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -99,6 +98,10 @@ class TrialRecord:
     metrics: dict[str, float]
     name: str = ""
     point: dict[str, Any] = field(default_factory=dict)
+    pareto_steps: list[int] = field(default_factory=list)
+    """Learning-curve steps of this trial on the frontier (besides its final result)."""
+    curve: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Curve metrics (without the ``curve/`` prefix) at ``pareto_steps``, by step."""
 
 
 @dataclass
@@ -180,7 +183,7 @@ class Tracker:
             return existing
         status = record["status"]
         tags = {ROLE: "trial", PARENT: parent_id, TRIAL_ID: record["trial_id"], STATUS: status,
-                PARETO: "false"}
+                PARETO: "false", PARETO_STEPS: "[]"}
         if record.get("error"):
             tags[ERROR] = record["error"][:4000]
         if record.get("node"):
@@ -208,9 +211,12 @@ class Tracker:
     def log_model(self, run_id: str, model_dir: str) -> None:
         self.client.log_artifacts(run_id, model_dir, "model")
 
-    def set_pareto(self, run_ids: Mapping[str, bool]) -> None:
-        for run_id, on in run_ids.items():
-            self.client.set_tag(run_id, PARETO, "true" if on else "false")
+    def set_frontier_tags(self, membership: Mapping[str, tuple[bool, Sequence[int]]]) -> None:
+        """Per run: whether its final result is on the frontier, and which of its
+        learning-curve steps are (``optimix.pareto_steps``, a JSON list)."""
+        for run_id, (final, steps) in membership.items():
+            self.client.set_tag(run_id, PARETO, "true" if final else "false")
+            self.client.set_tag(run_id, PARETO_STEPS, json.dumps(list(steps)))
 
     def log_frontier(self, parent_id: str, frontier: Sequence[Mapping[str, Any]],
                      plots: Mapping[str, bytes] | None = None) -> None:
@@ -308,9 +314,23 @@ def load_search(uri: str | None, experiment: str | None, run_id: str | None = No
             metrics=dict(r.data.metrics),
             name=r.data.tags.get(RUN_NAME, ""),
             point=json.loads(r.data.tags.get(POINT, "{}")),
+            pareto_steps=json.loads(r.data.tags.get(PARETO_STEPS, "[]")),
         )
         for r in children
     ]
+    try:
+        for trial in trials:
+            if not trial.pareto_steps:
+                continue
+            for name in trial.metrics:
+                if name.startswith("curve/"):
+                    for m in client.get_metric_history(trial.run_id, name):
+                        if m.step in trial.pareto_steps:
+                            trial.curve.setdefault(m.step, {})[name[len("curve/"):]] = m.value
+            for values in trial.curve.values():
+                values["params"] = trial.metrics.get("params", math.nan)
+    except Exception as err:
+        raise TrackingError(f"MLflow at {uri} is not usable: {_one_line(err)}") from None
     return SearchRecord(parent.info.run_id, found.name, objectives, trials, dict(parent.data.tags))
 
 

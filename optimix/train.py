@@ -56,6 +56,7 @@ class TrialResult:
     """Seconds in the training loop, generating its batches included, evaluations excluded."""
     tokens_per_s: float = 0.0
     steps: int = 0
+    planned_steps: int = 0
     device: str = "cpu"
     shape: dict[str, int] = field(default_factory=dict)
     curve: list[CurvePoint] = field(default_factory=list)
@@ -142,6 +143,7 @@ def run_trial(
         tokens=0,
         train_flops=0.0,
         steps=0,
+        planned_steps=plan.steps,
         shape={k: v for k, v in asdict(plan.shape).items() if isinstance(v, int) and not isinstance(v, bool)},
     )
     try:

@@ -299,7 +299,36 @@ def mlflow_server(root: Path, timeout: float = 60) -> Iterator[MlflowServer]:
 # Reading a search back
 
 
-def pareto_set(points: dict[str, tuple[float, float]]) -> set[str]:
+def frontier_by_hand(client, runs, metric: str = "acc/facts") -> tuple[set[str], dict[str, list[int]]]:
+    """The (accuracy up, FLOPs down) frontier over every ok trial's final metrics and every
+    earlier learning-curve point of ok and pruned trials, read from what MLflow logged.
+
+    Returns (runs whose final result is on it, {run: its curve steps on it}), to compare
+    with the ``optimix.pareto`` and ``optimix.pareto_steps`` tags.
+    """
+    points: dict[tuple[str, int | None], tuple[float, float]] = {}
+    for r in runs:
+        status = r.data.tags["optimix.status"]
+        if status not in ("ok", "pruned"):
+            continue
+        acc = {m.step: m.value for m in client.get_metric_history(r.info.run_id, f"curve/{metric}")}
+        flops = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "curve/train_flops")}
+        last = max(acc) if status == "ok" else None
+        for step in acc:
+            if step != last:
+                points[(r.info.run_id, step)] = (acc[step], flops[step])
+        if status == "ok":
+            points[(r.info.run_id, None)] = (r.data.metrics[metric], r.data.metrics["train_flops"])
+    front = pareto_set(points)
+    finals = {run for run, step in front if step is None}
+    steps: dict[str, list[int]] = {}
+    for run, step in sorted(front, key=lambda k: (k[0], k[1] or 0)):
+        if step is not None:
+            steps.setdefault(run, []).append(step)
+    return finals, steps
+
+
+def pareto_set(points: dict) -> set:
     """Keys of the points no other point dominates: (accuracy, max) and (FLOPs, min)."""
     def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
         return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])

@@ -16,7 +16,7 @@ from cluster_fixtures import (
     base_env,
     mlflow_server,
     optimix_search,
-    pareto_set,
+    frontier_by_hand,
     ray_cluster,
     run_in_session,
     short_tmp,
@@ -157,14 +157,16 @@ def test_search_logs_to_an_mlflow_server(server, tmp_path):
     assert Path(client.download_artifacts(pid, "frontier.png", str(tmp_path))).read_bytes()[:8] \
         == b"\x89PNG\r\n\x1a\n"
 
-    # Pareto tags == the non-dominated set, computed here from the logged metrics.
-    points = {r.info.run_id: (r.data.metrics["acc/facts"], r.data.metrics["train_flops"])
-              for r in children}
-    expected = pareto_set(points)
+    # Pareto tags == the non-dominated set over final results and learning-curve points,
+    # computed here from the logged metrics.
+    finals, steps = frontier_by_hand(client, children)
     tagged = {r.info.run_id for r in children if r.data.tags["optimix.pareto"] == "true"}
-    assert tagged == expected, {"tagged": tagged, "expected": expected, "points": points}
-    assert {row["run_id"] for row in frontier} == expected
-    assert parent.data.metrics["frontier_size"] == len(expected)
+    assert tagged == finals, {"tagged": tagged, "expected": finals}
+    assert {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in children
+            if r.data.tags["optimix.pareto_steps"] != "[]"} == steps
+    assert {(row["run_id"], row["final"]) for row in frontier} == \
+        {(run, True) for run in finals} | {(run, False) for run in steps}
+    assert parent.data.metrics["frontier_size"] == len(frontier)
 
 
 def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):

@@ -14,6 +14,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from cluster_fixtures import frontier_by_hand
+
 from optimix.cli import main as cli_main
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
 from optimix.space import SpaceError, build_space
@@ -47,18 +49,6 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
-
-
-def non_dominated_by_hand(points: dict[str, tuple[float, float]]) -> set[str]:
-    """(accuracy up, flops down): kept unless another point is at least as good in both and
-    better in one. Written out here independently of optimix.pareto."""
-    keep = set()
-    for a, (acc_a, fl_a) in points.items():
-        beaten = any(acc_b >= acc_a and fl_b <= fl_a and (acc_b > acc_a or fl_b < fl_a)
-                     for b, (acc_b, fl_b) in points.items() if b != a)
-        if not beaten:
-            keep.add(a)
-    return keep
 
 
 def children(client: MlflowClient, parent_id: str):
@@ -102,16 +92,19 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
     assert any("injected fault" in r.data.tags.get("optimix.error", "") for r in by_fault.values())
     assert len({r.data.tags["optimix.trial_id"] for r in runs}) == 7
 
-    ok = {r.info.run_id: (r.data.metrics["acc/facts"], r.data.metrics["train_flops"])
-          for r in runs if r.data.tags["optimix.status"] == "ok"}
+    finals, steps = frontier_by_hand(client, runs)
+    assert steps  # the cheapest candidate is a learning-curve point (eval.points: 2)
     tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
-    assert tagged == non_dominated_by_hand(ok)
-    assert {row["run_id"] for row in summary.frontier} == tagged
+    assert tagged == finals
+    assert {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
+            if r.data.tags["optimix.pareto_steps"] != "[]"} == steps
+    assert {(row["run_id"], row["final"]) for row in summary.frontier} == \
+        {(run, True) for run in finals} | {(run, False) for run in steps}
 
     artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id)}
     assert {"frontier.json", "frontier.png", "frontier.html", "space.yaml"} <= artifacts
     frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))
-    assert {row["run_id"] for row in json.loads(Path(frontier_file).read_text())} == tagged
+    assert json.loads(Path(frontier_file).read_text()) == summary.frontier
 
     # Optuna was told the truth: no trial left RUNNING; the three faults are FAIL.
     storage = optuna.storages.JournalStorage(
@@ -251,3 +244,38 @@ def test_an_unreachable_tracking_server_fails_fast_before_any_training(tmp_path)
     assert done.stderr.strip().splitlines()[-1].startswith("error: MLflow at http://127.0.0.1:")
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "runs").glob("*/*/results.jsonl"))  # nothing was trained
+
+
+def test_a_trial_dominated_at_equal_flops_is_pruned_and_told_to_optuna_as_pruned(tmp_path):
+    # One at a time, in this order: a small model shown the rare facts often, then a large
+    # one that almost never sees them. At half its training the large one has spent more
+    # FLOPs than the whole small trial and recalls fewer facts: it is stopped there.
+    points = [{"mixture.rare_freq": 0.3, "model.d_model": 16},
+              {"mixture.rare_freq": 0.01, "model.d_model": 32}]
+    tree = tiny_space_tree(trials=2, sampler="random", max_concurrent=1, points_to_evaluate=points,
+                           prune="dominated", prune_margin=0.0)
+    tree["train"]["fault"] = "none"
+    tree["train"]["tokens"] = 40_000
+    tree["eval"]["points"] = 4
+    space = build_space(tree)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+
+    client = MlflowClient(uri)
+    runs = sorted(children(client, summary.parent_run_id),
+                  key=lambda r: json.loads(r.data.tags["optimix.point"])["model.d_model"])
+    small, large = runs
+    assert small.data.tags["optimix.status"] == "ok"
+    assert small.data.metrics["acc/facts"] > 0
+    assert large.data.tags["optimix.status"] == "pruned"
+    assert summary.pruned == 1 and summary.ok == 1
+    planned = trial_flops(space, points[1])
+    assert large.data.metrics["train_flops"] < planned  # it stopped early ...
+    assert large.data.metrics["train_flops"] >= planned / 2  # ... no earlier than prune_from
+    assert summary.spent_flops == pytest.approx(small.data.metrics["train_flops"]
+                                                + large.data.metrics["train_flops"])
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(Path(summary.state_dir) / "optuna.journal")))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "PRUNED"]

@@ -1,0 +1,148 @@
+"""Frontier candidates: trials' final results and their learning-curve points.
+
+A trial evaluated at several token counts yields several (FLOPs, accuracy) points, each a
+real model: the config trained with the same schedule and stopped at that step. Every one
+of them is a candidate for the accuracy-vs-FLOPs frontier, so one trial can fill in the
+cheap end of the frontier as well as its own final point. A candidate says which it is
+(``final`` or a curve point at ``step`` of ``steps``), and so do MLflow
+(``optimix.pareto`` for a final result, ``optimix.pareto_steps`` for curve points) and
+``optimix frontier``.
+
+Curve points stand in for a final result only where every objective is known at them:
+accuracies, losses and the cost counts (``train_flops``, ``tokens``, ``params``), not the
+timings. Pure: ledger entries (dicts) in, candidates out; no Ray, MLflow or torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from optimix import pareto
+
+OK, PRUNED = "ok", "pruned"
+_COUNTS = ("train_flops", "tokens", "params", "non_embedding_params")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    trial_id: str
+    step: int
+    steps: int
+    """The trial's planned steps: ``step < steps`` for a curve point of an unfinished schedule."""
+    final: bool
+    """The trial's finished result (the last curve point of an ``ok`` trial)."""
+    metrics: Mapping[str, float]
+
+
+def curve_metric(metric: str) -> bool:
+    """Whether ``metric`` is known at a learning-curve point."""
+    return metric.startswith(("acc/", "loss/")) or metric in _COUNTS
+
+
+def curve_usable(objectives: Sequence[tuple[str, str]]) -> bool:
+    return all(curve_metric(m) for m, _ in objectives)
+
+
+def final_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """Final metrics of a trial result (``TrialResult.to_dict()``), by their MLflow names."""
+    out = {k: float(result[k]) for k in ("train_flops", "params", "non_embedding_params",
+                                          "tokens", "wall_s", "train_s", "tokens_per_s")}
+    out.update({f"acc/{t}": float(v) for t, v in result.get("accuracy", {}).items()})
+    out.update({f"loss/{t}": float(v) for t, v in result.get("loss", {}).items()})
+    return out
+
+
+def point_metrics(result: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics of one learning-curve point (``CurvePoint`` as a dict) of ``result``."""
+    out = {"train_flops": float(point["train_flops"]), "tokens": float(point["tokens"]),
+           "params": float(result["params"]),
+           "non_embedding_params": float(result["non_embedding_params"])}
+    out.update({f"acc/{t}": float(v) for t, v in point["accuracy"].items()})
+    out.update({f"loss/{t}": float(v) for t, v in point["loss"].items()})
+    return out
+
+
+def candidates(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+               curve: bool = True) -> list[Candidate]:
+    """Candidates from ledger entries (``trial_id``, ``status``, ``result``).
+
+    An ``ok`` trial gives its final result and, with ``curve``, each earlier curve point; a
+    ``pruned`` trial gives its curve points only (it has no final result). Failed and
+    infeasible trials give nothing.
+    """
+    curve = curve and curve_usable(objectives)
+    out = []
+    for e in entries:
+        result = e["result"]
+        steps = int(result.get("planned_steps") or result.get("steps") or 0)
+        if e["status"] == OK:
+            out.append(Candidate(e["trial_id"], int(result.get("steps", steps)), steps, True,
+                                 final_metrics(result)))
+        if not curve or e["status"] not in (OK, PRUNED):
+            continue
+        for point in result.get("curve", []):
+            if e["status"] == OK and int(point["step"]) >= int(result.get("steps", steps)):
+                continue  # the final result itself
+            out.append(Candidate(e["trial_id"], int(point["step"]), steps, False,
+                                 point_metrics(result, point)))
+    return out
+
+
+def values(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
+    rows = [[c.metrics.get(m, math.nan) for m, _ in objectives] for c in cands]
+    return np.array(rows, dtype=float).reshape(len(cands), len(objectives))
+
+
+def front(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> list[Candidate]:
+    """The non-dominated candidates, in ``pareto.frontier_order``."""
+    if not cands:
+        return []
+    order = pareto.frontier_order(values(cands, objectives), [d for _, d in objectives])
+    return [cands[int(i)] for i in order]
+
+
+def membership(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]
+               ) -> dict[str, tuple[bool, list[int]]]:
+    """Per trial on the frontier: (its final result is on it, its curve steps that are)."""
+    out: dict[str, tuple[bool, list[int]]] = {}
+    for c in front(cands, objectives):
+        final, steps = out.get(c.trial_id, (False, []))
+        out[c.trial_id] = (final or c.final, steps if c.final else sorted({*steps, c.step}))
+    return out
+
+
+def hypervolume(cands: Sequence[Candidate], accuracy: str, reference_flops: float) -> float:
+    """Area under the best-accuracy staircase in (log10 FLOPs, accuracy), bounded by
+    accuracy 0 and ``reference_flops``: one number for "how good, how cheaply".
+
+    FLOPs are taken in log scale so that a frontier point ten times cheaper counts the same
+    at any size (trial costs span orders of magnitude).
+    """
+    if not cands:
+        return 0.0
+    v = np.array([[c.metrics.get(accuracy, math.nan), math.log10(c.metrics["train_flops"])]
+                  for c in cands], dtype=float)
+    return pareto.hypervolume_2d(v, ["max", "min"], [0.0, math.log10(reference_flops)])
+
+
+def dominated_at_equal_flops(metrics: Mapping[str, float], cands: Iterable[Candidate],
+                             objectives: Sequence[tuple[str, str]], margin: float) -> bool:
+    """Whether a point is beaten, at no more FLOPs, by some candidate by more than ``margin``
+    in every objective other than FLOPs (the multi-fidelity stopping rule)."""
+    others = [(m, d) for m, d in objectives if m != "train_flops"]
+    flops = metrics["train_flops"]
+    for c in cands:
+        if c.metrics.get("train_flops", math.inf) > flops:
+            continue
+        if all(_better(c.metrics.get(m, math.nan), metrics.get(m, math.nan), d, margin) for m, d in others):
+            return True
+    return False
+
+
+def _better(a: float, b: float, direction: str, margin: float) -> bool:
+    return a > b + margin if direction == "max" else a < b - margin
