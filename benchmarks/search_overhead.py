@@ -46,6 +46,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "optimix.cli", "search", str(Path(args.space).resolve())]
         for override in args.overrides:
             cmd += ["--set", override]
+        launched_at = time.time()
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -65,12 +66,26 @@ def main() -> None:
     train_s = sum(e["result"]["train_s"] for e in entries)
     trial_s = sum(e["result"]["wall_s"] for e in entries)
     share = train_s / (wall * slots)
+    # Where the rest of the slot time goes (trial timestamps are wall-clock seconds).
+    first = min(e["result"]["started_at"] for e in entries)
+    last = max(e["result"]["ended_at"] for e in entries)
+    in_trials = sum(e["result"]["ended_at"] - e["result"]["started_at"] for e in entries)
+    breakdown = {
+        "training": train_s,
+        "in_trial_other": in_trials - train_s,  # imports, data, model build, evaluation, report
+        "startup": slots * (first - launched_at),  # CLI, MLflow, Ray, the first worker
+        "between_trials": slots * (last - first) - in_trials,  # slot refills, idle tail
+        "shutdown": slots * (launched_at + wall - last),  # frontier plots, final logging, Ray stop
+    }
     rows = [("search wall time (s)", f"{wall:.1f}"), ("trials", len(entries)),
             ("concurrent slots", slots), ("sum of train_s (s)", f"{train_s:.1f}"),
             ("sum of run_trial wall (s)", f"{trial_s:.1f}"),
             ("training share", f"{share:.3f}"), ("in-trial share", f"{trial_s / (wall * slots):.3f}")]
     for name, value in rows:
         print(f"{name:<28}{value:>12}")
+    print(f"\n{'slot-seconds':<28}{'s':>12}{'share':>8}")
+    for name, value in breakdown.items():
+        print(f"{name:<28}{value:>12.1f}{value / (wall * slots):>8.3f}")
 
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.exists() else {}
@@ -80,6 +95,7 @@ def main() -> None:
             "space": Path(args.space).name, "overrides": args.overrides, "wall_s": round(wall, 1),
             "trials": len(entries), "slots": slots, "train_s": round(train_s, 1),
             "in_trial_share": round(trial_s / (wall * slots), 4),
+            "slot_seconds": {k: round(v, 1) for k, v in breakdown.items()},
             "per_trial_train_s_median": sorted(e["result"]["train_s"] for e in entries)[len(entries) // 2],
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
