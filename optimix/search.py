@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 STATUS_KEY = "optimix_status"
 RESULT_KEY = "optimix_result"
+GROUP_KEY = "optimix_group"  # a Tune trial's config when it trains several points stacked
+# Dimensions that may differ between the models of one stacked group (optimix.stacked).
+_PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.beta2",
+              "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
+              "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
 _MAX_BUDGET_RETRIES = 50
 _AFFORDABLE_AFTER = 3  # proposals that do not fit before random ones that do are queued
 _RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
@@ -201,20 +206,23 @@ def _optuna_search_class():
         """
 
         def __init__(self, *args, space_obj: Space, budget: float | None, spent: float,
-                     cheapest: float, **kwargs):
+                     cheapest: float, points_left: int, **kwargs):
             super().__init__(*args, **kwargs)
             self.space_obj = space_obj
             self.budget = budget
             self.spent = spent
             self.cheapest = cheapest
             self.reserved: dict[str, float] = {}
+            self.stack = space_obj.base.search.stack
+            self.points_left = points_left
+            self.group: dict[str, list] = {}  # Tune trial id -> the Optuna trials it trains
 
         def suggest(self, trial_id: str):
             from optuna.trial import TrialState
             from ray.tune.search import Searcher
 
             for attempt in range(_MAX_BUDGET_RETRIES):
-                if self.budget is not None and self.left() < self.cheapest:
+                if self.points_left <= 0 or (self.budget is not None and self.left() < self.cheapest):
                     return Searcher.FINISHED
                 if attempt >= _AFFORDABLE_AFTER and not self._enqueue_affordable():
                     break
@@ -230,9 +238,46 @@ def _optuna_search_class():
                     self._skip(trial_id, f"needs {cost:.3g} FLOPs, {self.left():.3g} left", TrialState.FAIL)
                     continue
                 self.reserved[trial_id] = cost
+                self.points_left -= 1
+                if self.stack > 1:
+                    return self._fill_group(trial_id, point, cost)
                 return point
             log.warning("no proposal fitted the budget in %d tries: ending the search", _MAX_BUDGET_RETRIES)
             return Searcher.FINISHED
+
+        def _fill_group(self, trial_id: str, point: dict, cost: float) -> dict:
+            """Ask Optuna for up to ``stack - 1`` more points that share ``point``'s shape and
+            length (its other dimensions fixed), to train stacked in one Tune trial."""
+            from optuna.trial import TrialState
+
+            fixed = {k: v for k, v in point.items() if not k.startswith(_PER_MODEL)}
+            members = [(self._ot_trials[trial_id], point)]
+            waiting = self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            while (len(members) < self.stack and self.points_left > 0 and not waiting
+                   and (self.budget is None or cost <= self.left())):
+                self._ot_study.enqueue_trial(fixed)
+                ot_trial = self._ot_study.ask(fixed_distributions=self._space)
+                members.append((ot_trial, dict(ot_trial.params)))
+                self.reserved[trial_id] += cost
+                self.points_left -= 1
+            self.group[trial_id] = [ot for ot, _ in members]
+            return {GROUP_KEY: [p for _, p in members]}
+
+        def _tell_group(self, trial_id: str, result: dict | None) -> None:
+            """Each point of a stacked trial told to Optuna by its own outcome."""
+            from optuna.trial import TrialState
+
+            self._ot_trials.pop(trial_id, None)
+            docs = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else []
+            for i, ot_trial in enumerate(self.group.pop(trial_id)):
+                doc = docs[i] if i < len(docs) else {"status": "failed"}
+                if doc["status"] == "ok":
+                    metrics = tracking.trial_metrics(doc)
+                    self._ot_study.tell(ot_trial, [metrics[m] for m in self._metric])
+                elif doc["status"] == "pruned":
+                    self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                else:
+                    self._ot_study.tell(ot_trial, state=TrialState.FAIL)
 
         def _enqueue_affordable(self) -> bool:
             """The sampler keeps proposing what the budget left cannot pay for: queue a random
@@ -262,9 +307,14 @@ def _optuna_search_class():
             planned = self.reserved.pop(trial_id, 0.0)
             ok = bool(result) and not error and result.get(STATUS_KEY) == tracking.OK
             if result and RESULT_KEY in result:
-                self.spent += float(json.loads(result[RESULT_KEY])["train_flops"])
+                docs = json.loads(result[RESULT_KEY])
+                docs = docs if isinstance(docs, list) else [docs]
+                self.spent += sum(float(doc["train_flops"]) for doc in docs)
             else:  # a crash we cannot measure: count what it was allowed to spend
                 self.spent += planned
+            if trial_id in self.group:
+                self._tell_group(trial_id, result)
+                return
             if trial_id not in self._ot_trials:
                 return
             if ok:
@@ -298,9 +348,12 @@ def _trainable(point: dict, space: Space, save_models: bool, board=None) -> None
 
     from optimix.train import run_trial
 
-    config = space.resolve(point)
     context = tune.get_context()
     resources = context.get_trial_resources().required_resources
+    if GROUP_KEY in point:
+        _train_group(point[GROUP_KEY], space, save_models, resources, started_at)
+        return
+    config = space.resolve(point)
     save_dir = tempfile.mkdtemp(prefix="optimix-model-") if save_models else None
     on_eval = None
     if board is not None:
@@ -366,6 +419,25 @@ def _board_class():
             return stop
 
     return PruningBoard
+
+
+def _train_group(points: list[dict], space: Space, save_models: bool, resources, started_at: float) -> None:
+    """Several points trained stacked in this one Tune trial; one result document each."""
+    import ray
+    from ray import tune
+
+    from optimix.stacked import run_stacked
+
+    configs = [space.resolve(p) for p in points]
+    root = tempfile.mkdtemp(prefix="optimix-models-") if save_models else None
+    save_dirs = [os.path.join(root, str(i)) for i in range(len(points))] if root else None
+    results = run_stacked(configs, cpus=resources.get("CPU", 1), save_dirs=save_dirs)
+    node, ended_at = ray.get_runtime_context().get_node_id(), time.time()
+    docs = [{**r.to_dict(), "node": node, "started_at": started_at, "ended_at": ended_at} for r in results]
+    checkpoint = tune.Checkpoint.from_directory(root) if root else None
+    tune.report({STATUS_KEY: "group", RESULT_KEY: json.dumps(docs)}, checkpoint=checkpoint)
+    if root:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,9 +578,22 @@ class _Driver:
     def finished(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any] | None,
                  error: str | None, checkpoint_dir: str | None) -> None:
         self.running.discard(trial_id)
+        if GROUP_KEY not in config:
+            doc = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else None
+            self._record(trial_id, config, doc, error, checkpoint_dir)
+        else:  # a stacked trial: one ledger entry (and MLflow run) per point, "<id>_<i>"
+            docs = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else []
+            for i, point in enumerate(config[GROUP_KEY]):
+                model_dir = os.path.join(checkpoint_dir, str(i)) if checkpoint_dir else None
+                self._record(f"{trial_id}_{i}", point, docs[i] if i < len(docs) else None, error,
+                             model_dir if model_dir and os.path.isdir(model_dir) else None)
+        self._sync()
+        self._report()
+
+    def _record(self, trial_id: str, config: Mapping[str, Any], doc: dict | None, error: str | None,
+                checkpoint_dir: str | None) -> None:
         if any(e["trial_id"] == trial_id for e in self.entries):
             return
-        doc = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else None
         if doc is None:  # the trainable itself crashed: cost as planned, no score
             plan = plan_trial(self.space.resolve(config))
             doc = {"status": "failed", "train_flops": plan.train_flops, "tokens": plan.tokens,
@@ -532,8 +617,6 @@ class _Driver:
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
         entry["run_id"] = None
         self.entries.append(entry)
-        self._sync()
-        self._report()
 
     def _sync(self, force: bool = False) -> None:
         """Log every ledger entry MLflow has not seen yet, then retag the frontier.
@@ -811,6 +894,7 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
         budget=search.budget_flops,
         spent=spent,
         cheapest=cheapest,
+        points_left=remaining,
     )
     resources = {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}
     if not ray.is_initialized():

@@ -209,6 +209,11 @@ class SearchConfig(_Strict):
     gpus_per_trial: float = Field(0.0, ge=0)
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     save_models: Literal["frontier", "all", "none"] = "none"
+    stack: int = Field(1, ge=1, le=256)
+    """Models trained together in one trial slot (``optimix.stacked``): up to this many
+    proposals that share everything but their per-model settings (seed, mixture, optimiser
+    settings) train as one stacked model in one process; on a GPU small models train many
+    times faster so. Each stays its own trial in Optuna, MLflow and the ledger."""
     startup_trials: int | None = Field(None, ge=1)
     """Random proposals before the sampler's model takes over (tpe, gp); default: a quarter of
     the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
@@ -667,6 +672,9 @@ def parse_objectives(config: TrialConfig) -> list[Objective]:
         if objective.metric not in known:
             raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
                              f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
+    if config.search.stack > 1 and config.search.prune != "none":
+        raise SpaceError("search.stack: stacked trials cannot be pruned one by one; "
+                         "set search.prune: none or search.stack: 1")
     if config.search.prune == "dominated":
         from optimix.frontier import curve_usable
 

@@ -198,6 +198,10 @@ def test_cli_missing_file(tmp_path, capsys):
 
 OVERRIDES = [
     (["model.d_modle=3"], ["model.d_modle: unknown key"], None),
+    (["search.stack=2", "search.prune=dominated"], ["search.stack: stacked trials cannot be pruned"], None),
+    (["search.prune=dominated", "search.objectives=[acc/facts:max, wall_s:min]"],
+     ["search.prune: 'dominated' needs the objectives train_flops:min"], None),
+    (["search.stack=0"], ["search.stack: input should be greater than or equal to 1"], None),
     (["=3"], ["--set =3: expected KEY=VALUE"], None),
     (["nokey"], ["--set nokey: expected KEY=VALUE"], None),
     (["model.d_model=abc"], ["model.d_model: input should be a valid integer", "'abc'"], None),

@@ -279,3 +279,36 @@ def test_a_trial_dominated_at_equal_flops_is_pruned_and_told_to_optuna_as_pruned
         str(Path(summary.state_dir) / "optuna.journal")))
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "PRUNED"]
+
+
+def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(tmp_path):
+    from optimix.train import run_trial
+
+    tree = tiny_space_tree(trials=4, sampler="random", max_concurrent=1, stack=2)
+    tree["train"]["fault"] = "none"
+    space = build_space(tree)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    assert summary.trials == 4 and summary.ok == 4
+
+    runs = children(MlflowClient(uri), summary.parent_run_id)
+    assert len(runs) == 4
+    groups: dict[str, list] = {}
+    for r in runs:
+        tune_trial, _, member = r.data.tags["optimix.trial_id"].rpartition("_")
+        groups.setdefault(tune_trial, []).append(r)
+    assert sorted(len(g) for g in groups.values()) == [2, 2]  # two Tune trials of two models
+    for group in groups.values():
+        points = [json.loads(r.data.tags["optimix.point"]) for r in group]
+        assert len({p["model.d_model"] for p in points}) == 1  # one shape per stack
+        assert len({p["mixture.rare_freq"] for p in points}) == 2  # searched per model
+    for r in runs[:2]:  # each point's numbers are what training it alone gives
+        alone = run_trial(space.resolve(json.loads(r.data.tags["optimix.point"])))
+        assert r.data.metrics["acc/facts"] == pytest.approx(alone.accuracy["facts"], abs=1e-6)
+        assert r.data.metrics["loss/facts"] == pytest.approx(alone.loss["facts"], rel=1e-4)
+        assert r.data.metrics["train_flops"] == alone.train_flops
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(Path(summary.state_dir) / "optuna.journal")))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
