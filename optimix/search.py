@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ _PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.bet
               "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
               "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
 _MAX_BUDGET_RETRIES = 50
+_LEDGER_LOCK = threading.Lock()  # ledger lines come from Tune's loop and the MLflow thread
 _AFFORDABLE_AFTER = 3  # proposals that do not fit before random ones that do are queued
 _RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
 
@@ -485,7 +487,7 @@ class SearchState:
         os.replace(tmp, self.path / "state.json")
 
     def append(self, entry: Mapping[str, Any]) -> None:
-        with open(self.path / "results.jsonl", "a") as f:
+        with _LEDGER_LOCK, open(self.path / "results.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -561,6 +563,11 @@ class _Driver:
         self.unsynced = 0
         self.retry_at = 0.0
         self.save_models = space.base.search.save_models
+        # MLflow is written by one background thread, so a finished trial's slot is refilled
+        # at once instead of after its logging; the ledger line is written before, in Tune's loop.
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
                                  best_metric=objectives[0][0])
 
@@ -587,8 +594,34 @@ class _Driver:
                 model_dir = os.path.join(checkpoint_dir, str(i)) if checkpoint_dir else None
                 self._record(f"{trial_id}_{i}", point, docs[i] if i < len(docs) else None, error,
                              model_dir if model_dir and os.path.isdir(model_dir) else None)
-        self._sync()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sync_loop, name="optimix-mlflow", daemon=True)
+            self._thread.start()
+        self._wake.set()
         self._report()
+
+    def __getstate__(self) -> dict:
+        # Ray Tune pickles its callbacks with the experiment (tuner.pkl); that copy is never
+        # used (--resume rebuilds the driver from the ledger), but must pickle: no thread.
+        state = dict(self.__dict__)
+        for key in ("_wake", "_thread", "board"):
+            state[key] = None
+        return state
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            self._sync()
+
+    def _stop_sync_thread(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
 
     def _record(self, trial_id: str, config: Mapping[str, Any], doc: dict | None, error: str | None,
                 checkpoint_dir: str | None) -> None:
@@ -629,7 +662,7 @@ class _Driver:
             self.unsynced = sum(e["run_id"] is None for e in self.entries)
             return
         try:
-            for entry in self.entries:
+            for entry in list(self.entries):
                 if entry["run_id"] is None:
                     run_id = self.tracker.log_trial(self.parent_id, entry, with_model=self.save_models == "all")
                     self.state.append({"logged": entry["trial_id"], "run_id": run_id})
@@ -675,6 +708,7 @@ class _Driver:
         """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
         from optimix import plots
 
+        self._stop_sync_thread()
         self._sync(force=True)
         if self.unsynced:
             raise tracking.TrackingError(
