@@ -3,12 +3,15 @@
 Runs ``optimix search SPACE`` as a user would (a subprocess, in-process Ray, MLflow in
 SQLite, all in a fresh temporary folder), times it, then reads the search's ledger:
 
-    training_share = sum over trials of train_s / (search wall time x concurrent slots)
+    training_share      = sum of train_s / (slots x (last trial's end - first trial's start))
+    training_share_wall = sum of train_s / (slots x the command's whole wall time)
 
 ``train_s`` is a trial's training loop (batch generation included, evaluation excluded).
-The rest of a slot's time is Ray start-up, worker start and imports, data and model
-building, evaluation, MLflow logging and idle slots. ``in_trial_share`` counts each trial's
-whole ``run_trial`` time instead, to separate Ray's overhead from the trial's own.
+The first counts the slots' time while the search runs trials: worker imports, data and
+model building, evaluation, reporting, refilling a slot and the idle tail are in it; the
+second adds what comes before the first trial and after the last (the CLI's imports,
+MLflow's and Ray's start-up, the final frontier plots, Ray's shutdown). A slot-seconds
+breakdown says where the rest goes.
 
     python benchmarks/search_overhead.py [--space search_spaces/quickstart.yaml] [--set K=V ...]
 """
@@ -65,7 +68,7 @@ def main() -> None:
     slots = space_doc["max_concurrent"]
     train_s = sum(e["result"]["train_s"] for e in entries)
     trial_s = sum(e["result"]["wall_s"] for e in entries)
-    share = train_s / (wall * slots)
+    share_wall = train_s / (wall * slots)
     # Where the rest of the slot time goes (trial timestamps are wall-clock seconds).
     first = min(e["result"]["started_at"] for e in entries)
     last = max(e["result"]["ended_at"] for e in entries)
@@ -77,10 +80,12 @@ def main() -> None:
         "between_trials": slots * (last - first) - in_trials,  # slot refills, idle tail
         "shutdown": slots * (launched_at + wall - last),  # frontier plots, final logging, Ray stop
     }
+    share = train_s / (slots * (last - first))  # over the slots' time, first trial to last
     rows = [("search wall time (s)", f"{wall:.1f}"), ("trials", len(entries)),
             ("concurrent slots", slots), ("sum of train_s (s)", f"{train_s:.1f}"),
             ("sum of run_trial wall (s)", f"{trial_s:.1f}"),
-            ("training share", f"{share:.3f}"), ("in-trial share", f"{trial_s / (wall * slots):.3f}")]
+            ("training share (slots)", f"{share:.3f}"), ("training share (wall)", f"{share_wall:.3f}"),
+            ("in-trial share (wall)", f"{trial_s / (wall * slots):.3f}")]
     for name, value in rows:
         print(f"{name:<28}{value:>12}")
     print(f"\n{'slot-seconds':<28}{'s':>12}{'share':>8}")
@@ -91,6 +96,7 @@ def main() -> None:
     doc = json.loads(out.read_text()) if out.exists() else {}
     doc.update({
         args.key: round(share, 4),
+        f"{args.key}_wall": round(share_wall, 4),
         f"{args.key}_detail": {
             "space": Path(args.space).name, "overrides": args.overrides, "wall_s": round(wall, 1),
             "trials": len(entries), "slots": slots, "train_s": round(train_s, 1),

@@ -9,6 +9,8 @@ gives the greedy exact-match accuracy without a decoding loop.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn.functional as F
 
@@ -17,12 +19,16 @@ from optimix.tasks import IGNORE, TaskSet, shift_targets
 
 @torch.no_grad()
 def evaluate(model, taskset: TaskSet, device: torch.device, batch_size: int = 1024,
-             autocast_dtype: torch.dtype | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """(accuracy, loss) per task on the held-out sets; loss is mean per answer token."""
+             autocast_dtype: torch.dtype | None = None, tasks: Collection[str] | None = None,
+             ) -> tuple[dict[str, float], dict[str, float]]:
+    """(accuracy, loss) per task (every task, or those in ``tasks``) on the held-out sets;
+    loss is mean per answer token."""
     was_training = model.training
     model.eval()
     accuracy, loss = {}, {}
     for name, task in taskset.tasks.items():
+        if tasks is not None and name not in tasks:
+            continue
         correct = 0
         loss_sum, n_tokens = 0.0, 0
         targets_all = shift_targets(task.eval_ids, task.eval_mask)

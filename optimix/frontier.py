@@ -99,11 +99,28 @@ def values(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) ->
 
 
 def front(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> list[Candidate]:
-    """The non-dominated candidates, in ``pareto.frontier_order``."""
+    """The non-dominated candidates, in ``pareto.frontier_order``.
+
+    Final results follow ``optimix.pareto``'s rule (identical rows never dominate each other,
+    so tied final results are all on the frontier). A learning-curve point whose objective
+    values equal another candidate's is listed once: not at all if a final result has them,
+    else the one with the smallest (trial id, step). Early points of many trials often tie
+    (accuracy 0 at the same FLOPs), and one of them says all they say.
+    """
     if not cands:
         return []
-    order = pareto.frontier_order(values(cands, objectives), [d for _, d in objectives])
-    return [cands[int(i)] for i in order]
+    vals = values(cands, objectives)
+    order = [int(i) for i in pareto.frontier_order(vals, [d for _, d in objectives])]
+    finals = {tuple(vals[i]) for i in order if cands[i].final}
+    first_curve: dict[tuple, int] = {}
+    for i in order:
+        key = tuple(vals[i])
+        if not cands[i].final and key not in finals:
+            j = first_curve.get(key)
+            if j is None or (cands[i].trial_id, cands[i].step) < (cands[j].trial_id, cands[j].step):
+                first_curve[key] = i
+    keep = set(first_curve.values())
+    return [cands[i] for i in order if cands[i].final or i in keep]
 
 
 def membership(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]

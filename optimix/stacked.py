@@ -76,6 +76,7 @@ from optimix.train import (
     Plan,
     TrialResult,
     _inject_fault,
+    curve_tasks,
     eval_steps,
     lr_at,
     plan_trial,
@@ -483,7 +484,8 @@ def _train_stacked(configs: Sequence[TrialConfig], plan: Plan, tasksets: Sequenc
                 tick = time.perf_counter()
                 scratch = stack.export(k, into=scratch)
                 accuracy, task_loss = evaluate(scratch, tasksets[k], device,
-                                               configs[k].eval.batch_size, autocast)
+                                               configs[k].eval.batch_size, autocast,
+                                               curve_tasks(configs[k], step, steps))
                 eval_s += time.perf_counter() - tick
                 result = results[k]
                 result.curve.append(CurvePoint(step, result.tokens, result.train_flops, values[k],

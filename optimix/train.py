@@ -111,6 +111,11 @@ def eval_steps(total: int, points: int) -> list[int]:
     return sorted({max(1, round(total * k / points)) for k in range(1, points + 1)})
 
 
+def curve_tasks(config: TrialConfig, step: int, steps: int) -> list[str] | None:
+    """The tasks to evaluate at ``step``: every task at the end, ``eval.curve_tasks`` before."""
+    return None if step >= steps else config.eval.curve_tasks
+
+
 def resolve_device(name: str) -> str:
     import torch
 
@@ -222,7 +227,8 @@ def _train(config, plan: Plan, taskset, cpus, on_eval, save_dir, result: TrialRe
             raise TimeoutError(f"time limit train.max_wall_s={train.max_wall_s:g} s reached at step {step} of {plan.steps}")
         if step in checkpoints:
             tick = time.perf_counter()
-            accuracy, task_loss = evaluate(model, taskset, device, config.eval.batch_size, autocast)
+            accuracy, task_loss = evaluate(model, taskset, device, config.eval.batch_size, autocast,
+                                           curve_tasks(config, step, plan.steps))
             eval_s += time.perf_counter() - tick
             point = CurvePoint(step, result.tokens, result.train_flops, float(recent), result.train_s,
                                accuracy, task_loss)

@@ -320,6 +320,17 @@ def frontier_by_hand(client, runs, metric: str = "acc/facts") -> tuple[set[str],
         if status == "ok":
             points[(r.info.run_id, None)] = (r.data.metrics[metric], r.data.metrics["train_flops"])
     front = pareto_set(points)
+    # A curve point tied with a final result is left out; of tied curve points, the one of
+    # the smallest (trial id, step) is kept.
+    trial_ids = {r.info.run_id: r.data.tags["optimix.trial_id"] for r in runs}
+    final_values = {points[k] for k in front if k[1] is None}
+    kept: dict[tuple[float, float], tuple[str, int]] = {}
+    for run, step in front:
+        if step is not None and points[(run, step)] not in final_values:
+            best = kept.get(points[(run, step)])
+            if best is None or (trial_ids[run], step) < (trial_ids[best[0]], best[1]):
+                kept[points[(run, step)]] = (run, step)
+    front = {k for k in front if k[1] is None} | set(kept.values())
     finals = {run for run, step in front if step is None}
     steps: dict[str, list[int]] = {}
     for run, step in sorted(front, key=lambda k: (k[0], k[1] or 0)):

@@ -315,3 +315,11 @@ def test_a_trial_over_its_time_limit_is_failed_with_the_reason():
     assert result.status == "failed" and result.accuracy == {}
     assert "time limit train.max_wall_s=0.5" in result.error
     assert 0 < result.tokens < 2_000_000  # what it spent is still counted
+
+
+def test_curve_tasks_evaluates_only_those_tasks_before_the_last_point():
+    config = tiny_config(eval={"points": 3, "size": 64, "curve_tasks": ["facts"]})
+    result = run_trial(config, cpus=1)
+    assert result.status == "ok"
+    assert [set(p.accuracy) for p in result.curve[:-1]] == [{"facts"}, {"facts"}]
+    assert set(result.curve[-1].accuracy) == set(config.tasks) == set(result.accuracy)

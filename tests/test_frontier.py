@@ -1,0 +1,78 @@
+"""Frontier candidates (optimix.frontier): final results and learning-curve points."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from optimix.frontier import (
+    Candidate,
+    candidates,
+    dominated_at_equal_flops,
+    front,
+    hypervolume,
+    membership,
+)
+
+OBJ = [("acc/x", "max"), ("train_flops", "min")]
+
+
+def entry(trial_id: str, status: str, curve: list[tuple[int, float, float]], steps: int = 4) -> dict:
+    points = [{"step": s, "tokens": 10 * s, "train_flops": f, "train_loss": 1.0, "train_s": 1.0,
+               "accuracy": {"x": a}, "loss": {"x": 1 - a}} for s, a, f in curve]
+    last = points[-1] if points else {"step": 0, "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}}
+    return {"trial_id": trial_id, "status": status, "result": {
+        "train_flops": last["train_flops"], "params": 100, "non_embedding_params": 50,
+        "tokens": last["tokens"], "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0,
+        "steps": last["step"], "planned_steps": steps, "accuracy": last["accuracy"],
+        "loss": last["loss"], "curve": points}}
+
+
+def test_ok_trials_give_their_final_and_earlier_points_pruned_ones_their_points_failed_none():
+    entries = [entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),
+               entry("b", "pruned", [(2, 0.1, 3.0)]),
+               entry("c", "failed", [(2, 0.9, 1.0)]),
+               entry("d", "infeasible", [(2, 0.9, 1.0)])]
+    got = {(c.trial_id, c.step, c.final) for c in candidates(entries, OBJ)}
+    assert got == {("a", 4, True), ("a", 2, False), ("b", 2, False)}
+    assert {(c.trial_id, c.final) for c in candidates(entries, OBJ, curve=False)} == {("a", True)}
+
+
+def test_curve_points_are_left_out_when_an_objective_is_not_known_at_them():
+    entries = [entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)])]
+    timed = [("acc/x", "max"), ("wall_s", "min")]
+    assert [c.final for c in candidates(entries, timed)] == [True]
+
+
+def test_a_cheap_curve_point_joins_the_frontier_and_membership_says_which():
+    entries = [entry("a", "ok", [(2, 0.5, 2.0), (4, 0.6, 4.0)]),
+               entry("b", "ok", [(2, 0.1, 3.0), (4, 0.9, 6.0)])]
+    cands = candidates(entries, OBJ)
+    assert membership(cands, OBJ) == {"a": (True, [2]), "b": (True, [])}
+
+
+def test_ties_list_a_final_result_once_and_one_curve_point_per_value():
+    c = [Candidate("b", 1, 4, False, {"acc/x": 0.0, "train_flops": 1.0}),
+         Candidate("a", 1, 4, False, {"acc/x": 0.0, "train_flops": 1.0}),
+         Candidate("a", 4, 4, True, {"acc/x": 0.5, "train_flops": 4.0}),
+         Candidate("c", 2, 4, False, {"acc/x": 0.5, "train_flops": 4.0}),
+         Candidate("c", 4, 4, True, {"acc/x": 0.9, "train_flops": 8.0}),
+         Candidate("d", 4, 4, True, {"acc/x": 0.9, "train_flops": 8.0})]
+    assert [(x.trial_id, x.step) for x in front(c, OBJ)] == [("a", 1), ("a", 4), ("c", 4), ("d", 4)]
+
+
+def test_hypervolume_is_the_area_in_log_flops_and_grows_with_a_better_point():
+    one = [Candidate("a", 4, 4, True, {"acc/x": 0.5, "train_flops": 10.0})]
+    assert hypervolume(one, "acc/x", 1000.0) == pytest.approx(0.5 * 2)  # 2 decades x 0.5
+    two = one + [Candidate("b", 2, 4, False, {"acc/x": 0.25, "train_flops": 1.0})]
+    assert hypervolume(two, "acc/x", 1000.0) == pytest.approx(1.0 + 0.25 * 1)
+    assert hypervolume([], "acc/x", 1000.0) == 0.0
+
+
+def test_dominated_at_equal_flops_needs_a_point_no_dearer_and_better_by_the_margin():
+    front_ = [Candidate("a", 4, 4, True, {"acc/x": 0.5, "train_flops": 10.0})]
+    assert dominated_at_equal_flops({"acc/x": 0.4, "train_flops": 10.0}, front_, OBJ, 0.05)
+    assert not dominated_at_equal_flops({"acc/x": 0.46, "train_flops": 10.0}, front_, OBJ, 0.05)
+    assert not dominated_at_equal_flops({"acc/x": 0.0, "train_flops": 9.0}, front_, OBJ, 0.05)
+    assert not dominated_at_equal_flops({"acc/x": math.nan, "train_flops": 20.0}, front_, OBJ, 0.0)
