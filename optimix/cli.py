@@ -155,8 +155,9 @@ def _print_summary(summary) -> None:
                f"{summary.failed} failed or infeasible), {summary.spent_flops:.3g}{budget} FLOPs, "
                f"{summary.wall_s:.0f} s")
     n_curve = sum(not r.get("final", True) for r in summary.frontier)
-    click.echo(f"Pareto frontier ({len(summary.frontier) - n_curve} final results, "
-               f"{n_curve} learning-curve points):")
+    n_final = len(summary.frontier) - n_curve
+    click.echo(f"Pareto frontier ({n_final} final result{'s' * (n_final != 1)}, "
+               f"{n_curve} learning-curve point{'s' * (n_curve != 1)}):")
     _print_frontier(summary.frontier, summary.objectives)
     uri = summary.tracking_uri
     click.echo(f"\nMLflow: parent run {summary.parent_run_id} in experiment {summary.experiment!r}")

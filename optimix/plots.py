@@ -79,11 +79,12 @@ def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> b
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[x])
     if front:
         n_curve = sum(bool(r.get("curve")) for r in front)
-        label = f"Pareto frontier ({len(front) - n_curve} trials"
-        label += f", {n_curve} curve points)" if n_curve else ")"
+        n_final = len(front) - n_curve
+        label = f"Pareto frontier ({n_final} final result{'s' * (n_final != 1)}"
+        label += f", {n_curve} learning-curve point{'s' * (n_curve != 1)})" if n_curve else ")"
         ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
                 lw=1.5, zorder=2, label=label)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8)
     if norm:
         fig.colorbar(sc, ax=ax, label="rare-task frequency")
     if min(xs) > 0 and max(xs) / min(xs) > 10:
