@@ -7,8 +7,9 @@ subprocess, in-process Ray, SQLite MLflow, a fresh temporary folder each):
   final results only: the plain baseline. Its total FLOPs are ``G``.
 - **random**: the random sampler under a FLOPs budget ``B = --budget-frac x G``, final
   results only (no pruning, no curve points): a plain random search.
-- **optimix**: TPE with learning-curve points as frontier candidates and pruning of trials
-  dominated at equal FLOPs (``search.prune: dominated``), under the same budget ``B``.
+- **optimix**: its default sampler (``auto``: GP at these sizes) with learning-curve points
+  as frontier candidates and pruning of trials dominated at equal FLOPs
+  (``search.prune: dominated``), under the same budget ``B``.
 
 Each is scored by the hypervolume of its frontier in (accuracy up, log10 FLOPs down),
 bounded by accuracy 0 and the dearest grid trial's FLOPs (``optimix.frontier.hypervolume``):
@@ -103,7 +104,7 @@ def bench_space(space: str, grid_overrides: list[str], seeds: list[int], frac: f
         rnd, rnd_wall = run(space, [*grid_overrides, *common, "search.sampler=random",
                                     "search.curve_candidates=false", "search.prune=none"],
                             scratch / f"{name}-random-{seed}")
-        opt, opt_wall = run(space, [*grid_overrides, *common, "search.sampler=tpe",
+        opt, opt_wall = run(space, [*grid_overrides, *common, "search.sampler=auto",
                                     "search.curve_candidates=true", "search.prune=dominated"],
                             scratch / f"{name}-optimix-{seed}")
         row = {

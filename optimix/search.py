@@ -86,24 +86,38 @@ def grid_values(key: str, dim: Dimension) -> list[Any]:
     raise SpaceError(f"{key}.grid: the grid sampler needs a list of values for this dimension")
 
 
+def expected_trials(space: Space) -> int:
+    """Trials the search is expected to run: ``search.trials``, or fewer if the budget buys
+    fewer at the space's mean trial cost (``optimix plan SPACE``)."""
+    search = space.base.search
+    if search.budget_flops is None:
+        return search.trials
+    from optimix.hardware import resolve
+    from optimix.plan import space_outlook
+
+    return space_outlook(space, hardware=resolve("cpu"), samples=64)["expected"]["trials"]
+
+
 def startup_trials(space: Space) -> int:
-    """Random proposals before TPE or GP model the results.
+    """Space-filling first points before TPE or GP model the results.
 
     Optuna's default, 10, leaves a 12-trial search almost all random; a quarter of the
-    trials the search is expected to run (by the budget, at the space's mean trial cost)
-    gives the model most of them, and 3 is the fewest it can fit anything to.
+    trials the search is expected to run gives the model most of them, and 3 is the fewest
+    it can fit anything to.
     """
     search = space.base.search
     if search.startup_trials is not None:
         return search.startup_trials
-    expected = search.trials
-    if search.budget_flops is not None:
-        from optimix.hardware import resolve
-        from optimix.plan import space_outlook
+    return min(10, max(3, round(expected_trials(space) / 4)))
 
-        outlook = space_outlook(space, hardware=resolve("cpu"), samples=64)
-        expected = outlook["expected"]["trials"]
-    return min(10, max(3, round(expected / 4)))
+
+def sampler_name(space: Space) -> str:
+    """The sampler ``search.sampler`` names; ``auto`` picks gp for small searches."""
+    search = space.base.search
+    if search.sampler != "auto":
+        return search.sampler
+    small = expected_trials(space) <= 100 and len(parse_objectives(space.base)) <= 3
+    return "gp" if small else "tpe"
 
 
 def startup_design(space: Space, n: int, seed: int) -> list[dict[str, Any]]:
@@ -146,7 +160,7 @@ def _from_unit(dim: Dimension, u: float) -> Any:
 def make_sampler(space: Space, seed: int):
     import optuna
 
-    name = space.base.search.sampler
+    name = sampler_name(space)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
     if name == "gp":
@@ -191,6 +205,16 @@ def cheapest_flops(space: Space) -> float:
         except SpaceError:
             continue  # an invalid corner (e.g. heads not dividing): other corners decide
     return best
+
+
+_LOG_SCALE = ("train_flops", "params", "non_embedding_params", "tokens")
+
+
+def _optuna_value(metric: str, value: float) -> float:
+    """What Optuna is told for an objective: costs in log10. They span orders of magnitude,
+    and a GP models them far better in log scale; the ordering TPE and NSGA-II use is the same.
+    (MLflow, the ledger and the frontier keep the plain values.)"""
+    return math.log10(value) if metric in _LOG_SCALE and value > 0 else value
 
 
 def _optuna_search_class():
@@ -275,7 +299,7 @@ def _optuna_search_class():
                 doc = docs[i] if i < len(docs) else {"status": "failed"}
                 if doc["status"] == "ok":
                     metrics = tracking.trial_metrics(doc)
-                    self._ot_study.tell(ot_trial, [metrics[m] for m in self._metric])
+                    self._ot_study.tell(ot_trial, [_optuna_value(m, metrics[m]) for m in self._metric])
                 elif doc["status"] == "pruned":
                     self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
                 else:
@@ -320,7 +344,8 @@ def _optuna_search_class():
             if trial_id not in self._ot_trials:
                 return
             if ok:
-                super().on_trial_complete(trial_id, result=result, error=False)
+                view = {**result, **{m: _optuna_value(m, result[m]) for m in self._metric}}
+                super().on_trial_complete(trial_id, result=view, error=False)
             elif result and result.get(STATUS_KEY) == tracking.PRUNED:
                 # The truth: stopped early, not a complete trial with partial values.
                 from optuna.trial import TrialState
@@ -902,7 +927,7 @@ def _first_points(space: Space, seed: int) -> list[dict[str, Any]] | None:
     search = space.base.search
     if search.points_to_evaluate:
         return [dict(p) for p in search.points_to_evaluate]
-    if search.sampler in ("tpe", "gp") and space.dimensions:
+    if sampler_name(space) in ("tpe", "gp") and space.dimensions:
         return startup_design(space, startup_trials(space), seed) or None
     return None
 

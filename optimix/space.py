@@ -205,7 +205,9 @@ class SearchConfig(_Strict):
     objectives: list[str] = Field(default_factory=list)
     """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
     default: the rare task's accuracy (max) and training FLOPs (min)."""
-    sampler: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
+    sampler: Literal["auto", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
+    """``auto``: ``gp`` for searches of up to 100 expected trials and 3 objectives (it
+    models the results, and learns from few of them), else ``tpe``."""
     trials: int = Field(16, ge=1, le=1_000_000)
     budget_flops: float | None = Field(None, gt=0)
     max_concurrent: int = Field(2, ge=1)
@@ -219,7 +221,7 @@ class SearchConfig(_Strict):
     settings) train as one stacked model in one process; on a GPU small models train many
     times faster so. Each stays its own trial in Optuna, MLflow and the ledger."""
     startup_trials: int | None = Field(None, ge=1)
-    """Random proposals before the sampler's model takes over (tpe, gp); default: a quarter of
+    """Space-filling first points before the sampler's model takes over (tpe, gp); default: a quarter of
     the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
     curve_candidates: bool = True
     """Learning-curve points count as frontier candidates (see ``optimix.frontier``)."""
