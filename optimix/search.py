@@ -116,8 +116,12 @@ def sampler_name(space: Space) -> str:
     search = space.base.search
     if search.sampler != "auto":
         return search.sampler
-    small = expected_trials(space) <= 100 and len(parse_objectives(space.base)) <= 3
-    return "gp" if small else "tpe"
+    if expected_trials(space) > 100:
+        return "tpe"
+    pairs = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    if len(pairs) == 2 and ("train_flops", "min") in pairs:
+        return "frontier"
+    return "gp" if len(pairs) <= 3 else "tpe"
 
 
 def startup_design(space: Space, n: int, seed: int) -> list[dict[str, Any]]:
@@ -161,6 +165,20 @@ def make_sampler(space: Space, seed: int):
     import optuna
 
     name = sampler_name(space)
+    if name == "frontier":
+        from optimix.sampler import FrontierSampler
+
+        objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+        q = next(i for i, (m, _) in enumerate(objectives) if m != "train_flops")
+
+        def cost(point: Mapping[str, Any]) -> float:
+            try:
+                return trial_flops(space, point)
+            except SpaceError:
+                return math.inf
+
+        return FrontierSampler(distributions(space), q, objectives[q][1] == "max", cost,
+                               n_startup=startup_trials(space), seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
     if name == "gp":
@@ -297,6 +315,8 @@ def _optuna_search_class():
             docs = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else []
             for i, ot_trial in enumerate(self.group.pop(trial_id)):
                 doc = docs[i] if i < len(docs) else {"status": "failed"}
+                if doc["status"] in ("ok", "pruned"):
+                    self._set_curve(ot_trial, doc)
                 if doc["status"] == "ok":
                     metrics = tracking.trial_metrics(doc)
                     self._ot_study.tell(ot_trial, [_optuna_value(m, metrics[m]) for m in self._metric])
@@ -304,6 +324,20 @@ def _optuna_search_class():
                     self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
                 else:
                     self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+
+        def _set_curve(self, ot_trial, doc: dict) -> None:
+            """The trial's learning-curve points, for the frontier sampler's current frontier."""
+            from optimix.sampler import CURVE_ATTR
+
+            quality = next((m for m in self._metric if m != "train_flops"), None)
+            if quality is None or not frontier.curve_metric(quality):
+                return
+            points = []
+            for point in doc.get("curve", []):
+                value = frontier.point_metrics(doc, point).get(quality)
+                if value is not None and point["train_flops"] > 0:
+                    points.append([math.log10(point["train_flops"]), value])
+            ot_trial.set_user_attr(CURVE_ATTR, points)
 
         def _enqueue_affordable(self) -> bool:
             """The sampler keeps proposing what the budget left cannot pay for: queue a random
@@ -332,6 +366,7 @@ def _optuna_search_class():
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             planned = self.reserved.pop(trial_id, 0.0)
             ok = bool(result) and not error and result.get(STATUS_KEY) == tracking.OK
+            docs = []
             if result and RESULT_KEY in result:
                 docs = json.loads(result[RESULT_KEY])
                 docs = docs if isinstance(docs, list) else [docs]
@@ -344,12 +379,14 @@ def _optuna_search_class():
             if trial_id not in self._ot_trials:
                 return
             if ok:
+                self._set_curve(self._ot_trials[trial_id], docs[0])
                 view = {**result, **{m: _optuna_value(m, result[m]) for m in self._metric}}
                 super().on_trial_complete(trial_id, result=view, error=False)
             elif result and result.get(STATUS_KEY) == tracking.PRUNED:
                 # The truth: stopped early, not a complete trial with partial values.
                 from optuna.trial import TrialState
 
+                self._set_curve(self._ot_trials[trial_id], docs[0])
                 self._ot_study.tell(self._ot_trials.pop(trial_id), state=TrialState.PRUNED)
             else:
                 super().on_trial_complete(trial_id, result=None, error=True)
@@ -927,7 +964,7 @@ def _first_points(space: Space, seed: int) -> list[dict[str, Any]] | None:
     search = space.base.search
     if search.points_to_evaluate:
         return [dict(p) for p in search.points_to_evaluate]
-    if sampler_name(space) in ("tpe", "gp") and space.dimensions:
+    if sampler_name(space) in ("frontier", "tpe", "gp") and space.dimensions:
         return startup_design(space, startup_trials(space), seed) or None
     return None
 
@@ -955,6 +992,8 @@ def _run_tuner(space, options, state, driver, storage_obj, experiment, objective
         cheapest=cheapest,
         points_left=remaining,
     )
+    if hasattr(searcher._sampler, "budget_left"):  # the frontier sampler prices its proposals
+        searcher._sampler.budget_left = searcher.left
     resources = {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}
     if not ray.is_initialized():
         # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance.

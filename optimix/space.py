@@ -205,9 +205,10 @@ class SearchConfig(_Strict):
     objectives: list[str] = Field(default_factory=list)
     """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
     default: the rare task's accuracy (max) and training FLOPs (min)."""
-    sampler: Literal["auto", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
-    """``auto``: ``gp`` for searches of up to 100 expected trials and 3 objectives (it
-    models the results, and learns from few of them), else ``tpe``."""
+    sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
+    """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.sampler``: the most
+    expected frontier gain per FLOP) when the objectives are one quality metric and
+    ``train_flops:min``, else ``gp`` (up to 3 objectives); ``tpe`` for larger searches."""
     trials: int = Field(16, ge=1, le=1_000_000)
     budget_flops: float | None = Field(None, gt=0)
     max_concurrent: int = Field(2, ge=1)
@@ -684,6 +685,9 @@ def parse_objectives(config: TrialConfig) -> list[Objective]:
     if config.search.stack > 1 and config.search.prune != "none":
         raise SpaceError("search.stack: stacked trials cannot be pruned one by one; "
                          "set search.prune: none or search.stack: 1")
+    if config.search.sampler == "frontier" and (
+            len(out) != 2 or ("train_flops", "min") not in [(o.metric, o.mode) for o in out]):
+        raise SpaceError("search.sampler: 'frontier' needs two objectives, one of them train_flops:min")
     if config.search.prune == "dominated":
         from optimix.frontier import curve_usable
 

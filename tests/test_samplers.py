@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
 
@@ -31,7 +32,7 @@ def test_distributions_match_the_dimensions():
     assert dists["train.lr"] == optuna.distributions.FloatDistribution(0.001, 0.01)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2", "random", "grid"])
+@pytest.mark.parametrize("sampler", ["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"])
 def test_every_sampler_proposes_valid_multi_objective_points(sampler):
     space = build_space(space_tree(sampler))
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, 0))
@@ -67,3 +68,38 @@ def test_cheapest_trial_is_the_smallest_model():
     space = build_space(space_tree("tpe"))
     assert cheapest_flops(space) == trial_flops(space, {"model.d_model": 16})
     assert trial_flops(space, {"model.d_model": 64}) > cheapest_flops(space)
+
+
+def test_frontier_gain_is_the_area_a_new_point_adds():
+    from optimix.sampler import expected_gain
+
+    # Front: quality 0.5 from log cost 1 on; reference 3. A sure point of quality 0.8 at
+    # log cost 0 adds 0.8 x 1 (below the front's first cost) + 0.3 x 2 (above its 0.5).
+    gain = expected_gain(np.array([0.8, 0.8, 0.4]), np.zeros(3), np.array([0.0, 2.0, 1.0]),
+                         [(1.0, 0.5)], 3.0)
+    assert gain == pytest.approx([1.4, 0.3, 0.0])
+    # Uncertainty can only add expected gain where the sure value adds none.
+    assert expected_gain(np.array([0.4]), np.array([0.2]), np.array([1.0]), [(1.0, 0.5)], 3.0)[0] > 0
+
+
+def test_the_frontier_sampler_spends_on_what_gains_most_per_flop():
+    # Quality rises with rare_freq at every size; FLOPs grow with d_model. Once it has
+    # seen that, the frontier sampler proposes cheap models at high frequencies.
+    tree = space_tree("frontier")
+    tree["mixture"]["delivery"] = "even"
+    tree["train"]["lr"] = 0.003
+    space = build_space(tree)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, 0))
+    dists = distributions(space)
+    proposals = []
+    for i in range(14):
+        trial = study.ask(dists)
+        f, d = trial.params["mixture.rare_freq"], trial.params["model.d_model"]
+        quality = min(1.0, (np.log10(f) + 3) / 2 * (0.5 + d / 128))
+        flops = trial_flops(space, trial.params)
+        trial.set_user_attr("optimix.curve", [[float(np.log10(flops)), quality]])
+        study.tell(trial, [quality, float(np.log10(flops))])
+        proposals.append((f, d))
+    late = proposals[6:]
+    assert np.median([f for f, _ in late]) > 0.03  # learnt: frequency is free
+    assert np.median([d for _, d in late]) <= 32  # and the small models are cheap

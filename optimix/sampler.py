@@ -1,0 +1,226 @@
+"""The frontier sampler: the point with the largest expected frontier gain per FLOP.
+
+optimix's objectives are usually one quality metric (a rare task's accuracy) and training
+FLOPs. The FLOPs of a point are known before it runs (``search.trial_flops``), so only the
+quality needs a model, and a proposal can be priced before it is made. A budget-bound
+search should spend its FLOPs where the frontier gains most per FLOP, which is what this
+sampler proposes (cost-aware Bayesian optimisation, as in Snoek et al. 2012's "expected
+improvement per second", with the 2-D hypervolume in place of the improvement):
+
+1. a Gaussian process over the space's dimensions (scaled to [0, 1], log scale where the
+   dimension is, numeric choices by value) models the quality of finished trials;
+2. for each of a few hundred candidate points (random, and near the best points so far), the
+   expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
+   frontier, whose candidates include every trial's learning-curve points, is integrated
+   over the GP's prediction (Gauss-Hermite);
+3. the candidate with the largest gain per FLOP that fits the budget left is proposed.
+
+Running trials count as finished at the GP's mean (the "kriging believer"), so parallel
+slots do not propose the same point. Until ``n_startup`` trials have finished, and for
+anything it cannot model, Optuna's random sampler proposes instead. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+CURVE_ATTR = "optimix.curve"  # [[log10 FLOPs, quality], ...] of a trial's learning-curve points
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+class FrontierSampler(optuna.samplers.BaseSampler):
+    """Optuna sampler for (one quality objective, ``train_flops:min``) with a known cost.
+
+    ``cost(point) -> FLOPs`` prices a point (``math.inf`` for an invalid one);
+    ``budget_left() -> FLOPs`` bounds what may be proposed.
+    """
+
+    def __init__(self, distributions: dict[str, BaseDistribution], quality_index: int, maximize: bool,
+                 cost: Callable[[dict[str, Any]], float], budget_left: Callable[[], float] = lambda: math.inf,
+                 n_startup: int = 3, n_candidates: int = 384, seed: int | None = None):
+        self._dists = distributions
+        self._q = quality_index
+        self._sign = 1.0 if maximize else -1.0
+        self._cost = cost
+        self.budget_left = budget_left
+        self._n_startup = n_startup
+        self._n_candidates = n_candidates
+        self._rng = np.random.default_rng(seed)
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return dict(self._dists)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                           TrialState.RUNNING))
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+        if len(done) < self._n_startup:
+            return {}
+        names = list(self._dists)
+        x = np.array([self._encode(t.params) for t in done])
+        y = self._sign * np.array([t.values[self._q] for t in done])
+        gp = _GP.fit(x, y)
+
+        front = _front_points([t for t in trials if t.state != TrialState.RUNNING], self._sign)
+        running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
+        for t in running:  # kriging believer: a running trial will land near the GP's mean
+            mean, _ = gp.predict(np.array([self._encode(t.params)]))
+            cost = self._cost(t.params)
+            if math.isfinite(cost):
+                front.append((math.log10(cost), float(mean[0])))
+
+        candidates = self._candidates(done, y)
+        costs = np.array([self._cost(c) for c in candidates])
+        fits = np.isfinite(costs) & (costs <= self.budget_left())
+        if not fits.any():
+            return {}
+        candidates = [c for c, ok in zip(candidates, fits, strict=True) if ok]
+        costs = costs[fits]
+        mean, sd = gp.predict(np.array([self._encode(c) for c in candidates]))
+        reference = math.log10(max([float(costs.max()), *(10 ** p[0] for p in front)]) * 1.0001)
+        gain = expected_gain(mean, sd, np.log10(costs), front, reference)
+        if not (gain > 0).any():
+            return {}
+        return candidates[int(np.argmax(gain / costs))]
+
+    # -- points ---------------------------------------------------------------------------
+
+    def _candidates(self, done: Sequence[FrozenTrial], y: np.ndarray) -> list[dict[str, Any]]:
+        out = [self._draw() for _ in range(self._n_candidates)]
+        best = [done[int(i)].params for i in np.argsort(-y)[:4]]
+        for params in best:  # and near the best so far: one dimension changed at a time
+            for name in self._dists:
+                for _ in range(8):
+                    out.append({**params, name: self._draw()[name]})
+        return out
+
+    def _draw(self) -> dict[str, Any]:
+        point = {}
+        for name, dist in self._dists.items():
+            u = float(self._rng.random())
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                point[name] = dist.choices[min(int(u * len(dist.choices)), len(dist.choices) - 1)]
+                continue
+            low, high = dist.low, dist.high
+            if dist.log:
+                value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+            else:
+                value = low + u * (high - low)
+            step = getattr(dist, "step", None)
+            if step:
+                value = low + step * round((value - low) / step)
+            value = min(high, max(low, value))
+            point[name] = int(round(value)) if isinstance(dist, optuna.distributions.IntDistribution) else value
+        return point
+
+    def _encode(self, params: dict[str, Any]) -> list[float]:
+        row = []
+        for name, dist in self._dists.items():
+            value = params[name]
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                choices = dist.choices
+                if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in choices):
+                    low, high = math.log(min(choices)), math.log(max(choices))  # numeric: by value
+                    row.append((math.log(value) - low) / (high - low) if high > low else 0.5)
+                else:
+                    row += [1.0 if value == c else 0.0 for c in choices]
+                continue
+            low, high, v = float(dist.low), float(dist.high), float(value)
+            if dist.log:
+                low, high, v = math.log(low), math.log(high), math.log(v)
+            row.append((v - low) / (high - low) if high > low else 0.5)
+        return row
+
+
+def _front_points(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, float]]:
+    """(log10 FLOPs, quality x sign) of every finished trial's learning-curve points (its
+    final result is the last of them), as the search recorded them (``CURVE_ATTR``)."""
+    points = []
+    for t in done:
+        points += [(float(lf), sign * float(v)) for lf, v in t.user_attrs.get(CURVE_ATTR, [])]
+    return points
+
+
+def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
+                  front: Sequence[tuple[float, float]], reference: float) -> np.ndarray:
+    """Expected 2-D hypervolume gain of adding (quality ~ N(mean, sd), log_cost) to ``front``.
+
+    Quality is maximised (the caller flips signs), log cost minimised, and the area is
+    bounded by quality ``floor`` (the lowest seen, or 0) and log cost ``reference``.
+    """
+    floor = min([0.0, *(q for _, q in front), *mean.tolist()])
+    # The current staircase: best quality at cost <= u, for u along the log-cost axis.
+    pts = sorted(front)
+    edges, best, level = [], [], floor
+    for lc, quality in pts:
+        if quality > level:
+            edges.append(lc)
+            best.append(level)
+            level = quality
+    edges.append(reference)
+    best.append(level)
+    starts = np.array([-np.inf, *edges[:-1]])  # segment k: [starts[k], edges[k]) at height best[k]
+    ends = np.array(edges)
+    heights = np.array(best)
+    quality = mean[:, None] + sd[:, None] * _NODES[None, :]  # (n, nodes)
+    width = np.clip(ends[None, :] - np.maximum(starts[None, :], log_cost[:, None]), 0.0, None)  # (n, k)
+    lift = np.clip(quality[:, :, None] - heights[None, None, :], 0.0, None)  # (n, nodes, k)
+    return (lift * width[:, None, :]).sum(axis=2) @ _WEIGHTS
+
+
+class _GP:
+    """Zero-mean GP on standardised targets, RBF kernel; length scale and noise chosen by
+    marginal likelihood on a small grid (enough for tens of points in a few dimensions)."""
+
+    def __init__(self, x, y_mean, y_sd, chol, alpha, scale, noise):
+        self.x, self.y_mean, self.y_sd = x, y_mean, y_sd
+        self.chol, self.alpha, self.scale, self.noise = chol, alpha, scale, noise
+
+    @staticmethod
+    def _kernel(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return np.exp(-0.5 * d2 / scale**2)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray) -> _GP:
+        y_mean, y_sd = float(y.mean()), float(max(y.std(), 1e-3))
+        z = (y - y_mean) / y_sd
+        best = None
+        for scale in (0.15, 0.3, 0.6, 1.2):
+            for noise in (1e-3, 1e-2, 0.1, 0.3):
+                k = cls._kernel(x, x, scale) + noise * np.eye(len(x))
+                try:
+                    chol = np.linalg.cholesky(k)
+                except np.linalg.LinAlgError:
+                    continue
+                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+                ll = -0.5 * z @ alpha - np.log(np.diag(chol)).sum()
+                if best is None or ll > best[0]:
+                    best = (ll, chol, alpha, scale, noise)
+        _, chol, alpha, scale, noise = best
+        return cls(x, y_mean, y_sd, chol, alpha, scale, noise)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ks = self._kernel(x, self.x, self.scale)
+        mean = ks @ self.alpha
+        v = np.linalg.solve(self.chol, ks.T)
+        var = np.clip(1.0 - (v**2).sum(0), 1e-9, None)
+        return self.y_mean + self.y_sd * mean, self.y_sd * np.sqrt(var)
