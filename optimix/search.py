@@ -265,11 +265,16 @@ def _optuna_search_class():
             from optuna.trial import TrialState
             from ray.tune.search import Searcher
 
+            # Running trials hold a reservation of what they may spend; one that is pruned
+            # gives part back. While any runs, "nothing fits" means "not now" (None).
+            not_now = None if self.reserved else Searcher.FINISHED
             for attempt in range(_MAX_BUDGET_RETRIES):
-                if self.points_left <= 0 or (self.budget is not None and self.left() < self.cheapest):
+                if self.points_left <= 0:
                     return Searcher.FINISHED
+                if self.budget is not None and self.left() < self.cheapest:
+                    return not_now
                 if attempt >= _AFFORDABLE_AFTER and not self._enqueue_affordable():
-                    break
+                    return not_now
                 point = super().suggest(trial_id)
                 if point is None or point == Searcher.FINISHED:
                     return point
@@ -286,6 +291,8 @@ def _optuna_search_class():
                 if self.stack > 1:
                     return self._fill_group(trial_id, point, cost)
                 return point
+            if not_now is None:
+                return None
             log.warning("no proposal fitted the budget in %d tries: ending the search", _MAX_BUDGET_RETRIES)
             return Searcher.FINISHED
 
