@@ -84,7 +84,7 @@ def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> b
         label += f", {n_curve} learning-curve point{'s' * (n_curve != 1)})" if n_curve else ")"
         ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
                 lw=1.5, zorder=2, label=label)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # the least covered corner
     if norm:
         fig.colorbar(sc, ax=ax, label="rare-task frequency")
     if min(xs) > 0 and max(xs) / min(xs) > 10:
