@@ -11,6 +11,9 @@ Runs alternate (optimix, bare, optimix, bare, ...) so drift on a shared machine 
 the ratio reported is the median of the per-pair ratios of tokens/s.
 
     python benchmarks/trial_throughput.py [--runs 5] [--device cpu] [--set KEY=VALUE ...]
+
+On a shared machine whose speed moves within seconds, more and shorter pairs keep both
+halves of a pair on the same machine state: ``--runs 11 --set train.tokens=150000``.
 """
 
 from __future__ import annotations

@@ -624,6 +624,7 @@ class _Driver:
         self.parent_id = parent_id
         self.objectives = objectives
         self.progress_fn = progress
+        self._shown_frontier = -1
         self.entries: list[dict] = []
         self.curve = space.base.search.curve_candidates
         self.membership: dict[str, tuple[bool, list[int]]] = {}  # by run id, as tagged
@@ -779,6 +780,8 @@ class _Driver:
 
         self._stop_sync_thread()
         self._sync(force=True)
+        if self.progress.frontier != self._shown_frontier:
+            self._report()  # the last trials' effect on the frontier, synced after they were shown
         if self.unsynced:
             raise tracking.TrackingError(
                 f"{self.unsynced} finished trials are not in MLflow yet (it is unreachable); "
@@ -810,6 +813,7 @@ class _Driver:
         scores = [s for s in scores if s is not None]
         if scores:
             p.best = max(scores) if self.objectives[0][1] == "max" else min(scores)
+        self._shown_frontier = p.frontier
         if self.progress_fn:
             self.progress_fn(p)
 
