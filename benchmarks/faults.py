@@ -4,10 +4,11 @@ MLflow in SQLite) in a fresh folder and checks the same invariants afterwards:
 
 - one parent run; every finished trial is one child run (no trial lost or logged twice);
 - the ledger, MLflow and the parent's ``spent_flops`` agree on the FLOPs spent;
-- ``optimix.pareto`` tags equal the non-dominated set computed here by hand;
+- ``optimix.pareto`` and ``optimix.pareto_steps`` tags equal the frontier computed by hand
+  (final results and learning-curve points, as the test suite computes it);
 - no Optuna trial is left RUNNING; no "database is locked" anywhere in the output.
 
-    python benchmarks/faults.py [--kills 5] [--load-trials 8] [--bookkeeping-trials 1000]
+    python benchmarks/faults.py [--kills 5] [--max-delay 25] [--load-trials 8] [--bookkeeping-trials 1000]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from cluster_fixtures import frontier_by_hand  # noqa: E402  (the test suite's independent frontier)
 
 TINY = {
     "name": "faults",
@@ -72,13 +75,13 @@ def check(workdir: Path, expected_trials: int, curve_points: int | None = None) 
     assert sorted(e["trial_id"] for e in ledger) == sorted(ids), "ledger and MLflow disagree"
     spent = sum(e["result"]["train_flops"] for e in ledger)
     assert abs(parent.data.metrics["spent_flops"] - spent) <= 1e-6 * spent, "spent FLOPs disagree"
-    ok = {r.info.run_id: (r.data.metrics["acc/facts"], r.data.metrics["train_flops"])
-          for r in runs if r.data.tags["optimix.status"] == "ok"}
-    front = {a for a, (acc, fl) in ok.items()
-             if not any(b != a and acc2 >= acc and fl2 <= fl and (acc2 > acc or fl2 < fl)
-                        for b, (acc2, fl2) in ok.items())}
+    # The frontier by hand over final results and learning-curve points, read from MLflow.
+    finals, steps = frontier_by_hand(client, runs)
     tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
-    assert tagged == front, "pareto tags differ from the frontier"
+    assert tagged == finals, "pareto tags differ from the frontier"
+    tagged_steps = {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
+                    if r.data.tags.get("optimix.pareto_steps", "[]") != "[]"}
+    assert tagged_steps == steps, "pareto_steps tags differ from the frontier"
     if curve_points:
         for r in runs:
             history = client.get_metric_history(r.info.run_id, "curve/acc/facts")
@@ -87,10 +90,11 @@ def check(workdir: Path, expected_trials: int, curve_points: int | None = None) 
         optuna.storages.journal.JournalFileBackend(str(state.parent / "optuna.journal"))))
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states, "an Optuna trial is left RUNNING"
-    return {"children": len(runs), "frontier": len(tagged), "spent_flops": spent}
+    return {"children": len(runs), "frontier": len(tagged), "frontier_curve_points": sum(map(len, steps.values())),
+            "spent_flops": spent}
 
 
-def kill_and_resume(kills: int, seed: int) -> list[dict]:
+def kill_and_resume(kills: int, seed: int, max_delay: float) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(kills):
@@ -98,7 +102,7 @@ def kill_and_resume(kills: int, seed: int) -> list[dict]:
             workdir = Path(tmp)
             space = workdir / "space.yaml"
             space.write_text(json.dumps(TINY))
-            delay = rng.uniform(3, 60)
+            delay = rng.uniform(3, max_delay)
             proc = subprocess.Popen(search_cmd(space, workdir), cwd=workdir, start_new_session=True,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -120,7 +124,8 @@ def kill_and_resume(kills: int, seed: int) -> list[dict]:
             rows.append({"kill_after_s": round(delay, 1), "finished_before_kill": before,
                          "ended_on_its_own": finished_first, **found, "ok": True})
             print(f"kill {i}: after {delay:5.1f} s, {before} trials finished before it; "
-                  f"after --resume {found['children']} trials, frontier {found['frontier']}: ok", flush=True)
+                  f"after --resume {found['children']} trials, frontier {found['frontier']} final + "
+                  f"{found['frontier_curve_points']} curve points: ok", flush=True)
     return rows
 
 
@@ -151,10 +156,12 @@ def main() -> None:
     parser.add_argument("--load-trials", type=int, default=8)
     parser.add_argument("--bookkeeping-trials", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-delay", type=float, default=25.0,
+                        help="kills land uniformly in [3 s, this]; the uninterrupted search takes about 25 s here")
     parser.add_argument("--out", default=str(ROOT / "docs" / "reliability_results.json"))
     args = parser.parse_args()
 
-    results = {"kill_and_resume": kill_and_resume(args.kills, args.seed)}
+    results = {"kill_and_resume": kill_and_resume(args.kills, args.seed, args.max_delay)}
     results["simultaneous"] = burst(args.load_trials, args.load_trials, 5)
     print(f"{args.load_trials} trials finishing together: ok ({results['simultaneous']['wall_s']} s)", flush=True)
     if args.bookkeeping_trials:
