@@ -12,7 +12,8 @@ directory before MLflow hears of it, and MLflow child runs are created idempoten
 ``optimix.trial_id``. The Optuna study lives in a journal file beside it. ``--resume``
 reads both: finished trials are replayed into the budget and the frontier (never rerun or
 logged twice), trials that were running when the driver died are told to Optuna as failed
-(never left RUNNING), and a fresh Tuner runs the rest.
+(never left RUNNING) and queued to run again at the same point, and a fresh Tuner runs the
+rest.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.bet
               "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
 _MAX_BUDGET_RETRIES = 50
 _LEDGER_LOCK = threading.Lock()  # ledger lines come from Tune's loop and the MLflow thread
+_RERUN_ATTR = "optimix.rerun_of"  # on a trial queued again after a crash: the interrupted one
 _AFFORDABLE_AFTER = 3  # proposals that do not fit before random ones that do are queued
 _RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
 
@@ -957,7 +959,11 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
 
 
 def _fail_stale_trials(storage, study_name: str) -> None:
-    """Trials a killed driver left RUNNING are told to Optuna as FAIL, never left RUNNING."""
+    """Trials a killed driver left RUNNING are told to Optuna as FAIL, never left RUNNING,
+    and queued to run again with the same point: a grid is completed, not patched with
+    repeats, and an interrupted proposal is not lost. A rerun that is itself interrupted
+    is not queued a third time (a trial that takes the driver down with it must not make
+    every ``--resume`` die the same way)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -968,6 +974,10 @@ def _fail_stale_trials(storage, study_name: str) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(trial._trial_id, "optimix.skipped", "driver stopped while running")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if trial.params and _RERUN_ATTR not in trial.user_attrs:
+            study.enqueue_trial(trial.params, user_attrs={_RERUN_ATTR: trial.number})
+        elif trial.params:
+            log.warning("trial %d was interrupted twice: not run again", trial.user_attrs[_RERUN_ATTR])
 
 
 def _first_points(space: Space, seed: int) -> list[dict[str, Any]] | None:

@@ -159,7 +159,10 @@ def test_grid_needs_values_for_a_continuous_dimension():
 
 
 def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
-    tree = tiny_space_tree(trials=6, sampler="random")
+    # A grid: after the resume every grid point has run exactly once; the trials the kill
+    # interrupted are run again, not replaced by repeats of finished points.
+    tree = tiny_space_tree(trials=6, sampler="grid")
+    tree["mixture"]["rare_freq"]["grid"] = [0.01, 0.05, 0.3]
     tree["train"]["fault"] = "none"
     tree["train"]["tokens"] = 30_000
     space_file = tmp_path / "space.yaml"
@@ -201,11 +204,29 @@ def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
     entries = SearchState(ledger.parent).entries()
     finished = [e for e in entries if "trial_id" in e]
     assert sorted(e["trial_id"] for e in finished) == sorted(ids)
+    points = sorted((e["point"]["mixture.rare_freq"], e["point"]["model.d_model"]) for e in finished)
+    assert points == [(f, d) for f in (0.01, 0.05, 0.3) for d in (16, 32)]
     spent = sum(e["result"]["train_flops"] for e in finished)
     assert parents[0].data.metrics["spent_flops"] == pytest.approx(spent)
     study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(ledger.parent / "optuna.journal"))))
     assert "RUNNING" not in [t.state.name for t in study.trials]
+
+
+def test_an_interrupted_trial_is_queued_again_once(tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    from optimix.search import _fail_stale_trials
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(0))
+    first = study.ask({"x": FloatDistribution(0, 1)})  # left RUNNING by a killed driver
+    _fail_stale_trials(storage, "s")
+    assert study.trials[first.number].state.name == "FAIL"
+    rerun = study.ask({"x": FloatDistribution(0, 1)})  # the queued point comes first
+    assert rerun.params == first.params
+    _fail_stale_trials(storage, "s")  # the rerun interrupted too: not queued a third time
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
 
 
 def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
