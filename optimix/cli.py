@@ -26,6 +26,10 @@ def _space_options(fn):
     return fn
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
 @click.version_option(package_name="optimix")
@@ -33,6 +37,13 @@ def cli(verbose: bool) -> None:
     """Search rare-task frequency against model size under a FLOPs budget."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Start-up notices of the libraries underneath, not news at every run: MLflow creating
+        # the tables of a new SQLite store; Ray saying that its in-process instance uses token
+        # authentication (it does; the README's security section says so).
+        # A filter, not a level: MLflow's and Ray's logging set-up resets their loggers' levels.
+        for name in ("mlflow.store.db.utils", "ray._private.authentication.authentication_token_setup"):
+            logging.getLogger(name).addFilter(_errors_only)
 
 
 @cli.command()

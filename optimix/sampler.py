@@ -224,3 +224,14 @@ class _GP:
         v = np.linalg.solve(self.chol, ks.T)
         var = np.clip(1.0 - (v**2).sum(0), 1e-9, None)
         return self.y_mean + self.y_sd * mean, self.y_sd * np.sqrt(var)
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, driven by ask and tell. Its ``after_trial`` calls
+    ``study.stop()`` once the grid is covered, which only works inside ``study.optimize``
+    (outside it raises), and reads the ``grid_id`` of a trial that may have none (a point
+    queued again after a crash). Here the number of trials is the search's to count, so
+    the grid never stops the study itself."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None

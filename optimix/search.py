@@ -189,9 +189,9 @@ def make_sampler(space: Space, seed: int):
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler(
-        {k: grid_values(k, d) for k, d in space.dimensions.items()}, seed=seed
-    )
+    from optimix.sampler import GridSampler
+
+    return GridSampler({k: grid_values(k, d) for k, d in space.dimensions.items()}, seed=seed)
 
 
 def grid_size(space: Space) -> int:

@@ -192,6 +192,9 @@ def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
     done = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+    # Nothing from below leaks out: no traceback, no grid-sampler error, no Ray auth notice.
+    for noise in ("Traceback", "grid_id", "Study.stop", "Token authentication"):
+        assert noise not in done.stderr, done.stderr[-2000:]
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny")
