@@ -631,7 +631,7 @@ class _Driver:
         self.curve = space.base.search.curve_candidates
         self.membership: dict[str, tuple[bool, list[int]]] = {}  # by run id, as tagged
         self.board = None  # the pruning board (an actor), while trials run
-        self.running: set[str] = set()
+        self.running: dict[str, int] = {}  # Tune trial id -> models it trains (a stacked group: several)
         self.unsynced = 0
         self.retry_at = 0.0
         self.save_models = space.base.search.save_models
@@ -650,13 +650,13 @@ class _Driver:
             self.entries.append(entry)
         self._sync()
 
-    def started(self, trial_id: str) -> None:
-        self.running.add(trial_id)
+    def started(self, trial_id: str, models: int = 1) -> None:
+        self.running[trial_id] = models
         self._report()
 
     def finished(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any] | None,
                  error: str | None, checkpoint_dir: str | None) -> None:
-        self.running.discard(trial_id)
+        self.running.pop(trial_id, None)
         if GROUP_KEY not in config:
             doc = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else None
             self._record(trial_id, config, doc, error, checkpoint_dir)
@@ -807,7 +807,7 @@ class _Driver:
         p = self.progress
         p.done = len(self.entries)
         p.failed = sum(e["status"] in (tracking.FAILED, tracking.INFEASIBLE) for e in self.entries)
-        p.running = len(self.running)
+        p.running = sum(self.running.values())
         p.spent_flops = sum(float(e["result"]["train_flops"]) for e in self.entries)
         metric = self.objectives[0][0]
         scores = [tracking.trial_metrics(e["result"]).get(metric) for e in self.entries
@@ -836,7 +836,7 @@ def _callback_class():
             self.driver = driver
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.driver.started(trial.trial_id)
+            self.driver.started(trial.trial_id, len(trial.config.get(GROUP_KEY, [None])))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             checkpoint = trial.checkpoint.path if trial.checkpoint else None

@@ -312,8 +312,11 @@ def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(
     tree["train"]["fault"] = "none"
     space = build_space(tree)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    running = []
+    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs"),
+                                              progress=lambda p: running.append(p.running)))
     assert summary.trials == 4 and summary.ok == 4
+    assert max(running) == 2  # the progress view counts models: one Tune trial trains two
 
     runs = children(MlflowClient(uri), summary.parent_run_id)
     assert len(runs) == 4
