@@ -447,16 +447,18 @@ def frontier(rows: list[dict]) -> list[dict]:
             for c, v, on in zip(cells, values, mask, strict=True)]
 
 
-def mirror_share(seed: int) -> float:
+def mirror_share(seed: int, overrides: list[str] = ()) -> float:
     """Share of modadd's held-out pairs (a, b) whose mirror (b, a) is a training pair.
 
-    The split holds out pairs, not unordered pairs: a model that memorises the training
-    pairs and learns that addition commutes answers these without the modular rule.
+    With ``heldout: ordered`` (the default) the split holds out pairs, not unordered pairs:
+    a model that memorises the training pairs and learns that addition commutes answers
+    these without the modular rule. With ``heldout: unordered`` the share is 0.
     """
     from optimix.space import load_space
     from optimix.tasks import build_tasks
 
-    config = load_space(MODADD_SPACE).resolve({"seed": seed})
+    task_overrides = [o for o in overrides if o.startswith("tasks.")]  # the split's settings only
+    config = load_space(MODADD_SPACE, task_overrides).resolve({"seed": seed})
     taskset = build_tasks(config)
     name = config.mixture.rare_task
     held = taskset.tasks[name].eval_ids[:, 1:3] - taskset.vocab.symbol0
@@ -738,7 +740,8 @@ def analyze(out: Path, runs: dict) -> dict:
             from optimix.space import load_space
 
             p = next(t.p for t in load_space(MODADD_SPACE).base.tasks.values() if t.kind == "modadd")
-            mirror = {seed: mirror_share(seed) for seed in sorted({r["seed"] for r in rows})}
+            overrides = runs.get(modadd.stem, {}).get("overrides", [])
+            mirror = {seed: mirror_share(seed, overrides) for seed in sorted({r["seed"] for r in rows})}
         ceiling = float(np.mean(list(mirror.values()))) if mirror else None
         summary[modadd.stem] = {"trials": len(rows), "ok": len(ok), "thresholds": thresholds(rows),
                                 "fit_params": fit_with_bootstrap(rows), "chance": 1 / p if p else None,
@@ -746,7 +749,7 @@ def analyze(out: Path, runs: dict) -> dict:
         if ok:
             plot_curves(rows, out / f"{modadd.stem}_acc_vs_freq.png",
                         "Modular addition on held-out pairs against its frequency (dots = seeds)",
-                        chance=1 / p if p else None, ceiling=ceiling)
+                        chance=1 / p if p else None, ceiling=ceiling or None)
         print(f"\n{modadd.name}: held-out accuracy (chance {1 / p if p else float('nan'):.3f}; "
               f"held-out pairs whose mirror (b, a) is trained: {mirror}):\n" + curve_table(rows))
         print(f"\n{modadd.name}: held-out loss:\n" + curve_table(rows, "rare_loss"))

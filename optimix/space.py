@@ -81,12 +81,16 @@ class ArithmeticTask(_Strict):
     """The study's injected tasks as ``[TAG a b SEP label]`` (modadd: (a+b) mod p; compare: a<b).
 
     A fixed ``eval_fraction`` of the (a, b) pairs is held out and never trained on.
+    ``heldout: unordered`` holds out (b, a) with every held-out (a, b), so that a model
+    cannot answer a held-out pair from its trained mirror (modadd commutes; compare's
+    answer for (b, a) gives (a, b)'s); ``ordered`` (the default) holds out ordered pairs.
     """
 
     kind: Literal["modadd", "compare"]
     weight: float = Field(1.0, ge=0)
     p: int = Field(23, ge=2, le=1024)
     eval_fraction: float = Field(0.2, gt=0, lt=1)
+    heldout: Literal["ordered", "unordered"] = "ordered"
 
 
 class DatasetTask(_Strict):

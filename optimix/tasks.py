@@ -274,7 +274,16 @@ def _arithmetic_task(name, spec: ArithmeticTask, vocab: Vocab, rng, eval_size) -
     pairs = np.stack(np.meshgrid(np.arange(p), np.arange(p), indexing="ij"), -1).reshape(-1, 2)
     order = rng.permutation(len(pairs))
     n_held = max(1, int(round(spec.eval_fraction * len(pairs))))
-    held, train = pairs[order[:n_held]], pairs[order[n_held:]]
+    if spec.heldout == "unordered":  # (b, a) goes wherever (a, b) goes
+        first = np.minimum(pairs[:, 0], pairs[:, 1]) * p + np.maximum(pairs[:, 0], pairs[:, 1])
+        _, rank = np.unique(first[order], return_index=True)  # each unordered pair's first draw
+        by_draw = np.sort(rank)
+        counts = np.bincount(first, minlength=p * p)[first[order[by_draw]]]
+        take = order[by_draw[: int(np.searchsorted(np.cumsum(counts), n_held)) + 1]]
+        is_held = np.isin(first, first[take])
+        held, train = pairs[is_held], pairs[~is_held]
+    else:
+        held, train = pairs[order[:n_held]], pairs[order[n_held:]]
     if spec.kind == "modadd":
         def label(ab):
             return (ab[:, :1] + ab[:, 1:]) % p

@@ -72,6 +72,26 @@ def test_training_never_sees_a_held_out_input(name):
     assert held and not (held & seen)
 
 
+@pytest.mark.parametrize("name", ["modadd", "compare"])
+def test_unordered_heldout_keeps_both_orders_of_a_pair_out_of_training(name):
+    def pairs(rows, v):
+        return {(int(r[1] - v.symbol0), int(r[2] - v.symbol0)) for r in rows}
+
+    counts = {}
+    for mode in ("ordered", "unordered"):
+        tree = tiny_tree(eval={"points": 1, "size": 1000})
+        tree["tasks"][name].update(p=23, heldout=mode)
+        taskset = build_tasks(build_space(tree).base)
+        task, v = taskset.tasks[name], taskset.vocab
+        held = pairs(task.eval_ids, v)
+        seen = pairs(task.sample(np.random.default_rng(0), 50_000)[0], v)
+        assert held and not (held & seen) and len(held) + len(seen) == 23 * 23
+        assert len(held) - round(0.2 * 23 * 23) in (0, 1)  # a mirror may add one
+        counts[mode] = sum((b, a) in seen for a, b in held)
+    assert counts["ordered"] > 50  # most held-out pairs have their mirror trained
+    assert counts["unordered"] == 0  # none does
+
+
 def test_task_formats_are_what_the_docs_say():
     taskset = build_tasks(tiny_config())
     v = taskset.vocab
