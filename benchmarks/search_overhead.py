@@ -73,6 +73,7 @@ def measure(args, workdir: str | None) -> dict:
     return {
         "share": train_s / (slots * (last - first)),  # over the slots' time, first trial to last
         "share_wall": train_s / (wall * slots),
+        "in_trial_share": trial_s / (wall * slots),
         "wall": wall, "trials": len(entries), "slots": slots, "train_s": train_s, "trial_s": trial_s,
         "breakdown": breakdown,
         "per_trial_train_s_median": sorted(e["result"]["train_s"] for e in entries)[len(entries) // 2],
@@ -103,7 +104,7 @@ def main() -> None:
             ("concurrent slots", slots), ("sum of train_s (s)", f"{train_s:.1f}"),
             ("sum of run_trial wall (s)", f"{m['trial_s']:.1f}"),
             ("training share (slots)", f"{m['share']:.3f}"), ("training share (wall)", f"{m['share_wall']:.3f}"),
-            ("in-trial share (wall)", f"{m['trial_s'] / (wall * slots):.3f}")]
+            ("in-trial share (wall)", f"{m['in_trial_share']:.3f}")]
     if len(runs) > 1:
         rows.append(("shares of all runs", ", ".join(f"{r['share']:.3f}" for r in runs)))
     for name, value in rows:
@@ -120,7 +121,7 @@ def main() -> None:
         f"{args.key}_detail": {
             "space": Path(args.space).name, "overrides": args.overrides, "wall_s": round(wall, 1),
             "trials": m["trials"], "slots": slots, "train_s": round(train_s, 1),
-            "in_trial_share": round(m["trial_s"] / (wall * slots), 4),
+            "in_trial_share": round(m["in_trial_share"], 4),
             "slot_seconds": {k: round(v, 1) for k, v in breakdown.items()},
             "per_trial_train_s_median": m["per_trial_train_s_median"],
             "runs": len(runs),

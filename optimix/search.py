@@ -974,10 +974,12 @@ def _fail_stale_trials(storage, study_name: str) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(trial._trial_id, "optimix.skipped", "driver stopped while running")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if trial.params and _RERUN_ATTR not in trial.user_attrs:
-            study.enqueue_trial(trial.params, user_attrs={_RERUN_ATTR: trial.number})
-        elif trial.params:
+        if not trial.params:
+            continue
+        if _RERUN_ATTR in trial.user_attrs:
             log.warning("trial %d was interrupted twice: not run again", trial.user_attrs[_RERUN_ATTR])
+        else:
+            study.enqueue_trial(trial.params, user_attrs={_RERUN_ATTR: trial.number})
 
 
 def _first_points(space: Space, seed: int) -> list[dict[str, Any]] | None:

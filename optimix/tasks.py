@@ -275,12 +275,12 @@ def _arithmetic_task(name, spec: ArithmeticTask, vocab: Vocab, rng, eval_size) -
     order = rng.permutation(len(pairs))
     n_held = max(1, int(round(spec.eval_fraction * len(pairs))))
     if spec.heldout == "unordered":  # (b, a) goes wherever (a, b) goes
-        first = np.minimum(pairs[:, 0], pairs[:, 1]) * p + np.maximum(pairs[:, 0], pairs[:, 1])
-        _, rank = np.unique(first[order], return_index=True)  # each unordered pair's first draw
-        by_draw = np.sort(rank)
-        counts = np.bincount(first, minlength=p * p)[first[order[by_draw]]]
-        take = order[by_draw[: int(np.searchsorted(np.cumsum(counts), n_held)) + 1]]
-        is_held = np.isin(first, first[take])
+        key = np.minimum(pairs[:, 0], pairs[:, 1]) * p + np.maximum(pairs[:, 0], pairs[:, 1])
+        drawn = key[order]
+        _, first = np.unique(drawn, return_index=True)
+        groups = drawn[np.sort(first)]  # unordered pairs, in the order first drawn
+        sizes = np.where(groups // p == groups % p, 1, 2)  # (a, a) has no mirror
+        is_held = np.isin(key, groups[: int(np.searchsorted(np.cumsum(sizes), n_held)) + 1])
         held, train = pairs[is_held], pairs[~is_held]
     else:
         held, train = pairs[order[:n_held]], pairs[order[n_held:]]
