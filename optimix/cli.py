@@ -17,6 +17,8 @@ from optimix.space import SpaceError, load_space
 
 EXIT_BAD_INPUT = 2
 EXIT_TRACKING = 3  # MLflow unreachable: finished results are kept for --resume
+EXIT_CRASH = 1  # the search itself failed: finished results are kept for --resume
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # as a shell reports a process ended by the signal
 
 
 def _space_options(fn):
@@ -28,6 +30,10 @@ def _space_options(fn):
 
 def _errors_only(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR
+
+
+def _not_tune_restore(record: logging.LogRecord) -> bool:
+    return "Tuner.restore" not in record.getMessage()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +50,9 @@ def cli(verbose: bool) -> None:
         # A filter, not a level: MLflow's and Ray's logging set-up resets their loggers' levels.
         for name in ("mlflow.store.db.utils", "ray._private.authentication.authentication_token_setup"):
             logging.getLogger(name).addFilter(_errors_only)
+    # Tune's advice after an interruption (``Tuner.restore(...)``) is not how an optimix search
+    # is taken up: the CLI prints the ``--resume`` line instead.
+    logging.getLogger("ray.tune.tune").addFilter(_not_tune_restore)
 
 
 @cli.command()
@@ -112,7 +121,7 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
            max_concurrent: int | None, address: str | None, tracking_uri: str | None,
            experiment: str | None, storage_path: str, resume: bool, seed: int | None) -> None:
     """Search the space with Ray Tune + Optuna; record every trial and the frontier in MLflow."""
-    from optimix.search import SearchOptions, run_search
+    from optimix.search import SearchInterrupted, SearchOptions, run_search
     from optimix.tracking import TrackingError
 
     extra = list(overrides)
@@ -123,14 +132,42 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
     loaded = load_space(space, extra)
     options = SearchOptions(address=address, tracking_uri=tracking_uri, experiment=experiment,
                             storage_path=storage_path, resume=resume, progress=_progress_printer())
+    resume_line = _resume_line(space)
     try:
         summary = run_search(loaded, options)
     except TrackingError as err:
         _end_progress()
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_TRACKING)
+    except SearchInterrupted as stop:
+        _end_progress()
+        s = stop.summary
+        click.echo(f"search {s.experiment}: interrupted by {stop.signal_name} after {s.trials} finished "
+                   f"trials ({s.spent_flops:.3g} FLOPs); they are kept in {s.state_dir}", err=True)
+        click.echo(resume_line, err=True)
+        sys.exit(EXIT_SIGNAL.get(stop.signal_name, 130))
+    except SpaceError:
+        _end_progress()
+        raise
+    except Exception as err:  # a crash of the search itself: say so, keep what finished
+        _end_progress()
+        logging.getLogger(__name__).info("search crashed", exc_info=True)
+        text = str(err).strip().splitlines()
+        click.echo(f"error: the search stopped: {type(err).__name__}: {text[0] if text else ''} "
+                   "(finished trials are kept; -v shows the traceback)", err=True)
+        click.echo(resume_line, err=True)
+        sys.exit(EXIT_CRASH)
     _end_progress()
     _print_summary(summary)
+
+
+def _resume_line(space: str) -> str:
+    """The command that takes an interrupted search up: this one, with ``--resume``."""
+    import shlex
+
+    argv = sys.argv[sys.argv.index("search") + 1:] if "search" in sys.argv else [space]
+    args = [*argv, *([] if "--resume" in argv else ["--resume"])]
+    return "resume with:  optimix search " + " ".join(shlex.quote(a) for a in args)
 
 
 _LAST_LINE = {"width": 0}
@@ -252,6 +289,29 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
         click.echo(f"plot written to {plot_path}")
 
 
+@cli.command("check")
+@click.option("--experiment", default=None, help="The search's experiment (default: the latest search).")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: the one the search used).")
+@click.option("--storage-path", default="optimix_runs", show_default=True,
+              help="Where the search kept its state (as given to optimix search).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
+def check_command(experiment: str | None, tracking_uri: str | None, storage_path: str,
+                  as_json: bool) -> None:
+    """Check that a search's ledger, MLflow runs and Optuna journal agree (exit 1 if not)."""
+    from optimix.search import check
+
+    record = check.read(storage_path, experiment, tracking_uri)
+    violations = check.check(record)
+    if as_json:
+        click.echo(json.dumps(check.report(record, violations), indent=2))
+    else:
+        for violation in violations:
+            click.echo(violation.line())
+        click.echo(check.summary(record, violations))
+    if violations:
+        sys.exit(1)
+
+
 @cli.command("plan")
 @click.argument("space", required=False, type=click.Path(dir_okay=False))
 @click.option("--experiment", default=None, help="MLflow experiment (default: the latest one).")
@@ -339,7 +399,7 @@ def _plan_verify(doc, table, record) -> dict:
     """Train the recommended config with the trial runner; predicted against achieved."""
     from optimix import plan as planner
     from optimix.space import build_space
-    from optimix.train import run_trial
+    from optimix.train import plan_trial, run_trial
 
     predicted = doc.get("predicted")
     if not predicted:
@@ -349,7 +409,12 @@ def _plan_verify(doc, table, record) -> dict:
     config = planner.Config(**{k: float(v) for k, v in predicted["config"].items()})
     row = planner.nearest_size(table, config.params)
     base = record.trials[row]
-    trial = build_space(planner.verify_tree(base.params, config, float(table.params[row]))).base
+    recorded = float(table.params[row])
+    trial = build_space(planner.verify_tree(base.params, config, recorded)).base
+    built = plan_trial(trial).shape.params
+    if planner.same_size(config.params, recorded) and built != round(recorded):
+        raise SpaceError(f"--verify: run {base.run_id}'s recorded config builds {built:,} params, "
+                         f"the run recorded {recorded:,.0f} (its data or code changed since)")
     result = run_trial(trial)
     achieved = result.accuracy.get(doc["task"]) if result.status == "ok" else None
     lo, hi = predicted["interval"] or (None, None)

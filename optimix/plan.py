@@ -690,7 +690,7 @@ def space_outlook(space: Any, *, hardware: Hardware, budget_flops: float | None 
     are not, so the expected cost is the mean over ``samples`` points drawn uniformly (in log
     scale for log dimensions), and the dearest is the largest over those and every corner.
     """
-    from optimix.search import cheapest_flops, trial_flops
+    from optimix.budget import cheapest_flops, trial_flops
     from optimix.space import SpaceError
 
     search = space.base.search
@@ -788,28 +788,61 @@ def _draw(dimensions: Mapping[str, Any], rng: np.random.Generator) -> dict[str, 
 def verify_tree(params: Mapping[str, str], config: Config, recorded_params: float) -> dict[str, Any]:
     """A trial config tree from a recorded trial's params (dotted key -> text), moved to ``config``.
 
-    The recorded trial should be the one nearest in size; its shape is kept when the
-    recommended size is its own, else ``model.params`` sets the size by optimix's shape rule.
-    Tokens are fixed (``train.tokens``), never derived from ``train.flops``.
+    The recorded trial should be the one nearest in size. Params that are not config keys
+    (``shape.*``: the shape the trial built) stay out of the tree. When the recommended size is
+    the trial's own, its recorded shape is pinned (``model.d_model`` etc., no ``model.params``),
+    so the tree builds the model that trained; else ``model.params`` sets the size by
+    optimix's shape rule. Tokens are fixed (``train.tokens``), never derived from ``train.flops``.
     """
-    from optimix.space import parse_override
+    from optimix.space import TrialConfig
 
     tree: dict[str, Any] = {}
     for key, text in params.items():
-        value = None if text == "None" else parse_override(f"{key}={text}")[1]
+        if key.split(".")[0] not in TrialConfig.model_fields:
+            continue
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        node[parts[-1]] = _param_value(text)
     tree.setdefault("mixture", {})["rare_freq"] = config.rare_freq
     train = tree.setdefault("train", {})
     train["tokens"], train["flops"] = max(1, round(config.tokens)), None
-    if abs(math.log(config.params / recorded_params)) > 1e-3:
-        model = tree.setdefault("model", {})
+    model = tree.setdefault("model", {})
+    if not same_size(config.params, recorded_params):
         model["params"] = max(1000, round(config.params))
+    elif all(f"shape.{name}" in params for name in _SHAPE_KEYS):
+        model.update({name: int(params[f"shape.{name}"]) for name in _SHAPE_KEYS}, params=None)
     tree.pop("search", None)
     return tree
+
+
+_SHAPE_KEYS = ("d_model", "n_layer", "n_head", "d_ff")
+
+
+def same_size(params: float, recorded_params: float) -> bool:
+    """Whether a recommended size is the recorded trial's own (to 0.1%): verify keeps its shape."""
+    return abs(math.log(params / recorded_params)) <= 1e-3
+
+
+def _param_value(text: str) -> Any:
+    """A logged param's value: ``None``, a list or mapping (JSON, or YAML flow as in
+    ``['facts']``), else the text itself.
+
+    The typed config reads the text (``"64"`` as 64, ``"False"`` as False where those are the
+    field's types), so a string field keeps its text whatever it looks like (``"on"``, ``"1"``).
+    """
+    from optimix.space import SpaceError, parse_override
+
+    if text == "None":
+        return None
+    if text.startswith(("[", "{")):
+        try:
+            value = parse_override(f"value={text}")[1]
+        except SpaceError:
+            return text
+        return value if isinstance(value, list | dict) else text
+    return text
 
 
 def nearest_size(table: TrialTable, params: float) -> int:

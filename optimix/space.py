@@ -94,7 +94,9 @@ class ArithmeticTask(_Strict):
 
 
 class DatasetTask(_Strict):
-    """Prompt/answer rows from ``datasets``: a local JSON/CSV/Parquet file, or a hub name.
+    """Prompt/answer rows from ``datasets``: a local file (JSON/CSV/Parquet, by its suffix or
+    its first bytes) or folder of data files, or a hub name. A path that exists is local;
+    loading makes it absolute (``_check_files``).
 
     Text is tokenised by characters. Rows whose prompt occurs in the held-out part are
     removed from training, so evaluation shares no input with training.
@@ -637,23 +639,63 @@ def _short(value: Any) -> str:
 
 
 def _check_files(space: Space, base_dir: Path) -> None:
-    """Local dataset paths must exist (resolved against the space file's folder)."""
-    for name, task in space.base.tasks.items():
-        if isinstance(task, DatasetTask) and _looks_local(task.path):
-            try:
-                resolved = resolve_data_path(task.path, base_dir)
-                exists = resolved.is_file()
-            except (OSError, RuntimeError, ValueError) as err:
-                raise SpaceError(f"tasks.{name}.path: unusable path ({_first_line(err)})") from None
-            if not exists:
-                raise SpaceError(f"tasks.{name}.path: no such file {task.path!r}")
-            task.path = str(resolved)
-            space.tree["tasks"][name]["path"] = str(resolved)
+    """Every local path a dataset task can take, checked and made absolute in the space.
+
+    Fixed paths, a path dimension's ``values``, ``grid`` and ``default``, and the paths of
+    ``search.points_to_evaluate``: each is resolved against the working directory, then the
+    space file's folder. Absolute paths keep a trial independent of where it runs (a Ray
+    worker has a working directory of its own). The tree, the dimensions and the base config
+    are rewritten together.
+    """
+    tasks = space.tree.get("tasks")
+    keys = []
+    for name, task in (tasks.items() if isinstance(tasks, dict) else ()):
+        if not isinstance(task, dict) or task.get("kind") != "dataset" or "path" not in task:
+            continue
+        key = f"tasks.{name}.path"
+        keys.append(key)
+        node = task["path"]
+        if not _is_dimension(node):
+            task["path"] = _local_path(node, key, base_dir)
+            continue
+        for entry in ("values", "grid"):
+            if isinstance(node.get(entry), list):
+                node[entry] = [_local_path(v, f"{key}.{entry}.{i}", base_dir)
+                               for i, v in enumerate(node[entry])]
+        if node.get("default") is not None:
+            node["default"] = _local_path(node["default"], f"{key}.default", base_dir)
+        space.dimensions[key] = Dimension.model_validate(node)
+    search = space.tree.get("search")
+    points = search.get("points_to_evaluate") if isinstance(search, dict) else None
+    for i, point in enumerate(points if isinstance(points, list) else ()):
+        for key in keys:
+            if isinstance(point, dict) and key in point:
+                point[key] = _local_path(point[key], f"search.points_to_evaluate.{i}.{key}", base_dir)
+    if keys:
+        space.base = _validate_at(space.tree, {k: d.middle() for k, d in space.dimensions.items()})
+
+
+def _local_path(value: Any, key: str, base_dir: Path) -> Any:
+    """A dataset path made absolute when it is local: it exists (a file or a folder, whatever
+    its suffix) or looks like a file path (then it must exist). Else a hub name, unchanged."""
+    if not isinstance(value, str):
+        return value  # the config's validation names a path that is not text
+    try:
+        resolved = resolve_data_path(value, base_dir)
+        exists = resolved.exists()
+    except (OSError, RuntimeError, ValueError) as err:
+        raise SpaceError(f"{key}: unusable path ({_first_line(err)})") from None
+    if exists:
+        return str(resolved)
+    if _looks_local(value):
+        raise SpaceError(f"{key}: no such file {value!r}")
+    return value
 
 
 def _looks_local(path: str) -> bool:
-    """A file path rather than a hub dataset name."""
-    return Path(path).suffix in _DATA_SUFFIXES or path.startswith(("/", ".", "~"))
+    """Whether a path that does not exist still names a file (a data suffix, or ``/``, ``.``,
+    ``~`` in front) rather than a hub dataset."""
+    return Path(path).suffix.lower() in _DATA_SUFFIXES or path.startswith(("/", ".", "~"))
 
 
 _DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet"}

@@ -321,12 +321,16 @@ def _load_table(name: str, spec: DatasetTask) -> tuple[list[str], list[str]]:
 def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
     import datasets
 
-    suffix = Path(spec.path).suffix.lower()
-    builder = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
+    path = Path(spec.path)
+    builder = _BUILDERS.get(path.suffix.lower())  # a local file by its suffix, else a hub name
+    if path.is_absolute():  # local whatever its suffix: the space makes local paths absolute
+        if not path.exists():
+            raise SpaceError(f"path: no such file or folder {spec.path!r}")
+        builder = None if path.is_dir() else builder or _sniff(path)
     datasets.disable_progress_bars()
     if builder:
         table = datasets.load_dataset(builder, data_files=spec.path, split="train")
-    else:
+    else:  # a folder of data files, or a hub name
         table = datasets.load_dataset(spec.path, split=spec.split)
     for field_name, column in (("prompt_column", spec.prompt_column), ("answer_column", spec.answer_column)):
         if column not in table.column_names:
@@ -342,6 +346,18 @@ def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
         log.warning("%s: %d rows longer than max_chars=%d left out", spec.path,
                     len(prompts) - len(keep), spec.max_chars)
     return [prompts[i] for i in keep], [answers[i] for i in keep]
+
+
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _sniff(path: Path) -> str:
+    """The ``datasets`` builder for a file without a known suffix, from its first bytes."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    return "json" if head.lstrip()[:1] in (b"{", b"[") else "csv"
 
 
 def _dataset_task(name, spec: DatasetTask, vocab: Vocab, rng, eval_size, prompts, answers) -> Task:

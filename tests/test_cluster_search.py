@@ -11,12 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from cluster_fixtures import (
     TASKS,
     base_env,
+    frontier_by_hand,
     mlflow_server,
     optimix_search,
-    frontier_by_hand,
     ray_cluster,
     run_in_session,
     short_tmp,
@@ -175,8 +176,9 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
     import subprocess
     import time
 
-    from cluster_fixtures import OPTIMIX, QUICKSTART, TINY_OVERRIDES, kill_sessions
     from mlflow.tracking import MlflowClient
+
+    from cluster_fixtures import OPTIMIX, QUICKSTART, TINY_OVERRIDES, kill_sessions
 
     ray_tmp = short_tmp("rl")
     store = tmp_path / "server"

@@ -92,7 +92,7 @@ def test_the_frontier_sampler_spends_on_what_gains_most_per_flop():
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, 0))
     dists = distributions(space)
     proposals = []
-    for i in range(14):
+    for _ in range(14):
         trial = study.ask(dists)
         f, d = trial.params["mixture.rare_freq"], trial.params["model.d_model"]
         quality = min(1.0, (np.log10(f) + 3) / 2 * (0.5 + d / 128))

@@ -14,11 +14,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cluster_fixtures import frontier_by_hand
-
 from optimix.cli import main as cli_main
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
 from optimix.space import SpaceError, build_space
+
+from cluster_fixtures import frontier_by_hand
 
 pytestmark = pytest.mark.slow
 
@@ -219,17 +219,36 @@ def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
 def test_an_interrupted_trial_is_queued_again_once(tmp_path):
     from optuna.distributions import FloatDistribution
 
-    from optimix.search import _fail_stale_trials
+    from optimix.search.searcher import reconcile
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(0))
     first = study.ask({"x": FloatDistribution(0, 1)})  # left RUNNING by a killed driver
-    _fail_stale_trials(storage, "s")
+    reconcile(study, storage, [], [("x", "max")])
     assert study.trials[first.number].state.name == "FAIL"
     rerun = study.ask({"x": FloatDistribution(0, 1)})  # the queued point comes first
     assert rerun.params == first.params
-    _fail_stale_trials(storage, "s")  # the rerun interrupted too: not queued a third time
+    reconcile(study, storage, [], [("x", "max")])  # the rerun interrupted too: not queued a third time
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+
+
+def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_says(tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    from optimix.search.searcher import reconcile
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
+    trial = study.ask({"mixture.rare_freq": FloatDistribution(0, 1)})
+    trial.set_user_attr("optimix.trial_id", "t1")  # the driver died after the ledger line
+    result = {"train_flops": 100.0, "params": 10, "non_embedding_params": 5, "tokens": 50, "wall_s": 1.0,
+              "train_s": 0.5, "tokens_per_s": 100.0, "accuracy": {"facts": 0.5}, "loss": {"facts": 1.0},
+              "curve": [], "steps": 4, "planned_steps": 4}
+    entry = {"trial_id": "t1", "status": "ok", "result": result}
+    reconcile(study, storage, [entry], [("acc/facts", "max"), ("train_flops", "min")])
+    [done] = study.trials
+    assert done.state.name == "COMPLETE" and done.values == [0.5, 2.0]  # FLOPs in log10
+    assert len(study.trials) == 1  # not queued again: it finished
 
 
 def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):

@@ -1,0 +1,70 @@
+"""What a trial costs before it runs, and what makes two trials the same.
+
+The FLOPs of a trial follow from its config alone (``train.plan_trial``), so a search can
+price a proposal before starting it, refuse what the budget cannot pay for, and tell when a
+proposal would train a model it has already trained. No Ray, no Optuna, no MLflow here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from optimix.space import Space, SpaceError
+from optimix.tracking import flatten  # a pure helper: tracking imports MLflow only when called
+from optimix.train import plan_trial
+
+# Entries that change how a search runs, never what one trial trains.
+_NOT_TRAINING = ("search.", "hardware.", "name")
+
+
+def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
+    """Training FLOPs of the trial at ``point``: known before it runs."""
+    return plan_trial(space.resolve(point)).train_flops
+
+
+def cheapest_flops(space: Space) -> float:
+    """The cheapest trial the space allows (cost dims at each end, every choice)."""
+    cost_dims = {k: d for k, d in space.dimensions.items()
+                 if k.split(".")[0] in ("model", "train", "tasks")}
+    options = []
+    for key, dim in cost_dims.items():
+        if dim.dist == "choice":
+            options.append([(key, v) for v in dim.values])
+        else:
+            low, high = (int(dim.low), int(dim.high)) if dim.dist == "int" else (dim.low, dim.high)
+            options.append([(key, low), (key, high)])
+    best = math.inf
+    for combo in itertools.islice(itertools.product(*options), 4096):
+        try:
+            best = min(best, trial_flops(space, dict(combo)))
+        except SpaceError:
+            continue  # an invalid corner (e.g. heads not dividing): other corners decide
+    return best
+
+
+def check_budget(space: Space) -> float:
+    """The cheapest trial's FLOPs; a budget below it is bad input (named key)."""
+    cheapest = cheapest_flops(space)
+    budget = space.base.search.budget_flops
+    if budget is not None and budget < cheapest:
+        raise SpaceError(f"search.budget_flops: {budget:.3g} is below the cheapest trial ({cheapest:.3g} FLOPs)")
+    return cheapest
+
+
+def effective_key(space: Space, point: Mapping[str, Any]) -> str:
+    """A digest of what the trial at ``point`` trains: the resolved config with the model
+    entries replaced by the shape actually built (``model.params`` values that round to one
+    shape are one model). Trials are deterministic for a config and seed, so two points with
+    one key would train the same model on the same data: the second teaches nothing."""
+    config = space.resolve(point)
+    flat = flatten(config.model_dump(mode="json"))
+    doc = {k: v for k, v in flat.items() if not k.startswith(("model.", *_NOT_TRAINING))}
+    doc["shape"] = asdict(plan_trial(config).shape)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+

@@ -1,0 +1,286 @@
+"""The search driver: writes each finished trial to the ledger and to MLflow, keeps the
+frontier tags current, reports progress. Lives in the driver process only.
+
+The ledger line is written in Tune's loop, when the searcher concludes a trial (before
+Optuna is told); MLflow is written by one background thread, so a finished trial's slot is
+refilled at once instead of after its logging. If MLflow is unreachable the search goes on:
+results stay in the ledger and are logged later, at the end, or by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optimix import frontier, tracking
+from optimix.search import faults
+from optimix.search.ledger import SearchState
+from optimix.space import Space
+from optimix.train import plan_trial
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
+_STATUS = {"ok": tracking.OK, "diverged": tracking.INFEASIBLE, "pruned": tracking.PRUNED}
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    planned: int = 0
+    spent_flops: float = 0.0
+    budget_flops: float | None = None
+    frontier: int = 0
+    best: float | None = None
+    best_metric: str = ""
+
+
+class Driver:
+    """Everything the search does as trials finish."""
+
+    def __init__(self, space: Space, state: SearchState, tracker: tracking.Tracker, parent_id: str,
+                 objectives: list[tuple[str, str]], progress: Callable[[Progress], None] | None):
+        self.space = space
+        self.state = state
+        self.tracker = tracker
+        self.parent_id = parent_id
+        self.objectives = objectives
+        self.progress_fn = progress
+        self._shown_frontier = -1
+        self.entries: list[dict] = []
+        self.curve = space.base.search.curve_candidates
+        self.membership: dict[str, tuple[bool, list[int]]] = {}  # by run id, as tagged in MLflow
+        self.board = None  # the pruning board (an actor), while trials run
+        self.running: dict[str, int] = {}  # Tune trial id -> models it trains (a stacked group: several)
+        self.unsynced = 0
+        self.retry_at = 0.0
+        self.save_models = space.base.search.save_models
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
+                                 best_metric=objectives[0][0])
+
+    def replay(self, entries: list[dict]) -> None:
+        """Take up the finished trials of earlier attempts: log any MLflow missed, once."""
+        self.entries.extend(entries)
+        self._sync()
+
+    # -- as trials start and end (Tune's loop) -------------------------------------------------
+
+    def started(self, trial_id: str, models: int = 1) -> None:
+        self.running[trial_id] = models
+        self._report()
+
+    def record(self, trial_id: str, point: Mapping[str, Any], doc: dict) -> dict:
+        """The ledger entry of a finished trial, written (fsynced) before anyone else hears of it."""
+        config = self.space.resolve(point)
+        doc = _complete(doc, config)
+        entry = {
+            "trial_id": trial_id,
+            "index": len(self.entries),
+            "name": trial_name(len(self.entries), point),
+            "status": _STATUS.get(doc["status"], tracking.FAILED),
+            "error": doc.get("error"),
+            "point": dict(point),
+            "params": tracking.flatten(config.model_dump(mode="json")),
+            "result": doc,
+            "node": doc.get("node"),
+        }
+        if doc.get("model_dir"):  # "all": uploaded with the run; "frontier": at the end, if on it
+            entry["model_dir"] = doc["model_dir"]
+        faults.kill_at("before_ledger")
+        self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
+        self.entries.append({**entry, "run_id": None})
+        return entry
+
+    def finished(self, trial_id: str) -> None:
+        self.running.pop(trial_id, None)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sync_loop, name="optimix-mlflow", daemon=True)
+            self._thread.start()
+        self._wake.set()
+        self._report()
+
+    # -- MLflow (the background thread) ----------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            self._sync()
+
+    def _stop_sync_thread(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+
+    def _sync(self, force: bool = False) -> None:
+        """Log every ledger entry MLflow has not seen yet, then retag the frontier."""
+        if not force and time.monotonic() < self.retry_at:
+            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            return
+        try:
+            for entry in list(self.entries):
+                if entry["run_id"] is None:
+                    run_id = self.tracker.log_trial(self.parent_id, entry, with_model=self.save_models == "all")
+                    faults.kill_at("before_logged")
+                    self.state.append({"logged": entry["trial_id"], "run_id": run_id})
+                    entry["run_id"] = run_id
+            self._update_frontier()
+        except tracking.TrackingError as err:  # the store is down or refused: keep training, say so
+            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            self.retry_at = time.monotonic() + _RETRY_S
+            log.warning("MLflow write failed (%s); %d finished trials kept in %s until it is back",
+                        err, self.unsynced, self.state.path)
+            return
+        except Exception as err:  # anything else MLflow raised: the same, with its type
+            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            self.retry_at = time.monotonic() + _RETRY_S
+            log.warning("MLflow write failed (%s: %s); %d finished trials kept in %s", type(err).__name__,
+                        str(err).splitlines()[0][:200] if str(err) else "", self.unsynced, self.state.path)
+            return
+        self.unsynced = 0
+
+    def candidates(self) -> list[frontier.Candidate]:
+        return frontier.candidates(self.entries, self.objectives, self.curve)
+
+    def frontier_rows(self) -> list[dict]:
+        by_trial = {e["trial_id"]: e for e in self.entries}
+        rows = []
+        for c in frontier.front(self.candidates(), self.objectives):
+            e = by_trial[c.trial_id]
+            rows.append({"run_id": e["run_id"], "trial_id": c.trial_id, "name": e["name"],
+                         "final": c.final, "step": c.step, "steps": c.steps,
+                         **{metric: c.metrics.get(metric) for metric, _ in self.objectives},
+                         "params": e["result"]["params"], "point": e["point"]})
+        return rows
+
+    def _update_frontier(self) -> None:
+        """Recompute membership; retag every run whose tags are not known to match it (all
+        of them after a resume, and those a failed write may have left half-done)."""
+        cands = self.candidates()
+        by_trial = frontier.membership(cands, self.objectives)
+        current = {e["run_id"]: by_trial.get(e["trial_id"], (False, [])) for e in self.entries if e["run_id"]}
+        changed = {rid: on for rid, on in current.items() if self.membership.get(rid) != on}
+        if changed:
+            for rid in changed:  # unknown until the write succeeds
+                self.membership.pop(rid, None)
+            self.tracker.set_frontier_tags(changed)
+            self.membership.update(changed)
+            self.tracker.log_frontier(self.parent_id, self.frontier_rows())
+        if self.board is not None:
+            self.board.update.remote(frontier.front(cands, self.objectives))
+        self.progress.frontier = len(frontier.front(cands, self.objectives))
+
+    def finish(self) -> list[dict]:
+        """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
+        from optimix import plots
+
+        self._stop_sync_thread()
+        self._sync(force=True)
+        if self.progress.frontier != self._shown_frontier:
+            self._report()  # the last trials' effect on the frontier, synced after they were shown
+        if self.unsynced:
+            raise tracking.TrackingError(
+                f"{self.unsynced} finished trials are not in MLflow yet (it is unreachable); "
+                f"they are kept in {self.state.path}: run again with --resume to record them")
+        rows = self.frontier_rows()
+        ok = [e for e in self.entries if e["status"] == tracking.OK]
+        cands = self.candidates()
+        curve = [c for c in frontier.front(cands, self.objectives) if not c.final]
+        membership = frontier.membership(cands, self.objectives)
+        payloads = plots.frontier_plots(plots.rows_from_entries(self.entries, membership, curve),
+                                        self.objectives) if ok else {}
+        self.tracker.log_frontier(self.parent_id, rows, payloads)
+        if self.save_models == "frontier":
+            on = {r["trial_id"] for r in rows if r["final"]}
+            for e in ok:
+                if e["trial_id"] in on and e.get("model_dir") and Path(e["model_dir"]).exists():
+                    self.tracker.log_model(e["run_id"], e["model_dir"])
+        return rows
+
+    def spent_flops(self) -> float:
+        return sum(float(e["result"]["train_flops"]) for e in self.entries)
+
+    def _report(self) -> None:
+        p = self.progress
+        p.done = len(self.entries)
+        p.failed = sum(e["status"] in (tracking.FAILED, tracking.INFEASIBLE) for e in self.entries)
+        p.running = sum(self.running.values())
+        p.spent_flops = self.spent_flops()
+        metric = self.objectives[0][0]
+        scores = [frontier.final_metrics(e["result"]).get(metric) for e in self.entries
+                  if e["status"] == tracking.OK]
+        scores = [s for s in scores if s is not None]
+        if scores:
+            p.best = max(scores) if self.objectives[0][1] == "max" else min(scores)
+        self._shown_frontier = p.frontier
+        if self.progress_fn:
+            self.progress_fn(p)
+
+
+def trial_name(index: int, point: Mapping[str, Any]) -> str:
+    parts = []
+    for key, value in point.items():
+        short = key.rsplit(".", 1)[-1]
+        parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    return f"trial-{index:03d} " + " ".join(parts)
+
+
+def _complete(doc: dict, config) -> dict:
+    """A result document with every field a trial result has: a trial that failed before
+    ``run_trial`` could say (a dead worker, an error outside training) gets its planned
+    shape and no score; its FLOPs are what it is known to have trained."""
+    if "params" in doc and "curve" in doc:
+        return doc
+    plan = plan_trial(config)
+    base = {"status": "failed", "params": plan.shape.params,
+            "non_embedding_params": plan.shape.non_embedding_params, "tokens": 0, "train_flops": 0.0,
+            "accuracy": {}, "loss": {}, "wall_s": 0.0, "train_s": 0.0, "tokens_per_s": 0.0, "steps": 0,
+            "planned_steps": plan.steps, "curve": [], "error": "trial crashed"}
+    return {**base, **doc}
+
+
+def callback_class():
+    from ray.tune import Callback
+
+    class DriverCallback(Callback):
+        """Tune's events to the driver and the searcher. An errored trial is concluded here,
+        where its error's text is known (the searcher only hears that it errored)."""
+
+        def __init__(self, driver: Driver, searcher):
+            self.driver = driver
+            self.searcher = searcher
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.driver.started(trial.trial_id, len(trial.config.get("optimix_group", [None])))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.driver.finished(trial.trial_id)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            try:
+                error = str(trial.get_error()).strip().splitlines()[-1][:500]
+            except Exception:  # the error file may be missing; the trial still counts
+                error = "trial errored"
+            self.searcher.conclude(trial.trial_id, trial.last_result, error)
+            self.driver.finished(trial.trial_id)
+
+        def __getstate__(self) -> dict:
+            # Tune pickles its callbacks with the experiment (tuner.pkl); that copy is never
+            # used (--resume rebuilds everything from the ledger and the journal).
+            return {}
+
+    return DriverCallback

@@ -1,0 +1,202 @@
+"""A search's folder on disk: its state, its ledger of finished trials, its lock.
+
+``<storage>/<experiment>/<stamp>/`` holds
+
+- ``state.json``: the parent run, the resolved space, how many attempts ran, how the last
+  one ended (``running``, ``finished``, ``interrupted``, ``failed``);
+- ``results.jsonl``: the ledger, one line per finished trial (written, flushed and fsynced
+  before Optuna or MLflow hear of the trial) and one ``{"logged": trial_id, "run_id": ...}``
+  line once its MLflow run is complete;
+- ``optuna.journal``: the Optuna study;
+- ``lock``: held (``flock``) by the driver while it runs, so that a second driver on the
+  same folder (a ``--resume`` while the search still runs) is refused.
+
+``<storage>/<experiment>/latest`` names the newest stamp.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from optimix.search import faults
+from optimix.space import SpaceError
+
+log = logging.getLogger(__name__)
+
+LEDGER = "results.jsonl"
+_LEDGER_LOCK = threading.Lock()  # ledger lines come from Tune's loop and the MLflow thread
+
+
+def slug(name: str) -> str:
+    """A folder name for an experiment: never ``..``, never a path of several parts."""
+    text = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    return text or "search"
+
+
+@dataclass
+class SearchState:
+    """A search's directory: ``state.json``, ``results.jsonl`` (ledger), ``optuna.journal``."""
+
+    path: Path
+    _lock_fd: int | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def create(cls, storage: Path, experiment: str) -> SearchState:
+        root = _root(storage, experiment)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = root / stamp
+        path.mkdir(parents=True)
+        tmp = root / "latest.tmp"
+        tmp.write_text(stamp)
+        os.replace(tmp, root / "latest")
+        return cls(path)
+
+    @classmethod
+    def latest(cls, storage: Path, experiment: str) -> SearchState:
+        root = _root(storage, experiment)
+        try:
+            stamp = (root / "latest").read_text().strip()
+        except OSError:
+            raise SpaceError(f"--resume: no search of {experiment!r} under {storage}") from None
+        return cls(root / stamp)
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "optuna.journal"
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / LEDGER
+
+    # -- the lock ----------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Hold the folder's lock until ``release`` (or the process ends: the kernel drops a
+        ``flock`` of a dead process, so a killed driver never leaves the folder locked)."""
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise SpaceError(f"--resume: the search in {self.path} is still running (pid {holder}); "
+                             "wait for it to end or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def running(self) -> bool:
+        """Whether a driver holds the lock now (for readers such as ``optimix check``)."""
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # -- state.json --------------------------------------------------------------------------
+
+    def read(self) -> dict | None:
+        """The saved state, or None if the search was stopped before writing it."""
+        try:
+            return json.loads((self.path / "state.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def write(self, state: Mapping[str, Any]) -> None:
+        tmp = self.path / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.path / "state.json")
+
+    # -- the ledger --------------------------------------------------------------------------
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        line = (json.dumps(entry) + "\n").encode()
+        with _LEDGER_LOCK, open(self.ledger, "ab") as f:
+            if f.tell() and not _ends_with_newline(self.ledger):
+                self._cut_torn_tail(f)  # never glue this line onto a torn one
+            if "trial_id" in entry and faults.armed("torn_ledger"):
+                f.write(line[: len(line) // 2])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def repair(self) -> int:
+        """Cut a torn last line (a driver killed while writing it); returns the bytes cut.
+
+        The trial it described was never told to Optuna (the ledger is written first), so
+        the resumed search runs it again."""
+        if not self.ledger.exists():
+            return 0
+        with _LEDGER_LOCK, open(self.ledger, "ab") as f:
+            return self._cut_torn_tail(f)
+
+    def _cut_torn_tail(self, f) -> int:
+        data = self.ledger.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep == len(data):
+            return 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        log.warning("cut a torn last line (%d bytes) from %s", len(data) - keep, self.ledger)
+        return len(data) - keep
+
+    def entries(self) -> list[dict]:
+        """Ledger lines; a torn line (killed mid-write) is ignored."""
+        if not self.ledger.exists():
+            return []
+        out = []
+        for line in self.ledger.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("ignoring a torn ledger line in %s", self.ledger)
+        return out
+
+    def trials(self) -> list[dict]:
+        """The finished trials in the ledger, each with the MLflow run it was logged to
+        (``run_id``, None until then); a trial written twice counts once."""
+        lines = self.entries()
+        logged = {e["logged"]: e["run_id"] for e in lines if "logged" in e}
+        out, seen = [], set()
+        for e in lines:
+            if "trial_id" in e and e["trial_id"] not in seen:
+                seen.add(e["trial_id"])
+                out.append({**e, "run_id": logged.get(e["trial_id"])})
+        return out
+
+
+def _root(storage: Path, experiment: str) -> Path:
+    root = (storage / slug(experiment)).resolve()
+    if storage.resolve() not in root.parents:
+        raise SpaceError(f"--experiment: {experiment!r} does not name a folder under {storage}")
+    return root
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

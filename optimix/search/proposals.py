@@ -1,0 +1,193 @@
+"""Search dimensions in Optuna's terms: distributions, grid points, first points, samplers.
+
+The one place that turns a space's dimensions into what Optuna proposes from, and what
+Optuna is told back (``optuna_value``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from optimix.budget import trial_flops
+from optimix.space import Dimension, Space, SpaceError, parse_objectives
+
+
+def distributions(space: Space) -> dict[str, Any]:
+    """Each search dimension as an Optuna distribution, keyed by its dotted name."""
+    import optuna.distributions as od
+
+    out = {}
+    for key, dim in space.dimensions.items():
+        if dim.dist == "choice":
+            out[key] = od.CategoricalDistribution(dim.values)
+        elif dim.dist == "int":
+            out[key] = od.IntDistribution(int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+        else:
+            out[key] = od.FloatDistribution(dim.low, dim.high, step=dim.step, log=dim.dist == "loguniform")
+    return out
+
+
+def grid_values(key: str, dim: Dimension) -> list[Any]:
+    """The values the grid sampler tries for one dimension."""
+    if dim.grid is not None:
+        return list(dim.grid)
+    if dim.dist == "choice":
+        return list(dim.values)
+    if dim.dist == "int":
+        values = list(range(int(dim.low), int(dim.high) + 1, int(dim.step or 1)))
+        if len(values) <= 64:
+            return values
+    raise SpaceError(f"{key}.grid: the grid sampler needs a list of values for this dimension")
+
+
+def expected_trials(space: Space) -> int:
+    """Trials the search is expected to run: ``search.trials``, or fewer if the budget buys
+    fewer at the space's mean trial cost (``optimix plan SPACE``)."""
+    search = space.base.search
+    if search.budget_flops is None:
+        return search.trials
+    from optimix.hardware import resolve
+    from optimix.plan import space_outlook
+
+    return space_outlook(space, hardware=resolve("cpu"), samples=64)["expected"]["trials"]
+
+
+def startup_trials(space: Space) -> int:
+    """Space-filling first points before TPE or GP model the results.
+
+    Optuna's default, 10, leaves a 12-trial search almost all random; a quarter of the
+    trials the search is expected to run gives the model most of them, and 3 is the fewest
+    it can fit anything to.
+    """
+    search = space.base.search
+    if search.startup_trials is not None:
+        return search.startup_trials
+    return min(10, max(3, round(expected_trials(space) / 4)))
+
+
+def sampler_name(space: Space) -> str:
+    """The sampler ``search.sampler`` names; ``auto`` picks gp for small searches."""
+    search = space.base.search
+    if search.sampler != "auto":
+        return search.sampler
+    if expected_trials(space) > 100:
+        return "tpe"
+    pairs = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    if len(pairs) == 2 and ("train_flops", "min") in pairs:
+        return "frontier"
+    return "gp" if len(pairs) <= 3 else "tpe"
+
+
+def startup_design(space: Space, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` space-filling first points (a Latin hypercube) for the model-based samplers.
+
+    Random first points can all land in one corner (say, every rare frequency low), and the
+    model then learns little from them; a Latin hypercube puts one point in each of ``n``
+    equal slices of every dimension (in log scale for log dimensions). Points that are not
+    valid trials are left out.
+    """
+    rng = np.random.default_rng([seed, 7])
+    dims = space.dimensions
+    slices = {key: (rng.permutation(n) + rng.random(n)) / n for key in dims}
+    points = []
+    for i in range(n):
+        point = {key: from_unit(dim, float(slices[key][i])) for key, dim in dims.items()}
+        try:
+            space.resolve(point)
+        except SpaceError:
+            continue
+        points.append(point)
+    return points
+
+
+def from_unit(dim: Dimension, u: float) -> Any:
+    if dim.dist == "choice":
+        return dim.values[min(int(u * len(dim.values)), len(dim.values) - 1)]
+    log = dim.dist == "loguniform" or (dim.dist == "int" and dim.log)
+    low, high = (math.log(dim.low), math.log(dim.high)) if log else (dim.low, dim.high)
+    value = low + u * (high - low)
+    value = math.exp(value) if log else value
+    if dim.dist == "int":
+        step = int(dim.step or 1)
+        return int(min(dim.high, max(dim.low, dim.low + step * round((value - dim.low) / step))))
+    if dim.step:
+        value = dim.low + dim.step * round((value - dim.low) / dim.step)
+    return float(min(dim.high, max(dim.low, value)))
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The sampler's seed for the ``attempt``-th run of a search (0: the first, then each
+    ``--resume``). A seeded sampler restarted with its first seed would draw its first points
+    again, and a resumed search would train points it has already trained."""
+    if attempt == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def make_sampler(space: Space, seed: int):
+    """The Optuna sampler ``search.sampler`` names. A grid is walked by the searcher itself
+    (``grid_points``): its points are queued whole, and the sampler under them is never asked."""
+    import optuna
+
+    name = sampler_name(space)
+    if name == "frontier":
+        from optimix.sampler import FrontierSampler
+
+        objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+        q = next(i for i, (m, _) in enumerate(objectives) if m != "train_flops")
+
+        def cost(point: Mapping[str, Any]) -> float:
+            try:
+                return trial_flops(space, point)
+            except SpaceError:
+                return math.inf
+
+        return FrontierSampler(distributions(space), q, objectives[q][1] == "max", cost,
+                               n_startup=startup_trials(space), seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(space))
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def grid_points(space: Space, seed: int) -> list[dict[str, Any]]:
+    """Every point of the grid, in a seeded order (a budget that ends the grid early leaves
+    a spread of points rather than one corner)."""
+    keys = list(space.dimensions)
+    points = [dict(zip(keys, combo, strict=True)) for combo in
+              itertools.product(*(grid_values(k, d) for k, d in space.dimensions.items()))]
+    order = np.random.default_rng([seed, 3]).permutation(len(points))
+    return [points[i] for i in order]
+
+
+def grid_size(space: Space) -> int:
+    return math.prod(len(grid_values(k, d)) for k, d in space.dimensions.items())
+
+
+_LOG_SCALE = ("train_flops", "params", "non_embedding_params", "tokens")
+
+
+def optuna_value(metric: str, value: float) -> float:
+    """What Optuna is told for an objective: costs in log10. They span orders of magnitude,
+    and a GP models them far better in log scale; the ordering TPE and NSGA-II use is the same.
+    (MLflow, the ledger and the frontier keep the plain values.)"""
+    return math.log10(value) if metric in _LOG_SCALE and value > 0 else value
+
+
+def startup_points(space: Space, seed: int) -> list[dict[str, Any]]:
+    """The first points of a new search: the user's ``points_to_evaluate``, else a
+    space-filling start for the model-based samplers."""
+    search = space.base.search
+    if search.points_to_evaluate:
+        return [dict(p) for p in search.points_to_evaluate]
+    if sampler_name(space) in ("frontier", "tpe", "gp") and space.dimensions:
+        return startup_design(space, startup_trials(space), seed)
+    return []

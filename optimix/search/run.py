@@ -1,0 +1,318 @@
+"""``run_search``: a search from start to end (or to an interruption), and ``--resume``.
+
+Flow, all in the driver process except the trainable::
+
+    Space --> OptimixSearcher (Optuna ask/tell, budget) --(points)--> Ray Tune
+        --> trainable (a Ray worker: run_trial) --> final result
+        --> searcher.conclude: ledger line (fsync) -> Optuna told
+        --> Driver (background thread): MLflow child run -> frontier tags
+
+A search ends in one of four ways, written to ``state.json`` and to the parent run:
+``finished`` (FINISHED), ``interrupted`` by SIGINT or SIGTERM (KILLED, tag
+``optimix.ended``), ``failed`` by an error (FAILED), or killed outright (still RUNNING:
+``--resume`` takes it up). Only ``finished`` returns normally.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from optimix import tracking
+from optimix.budget import check_budget, effective_key
+from optimix.search.driver import Driver, Progress
+from optimix.search.ledger import SearchState
+from optimix.search.proposals import grid_size
+from optimix.space import Space, SpaceError, parse_objectives
+
+log = logging.getLogger(__name__)
+
+# What may change on --resume: how many trials and FLOPs the search may still spend, and how
+# many run at a time on what. Everything else changes what a trial trains or how points are
+# chosen, and would mix two searches under one parent run.
+RESUMABLE = ("search.trials", "search.budget_flops", "search.max_concurrent", "search.cpus_per_trial",
+             "search.gpus_per_trial")
+
+
+@dataclass
+class SearchOptions:
+    address: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    storage_path: str = "optimix_runs"
+    resume: bool = False
+    seed: int | None = None
+    progress: Callable[[Progress], None] | None = None
+
+
+@dataclass
+class SearchSummary:
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    state_dir: str
+    objectives: list[tuple[str, str]]
+    frontier: list[dict]
+    trials: int
+    ok: int
+    pruned: int
+    failed: int
+    spent_flops: float
+    budget_flops: float | None
+    wall_s: float
+
+
+class SearchInterrupted(RuntimeError):
+    """SIGINT or SIGTERM ended the search; finished trials are kept for ``--resume``."""
+
+    def __init__(self, signal_name: str, summary: SearchSummary):
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+        self.summary = summary
+
+
+def run_search(space: Space, options: SearchOptions) -> SearchSummary:
+    """Run (or resume) a search; see the module docstring."""
+    import optuna
+
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    _check_space(space)
+    cheapest = check_budget(space)
+    experiment = options.experiment or space.name
+    seed = space.base.seed if options.seed is None else options.seed
+    if "://" in options.storage_path:
+        raise SpaceError(f"--storage-path: {options.storage_path!r} is a URI; give a file-system "
+                         "path (on a cluster, a shared mount such as NFS)")
+    storage = Path(options.storage_path).expanduser().resolve()
+
+    tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
+    state = SearchState.latest(storage, experiment) if options.resume else SearchState.create(storage, experiment)
+    state.acquire()
+    try:
+        saved = _open_state(space, state, tracker, objectives, seed, experiment, options.resume)
+        return _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started)
+    finally:
+        state.release()
+
+
+def _check_space(space: Space) -> None:
+    search = space.base.search
+    if search.sampler == "grid":
+        grid_size(space)  # raises a named SpaceError for a dimension with no grid
+    for i, point in enumerate(search.points_to_evaluate):
+        try:
+            space.resolve(point)
+        except SpaceError as err:
+            raise SpaceError(f"search.points_to_evaluate.{i}: {err}") from None
+
+
+def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> dict:
+    """The state of a new search, or of the one ``--resume`` takes up (refused if its space
+    differs in anything but ``RESUMABLE``)."""
+    saved = state.read() if resume else None
+    if saved is not None and "space" in saved:
+        _check_same_space(saved["space"], space.tree)
+    if saved is None:
+        # A new search, or one killed before it wrote its state: its parent run, if it got
+        # that far, is found by the state folder it is tagged with, so there is only ever one.
+        parent_id = tracker.find_search(str(state.path)) if resume else None
+        parent_id = parent_id or tracker.start_search(
+            f"{space.name}-search", tracking.objectives_tag(objectives),
+            {**tracking.flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
+            yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
+        )
+        saved = {"parent_run_id": parent_id, "experiment": experiment,
+                 "tracking_uri": tracking.redact_uri(tracker.uri), "attempts": -1}
+    if resume:
+        tracker.reopen_search(saved["parent_run_id"])
+    saved.update(space=space.tree, status="running", attempts=saved["attempts"] + 1)
+    state.write(saved)
+    return saved
+
+
+def _check_same_space(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    before, after = tracking.flatten(recorded), tracking.flatten(now)
+    for key in sorted(set(before) | set(after)):
+        if key.startswith(RESUMABLE) or before.get(key) == after.get(key):
+            continue
+        was = "absent" if key not in before else repr(before[key])
+        becomes = "absent" if key not in after else repr(after[key])
+        raise SpaceError(f"--resume: {key} differs from the recorded search ({was} -> {becomes}); "
+                         f"only {', '.join(RESUMABLE)} may change (drop --resume for a new search)")
+
+
+def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started) -> SearchSummary:
+    search = space.base.search
+    parent_id = saved["parent_run_id"]
+    state.repair()
+    entries = state.trials()
+    driver = Driver(space, state, tracker, parent_id, objectives, options.progress)
+    driver.replay(entries)
+    ended, reason = "failed", "error"
+    interrupt = _Interrupt()
+    try:
+        with interrupt:
+            _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest, interrupt)
+        ended, reason = ("interrupted", interrupt.name) if interrupt.name else ("finished", "")
+    except KeyboardInterrupt:
+        ended, reason = "interrupted", interrupt.name or "SIGINT"
+    except Exception as err:
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+        raise
+    finally:
+        saved.update(status=ended, ended=reason)
+        state.write(saved)
+        rows = driver.finish() if ended == "finished" else _finish_quietly(driver)
+        total = driver.spent_flops()
+        n_ok = sum(e["status"] == tracking.OK for e in driver.entries)
+        tracker.finish_search(parent_id, {"trials": len(driver.entries), "trials_ok": n_ok,
+                                          "spent_flops": total, "frontier_size": len(rows)},
+                              failed=ended != "finished", ended=reason)
+    n_pruned = sum(e["status"] == tracking.PRUNED for e in driver.entries)
+    summary = SearchSummary(
+        experiment=saved["experiment"], parent_run_id=parent_id, tracking_uri=tracking.redact_uri(tracker.uri),
+        state_dir=str(state.path), objectives=objectives, frontier=rows, trials=len(driver.entries), ok=n_ok,
+        pruned=n_pruned, failed=len(driver.entries) - n_ok - n_pruned, spent_flops=total,
+        budget_flops=search.budget_flops, wall_s=time.perf_counter() - started)
+    if ended == "interrupted":
+        raise SearchInterrupted(reason, summary)
+    return summary
+
+
+def _finish_quietly(driver: Driver) -> list[dict]:
+    """On the way out of an interrupted or failed search: record what finished, if MLflow
+    lets us; never hide the reason the search ended behind a tracking error."""
+    try:
+        return driver.finish()
+    except Exception as err:
+        log.warning("could not record the frontier on the way out (%s); --resume will", err)
+        return driver.frontier_rows()
+
+
+class _Interrupt:
+    """SIGINT and SIGTERM while the search runs: the first stops it gracefully (no new trial;
+    running trials stopped and queued again; what finished recorded), a second at once."""
+
+    def __init__(self):
+        self.name: str | None = None
+        self.searcher = None
+        self.in_tune = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handlers: Ray's core worker installs its own for SIGTERM when it
+        starts in this process, which would end the driver without a word."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.signal(sig, self._handle)
+                self._previous.setdefault(sig, previous)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        first = self.name is None
+        self.name = self.name or signal.Signals(signum).name
+        if not first or not self.in_tune:
+            raise KeyboardInterrupt
+        if self.searcher is not None:
+            self.searcher.stop()
+        # Tune ends its loop gracefully on SIGUSR1 (its SIGINT handler is switched off, so
+        # that the interruption is ours to report, not a normal end).
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest, interrupt) -> None:
+    import optuna
+    import ray
+    from ray import tune
+
+    from optimix.search.driver import callback_class
+    from optimix.search.proposals import attempt_seed, grid_points, make_sampler, startup_points
+    from optimix.search.searcher import Budget, OptimixSearcher, reconcile
+    from optimix.search.trainable import board_class, trainable
+
+    search = space.base.search
+    attempt = saved["attempts"]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(state.journal)))
+    sampler = make_sampler(space, attempt_seed(seed, attempt))
+    study = optuna.create_study(study_name=saved["experiment"], storage=storage, sampler=sampler,
+                                directions=["maximize" if d == "max" else "minimize" for _, d in objectives],
+                                load_if_exists=True)
+    reconcile(study, storage, driver.entries, objectives)
+    done = len(driver.entries)
+    remaining = search.trials - done
+    grid = grid_points(space, seed) if search.sampler == "grid" else None
+    if grid is not None:
+        remaining = min(remaining, len(grid) - done)
+    budget = Budget(search.budget_flops, driver.spent_flops(), cheapest)
+    if remaining <= 0 or budget.left() < cheapest:
+        return
+    if attempt == 0 and grid is None:
+        for point in startup_points(space, seed):
+            study.enqueue_trial(point)
+    known = {}
+    for e in driver.entries:
+        known[effective_key(space, e["point"])] = e["trial_id"]
+    searcher = OptimixSearcher(study, space, objectives, budget, driver.record, remaining, known,
+                               grid=grid, seed=attempt_seed(seed, attempt))
+    if hasattr(sampler, "budget_left"):  # the frontier sampler prices its proposals
+        sampler.budget_left = budget.left
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
+    # A failed trial reports no objective values (never a made-up score): Tune must accept that.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see _Interrupt
+    if not ray.is_initialized():
+        # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance;
+        # on loopback only (nothing listens beyond this machine).
+        address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+        extra = {"_node_ip_address": "127.0.0.1"} if address == "local" else {}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=False, **extra)
+    if search.prune == "dominated":
+        from optimix import frontier
+
+        driver.board = board_class().remote(objectives, search.prune_margin, search.prune_from)
+        driver.board.update.remote(frontier.front(driver.candidates(), objectives))
+    models_dir = str(state.path / "models") if search.save_models != "none" else None
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, space=space, models_dir=models_dir,
+                                                 board=driver.board),
+                            {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                    max_concurrent_trials=search.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"ray-{attempt}", storage_path=str(state.path), verbose=0,
+            callbacks=[callback_class()(driver, searcher)],
+            # A worker or node that dies (a reclaimed spot node) is tried once more.
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )
+    interrupt.searcher = searcher
+    interrupt.arm()
+    interrupt.in_tune = True
+    try:
+        tuner.fit()
+    finally:
+        interrupt.in_tune = False
+        if driver.board is not None:
+            ray.kill(driver.board)
+            driver.board = None
+        for trial_id in list(searcher.live):  # stopped without an outcome: run again later
+            searcher.conclude(trial_id, None, None)

@@ -1,0 +1,348 @@
+"""optimix's Ray Tune searcher, on Optuna's ask and tell.
+
+Ray Tune asks for points (``suggest``) and reports outcomes (``on_trial_complete``); Optuna
+proposes and learns. In between, this searcher keeps the promises the records depend on:
+
+- **The ledger before Optuna.** A finished trial's ledger line is written (and fsynced) by
+  ``conclude`` before Optuna is told, so a crash between the two leaves the trial RUNNING in
+  Optuna and in the ledger, and ``--resume`` tells Optuna what the ledger says
+  (``reconcile``): a trial is never COMPLETE in Optuna and absent from the ledger.
+- **Every point once.** A proposal that would train a model already trained or running
+  (same effective config, ``budget.effective_key``) is never started; a grid is walked
+  point by point, each once, across ``--resume`` too.
+- **The budget.** A proposal that does not fit in what is left is never started; running
+  trials hold a reservation; what a trial really spent is counted when it ends.
+- **Honest outcomes.** ``ok`` is told COMPLETE with every objective (from the trial's
+  result, whatever metric the objective names); ``pruned`` is PRUNED; failed, diverged and
+  crashed trials are FAIL. Proposals never started carry ``optimix.skipped`` and are FAIL.
+  A trial stopped before it finished (Ctrl-C, the end of the search) is not a result: it is
+  FAIL with ``optimix.skipped`` and its point is queued to run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from optimix import frontier, tracking
+from optimix.budget import effective_key, trial_flops
+from optimix.search import faults
+from optimix.search.proposals import distributions, from_unit, optuna_value
+from optimix.search.trainable import GROUP_KEY, PROGRESS_KEY, RESULT_KEY
+from optimix.space import Space, SpaceError
+
+log = logging.getLogger(__name__)
+
+TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger trial_id
+FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
+SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
+RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
+# Dimensions that may differ between the models of one stacked group (optimix.stacked).
+PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.beta2",
+             "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
+             "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
+_MAX_TRIES = 50
+_AFFORDABLE_AFTER = 3  # proposals refused before a random point that fits is queued
+
+# (trial_id, point, result document) -> the ledger entry written for it
+Recorder = Callable[[str, Mapping[str, Any], dict], dict]
+
+
+@dataclass
+class Budget:
+    """FLOPs: the limit, what finished trials spent, what running trials may spend."""
+
+    limit: float | None
+    spent: float
+    cheapest: float
+    reserved: dict[str, float] = field(default_factory=dict)
+
+    def left(self) -> float:
+        return (self.limit if self.limit is not None else math.inf) - self.spent - sum(self.reserved.values())
+
+
+@dataclass
+class _Member:
+    """One point a Tune trial trains (a stacked trial trains several)."""
+
+    trial_id: str
+    point: dict[str, Any]
+    ot_trial: Any  # optuna.Trial
+
+
+class OptimixSearcher(Searcher):
+    def __init__(self, study, space: Space, objectives: list[tuple[str, str]], budget: Budget,
+                 record: Recorder, points_left: int, known: Mapping[str, str],
+                 grid: list[dict[str, Any]] | None = None, seed: int = 0):
+        super().__init__()
+        self.study = study
+        self.space = space
+        self.dists = distributions(space)
+        self.objectives = objectives
+        self.budget = budget
+        self.record = record
+        self.points_left = points_left
+        self.seen = dict(known)  # effective key -> the trial that trains it
+        self.grid = grid
+        self.stack = space.base.search.stack
+        self.live: dict[str, list[_Member]] = {}  # Tune trial id -> what it trains
+        self.progress: dict[str, float] = {}  # Tune trial id -> FLOPs it reported so far
+        self.errored: set[str] = set()
+        self.stopping = False  # an interrupted search: propose nothing more
+        self._rng = np.random.default_rng([seed, 11])
+        self._dry: tuple[int, float] | None = None  # (points seen, FLOPs left) when none was new
+
+    # -- proposing -----------------------------------------------------------------------
+
+    def suggest(self, trial_id: str):
+        if self.stopping or self.points_left <= 0:
+            return Searcher.FINISHED
+        # While trials run, "nothing fits" means "not now" (None): one may give FLOPs back.
+        not_now = None if self.budget.reserved else Searcher.FINISHED
+        if self._dry == (len(self.seen), self.budget.left()):
+            return not_now  # nothing new could be found, and nothing has changed since
+        for attempt in range(_MAX_TRIES):
+            if self.budget.left() < self.budget.cheapest:
+                return not_now
+            if self.grid is not None:
+                point = self._next_grid_point(lambda p: True)
+                if point is None:
+                    return not_now if self._grid_left() else Searcher.FINISHED
+                self.study.enqueue_trial(point)
+            elif attempt >= _AFFORDABLE_AFTER and not self._enqueue_affordable():
+                self._dry = (len(self.seen), self.budget.left())
+                return not_now
+            ot_trial = self.study.ask(self.dists)
+            member = self._admit(ot_trial, trial_id)
+            if member is None:
+                continue
+            members = [member]
+            if self.stack > 1:
+                members = self._fill_group(trial_id, member)
+            self.live[trial_id] = members
+            if len(members) == 1 and self.stack == 1:
+                return member.point
+            return {GROUP_KEY: [m.point for m in members]}
+        if not_now is None:
+            return None
+        log.warning("no new point fitted the budget in %d tries: ending the search", _MAX_TRIES)
+        return Searcher.FINISHED
+
+    def _admit(self, ot_trial, trial_id: str, reserve_for: str | None = None) -> _Member | None:
+        """The proposal as a trial to run, or None (told to Optuna as skipped) if it is
+        invalid, a repeat, or does not fit."""
+        point = dict(ot_trial.params)
+        try:
+            cost = trial_flops(self.space, point)
+            key = effective_key(self.space, point)
+        except SpaceError as err:
+            self._skip(ot_trial, str(err))
+            return None
+        if key in self.seen:
+            self._skip(ot_trial, f"trains the same model as trial {self.seen[key]}")
+            return None
+        if cost > self.budget.left():
+            self._skip(ot_trial, f"needs {cost:.3g} FLOPs, {self.budget.left():.3g} left")
+            return None
+        self.seen[key] = trial_id
+        slot = reserve_for or trial_id
+        self.budget.reserved[slot] = self.budget.reserved.get(slot, 0.0) + cost
+        self.points_left -= 1
+        ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        return _Member(trial_id, point, ot_trial)
+
+    def _fill_group(self, trial_id: str, first: _Member) -> list[_Member]:
+        """Up to ``stack - 1`` more points that share ``first``'s shape and length (every
+        dimension that is not per-model fixed), trained stacked in the same Tune trial."""
+        from optuna.trial import TrialState
+
+        fixed = {k: v for k, v in first.point.items() if not k.startswith(PER_MODEL)}
+        first.trial_id = f"{trial_id}_0"
+        first.ot_trial.set_user_attr(TRIAL_ID_ATTR, first.trial_id)
+        members = [first]
+        while len(members) < self.stack and self.points_left > 0:
+            if self.grid is not None:
+                point = self._next_grid_point(lambda p: all(p[k] == v for k, v in fixed.items()))
+                if point is None:
+                    break
+                self.study.enqueue_trial(point)
+            elif self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break  # queued points (first points, reruns) keep their own values
+            else:
+                self.study.enqueue_trial(fixed)
+            member = self._admit(self.study.ask(self.dists), f"{trial_id}_{len(members)}", trial_id)
+            if member is None:
+                break
+            members.append(member)
+        return members
+
+    def _next_grid_point(self, wanted: Callable[[dict], bool]) -> dict[str, Any] | None:
+        left = self.budget.left()
+        for point in self.grid:
+            if wanted(point) and effective_key(self.space, point) not in self.seen \
+                    and trial_flops(self.space, point) <= left:
+                return point
+        return None
+
+    def _grid_left(self) -> bool:
+        return any(effective_key(self.space, p) not in self.seen for p in self.grid)
+
+    def _enqueue_affordable(self) -> bool:
+        """The sampler keeps proposing what cannot run (too dear, or trained already): queue
+        a random new point that fits (Optuna's ``ask`` takes queued points first), so that
+        the budget is spent rather than the search ended early. False if none of 256 does."""
+        dims = self.space.dimensions
+        for _ in range(256):
+            point = {key: from_unit(dim, float(self._rng.random())) for key, dim in dims.items()}
+            try:
+                if (trial_flops(self.space, point) <= self.budget.left()
+                        and effective_key(self.space, point) not in self.seen):
+                    self.study.enqueue_trial(point)
+                    return True
+            except SpaceError:
+                continue
+        return False
+
+    def _skip(self, ot_trial, reason: str) -> None:
+        from optuna.trial import TrialState
+
+        ot_trial.set_user_attr(SKIPPED_ATTR, reason)
+        self.study.tell(ot_trial, state=TrialState.FAIL)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if PROGRESS_KEY in result:
+            self.progress[trial_id] = float(result[PROGRESS_KEY])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if error:  # Tune's error callback follows at once, with the error's text
+            self.errored.add(trial_id)
+            return
+        self.conclude(trial_id, result, None)
+
+    def conclude(self, trial_id: str, result: Mapping[str, Any] | None, error: str | None) -> list[dict]:
+        """Ledger first, then Optuna: see the module docstring. Returns the ledger entries."""
+        self.errored.discard(trial_id)
+        members = self.live.pop(trial_id, [])
+        self.budget.reserved.pop(trial_id, None)
+        spent = self.progress.pop(trial_id, 0.0)
+        docs = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else None
+        if docs is None and (error is None or self.stopping):
+            for member in members:  # stopped before it finished: not a result, run it again
+                self.requeue(member.ot_trial, reason="stopped before it finished")
+                self.seen = {k: t for k, t in self.seen.items() if t != member.trial_id}
+            return []
+        if docs is None:  # the worker or its node died (after Tune's one retry)
+            share = spent / max(1, len(members))
+            docs = [{"status": "failed", "error": error or "trial crashed", "train_flops": share}
+                    for _ in members]
+        entries = []
+        for member, doc in zip(members, docs, strict=True):
+            entry = self.record(member.trial_id, member.point, doc)
+            faults.kill_at("before_tell")
+            self._tell(member.ot_trial, entry)
+            self.budget.spent += float(entry["result"]["train_flops"])
+            entries.append(entry)
+        return entries
+
+    def _tell(self, ot_trial, entry: Mapping[str, Any]) -> None:
+        tell(self.study, ot_trial, entry, self.objectives)
+
+    def requeue(self, ot_trial, reason: str) -> None:
+        """FAIL (never left RUNNING), and the same point queued to run again."""
+        self._skip(ot_trial, reason)
+        if ot_trial.params:
+            self.study.enqueue_trial(ot_trial.params, user_attrs={RERUN_ATTR: ot_trial.number})
+
+    def stop(self) -> None:
+        """Propose nothing more (the search was interrupted)."""
+        self.stopping = True
+
+    # The Optuna journal and the ledger are the state; Ray's pickled copy is never used.
+    def __getstate__(self) -> dict:
+        return {"budget": self.budget}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            json.dump({"spent": self.budget.spent}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+
+def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, str]]) -> None:
+    """Tell Optuna a trial's outcome as the ledger ``entry`` records it."""
+    from optuna.trial import TrialState
+
+    from optimix.sampler import CURVE_ATTR
+
+    result = entry["result"]
+    ot_trial.set_user_attr(FLOPS_ATTR, float(result["train_flops"]))
+    status = entry["status"]
+    if status in (tracking.OK, tracking.PRUNED):
+        ot_trial.set_user_attr(CURVE_ATTR, curve_points(entry, objectives))
+    if status == tracking.OK:
+        metrics = frontier.final_metrics(result)
+        missing = [m for m, _ in objectives if not math.isfinite(metrics.get(m, math.nan))]
+        if not missing:
+            study.tell(ot_trial, [optuna_value(m, metrics[m]) for m, _ in objectives])
+            return
+        ot_trial.set_user_attr("optimix.error", f"no value for {', '.join(missing)}")
+        log.warning("trial %s: no value for %s: told to Optuna as failed", entry["trial_id"], missing)
+    study.tell(ot_trial, state=TrialState.PRUNED if status == tracking.PRUNED else TrialState.FAIL)
+
+
+def curve_points(entry: Mapping[str, Any], objectives: list[tuple[str, str]]) -> list[list[float]]:
+    """The trial's learning-curve points as ``[log10 FLOPs, quality]``, for the frontier
+    sampler's current frontier."""
+    quality = next((m for m, _ in objectives if m != "train_flops"), None)
+    if quality is None or not frontier.curve_metric(quality):
+        return []
+    points = []
+    for point in entry["result"].get("curve", []):
+        value = frontier.point_metrics(entry["result"], point).get(quality)
+        if value is not None and point["train_flops"] > 0:
+            points.append([math.log10(point["train_flops"]), value])
+    return points
+
+
+def reconcile(study, storage, entries: list[dict], objectives: list[tuple[str, str]]) -> None:
+    """Optuna trials a killed driver left RUNNING, set right by the ledger.
+
+    A trial in the ledger was killed between its ledger line and Optuna's tell: Optuna is
+    told what the ledger says. Any other was interrupted while it trained: FAIL, and its
+    point queued to run again, once (a trial that takes the driver down with it must not
+    make every ``--resume`` die the same way).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    by_id = {e["trial_id"]: e for e in entries}
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = optuna.Trial(study, _storage_id(study, storage, frozen.number))
+        entry = by_id.get(frozen.user_attrs.get(TRIAL_ID_ATTR, ""))
+        if entry is not None:
+            tell(study, trial, entry, objectives)
+            continue
+        trial.set_user_attr(SKIPPED_ATTR, "the driver stopped while it ran")
+        study.tell(trial, state=TrialState.FAIL)
+        if not frozen.params:
+            continue
+        if RERUN_ATTR in frozen.user_attrs:
+            log.warning("trial %d was interrupted twice: not run again", frozen.user_attrs[RERUN_ATTR])
+        else:
+            study.enqueue_trial(frozen.params, user_attrs={RERUN_ATTR: frozen.number})
+
+
+def _storage_id(study, storage, number: int) -> int:
+    """The storage's id of trial ``number`` (Optuna's public storage API)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)

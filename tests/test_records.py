@@ -1,0 +1,404 @@
+"""Records that cannot lie: every trial once, complete and in its place, whatever stops the
+search. Real searches (``optimix search`` in a subprocess, in-process Ray, MLflow in SQLite),
+interrupted by signals and by exact kill points, then checked with ``optimix check``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from optimix.search import SearchState
+
+from cluster_fixtures import OPTIMIX, base_env, kill_sessions
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def space_tree(**search) -> dict:
+    """Tiny trials (a second or two each) over choices only, so a seeded sampler that
+    restarts its stream, or any repeat, shows as the same point twice."""
+    return {
+        "name": "records",
+        "tasks": {
+            "background": {"kind": "facts", "n_facts": 200, "zipf": 1.0, "alphabet": 16},
+            "facts": {"kind": "facts", "n_facts": 8, "alphabet": 16},
+        },
+        "mixture": {"rare_task": "facts",
+                    "rare_freq": {"dist": "choice", "values": [0.05, 0.1, 0.2, 0.4]}},
+        "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
+        "train": {"tokens": 12_000, "batch_size": 32, "threads": 1},
+        "eval": {"points": 2, "size": 32},
+        "search": {"trials": 3, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "random", **search},
+    }
+
+
+class Search:
+    """One search's files in a tmp folder, driven through the CLI as a user would."""
+
+    def __init__(self, root: Path, tree: dict):
+        self.root = root
+        self.space = root / "space.yaml"
+        self.space.write_text(json.dumps(tree))  # JSON is YAML
+        self.uri = f"sqlite:///{root}/mlflow.db"
+        self.storage = root / "runs"
+        self.env = base_env()
+
+    def args(self, *extra: str, command: str = "search") -> list[str]:
+        if command == "check":
+            return [OPTIMIX, "check", "--experiment", "records", "--tracking-uri", self.uri,
+                    "--storage-path", str(self.storage), *extra]
+        return [OPTIMIX, "search", str(self.space), "--tracking-uri", self.uri,
+                "--storage-path", str(self.storage), *extra]
+
+    def run(self, *extra: str, command: str = "search", env: dict | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen(self.args(*extra, command=command), cwd=self.root, env=env or self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            kill_sessions([proc.pid], grace_s=3.0)  # nothing it started outlives it
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def start(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.args(*extra), cwd=self.root, env=env or self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+    def state(self) -> SearchState:
+        return SearchState.latest(self.storage, "records")
+
+    def trials(self) -> list[dict]:
+        return [e for e in self.state().entries() if "trial_id" in e]
+
+    def wait_for_trials(self, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if len(self.trials()) >= n:
+                    return
+            except Exception:  # the folder is not there yet
+                pass
+            assert proc.poll() is None, f"the search ended first ({proc.returncode}): {proc.stderr.read()[-2000:]}"
+            time.sleep(0.1)
+        raise AssertionError(f"fewer than {n} trials finished in {timeout} s")
+
+    def check(self) -> subprocess.CompletedProcess:
+        return self.run(command="check", timeout=120)
+
+    def study(self) -> optuna.Study:
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(self.state().journal)))
+        return optuna.load_study(study_name="records", storage=storage)
+
+    def parent(self):
+        client = MlflowClient(self.uri)
+        exp = client.get_experiment_by_name("records")
+        parents = client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'search'")
+        assert len(parents) == 1
+        return parents[0]
+
+
+def points_of(trials: list[dict]) -> list[tuple]:
+    return [tuple(sorted(t["point"].items())) for t in trials]
+
+
+def assert_clean(search: Search, trials: int) -> None:
+    done = search.check()
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = search.trials()
+    assert len(found) == trials, [t["trial_id"] for t in found]
+    assert len(set(points_of(found))) == trials  # every point once
+    assert "RUNNING" not in {t.state.name for t in search.study().trials}
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Search:
+    search = Search(tmp_path_factory.mktemp("recorded"), space_tree())
+    done = search.run()
+    assert done.returncode == 0, done.stderr[-3000:]
+    return search
+
+
+def test_resume_refuses_a_changed_space_naming_the_first_key_that_differs(recorded):
+    before = recorded.state().ledger.read_bytes()
+    for change, key in ((["--set", "train.tokens=24000"], "train.tokens"),
+                        (["--set", "model.d_model=16"], "model.d_model"),
+                        (["--seed", "3"], "seed")):
+        done = recorded.run("--resume", *change, timeout=60)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --resume: " + key), done.stderr
+    assert recorded.state().ledger.read_bytes() == before  # nothing lost, nothing added
+
+
+def test_a_second_driver_on_a_running_search_is_refused(recorded):
+    first = recorded.start("--resume", "--trials", "4")
+    try:
+        deadline = time.monotonic() + 60
+        while not recorded.state().running():
+            assert time.monotonic() < deadline and first.poll() is None, "the first driver never took the lock"
+            time.sleep(0.05)
+        second = recorded.run("--resume", "--trials", "8", timeout=60)
+        assert second.returncode == 2 and "still running" in second.stderr, second.stderr
+        assert first.wait(timeout=180) == 0, first.stderr.read()[-2000:]
+    finally:
+        kill_sessions([first.pid], grace_s=3.0)
+    assert_clean(recorded, 4)
+
+
+def test_resume_extends_a_search_without_training_any_point_twice_and_retags_the_frontier(recorded):
+    # A run that left the frontier while MLflow was down keeps a stale tag until a resume
+    # rewrites it: flip one run's tag by hand, as the outage would have left it.
+    client = MlflowClient(recorded.uri)
+    runs = client.search_runs([client.get_experiment_by_name("records").experiment_id],
+                              "tags.`optimix.role` = 'trial'")
+    off = [r for r in runs if r.data.tags["optimix.pareto"] == "false"]
+    on = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
+    stale = (off or on)[0]
+    client.set_tag(stale.info.run_id, "optimix.pareto", "true" if off else "false")
+    assert recorded.check().returncode == 1  # the check sees it
+
+    # The random sampler's seeded stream, restarted, proposes its first points again.
+    done = recorded.run("--resume", "--trials", "7")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_clean(recorded, 7)
+    assert recorded.parent().info.status == "FINISHED"
+
+
+def test_a_space_with_fewer_points_than_trials_ends_when_every_point_has_run(tmp_path):
+    tree = space_tree(trials=20)
+    tree["mixture"]["rare_freq"]["values"] = [0.1, 0.3]
+    search = Search(tmp_path, tree)
+    done = search.run()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_clean(search, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruptions
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path, sig):
+    search = Search(tmp_path, space_tree(trials=5))
+    proc = search.start()
+    try:
+        search.wait_for_trials(1, proc)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # Ctrl-C reaches the terminal's whole process group
+        else:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], err[-3000:]
+    assert f"interrupted by {sig.name}" in err and "--resume" in err, err[-3000:]
+    assert "Traceback" not in err and "Tuner.restore" not in err, err[-3000:]
+    assert "Pareto frontier" not in out  # no summary of a finished search
+    parent = search.parent()
+    assert parent.info.status == "KILLED" and parent.data.tags["optimix.ended"] == sig.name
+    assert search.state().read()["status"] == "interrupted"
+    assert "RUNNING" not in {t.state.name for t in search.study().trials}
+    kept = search.trials()
+    check = search.check()
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    done = search.run("--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_clean(search, 5)
+    assert {t["trial_id"] for t in kept} <= {t["trial_id"] for t in search.trials()}
+    assert search.parent().info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("point", ["before_ledger", "torn_ledger", "before_tell", "before_logged"])
+def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp_path, point):
+    search = Search(tmp_path, space_tree(trials=4))
+    killed = search.run(env={**search.env, "OPTIMIX_KILL_AT": f"{point}:2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    done = search.run("--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_clean(search, 4)
+    lines = search.state().ledger.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # no line glued onto a torn one
+
+
+def test_a_worker_that_dies_is_tried_once_more_and_recorded_once(tmp_path):
+    search = Search(tmp_path, space_tree(trials=3, max_concurrent=1))
+    tree = json.loads(search.space.read_text())
+    tree["train"]["tokens"] = 60_000  # long enough to find the worker while it trains
+    search.space.write_text(json.dumps(tree))
+    proc = search.start()
+    try:
+        victim = _wait_for_worker(proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == 0, err[-3000:]
+    trials = search.trials()
+    assert len(trials) == 3 and all(t["status"] == "ok" for t in trials), trials
+    assert_clean(search, 3)
+
+
+def _wait_for_worker(sid: int, timeout: float = 120) -> int:
+    """A Ray worker of session ``sid`` that is training a trial."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[3]) == sid and "ImplicitFunc.train" in cmdline:
+                return int(entry)
+        time.sleep(0.1)
+    raise AssertionError("no Ray worker started training")
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives, grids, budgets (in-process: real Ray, real Optuna, real MLflow)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _in_process(tmp_path, tree):
+    from optimix.search import SearchOptions, run_search
+    from optimix.space import build_space
+
+    space = build_space(tree)
+    summary = run_search(space, SearchOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                                              storage_path=str(tmp_path / "runs")))
+    state = SearchState(Path(summary.state_dir))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(state.journal)))
+    return summary, state, optuna.load_study(study_name=tree["name"], storage=storage)
+
+
+def test_every_reported_metric_can_be_an_objective(tmp_path, ray_session):
+    tree = space_tree(trials=2, objectives=["acc/facts:max", "wall_s:min"])
+    summary, state, study = _in_process(tmp_path, tree)
+    assert summary.ok == 2
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
+    by_id = {e["trial_id"]: e for e in state.trials()}
+    for t in complete:
+        assert t.values[1] == pytest.approx(by_id[t.user_attrs["optimix.trial_id"]]["result"]["wall_s"])
+
+
+def test_a_grid_of_stacked_trials_runs_every_point_once(tmp_path, ray_session):
+    tree = space_tree(trials=8, sampler="grid", stack=2)
+    tree["mixture"]["rare_freq"]["values"] = [0.1, 0.3]
+    summary, state, study = _in_process(tmp_path, tree)
+    trials = state.trials()
+    assert summary.trials == 4 == len(trials) and summary.ok == 4
+    assert len(set(points_of(trials))) == 4
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_path, ray_session):
+    from optimix.search import trial_flops
+    from optimix.space import build_space
+
+    tree = space_tree(trials=8, sampler="grid")
+    space = build_space(tree)
+    costs = sorted(trial_flops(space, {"mixture.rare_freq": f, "model.d_model": d})
+                   for f in (0.05, 0.1, 0.2, 0.4) for d in (16, 32))
+    tree["search"]["budget_flops"] = sum(costs[:5]) * 1.01  # not the whole grid
+    summary, state, _ = _in_process(tmp_path, tree)
+    grid = {(f, d) for f in (0.05, 0.1, 0.2, 0.4) for d in (16, 32)}
+    trials = state.trials()
+    assert {(t["point"]["mixture.rare_freq"], t["point"]["model.d_model"]) for t in trials} <= grid
+    assert len(set(points_of(trials))) == len(trials) >= 4
+    assert summary.spent_flops <= tree["search"]["budget_flops"]
+
+
+def test_a_crashed_worker_is_charged_what_it_trained_not_its_plan(tmp_path, ray_session):
+    from optimix.search import trial_flops
+    from optimix.space import build_space
+
+    tree = space_tree(trials=1, points_to_evaluate=[{"mixture.rare_freq": 0.1, "model.d_model": 16}])
+    tree["train"]["fault"] = "exit"  # the worker process dies at its first step, twice
+    summary, state, study = _in_process(tmp_path, tree)
+    [trial] = state.trials()
+    assert trial["status"] == "failed"
+    planned = trial_flops(build_space(tree), trial["point"])
+    assert trial["result"]["train_flops"] < planned
+    assert summary.spent_flops == trial["result"]["train_flops"]
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+def test_the_in_process_ray_listens_on_loopback_only(tmp_path, ray_session):
+    import ipaddress
+
+    import psutil
+
+    _in_process(tmp_path, space_tree(trials=1))  # Ray stays up until the module ends
+    me = psutil.Process()
+    listening = []
+    for proc in me.children(recursive=True) + [me]:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        listening += [(proc.name(), c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
+    assert listening, "found no listening socket of Ray's"
+    outside = [x for x in listening if not ipaddress.ip_address(x[1]).is_loopback]
+    assert not outside, outside
+
+
+# ---------------------------------------------------------------------------------------------
+# Small things that records depend on (fast)
+
+
+@pytest.mark.parametrize("name", ["..", "../elsewhere", "a/b", "/etc", ".hidden", "x" * 300])
+def test_an_experiment_name_never_leaves_the_storage_path(tmp_path, name):
+    state = SearchState.create(tmp_path / "runs", name[:200])
+    assert (tmp_path / "runs").resolve() in state.path.parents
+    assert state.path.parent.parent == (tmp_path / "runs").resolve()
+
+
+def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
+    state = SearchState(tmp_path)
+    state.append({"trial_id": "a", "n": 1})
+    with open(state.ledger, "a") as f:
+        f.write('{"trial_id": "b", "n"')  # killed mid-write
+    state.append({"trial_id": "c", "n": 3})
+    assert state.ledger.read_text().splitlines() == [json.dumps({"trial_id": "a", "n": 1}),
+                                                     json.dumps({"trial_id": "c", "n": 3})]
+    assert state.repair() == 0
+    with open(state.ledger, "a") as f:
+        f.write('{"trial_id": "d"')
+    assert state.repair() > 0 and state.ledger.read_text().endswith("\n")
+    assert [e["trial_id"] for e in state.entries()] == ["a", "c"]
+
+
+def test_ci_never_stops_every_ray_on_the_machine():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "ray stop" not in text

@@ -1,0 +1,289 @@
+"""What the Tracker leaves in MLflow when things go wrong: a real SQLite store, and a real
+``mlflow server`` behind a proxy that injects faults (``tests/mlflow_proxy.py``).
+
+The invariant: after ``log_trial`` a trial has exactly one non-deleted child run, and it is
+complete (params, metrics without duplicated history, terminated); or ``log_trial`` raised a
+one-line ``TrackingError`` within the time bound, and the next ``log_trial`` (once MLflow is
+back) leaves exactly one complete child run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Param, ViewType
+from mlflow.tracking import MlflowClient
+
+from optimix import tracking
+from optimix.tracking import Tracker, TrackingError, TrackingRejected
+
+from cluster_fixtures import free_port, mlflow_server
+from mlflow_proxy import FaultyProxy
+
+TASKS = ("copy", "facts")
+LONG_TASK = "t" * 260  # a metric key "acc/ttt…" of 264 characters: over MLflow's 250
+
+
+def trial_record(trial_id: str = "0", tasks: tuple[str, ...] = TASKS) -> dict:
+    """A finished trial as the search driver hands it to ``log_trial`` (two curve points)."""
+    curve = [{"step": s, "tokens": 1000 * s, "train_flops": 1e6 * s, "train_loss": 2.0 / s,
+              "accuracy": {t: 0.1 * s for t in tasks}, "loss": {t: 1.0 / s for t in tasks}}
+             for s in (1, 2)]
+    result = {"train_flops": 2e6, "params": 1000, "non_embedding_params": 800, "tokens": 2000,
+              "wall_s": 1.5, "train_s": 1.2, "tokens_per_s": 1600.0,
+              "accuracy": {t: 0.2 for t in tasks}, "loss": {t: 0.5 for t in tasks},
+              "shape": {"d_model": 16, "n_layer": 1}, "curve": curve}
+    return {"trial_id": trial_id, "name": f"trial-{trial_id}", "status": tracking.OK,
+            "params": {"model.d_model": 16, "mixture.rare_freq": 0.1}, "result": result,
+            "point": {"mixture.rare_freq": 0.1}, "node": "127.0.0.1"}
+
+
+def trial_runs(tracker: Tracker, parent_id: str, trial_id: str) -> tuple[list, list]:
+    """(non-deleted, deleted) child runs of a trial, read with a client of the test's own."""
+    client = MlflowClient(tracking_uri=tracker.uri)
+    runs = client.search_runs([tracker.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                              f"tags.`optimix.trial_id` = '{trial_id}'", run_view_type=ViewType.ALL)
+    live = [r for r in runs if r.info.lifecycle_stage == "active"]
+    return live, [r for r in runs if r.info.lifecycle_stage == "deleted"]
+
+
+def assert_one_complete_run(tracker: Tracker, parent_id: str, trial_id: str) -> str:
+    live, _ = trial_runs(tracker, parent_id, trial_id)
+    assert len(live) == 1, f"{len(live)} child runs of trial {trial_id}: {[r.info for r in live]}"
+    run = live[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.d_model"] == "16" and run.data.params["shape.n_layer"] == "1"
+    assert run.data.metrics["acc/facts"] == pytest.approx(0.2)
+    client = MlflowClient(tracking_uri=tracker.uri)
+    # A re-sent batch must not have doubled any history.
+    assert len(client.get_metric_history(run.info.run_id, "train_flops")) == 1
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "curve/acc/facts")] == [1, 2]
+    return run.info.run_id
+
+
+def start_parent(tracker: Tracker, state_dir: Path) -> str:
+    return tracker.start_search("s-search", "acc/facts:max,train_flops:min", {"seed": 0},
+                                "name: s\n", None, str(state_dir))
+
+
+@pytest.fixture(autouse=True)
+def mlflow_env() -> Iterator[None]:
+    """No MLFLOW_HTTP_* / MLFLOW_TRACKING_* setting from outside: the Tracker's own defaults
+    apply. The environment is left as it was found."""
+    def ours() -> list[str]:
+        return [k for k in os.environ if k.startswith(("MLFLOW_HTTP_", "MLFLOW_TRACKING_"))]
+
+    saved = {k: os.environ.pop(k) for k in ours()}
+    yield
+    for key in ours():
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as running:
+        yield running
+
+
+@pytest.fixture
+def proxy(server) -> Iterator[FaultyProxy]:
+    with FaultyProxy(server.uri) as running:
+        yield running
+
+
+def sqlite_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Half-made child runs
+
+
+def test_a_half_made_child_run_is_deleted_and_the_trial_logged_again(tmp_path):
+    tracker = Tracker(sqlite_uri(tmp_path), "half")
+    parent = start_parent(tracker, tmp_path)
+    record = trial_record("7")
+    # What a crash between create_run and set_terminated leaves: the tags, some params.
+    client = MlflowClient(tracking_uri=tracker.uri)
+    half = client.create_run(tracker.experiment_id, run_name=record["name"], tags={
+        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "7",
+        tracking.STATUS: tracking.OK}).info.run_id
+    client.log_batch(half, params=[Param("model.d_model", "16")])
+    assert tracker.find_trial(parent, "7") is None  # half-made is not logged
+
+    run_id = tracker.log_trial(parent, record)
+
+    assert run_id != half
+    assert assert_one_complete_run(tracker, parent, "7") == run_id
+    _, deleted = trial_runs(tracker, parent, "7")
+    assert [r.info.run_id for r in deleted] == [half]
+    assert tracker.find_trial(parent, "7") == run_id
+    assert tracker.log_trial(parent, record) == run_id  # logged once: nothing more is written
+
+
+def test_a_terminated_child_run_from_an_older_version_counts_as_logged(tmp_path):
+    tracker = Tracker(sqlite_uri(tmp_path), "older")
+    parent = start_parent(tracker, tmp_path)
+    client = MlflowClient(tracking_uri=tracker.uri)
+    old = client.create_run(tracker.experiment_id, tags={
+        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "3",
+        tracking.STATUS: tracking.FAILED}).info.run_id
+    client.set_terminated(old, "FAILED")
+
+    assert tracker.find_trial(parent, "3") == old
+    assert tracker.log_trial(parent, trial_record("3")) == old
+    live, deleted = trial_runs(tracker, parent, "3")
+    assert [r.info.run_id for r in live] == [old] and not deleted
+
+
+# ---------------------------------------------------------------------------------------------
+# Rejections name what was rejected
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("server", marks=pytest.mark.slow)])
+def test_a_rejected_metric_key_is_named_and_leaves_no_run(store, tmp_path, request):
+    uri = sqlite_uri(tmp_path) if store == "sqlite" else request.getfixturevalue("server").uri
+    tracker = Tracker(uri, f"rejected-{uuid.uuid4().hex[:8]}")
+    parent = start_parent(tracker, tmp_path)
+    key = f"acc/{LONG_TASK}"
+
+    with pytest.raises(TrackingRejected) as caught:
+        tracker.log_trial(parent, trial_record("1", tasks=("copy", LONG_TASK)))
+
+    text = str(caught.value)
+    assert len(text.splitlines()) == 1
+    assert f"metric '{key[:60]}…' ({len(key)} characters)" in text, text
+    assert "INVALID_PARAMETER_VALUE" in text and "reachable" not in text, text
+    assert isinstance(caught.value, TrackingError)  # callers that catch TrackingError still do
+    live, _ = trial_runs(tracker, parent, "1")
+    assert not live  # no half-made run is left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("http://bob:hunter2@127.0.0.1:5000", "http://***@127.0.0.1:5000"),
+    ("https://token@mlflow.example.org/prefix?auth=abc#x", "https://***@mlflow.example.org/prefix"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+    ("sqlite:////tmp/a dir/x.db?mode=ro", "sqlite:////tmp/a dir/x.db"),
+    ("databricks://profile", "databricks://profile"),
+])
+def test_redact_uri(uri, shown):
+    assert tracking.redact_uri(uri) == shown
+
+
+def test_an_unreachable_server_with_credentials_does_not_show_them(caplog):
+    caplog.set_level(logging.DEBUG)
+    uri = f"http://bob:hunter2@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(TrackingError) as caught:
+        Tracker(uri, "secret")
+    assert time.monotonic() - started < 10
+    assert "hunter2" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
+    assert "hunter2" not in caplog.text
+
+
+@pytest.mark.slow
+def test_mlflow_errors_through_a_uri_with_credentials_do_not_show_them(proxy, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    uri = proxy.url.replace("http://", "http://bob:hunter2@")
+    tracker = Tracker(uri, f"secret-{uuid.uuid4().hex[:8]}")
+    assert tracker.uri == uri and "hunter2" not in tracker.display_uri
+    parent = start_parent(tracker, tmp_path)
+    proxy.mode = "refuse"
+    with pytest.raises(TrackingError) as caught:
+        tracker.log_trial(parent, trial_record("1"))
+    assert "hunter2" not in str(caught.value) and "not reachable" in str(caught.value)
+    with pytest.raises(TrackingError) as caught:
+        tracking.load_search(uri, tracker.experiment)
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Server faults
+
+# (mode, path, times, outcome): "ok" must log the trial despite the fault; "error" must raise
+# a TrackingError; "either" may do one or the other (the write was committed, its answer lost).
+FAULTS = [
+    ("5xx_after_commit", "runs/create", 1, "ok"),
+    ("5xx_after_commit", "runs/create", None, "ok"),  # committed every time: found, not redone
+    ("5xx_after_commit", "runs/log-batch", 3, "ok"),  # params, metrics, curve: each sent twice
+    ("5xx_after_commit", "runs/update", None, "either"),  # terminated, but never told so
+    ("5xx_after_commit", "", None, "error"),
+    ("429", "runs/create", 1, "ok"),
+    ("429", "", None, "error"),
+    ("refuse", "", 2, "ok"),
+    ("refuse", "runs/log-batch", None, "error"),
+    ("hang", "runs/log-batch", None, "error"),
+    ("hang", "", None, "error"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "path", "times", "outcome"), FAULTS,
+                         ids=[f"{m}-{p or 'all'}-{t or 'always'}" for m, p, t, _ in FAULTS])
+def test_log_trial_under_a_server_fault_leaves_one_complete_run(proxy, tmp_path, mode, path, times,
+                                                                outcome):
+    tracker = Tracker(proxy.url, f"faults-{uuid.uuid4().hex[:8]}")
+    parent = start_parent(tracker, tmp_path)
+    record = trial_record("5")
+    proxy.set(mode, path, times)
+    started = time.monotonic()
+    try:
+        run_id: str | None = tracker.log_trial(parent, record)
+    except TrackingError as err:
+        assert outcome != "ok", f"{mode} on {path or 'every request'}: {err}"
+        assert len(str(err).splitlines()) == 1 and not isinstance(err, TrackingRejected)
+        if mode == "429":
+            assert "HTTP 429" in str(err)
+        if mode == "hang":
+            assert "did not answer within 10 s" in str(err)
+        run_id = None
+    else:
+        assert outcome != "error", f"{mode} on {path or 'every request'}: no error"
+    elapsed = time.monotonic() - started
+    assert proxy.faulted >= 1
+    assert elapsed < tracking._CALL_BUDGET_S + 5, f"{elapsed:.1f} s"
+    if mode == "429":
+        assert elapsed >= 1.0  # it waited before asking again
+    if run_id is not None:
+        assert assert_one_complete_run(tracker, parent, "5") == run_id
+
+    proxy.mode = "ok"
+    again = tracker.log_trial(parent, record)
+    assert assert_one_complete_run(tracker, parent, "5") == again
+    assert run_id in (None, again)
+
+
+@pytest.mark.slow
+def test_duplicates_made_by_mlflows_own_retries_are_deleted(proxy, tmp_path, monkeypatch):
+    # A user's setting wins over the Tracker's default: MLflow's client then re-sends a
+    # runs/create whose answer was a 500, and the server commits it twice.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    tracker = Tracker(proxy.url, f"retries-{uuid.uuid4().hex[:8]}")
+    proxy.set("5xx_after_commit", "runs/create", 1)
+    parent = start_parent(tracker, tmp_path)
+    assert proxy.faulted == 1
+    client = MlflowClient(tracking_uri=tracker.uri)
+    parents = client.search_runs([tracker.experiment_id], "tags.`optimix.role` = 'search'")
+    assert [r.info.run_id for r in parents] == [parent]
+    assert tracker.find_search(str(tmp_path)) == parent
+
+    proxy.set("5xx_after_commit", "runs/create", 1)
+    run_id = tracker.log_trial(parent, trial_record("2"))
+    assert proxy.faulted == 2
+    assert assert_one_complete_run(tracker, parent, "2") == run_id
+    _, deleted = trial_runs(tracker, parent, "2")
+    assert len(deleted) == 1  # the twin the retry committed
