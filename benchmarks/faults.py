@@ -1,38 +1,76 @@
-"""Faults and load: a search killed at random points, many trials finishing at once, and
-bookkeeping for a thousand trials. Every scenario runs the real CLI (in-process Ray,
-MLflow in SQLite) in a fresh folder and checks the same invariants afterwards:
+"""Faults and load: a search stopped at each exact kill point, by SIGINT and SIGTERM, by a
+second driver, by MLflow faults, and loaded with many trials finishing together or a
+thousand bookkept trials; every case then judged by ``optimix check``.
 
-- one parent run; every finished trial is one child run (no trial lost or logged twice);
-- the ledger, MLflow and the parent's ``spent_flops`` agree on the FLOPs spent;
-- ``optimix.pareto`` and ``optimix.pareto_steps`` tags equal the frontier computed by hand
-  (final results and learning-curve points, as the test suite computes it);
-- no Optuna trial is left RUNNING; no "database is locked" anywhere in the output.
+Every run drives the real CLI (in-process Ray; MLflow in SQLite, or a real ``mlflow server``
+behind ``tests/mlflow_proxy.py``) in a fresh folder under /tmp, each command in a session of
+its own that is ended whole afterwards (Ray's daemons outlive a driver killed with SIGKILL).
+A stopped search is taken up with ``optimix search ... --resume``; its wall time is the time
+to recover. Then ``optimix check --json`` must find no violation (ledger, MLflow and Optuna
+agree; every point once; Pareto tags equal a recomputation; no Optuna trial RUNNING; FLOPs
+equal everywhere), and the benchmark adds what each case promises: the exit status, no
+traceback, every planned trial in the ledger, every ledger line whole, no "database is
+locked", and the test suite's independent frontier (``frontier_by_hand``) equal to the tags.
 
-    python benchmarks/faults.py [--kills 5] [--max-delay 25] [--load-trials 8] [--bookkeeping-trials 1000]
+Cases (``--cases``):
+
+- ``kill``: ``OPTIMIX_KILL_AT=POINT:N`` for every point of ``optimix.faults.POINTS``, N drawn
+  with ``random.Random`` from the visits an uninterrupted search makes (one per trial; the
+  frontier-tag point ``mid_tags`` only at a change of two or more runs' tags: 1..2);
+- ``signal``: SIGINT to the process group (as Ctrl-C) or SIGTERM to the driver, at a random
+  time after the search took its lock; exit 130/143 and no traceback;
+- ``concurrent``: a second ``--resume`` while the search runs: refused with exit 2 ("still
+  running"), and the first search finishes;
+- ``proxy``: a real ``mlflow server`` behind the fault proxy: once the first trial is in the
+  ledger, a few MLflow requests meet ``5xx_after_commit`` (on ``runs/create``), ``429`` or
+  ``hang``; the search finishes or exits 3; the proxy back to ok, ``--resume`` (if needed);
+- ``load``: 8 trials finishing together, each logging a 5-point learning curve;
+- ``bookkeeping``: ``--bookkeeping-trials`` near-instant trials, 8 at a time.
+
+    python benchmarks/faults.py [--cases kill,signal,concurrent,proxy,load,bookkeeping]
+        [--repeats 5] [--proxy-repeats 1] [--seed 0] [--bookkeeping-trials 1000]
+
+Prints one row per case and writes ``docs/reliability_results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import hashlib
 import json
 import os
+import platform
 import random
+import shlex
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import optuna
-from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from cluster_fixtures import frontier_by_hand  # noqa: E402  (the test suite's independent frontier)
+from optimix.faults import POINTS  # noqa: E402
+from optimix.search.ledger import SearchState  # noqa: E402
 
+from cluster_fixtures import OPTIMIX, base_env, frontier_by_hand, kill_sessions, mlflow_server  # noqa: E402
+from mlflow_proxy import FaultyProxy  # noqa: E402
+
+EXPERIMENT = "faults"
+CASES = ("kill", "signal", "concurrent", "proxy", "load", "bookkeeping")
+# The search every fault case stops: 4 trials of a second or two each, 2 at a time, with
+# the default sampler (``auto``), so that a resumed sampler that proposes a trained point
+# again shows as a ``repeat`` violation.
 TINY = {
-    "name": "faults",
+    "name": EXPERIMENT,
     "tasks": {
         "copy": {"kind": "copy", "length": 3, "alphabet": 8},
         "background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
@@ -40,143 +78,524 @@ TINY = {
     },
     "mixture": {"rare_task": "facts", "rare_freq": {"dist": "loguniform", "low": 0.01, "high": 0.3}},
     "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
-    "train": {"tokens": 30_000, "batch_size": 32, "threads": 1},
-    "eval": {"points": 3, "size": 64},
-    "search": {"trials": 8, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "random"},
+    "train": {"tokens": 12_000, "batch_size": 32, "threads": 1},
+    "eval": {"points": 2, "size": 32},
+    "search": {"trials": 4, "max_concurrent": 2, "cpus_per_trial": 1},
 }
+# How often an uninterrupted TINY search reaches each kill point: once per trial, except the
+# frontier tags, rewritten for two or more runs at once (what ``mid_tags`` needs) once or twice.
+VISITS = {point: TINY["search"]["trials"] for point in POINTS} | {"mid_tags": 2}
+# (mode, path, times) of the proxy case
+PROXY_FAULTS = (("5xx_after_commit", "runs/create", 3), ("429", "", 3), ("hang", "", 2))
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+TIMED_OUT = 124
+SEARCH_TIMEOUT_S = 300.0
 
 
-def search_cmd(space: Path, workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "optimix.cli", "search", str(space), "--tracking-uri",
-            f"sqlite:///{workdir}/mlflow.db", "--storage-path", str(workdir / "runs"), *extra]
+@dataclass
+class Run:
+    """One run of a case: the fault, whether it landed, and what came of it."""
+
+    case: str
+    fault: str
+    landed: bool = False
+    """The fault hit the search (it was killed, interrupted, refused, or MLflow faulted)."""
+    exit: int | None = None
+    """The exit status of the search the fault hit (negative: the signal that ended it)."""
+    recover_s: float | None = None
+    """Wall time of the ``--resume`` that completed the search (None: none was needed)."""
+    wall_s: float | None = None
+    trials: int | None = None
+    before: int | None = None
+    """Trials in the ledger when the fault landed (kills: when the driver died)."""
+    violations: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    kept: str | None = None
+    """The run's folder, kept when it found a violation."""
+    notes: dict = field(default_factory=dict)
 
 
-def check(workdir: Path, expected_trials: int, curve_points: int | None = None) -> dict:
-    """The invariants above; returns what was found."""
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    exp = client.get_experiment_by_name("faults")
-    parents = client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'search'")
-    assert len(parents) == 1, f"{len(parents)} parent runs"
-    parent = parents[0]
-    runs = []
-    token = None
+@dataclass
+class Done:
+    """A finished command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+
+
+@dataclass
+class Started:
+    """A running command: its process (the leader of its own session) and output files."""
+
+    proc: subprocess.Popen
+    out: Path
+    err: Path
+    at: float
+
+
+class Workdir:
+    """One search's folder: the space, the MLflow store, the search state, Ray's temp dir."""
+
+    def __init__(self, tree: dict, run: Run):
+        self.root = Path(tempfile.mkdtemp(prefix="ofx", dir="/tmp"))  # short: Ray's socket paths
+        self.space = self.root / "space.yaml"
+        self.space.write_text(json.dumps(tree))  # JSON is YAML
+        self.uri = f"sqlite:///{self.root}/mlflow.db"
+        self.hand_uri: str | None = None  # where frontier_by_hand reads (default: uri)
+        self.storage = self.root / "runs"
+        self.env = base_env(RAY_TMPDIR=str(self.root / "ray"))
+        self.run = run
+        self.n = 0
+
+    def search_args(self, *extra: str) -> list[str]:
+        return [OPTIMIX, "search", str(self.space), "--tracking-uri", self.uri,
+                "--storage-path", str(self.storage), *extra]
+
+    def start(self, args: list[str], env: dict[str, str] | None = None) -> Started:
+        """Start a command in a session of its own, its output to files (never a full pipe)."""
+        env = env or {}
+        self.run.commands.append(" ".join([*(f"{k}={v}" for k, v in env.items()), shlex.join(args)]))
+        self.n += 1
+        out, err = self.root / f"cmd{self.n}.out", self.root / f"cmd{self.n}.err"
+        with open(out, "w") as fo, open(err, "w") as fe:
+            proc = subprocess.Popen(args, cwd=self.root, env={**self.env, **env}, stdout=fo, stderr=fe,
+                                    start_new_session=True)
+        return Started(proc, out, err, time.monotonic())
+
+    def finish(self, started: Started, timeout: float = SEARCH_TIMEOUT_S) -> Done:
+        """Wait for the command, then end whatever it left in its session."""
+        proc = started.proc
+        try:
+            proc.wait(timeout=max(1.0, started.at + timeout - time.monotonic()))
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = TIMED_OUT
+        wall = time.monotonic() - started.at
+        kill_sessions([proc.pid], grace_s=3.0)
+        proc.wait()
+        out, err = started.out.read_text(errors="replace"), started.err.read_text(errors="replace")
+        for text in (out, err):
+            if "database is locked" in text:
+                self.run.violations.append(f"'database is locked' in the output of: {shlex.join(proc.args)}")
+        if code == TIMED_OUT:
+            self.run.violations.append(f"timed out after {timeout:.0f} s: {shlex.join(proc.args)}")
+        return Done(code, out, err, wall)
+
+    def call(self, args: list[str], env: dict[str, str] | None = None,
+             timeout: float = SEARCH_TIMEOUT_S) -> Done:
+        return self.finish(self.start(args, env), timeout)
+
+    def state(self) -> SearchState | None:
+        try:
+            return SearchState.latest(self.storage, EXPERIMENT)
+        except Exception:  # not there yet
+            return None
+
+    def ledger_trials(self) -> int:
+        state = self.state()
+        return 0 if state is None else sum("trial_id" in e for e in state.entries())
+
+    def resume(self) -> Done:
+        """``--resume`` when the search got far enough to have a folder, else a new start."""
+        if self.state() is None:
+            self.run.notes["restarted"] = "no search folder yet: started anew"
+            return self.call(self.search_args())
+        return self.call(self.search_args("--resume"))
+
+    def check(self, trials: int, curve_points: int | None = None) -> None:
+        """``optimix check``, then what the case adds to it; violations go to the run."""
+        v = self.run.violations
+        done = self.call([OPTIMIX, "check", "--experiment", EXPERIMENT, "--tracking-uri", self.uri,
+                          "--storage-path", str(self.storage), "--json"], timeout=180)
+        if done.returncode not in (0, 1):
+            v.append(f"optimix check: exit {done.returncode}: {_last_line(done.stderr)}")
+            return
+        report = json.loads(done.stdout)
+        v += [f"{x['kind']}: {x['detail']}" for x in report["violations"]]
+        if report["violations"] and done.returncode != 1:
+            v.append(f"optimix check: exit {done.returncode} with violations")
+        if report["running"]:
+            v.append("optimix check: the search still counts as running")
+        self.run.trials = report["trials"]
+        if report["trials"] != trials:
+            v.append(f"trials: {report['trials']} in the ledger, {trials} planned")
+        state = self.state()
+        for i, line in enumerate(state.ledger.read_text().splitlines() if state else []):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                v.append(f"ledger: line {i + 1} is not whole JSON: {line[:80]!r}")
+        v += hand_check(self.hand_uri or self.uri, report["parent_run_id"], curve_points)
+
+    def close(self, keep: bool) -> None:
+        if keep and self.run.violations:
+            self.run.kept = str(self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def hand_check(uri: str, parent_id: str | None, curve_points: int | None) -> list[str]:
+    """The test suite's frontier, computed from what MLflow logged, against the tags."""
+    from mlflow.tracking import MlflowClient
+
+    if parent_id is None:
+        return []
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        page = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'",
                                   max_results=1000, page_token=token)
         runs += list(page)
         token = page.token
         if not token:
             break
-    ids = [r.data.tags["optimix.trial_id"] for r in runs]
-    assert len(ids) == len(set(ids)), "a trial was logged twice"
-    assert len(runs) == expected_trials, f"{len(runs)} child runs, expected {expected_trials}"
-    state = next((workdir / "runs").glob("faults/*/results.jsonl"))
-    ledger = [json.loads(x) for x in state.read_text().splitlines() if '"trial_id"' in x]
-    assert sorted(e["trial_id"] for e in ledger) == sorted(ids), "ledger and MLflow disagree"
-    spent = sum(e["result"]["train_flops"] for e in ledger)
-    assert abs(parent.data.metrics["spent_flops"] - spent) <= 1e-6 * spent, "spent FLOPs disagree"
-    # The frontier by hand over final results and learning-curve points, read from MLflow.
-    finals, steps = frontier_by_hand(client, runs)
-    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
-    assert tagged == finals, "pareto tags differ from the frontier"
+    out = []
+    try:
+        finals, steps = frontier_by_hand(client, runs)
+    except KeyError as err:  # a run without the tags or metrics a logged trial has
+        return [f"frontier-by-hand: a child run lacks {err}"]
+    tagged = {r.info.run_id for r in runs if r.data.tags.get("optimix.pareto") == "true"}
+    if tagged != finals:
+        out.append(f"frontier-by-hand: pareto tags {sorted(tagged)} != {sorted(finals)}")
     tagged_steps = {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
                     if r.data.tags.get("optimix.pareto_steps", "[]") != "[]"}
-    assert tagged_steps == steps, "pareto_steps tags differ from the frontier"
+    if tagged_steps != steps:
+        out.append(f"frontier-by-hand: pareto_steps tags {tagged_steps} != {steps}")
     if curve_points:
         for r in runs:
-            history = client.get_metric_history(r.info.run_id, "curve/acc/facts")
-            assert len(history) == curve_points, f"{len(history)} curve points for {r.info.run_id}"
-    study = optuna.load_study(study_name="faults", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(state.parent / "optuna.journal"))))
-    states = [t.state.name for t in study.trials]
-    assert "RUNNING" not in states, "an Optuna trial is left RUNNING"
-    return {"children": len(runs), "frontier": len(tagged), "frontier_curve_points": sum(map(len, steps.values())),
-            "spent_flops": spent}
+            n = len(client.get_metric_history(r.info.run_id, "curve/acc/facts"))
+            if n != curve_points:
+                out.append(f"curve: run {r.info.run_id} has {n} of {curve_points} learning-curve points")
+    return out
 
 
-def kill_and_resume(kills: int, seed: int, max_delay: float) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(kills):
-        with tempfile.TemporaryDirectory(prefix="optimix-faults-") as tmp:
-            workdir = Path(tmp)
-            space = workdir / "space.yaml"
-            space.write_text(json.dumps(TINY))
-            delay = rng.uniform(3, max_delay)
-            proc = subprocess.Popen(search_cmd(space, workdir), cwd=workdir, start_new_session=True,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=delay)
-                finished_first = True
-            except subprocess.TimeoutExpired:
-                finished_first = False
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            ledgers = list((workdir / "runs").glob("faults/*/results.jsonl"))
-            before = sum('"trial_id"' in x for x in ledgers[0].read_text().splitlines()) if ledgers else 0
-            started = (workdir / "runs" / "faults" / "latest").exists()
-            # A kill before the search made its folder leaves nothing to resume: start again.
-            cmd = search_cmd(space, workdir, "--resume") if started else search_cmd(space, workdir)
-            done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False)
-            assert done.returncode == 0, done.stderr[-2000:]
-            assert "database is locked" not in done.stdout + done.stderr
-            found = check(workdir, TINY["search"]["trials"])
-            rows.append({"kill_after_s": round(delay, 1), "finished_before_kill": before,
-                         "ended_on_its_own": finished_first, **found, "ok": True})
-            print(f"kill {i}: after {delay:5.1f} s, {before} trials finished before it; "
-                  f"after --resume {found['children']} trials, frontier {found['frontier']} final + "
-                  f"{found['frontier_curve_points']} curve points: ok", flush=True)
-    return rows
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
 
 
-def burst(trials: int, concurrent: int, points: int) -> dict:
-    """Many trials finishing at once, each logging a learning curve."""
-    with tempfile.TemporaryDirectory(prefix="optimix-load-") as tmp:
-        workdir = Path(tmp)
-        tree = json.loads(json.dumps(TINY))
-        tree["train"]["tokens"] = 2_000
-        tree["eval"]["points"] = points
-        tree["search"].update(trials=trials, max_concurrent=concurrent, cpus_per_trial=2 / concurrent)
-        space = workdir / "space.yaml"
-        space.write_text(json.dumps(tree))
-        started = time.perf_counter()
-        done = subprocess.run(search_cmd(space, workdir), cwd=workdir, capture_output=True, text=True,
-                              check=False)
-        wall = time.perf_counter() - started
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "database is locked" not in done.stdout + done.stderr
-        found = check(workdir, trials, curve_points=points if trials <= 50 else None)
-        return {"trials": trials, "concurrent": concurrent, "curve_points": points,
-                "wall_s": round(wall, 1), **found, "ok": True}
+def _no_traceback(w: Workdir, done: Done, what: str) -> None:
+    if "Traceback" in done.stderr:
+        at = done.stderr.index("Traceback")
+        w.run.violations.append(f"{what}: a traceback on stderr: {done.stderr[at:at + 300]!r}")
+
+
+def _completed(w: Workdir, done: Done, what: str) -> None:
+    """A search that must end normally (the resume, or one no fault stopped)."""
+    if done.returncode != 0:
+        w.run.violations.append(f"{what}: exit {done.returncode}: {_last_line(done.stderr)}")
+    _no_traceback(w, done, what)
+
+
+def _wait_for(cond: Callable[[], bool], started: Started, timeout: float) -> bool:
+    """Poll ``cond`` until it holds (True), or the process ends or time runs out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        if started.proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases: each returns its Run (violations included), never raises for a fault it finds
+
+
+def kill_run(point: str, nth: int, keep: bool) -> Run:
+    run = Run(f"kill:{point}", f"OPTIMIX_KILL_AT={point}:{nth}")
+    w = Workdir(TINY, run)
+    try:
+        first = w.call(w.search_args(), env={"OPTIMIX_KILL_AT": f"{point}:{nth}"})
+        run.exit, run.wall_s, run.before = first.returncode, round(first.wall_s, 1), w.ledger_trials()
+        run.landed = first.returncode == -signal.SIGKILL
+        if run.landed:
+            done = w.resume()
+            run.recover_s = round(done.wall_s, 1)
+            _completed(w, done, "--resume")
+        else:  # the N-th visit never came: an uninterrupted search
+            run.notes["not_reached"] = True
+            _completed(w, first, "search")
+        w.check(TINY["search"]["trials"])
+    except Exception as err:  # the benchmark's own failure: a violation to look at, not a crash
+        run.violations.append(f"benchmark: {type(err).__name__}: {err}")
+    w.close(keep)
+    return run
+
+
+def signal_run(sig: signal.Signals, delay_s: float, keep: bool) -> Run:
+    run = Run(f"signal:{sig.name}", f"{sig.name} {delay_s:.1f} s after the search took its lock")
+    w = Workdir(TINY, run)
+    try:
+        first = w.start(w.search_args())
+        proc = first.proc
+        if _wait_for(lambda: (s := w.state()) is not None and s.running(), first, 180):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=delay_s)
+        if proc.poll() is None:
+            run.before = w.ledger_trials()
+            if sig == signal.SIGINT:
+                os.killpg(proc.pid, sig)  # Ctrl-C reaches the terminal's whole process group
+            else:
+                proc.send_signal(sig)
+            run.landed = True
+        first = w.finish(first)
+        run.exit, run.wall_s = first.returncode, round(first.wall_s, 1)
+        if not run.landed:
+            run.notes["ended_first"] = True
+            _completed(w, first, "search")
+        else:
+            _no_traceback(w, first, f"the search interrupted by {sig.name}")
+            if first.returncode != EXIT_SIGNAL[sig]:
+                run.violations.append(f"exit {first.returncode} after {sig.name}, not {EXIT_SIGNAL[sig]}: "
+                                      f"{_last_line(first.stderr)}")
+            elif f"interrupted by {sig.name}" not in first.stderr or "resume with:" not in first.stderr:
+                run.violations.append(f"no 'interrupted by {sig.name}' and 'resume with:' lines: "
+                                      f"{first.stderr[-300:]!r}")
+            saved = w.state().read() if w.state() else None
+            run.notes["status"] = saved and saved.get("status")
+            done = w.resume()
+            run.recover_s = round(done.wall_s, 1)
+            _completed(w, done, "--resume")
+        w.check(TINY["search"]["trials"])
+    except Exception as err:
+        run.violations.append(f"benchmark: {type(err).__name__}: {err}")
+    w.close(keep)
+    return run
+
+
+def concurrent_run(delay_s: float, keep: bool) -> Run:
+    run = Run("concurrent", f"a second --resume {delay_s:.1f} s after the first took its lock")
+    w = Workdir(TINY, run)
+    try:
+        first = w.start(w.search_args())
+        if _wait_for(lambda: (s := w.state()) is not None and s.running(), first, 180):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                first.proc.wait(timeout=delay_s)
+        run.before = w.ledger_trials()
+        second = w.call(w.search_args("--resume"), timeout=180)
+        overlapped = first.proc.poll() is None  # the first still ran when the second ended
+        run.exit = second.returncode
+        first_done = w.finish(first)
+        run.wall_s = round(first_done.wall_s, 1)
+        _completed(w, first_done, "the first search")
+        if second.returncode == 2:
+            run.landed = True
+            if "still running" not in second.stderr:
+                run.violations.append(f"the refusal does not say 'still running': {second.stderr[-300:]!r}")
+            if len(second.stderr.strip().splitlines()) != 1:
+                run.violations.append(f"the refusal is not one line: {second.stderr[-300:]!r}")
+        elif second.returncode == 0 and not overlapped:
+            run.notes["first_ended_first"] = True  # may have ended before the second took the lock
+        else:
+            run.violations.append(f"the second driver: exit {second.returncode}, not 2 "
+                                  f"(the first {'still ran' if overlapped else 'had ended'}): "
+                                  f"{_last_line(second.stderr)}")
+        _no_traceback(w, second, "the second driver")
+        w.check(TINY["search"]["trials"])
+    except Exception as err:
+        run.violations.append(f"benchmark: {type(err).__name__}: {err}")
+    w.close(keep)
+    return run
+
+
+def proxy_run(mode: str, path: str, times: int, keep: bool) -> Run:
+    where = f" on {path}" if path else ""
+    run = Run(f"proxy:{mode}", f"{mode}{where}, {times} requests, from the first trial in the ledger")
+    w = Workdir(TINY, run)
+    try:
+        with mlflow_server(w.root / "server") as server, FaultyProxy(server.uri) as proxy:
+            w.uri, w.hand_uri = proxy.url, server.uri
+            started = w.start(w.search_args())
+            _wait_for(lambda: w.ledger_trials() >= 1, started, 180)
+            proxy.set(mode, path, times)
+            first = w.finish(started)
+            run.exit, run.wall_s, run.landed = first.returncode, round(first.wall_s, 1), proxy.faulted > 0
+            run.notes["faulted_requests"] = proxy.faulted
+            proxy.set("ok")
+            _no_traceback(w, first, "the search")
+            if first.returncode == 3:
+                if "--resume" not in _last_line(first.stderr) or "kept" not in first.stderr:
+                    run.violations.append(f"exit 3 without the kept/--resume lines: {first.stderr[-300:]!r}")
+                done = w.resume()
+                run.recover_s = round(done.wall_s, 1)
+                _completed(w, done, "--resume")
+            elif first.returncode != 0:
+                run.violations.append(f"the search: exit {first.returncode}, not 0 or 3: "
+                                      f"{_last_line(first.stderr)}")
+            w.check(TINY["search"]["trials"])
+    except Exception as err:
+        run.violations.append(f"benchmark: {type(err).__name__}: {err}")
+    w.close(keep)
+    return run
+
+
+def burst_run(case: str, trials: int, concurrent: int, points: int, keep: bool) -> Run:
+    """Many trials finishing at once, each logging a learning curve; no fault."""
+    tree = json.loads(json.dumps(TINY))
+    tree["train"]["tokens"] = 2_000
+    tree["eval"]["points"] = points
+    tree["search"].update(trials=trials, max_concurrent=concurrent, cpus_per_trial=2 / concurrent)
+    run = Run(case, f"{trials} trials, {concurrent} at a time, {points}-point curves")
+    w = Workdir(tree, run)
+    try:
+        done = w.call(w.search_args(), timeout=3600)
+        run.exit, run.wall_s = done.returncode, round(done.wall_s, 1)
+        _completed(w, done, "search")
+        w.check(trials, curve_points=points if trials <= 50 else None)
+    except Exception as err:
+        run.violations.append(f"benchmark: {type(err).__name__}: {err}")
+    w.close(keep)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+def rows(runs: list[Run]) -> list[dict]:
+    """One row per case: runs, faults landed, first exits, violations, time to recover."""
+    out = []
+    for case in dict.fromkeys(r.case for r in runs):
+        mine = [r for r in runs if r.case == case]
+        recover = [r.recover_s for r in mine if r.recover_s is not None]
+        walls = [r.wall_s for r in mine if r.wall_s is not None]
+        exits = Counter(r.exit for r in mine)
+        out.append({
+            "case": case, "runs": len(mine), "landed": sum(r.landed for r in mine),
+            "exits": ", ".join(f"{code}x{n}" for code, n in sorted(exits.items(), key=lambda kv: str(kv[0]))),
+            "violations": sum(len(r.violations) for r in mine),
+            "runs_with_violations": sum(bool(r.violations) for r in mine),
+            "recover_median_s": round(statistics.median(recover), 1) if recover else None,
+            "recover_max_s": max(recover) if recover else None,
+            "wall_median_s": round(statistics.median(walls), 1) if walls else None,
+        })
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    head = (f"{'case':<26}{'runs':>5}{'landed':>8}  {'first exits':<16}{'violations':>11}"
+            f"{'recover med':>13}{'recover max':>13}{'wall med':>10}")
+    lines = [head, "-" * len(head)]
+    for r in summary:
+        med = "-" if r["recover_median_s"] is None else f"{r['recover_median_s']:.1f} s"
+        top = "-" if r["recover_max_s"] is None else f"{r['recover_max_s']:.1f} s"
+        wall = "-" if r["wall_median_s"] is None else f"{r['wall_median_s']:.1f} s"
+        lines.append(f"{r['case']:<26}{r['runs']:>5}{r['landed']:>8}  {r['exits']:<16}{r['violations']:>11}"
+                     f"{med:>13}{top:>13}{wall:>10}")
+    return "\n".join(lines)
+
+
+def source_digest() -> str:
+    """A digest of optimix/ (the code under test may be edited while the benchmark runs)."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "optimix").rglob("*.py")):
+        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def machine() -> dict:
+    def out(*args: str) -> str:
+        try:
+            return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    return {"uname": out("uname", "-a"), "nproc": os.cpu_count(), "python": platform.python_version(),
+            "commit": out("git", "rev-parse", "HEAD"),
+            "optimix_changes_since_commit": out("git", "diff", "--shortstat", "HEAD", "--", "optimix")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--points", default=",".join(POINTS), help="kill points to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per kill point, per signal, of concurrent")
+    parser.add_argument("--proxy-repeats", type=int, default=1, help="runs per MLflow fault")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--signal-window", type=float, default=15.0,
+                        help="signals and the second driver land uniformly in [0, this] s after the "
+                             "search took its lock (an uninterrupted search runs about 20 s past it)")
     parser.add_argument("--load-trials", type=int, default=8)
     parser.add_argument("--bookkeeping-trials", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-delay", type=float, default=25.0,
-                        help="kills land uniformly in [3 s, this]; the uninterrupted search takes about 25 s here")
+    parser.add_argument("--keep", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the folder of a run that found a violation")
     parser.add_argument("--out", default=str(ROOT / "docs" / "reliability_results.json"))
     args = parser.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES)) + sorted(set(args.points.split(",")) - set(POINTS))
+    if unknown:
+        parser.error(f"unknown case or point: {', '.join(unknown)}")
 
-    results = {"kill_and_resume": kill_and_resume(args.kills, args.seed, args.max_delay)}
-    results["simultaneous"] = burst(args.load_trials, args.load_trials, 5)
-    print(f"{args.load_trials} trials finishing together: ok ({results['simultaneous']['wall_s']} s)", flush=True)
-    if args.bookkeeping_trials:
-        results["bookkeeping"] = burst(args.bookkeeping_trials, 8, 1)
-        print(f"{args.bookkeeping_trials} instant trials: ok ({results['bookkeeping']['wall_s']} s)", flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{'scenario':<28}{'result':>10}")
-    for row in results["kill_and_resume"]:
-        label = f"kill -9 at {row['kill_after_s']:.1f} s"
-        print(f"{label:<28}{'ok':>10}")
-    for key in ("simultaneous", "bookkeeping"):
-        if key in results:
-            label = f"{key} ({results[key]['trials']} trials)"
-            print(f"{label:<28}{'ok':>10}")
-    print(f"wrote {args.out}")
+    command = "python benchmarks/faults.py " + shlex.join(sys.argv[1:])
+    started = time.monotonic()
+    digest = source_digest()
+    print(f"{command}\noptimix/ digest {digest}", flush=True)
+    runs: list[Run] = []
+
+    def add(run: Run) -> None:
+        runs.append(run)
+        verdict = "ok" if not run.violations else f"{len(run.violations)} VIOLATIONS"
+        recover = f", --resume {run.recover_s:.1f} s" if run.recover_s is not None else ""
+        print(f"[{time.monotonic() - started:6.0f} s] {run.case:<24} {run.fault}: exit {run.exit}, "
+              f"landed {run.landed}, {run.before} trials before{recover}, {run.trials} trials: {verdict}",
+              flush=True)
+        for v in run.violations:
+            print(f"    {v}", flush=True)
+        if run.kept:
+            print(f"    kept {run.kept}", flush=True)
+
+    # Each case draws from its own generator, so choosing cases does not move the others' draws.
+    if "kill" in cases:
+        rng = random.Random(f"kill-{args.seed}")
+        draws = {p: [rng.randint(1, VISITS[p]) for _ in range(args.repeats)] for p in POINTS}
+        for point in args.points.split(","):
+            for nth in draws[point]:
+                add(kill_run(point, nth, args.keep))
+    if "signal" in cases:
+        rng = random.Random(f"signal-{args.seed}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            for _ in range(args.repeats):
+                add(signal_run(sig, rng.uniform(0, args.signal_window), args.keep))
+    if "concurrent" in cases:
+        rng = random.Random(f"concurrent-{args.seed}")
+        for _ in range(args.repeats):
+            add(concurrent_run(rng.uniform(0, args.signal_window), args.keep))
+    if "proxy" in cases:
+        for mode, path, times in PROXY_FAULTS:
+            for _ in range(args.proxy_repeats):
+                add(proxy_run(mode, path, times, args.keep))
+    if "load" in cases:
+        add(burst_run(f"load ({args.load_trials} together)", args.load_trials, args.load_trials, 5, args.keep))
+    if "bookkeeping" in cases and args.bookkeeping_trials:
+        add(burst_run(f"bookkeeping ({args.bookkeeping_trials})", args.bookkeeping_trials, 8, 1, args.keep))
+
+    summary = rows(runs)
+    after = source_digest()
+    doc = {
+        "command": command,
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.monotonic() - started, 1),
+        "optimix_digest": {"start": digest, "end": after},
+        "space": TINY,
+        "kill_visits": VISITS,
+        "proxy_faults": [{"mode": m, "path": p, "times": t} for m, p, t in PROXY_FAULTS],
+        "cases": summary,
+        "runs": [asdict(r) for r in runs],
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    print("\n" + table(summary))
+    total = sum(r["violations"] for r in summary)
+    print(f"\n{len(runs)} runs, {total} violations, {doc['wall_s'] / 60:.1f} min; wrote {args.out}")
+    if after != digest:
+        print(f"note: optimix/ changed while the benchmark ran ({digest} -> {after})")
+    sys.exit(1 if total else 0)
 
 
 if __name__ == "__main__":

@@ -199,8 +199,10 @@ def _end_progress() -> None:
 def _print_summary(summary) -> None:
     budget = f" of {summary.budget_flops:.3g}" if summary.budget_flops else ""
     pruned = f", {summary.pruned} pruned" if summary.pruned else ""
+    lost = (f" (+{summary.interrupted_flops:.3g} in interrupted attempts)"
+            if summary.interrupted_flops else "")
     click.echo(f"search {summary.experiment}: {summary.trials} trials ({summary.ok} ok{pruned}, "
-               f"{summary.failed} failed or infeasible), {summary.spent_flops:.3g}{budget} FLOPs, "
+               f"{summary.failed} failed or infeasible), {summary.spent_flops:.3g}{budget} FLOPs{lost}, "
                f"{summary.wall_s:.0f} s")
     n_curve = sum(not r.get("final", True) for r in summary.frontier)
     n_final = len(summary.frontier) - n_curve

@@ -45,6 +45,9 @@ class SpaceError(ValueError):
 # The typed trial config. Field names are the dotted keys of YAML, --set and MLflow params.
 
 
+MAX_TASK_NAME = 64
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -271,6 +274,9 @@ class TrialConfig(_Strict):
         for name in self.tasks:
             if not name.replace("_", "").replace("-", "").isascii() or not name.replace("_", "").replace("-", "").isalnum():
                 raise _KeyedError(f"tasks.{name}", "a task name must be ASCII letters, digits, '_' or '-'")
+            if len(name) > MAX_TASK_NAME:  # it becomes MLflow keys (curve/loss/NAME), at most 250 long
+                raise _KeyedError(f"tasks.{name[:20]}...", f"a task name is at most {MAX_TASK_NAME} characters "
+                                  f"(this one has {len(name)})")
         if self.mixture.rare_task not in self.tasks:
             raise _KeyedError(
                 "mixture.rare_task",

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from optimix import faults
+
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param, Run
 
@@ -189,7 +191,7 @@ class Tracker:
         self.uri = resolve_uri(uri)
         self.display_uri = redact_uri(self.uri)
         self.experiment = experiment
-        _use_http_defaults()
+        use_http_defaults()
         self.client = MlflowClient(tracking_uri=self.uri)
         if self.uri.startswith(("http://", "https://")):
             _probe(self.uri)  # fail in seconds, before any trial is trained
@@ -285,6 +287,7 @@ class Tracker:
         try:
             shape = {f"shape.{k}": v for k, v in result.get("shape", {}).items()}
             self._send(tries, run_id, _params({**record["params"], **shape}), f"the params of {what}")
+            faults.kill_at("mid_mlflow")
             if status in (OK, PRUNED):
                 final = trial_metrics(result)
             else:  # cost is still known; no accuracy is ever logged for a failed trial
@@ -302,6 +305,29 @@ class Tracker:
             raise
         return run_id
 
+    def remove_strays(self, parent_id: str, logged: Mapping[str, str]) -> int:
+        """Delete every child run of the search that is not the one the ledger logged its
+        trial to (``logged``: trial_id -> run id). A create that a slow server committed after
+        the client had given up on it leaves such a twin; the ledger says which run counts.
+        Returns how many were deleted."""
+        tries = self._tries()
+        keep = set(logged.values())
+        runs, token = [], None
+        while True:
+            page = tries("listing the search's runs", lambda t=token: self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.{_q(PARENT)} = '{parent_id}'",
+                max_results=1000, page_token=t))
+            runs += list(page)
+            token = page.token
+            if not token:
+                break
+        strays = [r for r in runs if r.info.run_id not in keep]
+        for run in strays:
+            log.info("deleting run %s: not the ledger's run of trial %s", run.info.run_id,
+                     run.data.tags.get(TRIAL_ID, "?"))
+            self._delete(tries, run.info.run_id, f"trial {run.data.tags.get(TRIAL_ID, '?')}")
+        return len(strays)
+
     def log_model(self, run_id: str, model_dir: str) -> None:
         self._tries()(f"uploading the model of run {run_id}",
                       lambda: self.client.log_artifacts(run_id, model_dir, "model"))
@@ -312,7 +338,9 @@ class Tracker:
         from mlflow.entities import RunTag
 
         tries = self._tries()
-        for run_id, (final, steps) in membership.items():
+        for i, (run_id, (final, steps)) in enumerate(membership.items()):
+            if i == 1:
+                faults.kill_at("mid_tags")
             tags = [RunTag(PARETO, "true" if final else "false"), RunTag(PARETO_STEPS, json.dumps(list(steps)))]
             tries(f"tagging run {run_id}", lambda r=run_id, t=tags: self.client.log_batch(r, tags=t))
 
@@ -384,7 +412,7 @@ class Tracker:
         try:
             self.client.delete_run(run_id)
         except Exception as err:  # the next log_trial of the trial deletes it
-            log.warning("could not delete half-made run %s of %s: %s", run_id, what, _one_line(err))
+            log.warning("could not delete half-made run %s of %s: %s", run_id, what, one_line(err))
 
     def _send(self, tries: _Tries, run_id: str, items: Sequence[Param | Metric], what: str) -> None:
         """Log params or metrics in batches. A rejected batch is narrowed down to the item
@@ -524,12 +552,12 @@ def _fault(err: BaseException) -> _Fault:
         status = err.get_http_status_code()  # the server answered, or the store itself refused
         network = isinstance(err, RestException)
     if any(isinstance(x, (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)) for x in chain):
-        return _Fault("timeout", _one_line(chain[-1]), None, True)
+        return _Fault("timeout", one_line(chain[-1]), None, True)
     if status == 429:
         return _Fault("throttled", "HTTP 429", status, network)
     if status is not None and 400 <= status < 500 and status != 408:
         return _Fault("rejected", _reason(err), status, network)
-    detail = _one_line(chain[-1]) if network and len(chain) > 1 else _one_line(err)
+    detail = one_line(chain[-1]) if network and len(chain) > 1 else one_line(err)
     return _Fault("transient", detail, status, network)
 
 
@@ -569,7 +597,7 @@ def _describe(item: Param | Metric) -> str:
 def _params(params: Mapping[str, Any]) -> list[Param]:
     from mlflow.entities import Param
 
-    return [Param(k, _param_value(v)) for k, v in params.items()]
+    return [Param(k, param_value(v)) for k, v in params.items()]
 
 
 def _metrics(metrics: Mapping[str, Any], now_ms: int, step: int = 0) -> list[Metric]:
@@ -595,7 +623,7 @@ def _started(run: Run) -> tuple[int, str]:
     return run.info.start_time or 0, run.info.run_id
 
 
-def _use_http_defaults() -> None:
+def use_http_defaults() -> None:
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -616,7 +644,7 @@ def load_search(uri: str | None, experiment: str | None, run_id: str | None = No
 
     uri = resolve_uri(uri)
     shown = redact_uri(uri)
-    _use_http_defaults()
+    use_http_defaults()
     client = MlflowClient(tracking_uri=uri)
     tries = _Tries(shown)
     if experiment is None:
@@ -714,7 +742,7 @@ def _q(tag: str) -> str:
     return f"`{tag}`" if "." in tag else tag
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return text[:6000]
 
@@ -740,6 +768,6 @@ def _scrub(text: str) -> str:
     return _URI_QUERY.sub(r"\1", _USERINFO.sub("***@", text))
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = _scrub(str(err)).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]

@@ -296,7 +296,7 @@ def test_a_consistent_hand_made_record_passes():
                             ledger_trial("c", "failed", rare_freq=0.3)])) == []
 
 
-def test_the_same_config_twice_is_a_repeat_unless_seed_is_searched():
+def test_the_same_config_twice_is_a_repeat_even_when_seed_is_searched():
     a, b = ledger_trial("a"), ledger_trial("b")
     assert kinds(record_of([a, b])) == ["repeat"]  # by the ledger's params
     assert kinds(record_of([a, ledger_trial("b", seed=1)])) == []  # another seed: not a repeat
@@ -305,7 +305,7 @@ def test_the_same_config_twice_is_a_repeat_unless_seed_is_searched():
     assert kinds(record_of([a, ledger_trial("b", rare_freq=0.2)], space=space)) == []
     searched = tiny_space_tree()
     searched["seed"] = {"dist": "int", "low": 0, "high": 9}
-    assert kinds(record_of([a, b], space=build_space(searched))) == []
+    assert kinds(record_of([a, b], space=build_space(searched))) == ["repeat"]  # one seed, twice
 
 
 @pytest.mark.parametrize(("budget", "expected"), [("", []), ("300", []), ("300.0001", []),

@@ -402,3 +402,37 @@ def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
 def test_ci_never_stops_every_ray_on_the_machine():
     text = (ROOT / ".ci" / "run").read_text()
     assert "ray stop" not in text
+
+
+def test_a_search_recorded_before_these_records_resumes_and_is_checked(tmp_path):
+    """tests/data/pre_records_search: a 3-trial search recorded by optimix 8a37e8a (before
+    the ledger-first searcher), whose seeded random sampler trained (0.1, 32) twice."""
+    import gzip
+    import shutil
+    import sqlite3
+
+    data = ROOT / "tests" / "data" / "pre_records_search"
+    shutil.copytree(data / "runs", tmp_path / "runs")
+    shutil.copy(data / "space.yaml", tmp_path / "space.yaml")
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(gzip.decompress((data / "mlflow.db.gz").read_bytes()))
+    with sqlite3.connect(db) as conn:  # its artifacts were kept where it ran: here instead
+        conn.execute("UPDATE experiments SET artifact_location = replace(artifact_location, '/tmp/oldrec', ?)",
+                     (str(tmp_path),))
+        conn.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, '/tmp/oldrec', ?)", (str(tmp_path),))
+    search = Search.__new__(Search)
+    search.root, search.space, search.uri = tmp_path, tmp_path / "space.yaml", f"sqlite:///{db}"
+    search.storage, search.env = tmp_path / "runs", base_env()
+    before = {t["trial_id"] for t in SearchState.latest(search.storage, "before").trials()}
+
+    done = search.run("--resume", "--trials", "5", "--experiment", "before")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = SearchState.latest(search.storage, "before").trials()
+    assert len(trials) == 5 and before <= {t["trial_id"] for t in trials}
+    assert len(set(points_of(trials))) == 4  # the old repeat stays; nothing new repeats it
+    check = subprocess.run([OPTIMIX, "check", "--experiment", "before", "--tracking-uri", search.uri,
+                            "--storage-path", str(search.storage)], capture_output=True, text=True,
+                           cwd=tmp_path, env=search.env, timeout=120)
+    violations = [line for line in check.stdout.splitlines() if line.startswith("violation:")]
+    assert check.returncode == 1 and len(violations) == 1, check.stdout
+    assert violations[0].startswith("violation: repeat:"), violations

@@ -144,6 +144,25 @@ def test_a_terminated_child_run_from_an_older_version_counts_as_logged(tmp_path)
     assert [r.info.run_id for r in live] == [old] and not deleted
 
 
+def test_a_twin_committed_after_the_client_gave_up_is_removed_at_the_end(tmp_path):
+    # A slow server commits a create the client had timed out on, after the trial was logged
+    # again: two runs of one trial. The ledger says which one counts; the other goes.
+    tracker = Tracker(sqlite_uri(tmp_path), "twins")
+    parent = start_parent(tracker, tmp_path)
+    kept = tracker.log_trial(parent, trial_record("5"))
+    client = MlflowClient(tracking_uri=tracker.uri)
+    late = client.create_run(tracker.experiment_id, tags={
+        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "5"}).info.run_id
+    stray = client.create_run(tracker.experiment_id, tags={
+        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "not-in-ledger"}).info.run_id
+
+    assert tracker.remove_strays(parent, {"5": kept}) == 2
+    live, deleted = trial_runs(tracker, parent, "5")
+    assert [r.info.run_id for r in live] == [kept] and [r.info.run_id for r in deleted] == [late]
+    assert client.get_run(stray).info.lifecycle_stage == "deleted"
+    assert tracker.remove_strays(parent, {"5": kept}) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Rejections name what was rejected
 

@@ -9,8 +9,7 @@ The package holds everything that imports Ray or Optuna:
 - ``trainable``: what runs in a Ray worker;
 - ``driver``: the ledger and MLflow as trials finish, the frontier tags, progress;
 - ``ledger``: the search's folder (state, ledger, journal, lock);
-- ``check``: ``optimix check``, the invariants of a recorded search;
-- ``faults``: exact kill points for the reliability checks.
+- ``check``: ``optimix check``, the invariants of a recorded search.
 
 Importing this package imports neither Ray nor Optuna; its modules do.
 """

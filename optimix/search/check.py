@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from optimix import frontier, tracking
+from optimix.search.proposals import FLOPS_ATTR, TRIAL_ID_ATTR
 from optimix.space import Space, SpaceError
 
 KINDS = {
@@ -34,8 +35,7 @@ KINDS = {
                         "train_flops metric",
     "child-status": "the child's optimix.status tag is the ledger's status",
     "child-stray": "every MLflow child run of the search is a ledger trial",
-    "repeat": "no effective config (seed included) is trained twice, unless seed is a search "
-              "dimension",
+    "repeat": "no effective config (seed included) is trained twice",
     "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
               "the ledger",
     "optuna-study": "the journal holds the search's Optuna study",
@@ -49,9 +49,6 @@ KINDS = {
 }
 
 REL_TOL = 1e-6  # FLOPs are floats summed in different orders by different writers
-# Optuna user attrs, as optimix.search.searcher sets them (not imported from there: it imports Ray)
-TRIAL_ID_ATTR = "optimix.trial_id"  # on a trial that ran: its ledger trial_id
-FLOPS_ATTR = "optimix.train_flops"  # what it spent
 _TERMINATED = ("FINISHED", "FAILED")
 
 
@@ -141,6 +138,8 @@ class Record:
     """The search is running now (status ``running`` and its lock is held)."""
     space: Space | None = None
     """The search space state.json records (None for older searches, or if it no longer loads)."""
+    interrupted_flops: float = 0.0
+    """FLOPs of attempts stopped before they finished (the ledger's ``interrupted`` lines)."""
 
     @property
     def parent_run_id(self) -> str | None:
@@ -251,14 +250,7 @@ def _incomplete(run: Run, t: LedgerTrial) -> list[str]:
 
 def _param_text(value: Any) -> str:
     """A ledger param as MLflow stores it (``tracking.Tracker._log_params``)."""
-    return tracking._param_value(value)
-
-
-def repeats_allowed(record: Record) -> bool:
-    """Whether the space asks for repeats: ``seed`` is a search dimension."""
-    if record.space is not None:
-        return "seed" in record.space.dimensions
-    return any("seed" in t.point for t in record.ledger)
+    return tracking.param_value(value)
 
 
 def config_key(space: Space | None, trial: LedgerTrial) -> str:
@@ -275,8 +267,8 @@ def config_key(space: Space | None, trial: LedgerTrial) -> str:
 
 
 def _check_repeats(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
-    if repeats_allowed(record):
-        return []
+    """A search never trains one config twice: a seed dimension asks for repeats by giving
+    each repeat its own seed, which is part of the config."""
     groups: dict[str, list[LedgerTrial]] = {}
     for t in trials:
         groups.setdefault(config_key(record.space, t), []).append(t)
@@ -285,8 +277,7 @@ def _check_repeats(record: Record, trials: Sequence[LedgerTrial]) -> list[Violat
         if len(group) > 1:
             names = ", ".join(t.trial_id for t in group)
             seed = group[0].params.get("seed")
-            out.append(Violation("repeat", f"trials {names} trained the same config (seed {seed}) "
-                                           "and seed is not a search dimension"))
+            out.append(Violation("repeat", f"trials {names} trained the same config (seed {seed})"))
     return out
 
 
@@ -467,10 +458,11 @@ def _check_flops(record: Record, trials: Sequence[LedgerTrial]) -> list[Violatio
             out.append(Violation("flops-parent", f"parent run {record.parent.run_id} logged spent_flops "
                                                  f"{logged:.6g}, the ledger's total is {spent:.6g}"))
     budget = budget_flops(record)
-    if budget is not None and spent > budget * (1 + REL_TOL):
+    if budget is not None and spent + record.interrupted_flops > budget * (1 + REL_TOL):
         last = trials[-1].trial_id if trials else "-"
-        out.append(Violation("flops-budget", f"the ledger's trials spent {spent:.6g} FLOPs, over the "
-                                             f"budget of {budget:.6g} (last trial {last})"))
+        lost = f" (+{record.interrupted_flops:.6g} in interrupted attempts)" if record.interrupted_flops else ""
+        out.append(Violation("flops-budget", f"the ledger's trials spent {spent:.6g} FLOPs{lost}, over "
+                                             f"the budget of {budget:.6g} (last trial {last})"))
     return out
 
 
@@ -550,7 +542,7 @@ def read(storage_path: str, experiment: str | None = None, tracking_uri: str | N
     return Record(state_dir=path, experiment=experiment, tracking_uri=uri, state=state,
                   ledger=ledger, logged=logged, parents=parents, parent=parent, children=children,
                   optuna=_read_optuna(search_state.journal, experiment), running=running,
-                  space=_space(state.get("space")))
+                  space=_space(state.get("space")), interrupted_flops=search_state.lost_flops())
 
 
 def _space(tree: Any) -> Space | None:
@@ -571,7 +563,7 @@ def _read_mlflow(uri: str, experiment: str, path: Path, parent_id: str | None
     shown = tracking.redact_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise SpaceError(f"--tracking-uri: no MLflow database at {shown}")  # MLflow would make one
-    tracking._use_http_defaults()  # an unreachable server: seconds, not minutes of retries
+    tracking.use_http_defaults()  # an unreachable server: seconds, not minutes of retries
     client = MlflowClient(tracking_uri=uri)
     try:
         found = client.get_experiment_by_name(experiment)
@@ -594,7 +586,7 @@ def _read_mlflow(uri: str, experiment: str, path: Path, parent_id: str | None
         raise
     except Exception as err:  # any store error: one line, where
         raise SpaceError(f"--tracking-uri: MLflow at {shown} is not usable: "
-                         f"{tracking._one_line(err)}") from None
+                         f"{tracking.one_line(err)}") from None
     return parents, parent, children or []
 
 

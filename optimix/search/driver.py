@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimix import frontier, tracking
-from optimix.search import faults
+from optimix import faults, frontier, tracking
 from optimix.search.ledger import SearchState
+from optimix.search.trainable import GROUP_KEY
 from optimix.space import Space
 from optimix.train import plan_trial
 
@@ -60,6 +60,8 @@ class Driver:
         self.board = None  # the pruning board (an actor), while trials run
         self.running: dict[str, int] = {}  # Tune trial id -> models it trains (a stacked group: several)
         self.unsynced = 0
+        self.last_error = ""
+        self.lost_flops = state.lost_flops()  # interrupted attempts of this and earlier runs
         self.retry_at = 0.0
         self.save_models = space.base.search.save_models
         self._wake = threading.Event()
@@ -101,6 +103,12 @@ class Driver:
         self.entries.append({**entry, "run_id": None})
         return entry
 
+    def record_lost(self, trial_id: str, train_flops: float) -> None:
+        """An attempt stopped before it finished (an interruption): no result, but its compute
+        counts against the budget (``{"interrupted": ...}`` ledger lines)."""
+        self.state.append({"interrupted": trial_id, "train_flops": train_flops})
+        self.lost_flops += train_flops
+
     def finished(self, trial_id: str) -> None:
         self.running.pop(trial_id, None)
         if self._thread is None:
@@ -139,17 +147,12 @@ class Driver:
                     self.state.append({"logged": entry["trial_id"], "run_id": run_id})
                     entry["run_id"] = run_id
             self._update_frontier()
-        except tracking.TrackingError as err:  # the store is down or refused: keep training, say so
+        except Exception as err:  # the store is down or refused: keep training, say so
             self.unsynced = sum(e["run_id"] is None for e in self.entries)
             self.retry_at = time.monotonic() + _RETRY_S
-            log.warning("MLflow write failed (%s); %d finished trials kept in %s until it is back",
-                        err, self.unsynced, self.state.path)
-            return
-        except Exception as err:  # anything else MLflow raised: the same, with its type
-            self.unsynced = sum(e["run_id"] is None for e in self.entries)
-            self.retry_at = time.monotonic() + _RETRY_S
-            log.warning("MLflow write failed (%s: %s); %d finished trials kept in %s", type(err).__name__,
-                        str(err).splitlines()[0][:200] if str(err) else "", self.unsynced, self.state.path)
+            self.last_error = str(err) if isinstance(err, tracking.TrackingError) else tracking.one_line(err)
+            log.warning("MLflow write failed (%s); %d finished trials kept in %s", self.last_error,
+                        self.unsynced, self.state.path)
             return
         self.unsynced = 0
 
@@ -194,8 +197,9 @@ class Driver:
             self._report()  # the last trials' effect on the frontier, synced after they were shown
         if self.unsynced:
             raise tracking.TrackingError(
-                f"{self.unsynced} finished trials are not in MLflow yet (it is unreachable); "
+                f"{self.unsynced} finished trials are not in MLflow yet ({self.last_error}); "
                 f"they are kept in {self.state.path}: run again with --resume to record them")
+        self.tracker.remove_strays(self.parent_id, {e["trial_id"]: e["run_id"] for e in self.entries})
         rows = self.frontier_rows()
         ok = [e for e in self.entries if e["status"] == tracking.OK]
         cands = self.candidates()
@@ -265,7 +269,7 @@ def callback_class():
             self.searcher = searcher
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.driver.started(trial.trial_id, len(trial.config.get("optimix_group", [None])))
+            self.driver.started(trial.trial_id, len(trial.config.get(GROUP_KEY, [None])))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.driver.finished(trial.trial_id)

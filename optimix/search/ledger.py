@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from optimix.search import faults
+from optimix import faults
 from optimix.space import SpaceError
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,10 @@ class SearchState:
             except json.JSONDecodeError:
                 log.warning("ignoring a torn ledger line in %s", self.ledger)
         return out
+
+    def lost_flops(self) -> float:
+        """FLOPs of attempts stopped before they finished (rerun later; no result)."""
+        return sum(float(e["train_flops"]) for e in self.entries() if "interrupted" in e)
 
     def trials(self) -> list[dict]:
         """The finished trials in the ledger, each with the MLflow run it was logged to

@@ -16,6 +16,12 @@ import numpy as np
 from optimix.budget import trial_flops
 from optimix.space import Dimension, Space, SpaceError, parse_objectives
 
+# What optimix tells Optuna about a trial besides its values (user attrs):
+TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger trial_id
+FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
+SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
+RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
+
 
 def distributions(space: Space) -> dict[str, Any]:
     """Each search dimension as an Optuna distribution, keyed by its dotted name."""

@@ -67,6 +67,9 @@ class SearchSummary:
     pruned: int
     failed: int
     spent_flops: float
+    """FLOPs of the finished trials (as their MLflow runs sum them)."""
+    interrupted_flops: float
+    """FLOPs of attempts stopped before they finished and run again: spent, with no result."""
     budget_flops: float | None
     wall_s: float
 
@@ -115,6 +118,13 @@ def _check_space(space: Space) -> None:
             space.resolve(point)
         except SpaceError as err:
             raise SpaceError(f"search.points_to_evaluate.{i}: {err}") from None
+        for key, value in point.items():  # Optuna proposes within the dimensions only
+            dim = space.dimensions[key]
+            inside = value in dim.values if dim.dist == "choice" else dim.low <= value <= dim.high
+            if not inside:
+                where = dim.values if dim.dist == "choice" else f"[{dim.low:g}, {dim.high:g}]"
+                raise SpaceError(f"search.points_to_evaluate.{i}.{key}: {value!r} is outside the "
+                                 f"dimension ({dim.dist} {where})")
 
 
 def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> dict:
@@ -177,14 +187,15 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         total = driver.spent_flops()
         n_ok = sum(e["status"] == tracking.OK for e in driver.entries)
         tracker.finish_search(parent_id, {"trials": len(driver.entries), "trials_ok": n_ok,
-                                          "spent_flops": total, "frontier_size": len(rows)},
+                                          "spent_flops": total, "interrupted_flops": driver.lost_flops,
+                                          "frontier_size": len(rows)},
                               failed=ended != "finished", ended=reason)
     n_pruned = sum(e["status"] == tracking.PRUNED for e in driver.entries)
     summary = SearchSummary(
         experiment=saved["experiment"], parent_run_id=parent_id, tracking_uri=tracking.redact_uri(tracker.uri),
         state_dir=str(state.path), objectives=objectives, frontier=rows, trials=len(driver.entries), ok=n_ok,
         pruned=n_pruned, failed=len(driver.entries) - n_ok - n_pruned, spent_flops=total,
-        budget_flops=search.budget_flops, wall_s=time.perf_counter() - started)
+        interrupted_flops=driver.lost_flops, budget_flops=search.budget_flops, wall_s=time.perf_counter() - started)
     if ended == "interrupted":
         raise SearchInterrupted(reason, summary)
     return summary
@@ -261,7 +272,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     grid = grid_points(space, seed) if search.sampler == "grid" else None
     if grid is not None:
         remaining = min(remaining, len(grid) - done)
-    budget = Budget(search.budget_flops, driver.spent_flops(), cheapest)
+    budget = Budget(search.budget_flops, driver.spent_flops() + driver.lost_flops, cheapest)
     if remaining <= 0 or budget.left() < cheapest:
         return
     if attempt == 0 and grid is None:
@@ -271,7 +282,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     for e in driver.entries:
         known[effective_key(space, e["point"])] = e["trial_id"]
     searcher = OptimixSearcher(study, space, objectives, budget, driver.record, remaining, known,
-                               grid=grid, seed=attempt_seed(seed, attempt))
+                               grid=grid, seed=attempt_seed(seed, attempt), record_lost=driver.record_lost)
     if hasattr(sampler, "budget_left"):  # the frontier sampler prices its proposals
         sampler.budget_left = budget.left
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress

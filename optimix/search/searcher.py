@@ -31,19 +31,22 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from optimix import frontier, tracking
+from optimix import faults, frontier, tracking
 from optimix.budget import effective_key, trial_flops
-from optimix.search import faults
-from optimix.search.proposals import distributions, from_unit, optuna_value
+from optimix.search.proposals import (
+    FLOPS_ATTR,
+    RERUN_ATTR,
+    SKIPPED_ATTR,
+    TRIAL_ID_ATTR,
+    distributions,
+    from_unit,
+    optuna_value,
+)
 from optimix.search.trainable import GROUP_KEY, PROGRESS_KEY, RESULT_KEY
 from optimix.space import Space, SpaceError
 
 log = logging.getLogger(__name__)
 
-TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger trial_id
-FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
-SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
-RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
 # Dimensions that may differ between the models of one stacked group (optimix.stacked).
 PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.beta2",
              "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
@@ -53,6 +56,8 @@ _AFFORDABLE_AFTER = 3  # proposals refused before a random point that fits is qu
 
 # (trial_id, point, result document) -> the ledger entry written for it
 Recorder = Callable[[str, Mapping[str, Any], dict], dict]
+# (trial_id, FLOPs) of an attempt stopped before it finished: compute spent, no result
+LostRecorder = Callable[[str, float], None]
 
 
 @dataclass
@@ -80,7 +85,8 @@ class _Member:
 class OptimixSearcher(Searcher):
     def __init__(self, study, space: Space, objectives: list[tuple[str, str]], budget: Budget,
                  record: Recorder, points_left: int, known: Mapping[str, str],
-                 grid: list[dict[str, Any]] | None = None, seed: int = 0):
+                 grid: list[dict[str, Any]] | None = None, seed: int = 0,
+                 record_lost: LostRecorder | None = None):
         super().__init__()
         self.study = study
         self.space = space
@@ -88,6 +94,7 @@ class OptimixSearcher(Searcher):
         self.objectives = objectives
         self.budget = budget
         self.record = record
+        self.record_lost = record_lost
         self.points_left = points_left
         self.seen = dict(known)  # effective key -> the trial that trains it
         self.grid = grid
@@ -239,6 +246,10 @@ class OptimixSearcher(Searcher):
             for member in members:  # stopped before it finished: not a result, run it again
                 self.requeue(member.ot_trial, reason="stopped before it finished")
                 self.seen = {k: t for k, t in self.seen.items() if t != member.trial_id}
+                lost = spent / len(members)
+                if lost > 0 and self.record_lost is not None:  # its compute is spent all the same
+                    self.record_lost(member.trial_id, lost)
+                    self.budget.spent += lost
             return []
         if docs is None:  # the worker or its node died (after Tune's one retry)
             share = spent / max(1, len(members))

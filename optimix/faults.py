@@ -6,7 +6,7 @@ as a power cut or the OOM killer would) the N-th time (default 1) it reaches POI
 - ``before_ledger``: a trial has finished, its ledger line is not yet written;
 - ``torn_ledger``: half of the trial's ledger line is written;
 - ``before_tell``: the ledger line is written, Optuna has not been told;
-- ``mid_mlflow``: the trial's MLflow run is created, its params and metrics not yet logged;
+- ``mid_mlflow``: the trial's MLflow run is created with its params, its metrics not yet logged;
 - ``before_logged``: the MLflow run is complete, the ledger's ``logged`` line not yet written;
 - ``mid_tags``: one run's frontier tags are rewritten, the others not yet.
 
