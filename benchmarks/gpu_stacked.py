@@ -37,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from optimix.space import TrialConfig, load_space
+from optimix.config import TrialConfig
+from optimix.space import load_space
 from optimix.stacked import run_stacked
 from optimix.train import TrialResult, plan_trial, run_trial
 

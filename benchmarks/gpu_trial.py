@@ -8,7 +8,7 @@ matmul rate measured on the same GPU (8192^3 products), under two FLOP counts:
 - optimix's count (``optimix.flops``: matmuls incl. the output projection, attention
   scores at full n_ctx, no embedding lookup);
 - the anchors' count (6 N per token with N = all parameters, embeddings included, plus
-  12 L d T attention), for comparison with ``shared/anchors``.
+  12 L d T attention), for comparison with ``docs/anchors``.
 
     python benchmarks/gpu_trial.py [--tokens 50000000] [--out docs/benchmarks/gpu_trial.json]
 """

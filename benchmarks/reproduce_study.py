@@ -7,7 +7,7 @@ falls with model size as a power law, ``f_thres ~ M^-s`` with s measured 1.15 (p
 
 Every trial runs through ``optimix search`` (grid sampler, in-process Ray, MLflow in SQLite)
 in a work folder outside the repository, and is read back from MLflow with
-``optimix.tracking.load_search``. Three searches:
+``optimix.records.load_search``. Three searches:
 
 - ``primary`` (``search_spaces/study_reproduction.yaml``): rare fact recall against a
   Zipf background; sizes x frequencies x seeds -> ``docs/reproduction/results.csv``.
@@ -160,8 +160,8 @@ def tracking_uri(workdir: Path) -> str:
 
 def collect(space_path: Path, experiment: str, overrides: list[str], workdir: Path) -> list[dict]:
     """Every trial of the experiment's latest search, read back from MLflow, one row each."""
+    from optimix.records import load_search
     from optimix.space import load_space
-    from optimix.tracking import load_search
     from optimix.train import plan_trial
 
     space = load_space(space_path, overrides)

@@ -66,7 +66,8 @@ def run(space: str, overrides: list[str], workdir: Path) -> tuple[list[dict], fl
 
 
 def objectives_of(space: str, overrides: list[str]) -> list[tuple[str, str]]:
-    from optimix.space import load_space, parse_objectives
+    from optimix.metrics import parse_objectives
+    from optimix.space import load_space
 
     return [(o.metric, o.mode) for o in parse_objectives(load_space(space, overrides).base)]
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from optimix.space import Space, SpaceError
-from optimix.tracking import flatten  # a pure helper: tracking imports MLflow only when called
+from optimix.config import SpaceError, flatten
+from optimix.space import Dimension, Space
 from optimix.train import plan_trial
 
 # Entries that change how a search runs, never what one trial trains.
@@ -28,21 +28,27 @@ def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
     return plan_trial(space.resolve(point)).train_flops
 
 
-def cheapest_flops(space: Space) -> float:
-    """The cheapest trial the space allows (cost dims at each end, every choice)."""
-    cost_dims = {k: d for k, d in space.dimensions.items()
-                 if k.split(".")[0] in ("model", "train", "tasks")}
+def cost_corners(dimensions: Mapping[str, Dimension], limit: int) -> list[dict[str, Any]]:
+    """Points with each cost dimension (model, train, tasks) at one of its ends, or at each of
+    its choices, and the others left out (at their middle): at most ``limit`` of them."""
     options = []
-    for key, dim in cost_dims.items():
+    for key, dim in dimensions.items():
+        if key.split(".")[0] not in ("model", "train", "tasks"):
+            continue
         if dim.dist == "choice":
             options.append([(key, v) for v in dim.values])
         else:
-            low, high = (int(dim.low), int(dim.high)) if dim.dist == "int" else (dim.low, dim.high)
-            options.append([(key, low), (key, high)])
+            ends = (int(dim.low), int(dim.high)) if dim.dist == "int" else (dim.low, dim.high)
+            options.append([(key, v) for v in ends])
+    return [dict(c) for c in itertools.islice(itertools.product(*options), limit)]
+
+
+def cheapest_flops(space: Space) -> float:
+    """The cheapest trial the space allows (cost dims at each end, every choice)."""
     best = math.inf
-    for combo in itertools.islice(itertools.product(*options), 4096):
+    for point in cost_corners(space.dimensions, 4096):
         try:
-            best = min(best, trial_flops(space, dict(combo)))
+            best = min(best, trial_flops(space, point))
         except SpaceError:
             continue  # an invalid corner (e.g. heads not dividing): other corners decide
     return best

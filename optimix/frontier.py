@@ -11,6 +11,9 @@ cheap end of the frontier as well as its own final point. A candidate says which
 Curve points stand in for a final result only where every objective is known at them:
 accuracies, losses and the cost counts (``train_flops``, ``tokens``, ``params``), not the
 timings. Pure: ledger entries (dicts) in, candidates out; no Ray, MLflow or torch.
+
+A frontier row (``row``) is what ``optimix frontier --json`` lists, what the search summary
+prints and what MLflow's frontier artifact holds: one builder for all of them.
 """
 
 from __future__ import annotations
@@ -23,9 +26,7 @@ from typing import Any
 import numpy as np
 
 from optimix import pareto
-
-OK, PRUNED = "ok", "pruned"
-_COUNTS = ("train_flops", "tokens", "params", "non_embedding_params")
+from optimix.metrics import OK, PRUNED, curve_usable, final_metrics, point_metrics
 
 
 @dataclass(frozen=True)
@@ -37,34 +38,6 @@ class Candidate:
     final: bool
     """The trial's finished result (the last curve point of an ``ok`` trial)."""
     metrics: Mapping[str, float]
-
-
-def curve_metric(metric: str) -> bool:
-    """Whether ``metric`` is known at a learning-curve point."""
-    return metric.startswith(("acc/", "loss/")) or metric in _COUNTS
-
-
-def curve_usable(objectives: Sequence[tuple[str, str]]) -> bool:
-    return all(curve_metric(m) for m, _ in objectives)
-
-
-def final_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """Final metrics of a trial result (``TrialResult.to_dict()``), by their MLflow names."""
-    out = {k: float(result[k]) for k in ("train_flops", "params", "non_embedding_params",
-                                          "tokens", "wall_s", "train_s", "tokens_per_s")}
-    out.update({f"acc/{t}": float(v) for t, v in result.get("accuracy", {}).items()})
-    out.update({f"loss/{t}": float(v) for t, v in result.get("loss", {}).items()})
-    return out
-
-
-def point_metrics(result: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, float]:
-    """Metrics of one learning-curve point (``CurvePoint`` as a dict) of ``result``."""
-    out = {"train_flops": float(point["train_flops"]), "tokens": float(point["tokens"]),
-           "params": float(result["params"]),
-           "non_embedding_params": float(result["non_embedding_params"])}
-    out.update({f"acc/{t}": float(v) for t, v in point["accuracy"].items()})
-    out.update({f"loss/{t}": float(v) for t, v in point["loss"].items()})
-    return out
 
 
 def candidates(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
@@ -163,3 +136,44 @@ def dominated_at_equal_flops(metrics: Mapping[str, float], cands: Iterable[Candi
 
 def _better(a: float, b: float, direction: str, margin: float) -> bool:
     return a > b + margin if direction == "max" else a < b - margin
+
+
+# ---------------------------------------------------------------------------------------------
+# Frontier rows
+
+
+def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], params: float,
+        point: Mapping[str, Any], objectives: Sequence[tuple[str, str]] | None = None,
+        final: bool = True, step: int | None = None, steps: int | None = None) -> dict[str, Any]:
+    """One frontier row: a trial's final result (``final``) or its learning-curve point at ``step``.
+
+    Keys, in order: ``run_id``, ``trial_id``, ``name``, ``final``, ``step`` and ``steps`` (where
+    given), the objectives' values from ``metrics`` (None where missing; every metric when
+    ``objectives`` is None), ``params`` (the model's size) and ``point`` (the searched values).
+    """
+    out: dict[str, Any] = {"run_id": run_id, "trial_id": trial_id, "name": name, "final": final}
+    if step is not None:
+        out["step"] = step
+    if steps is not None:
+        out["steps"] = steps
+    out.update(metrics if objectives is None else {m: metrics.get(m) for m, _ in objectives})
+    out["params"] = params
+    out["point"] = dict(point)
+    return out
+
+
+def recorded_row(trial: Any, objectives: Sequence[tuple[str, str]] | None = None,
+                 step: int | None = None) -> dict[str, Any]:
+    """``row`` of a trial read back from MLflow (``records.TrialRecord``): its final result,
+    or its learning-curve point at ``step``."""
+    return row(trial_id=trial.trial_id, run_id=trial.run_id, name=trial.name,
+               metrics=trial.metrics if step is None else trial.curve.get(step, {}),
+               params=trial.metrics.get("params", 0), point=trial.point, objectives=objectives,
+               final=step is None, step=step)
+
+
+def recorded_rows(trials: Iterable[Any], objectives: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The frontier of a recorded search: the final results on it, then its curve points."""
+    trials = list(trials)
+    return ([recorded_row(t, objectives) for t in trials if t.status == OK and t.pareto]
+            + [recorded_row(t, objectives, step) for t in trials for step in t.pareto_steps])

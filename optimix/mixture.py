@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from optimix.space import MixtureConfig
+from optimix.config import MixtureConfig
 from optimix.tasks import PAD, TaskSet, shift_targets
 
 CHUNK_STEPS = 64  # batches generated at a time: numpy work amortised, memory bounded

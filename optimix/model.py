@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from optimix.config import ModelConfig
 from optimix.flops import param_counts, train_flops_per_token
-from optimix.space import ModelConfig
 
 
 @dataclass(frozen=True)

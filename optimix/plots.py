@@ -1,9 +1,9 @@
 """Frontier plots: a PNG (matplotlib) and an interactive HTML page (plotly).
 
-Input rows are plain dicts: the objective metrics by name, ``name``, ``pareto`` (bool),
-``curve`` (a learning-curve point rather than a trial's final result), ``params`` and
-``rare_freq``. Colour is the rare-task frequency, marker size the model
-size, so the trade-off between the two is visible at a glance.
+Input rows are frontier rows (``optimix.frontier.row``: the metrics by name, ``name``,
+``params``, ``run_id``) with ``pareto`` (bool), ``curve`` (a learning-curve point rather than
+a trial's final result) and ``rare_freq`` added (``plot_row``). Colour is the rare-task
+frequency, marker size the model size, so the trade-off between the two is visible at a glance.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from optimix import frontier, metrics
 
 
 def axes_for(objectives: Sequence[tuple[str, str]]) -> tuple[str, str]:
@@ -22,28 +24,42 @@ def axes_for(objectives: Sequence[tuple[str, str]]) -> tuple[str, str]:
     return cost, other
 
 
-def rows_from_entries(entries: Sequence[Mapping[str, Any]], membership: Mapping[str, tuple[bool, list[int]]],
-                      curve_points: Sequence[Any] = ()) -> list[dict]:
-    """Plot rows: each ok trial's final result, plus the learning-curve points on the frontier
-    (``curve_points``: ``optimix.frontier.Candidate``)."""
-    from optimix.tracking import trial_metrics
+def plot_row(row: Mapping[str, Any], *, pareto: bool, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A frontier row (``optimix.frontier.row``) as the plots read it: ``pareto``, ``curve`` and
+    the trial's ``rare_freq`` (from its logged params ``config``) added, a curve point named
+    after its step."""
+    name = row["name"] if row["final"] else f"{row['name']} @ step {row['step']}"
+    return {**row, "name": name, "pareto": pareto, "curve": not row["final"],
+            "rare_freq": float(config.get("mixture.rare_freq", math.nan))}
 
+
+def rows_from_records(trials: Sequence[Any]) -> list[dict]:
+    """Plot rows of a recorded search (``records.TrialRecord``): each ok trial's final result,
+    plus the learning-curve points on the frontier."""
+    return ([plot_row(frontier.recorded_row(t), pareto=t.pareto, config=t.params)
+             for t in trials if t.status == frontier.OK]
+            + [plot_row(frontier.recorded_row(t, step=step), pareto=True, config=t.params)
+               for t in trials for step in t.pareto_steps])
+
+
+def rows_from_entries(entries: Sequence[Mapping[str, Any]],
+                      membership: Mapping[str, tuple[bool, list[int]]],
+                      curve_points: Sequence[frontier.Candidate] = ()) -> list[dict]:
+    """Plot rows of a search's ledger entries: each ok trial's final result, plus the
+    learning-curve points on the frontier (``curve_points``)."""
     by_trial = {e["trial_id"]: e for e in entries}
-    rows = []
-    for e in entries:
-        if e["status"] != "ok":
-            continue
-        row = dict(trial_metrics(e["result"]))
-        row.update(name=e["name"], pareto=membership.get(e["trial_id"], (False, []))[0],
-                   run_id=e["run_id"], curve=False,
-                   rare_freq=float(e["params"].get("mixture.rare_freq", math.nan)))
-        rows.append(row)
+
+    def entry_row(e: Mapping[str, Any], metrics: Mapping[str, Any], step: int | None = None) -> dict:
+        return frontier.row(trial_id=e["trial_id"], run_id=e["run_id"], name=e["name"],
+                            metrics=metrics, params=e["result"]["params"], point=e["point"],
+                            final=step is None, step=step)
+
+    rows = [plot_row(entry_row(e, metrics.final_metrics(e["result"])),
+                     pareto=membership.get(e["trial_id"], (False, []))[0], config=e["params"])
+            for e in entries if e["status"] == frontier.OK]
     for point in curve_points:
         e = by_trial[point.trial_id]
-        row = dict(point.metrics)
-        row.update(name=f"{e['name']} @ step {point.step}", pareto=True, run_id=e["run_id"],
-                   curve=True, rare_freq=float(e["params"].get("mixture.rare_freq", math.nan)))
-        rows.append(row)
+        rows.append(plot_row(entry_row(e, point.metrics, point.step), pareto=True, config=e["params"]))
     return rows
 
 

@@ -23,303 +23,29 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import model_validator
 
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-class SpaceError(ValueError):
-    """A search space that cannot be used; the message is one line naming the key."""
-
-    def __init__(self, message: str):
-        # Keys and values can hold line breaks: keep the message on one line.
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
-
-
-# ---------------------------------------------------------------------------------------------
-# The typed trial config. Field names are the dotted keys of YAML, --set and MLflow params.
-
-
-MAX_TASK_NAME = 64
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class SequenceTask(_Strict):
-    """copy / reverse / sort: ``[TAG x1..xL SEP y1..yL]`` over ``alphabet`` symbols."""
-
-    kind: Literal["copy", "reverse", "sort"]
-    weight: float = Field(1.0, ge=0)
-    length: int = Field(6, ge=1, le=64)
-    alphabet: int = Field(16, ge=2, le=1024)
-
-
-class FactsTask(_Strict):
-    """Key -> value facts (Gu et al. style fact recall; with ``zipf > 0`` a background).
-
-    ``n_facts`` random keys of ``key_len`` symbols, each mapped to ``value_len`` symbols.
-    Training samples facts with probability proportional to ``rank ** -zipf``: with
-    ``zipf = 1`` and thousands of facts the tail is never exhausted, so the task keeps
-    competing for capacity (a non-saturating background). Evaluation is recall of the
-    facts themselves (memorisation has no held-out inputs), on a uniform sample.
-    """
-
-    kind: Literal["facts"]
-    weight: float = Field(1.0, ge=0)
-    n_facts: int = Field(100, ge=1, le=10_000_000)
-    key_len: int = Field(3, ge=1, le=16)
-    value_len: int = Field(2, ge=1, le=16)
-    alphabet: int = Field(64, ge=2, le=1024)
-    zipf: float = Field(0.0, ge=0)
-
-
-class ArithmeticTask(_Strict):
-    """The study's injected tasks as ``[TAG a b SEP label]`` (modadd: (a+b) mod p; compare: a<b).
-
-    A fixed ``eval_fraction`` of the (a, b) pairs is held out and never trained on.
-    ``heldout: unordered`` holds out (b, a) with every held-out (a, b), so that a model
-    cannot answer a held-out pair from its trained mirror (modadd commutes; compare's
-    answer for (b, a) gives (a, b)'s); ``ordered`` (the default) holds out ordered pairs.
-    """
-
-    kind: Literal["modadd", "compare"]
-    weight: float = Field(1.0, ge=0)
-    p: int = Field(23, ge=2, le=1024)
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    heldout: Literal["ordered", "unordered"] = "ordered"
-
-
-class DatasetTask(_Strict):
-    """Prompt/answer rows from ``datasets``: a local file (JSON/CSV/Parquet, by its suffix or
-    its first bytes) or folder of data files, or a hub name. A path that exists is local;
-    loading makes it absolute (``_check_files``).
-
-    Text is tokenised by characters. Rows whose prompt occurs in the held-out part are
-    removed from training, so evaluation shares no input with training.
-    """
-
-    kind: Literal["dataset"]
-    weight: float = Field(1.0, ge=0)
-    path: str
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    split: str = "train"
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    max_rows: int | None = Field(None, ge=2)
-    max_chars: int = Field(64, ge=1, le=1024)
-
-
-TaskSpec = Annotated[
-    SequenceTask | FactsTask | ArithmeticTask | DatasetTask, Field(discriminator="kind")
-]
-
-
-class MixtureConfig(_Strict):
-    """How training sequences are drawn from the tasks."""
-
-    rare_task: str
-    """Name of the task whose frequency is searched."""
-    rare_freq: float = Field(0.01, gt=0, le=1)
-    """Exact expected share of training sequences that belong to the rare task."""
-    delivery: Literal["even", "bursts"] = "even"
-    """``even``: spread uniformly; ``bursts``: same long-run share, packed into bursts."""
-    burst_period: int = Field(100, ge=2)
-    """Steps between the starts of two bursts."""
-    burst_duty: float = Field(0.1, gt=0, le=1)
-    """Fraction of each period that carries the burst."""
-
-
-class ModelConfig(_Strict):
-    """A Llama-family causal LM. Give a shape, or ``params`` and let ``model.shape_for`` pick it."""
-
-    d_model: int = Field(64, ge=8, le=16384)
-    n_layer: int = Field(2, ge=1, le=256)
-    n_head: int = Field(4, ge=1, le=256)
-    d_ff: int | None = Field(None, ge=8)
-    """MLP width; default: 8/3 d_model rounded up to a multiple of 16 (SwiGLU, as Llama)."""
-    params: int | None = Field(None, ge=1000)
-    """Target total parameter count; when set, the shape fields are derived from it."""
-    tie_embeddings: bool = False
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> ModelConfig:
-        if self.params is None and self.d_model % self.n_head:
-            raise _KeyedError("n_head", f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
-        return self
-
-
-class TrainConfig(_Strict):
-    """One plain training loop: AdamW, warmup then cosine or WSD, grad clipping."""
-
-    tokens: int | None = Field(None, ge=1)
-    """Training tokens (batch x sequence positions x steps); or give ``flops``."""
-    flops: float | None = Field(None, gt=0)
-    """Training FLOPs; tokens are derived from the model's FLOPs per token (iso-FLOP trials)."""
-    batch_size: int = Field(64, ge=1, le=1 << 16)
-    lr: float = Field(3e-3, gt=0, le=10)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.98, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_frac: float = Field(0.05, ge=0, lt=1)
-    schedule: Literal["cosine", "wsd"] = "cosine"
-    min_lr_frac: float = Field(0.1, ge=0, le=1)
-    grad_clip: float = Field(1.0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
-    """``torch.compile`` the model (CUDA only; ignored on CPU)."""
-    threads: int | None = Field(None, ge=1)
-    """Torch intra-op threads; default: the CPUs given to the trial."""
-    diverge_factor: float = Field(4.0, gt=1)
-    """Loss above this multiple of the initial loss (or NaN) ends the trial as diverged."""
-    max_wall_s: float | None = Field(None, gt=0)
-    """A time limit: a trial still training after this many seconds ends as failed."""
-    fault: Literal["none", "raise", "nan", "exit"] = "none"
-    """Fault injection, to see how a search handles failing trials: ``raise`` an error,
-    turn the loss ``nan``, or ``exit`` the worker process, at the first training step."""
-
-    @model_validator(mode="after")
-    def _one_length(self) -> TrainConfig:
-        if (self.tokens is None) == (self.flops is None):
-            raise _KeyedError("tokens", "give exactly one of train.tokens or train.flops")
-        return self
-
-
-class EvalConfig(_Strict):
-    points: int = Field(4, ge=1, le=1000)
-    """Evaluations spread evenly over training (the learning curve); the last is the final one."""
-    size: int = Field(512, ge=1, le=1_000_000)
-    """Held-out sequences per task."""
-    batch_size: int = Field(1024, ge=1)
-    curve_tasks: list[str] | None = None
-    """Tasks evaluated at the curve points before the last (default: every task; the last
-    point evaluates every task). The objectives' tasks are enough for the frontier and for
-    pruning, and skip most of the evaluation cost."""
-
-
-class Objective(_Strict):
-    metric: str
-    mode: Literal["min", "max"]
-
-
-class SearchConfig(_Strict):
-    """How ``optimix search`` explores the space. Its entries cannot be search dimensions."""
-
-    objectives: list[str] = Field(default_factory=list)
-    """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
-    default: the rare task's accuracy (max) and training FLOPs (min)."""
-    sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
-    """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.sampler``: the most
-    expected frontier gain per FLOP) when the objectives are one quality metric and
-    ``train_flops:min``, else ``gp`` (up to 3 objectives); ``tpe`` for larger searches."""
-    trials: int = Field(16, ge=1, le=1_000_000)
-    budget_flops: float | None = Field(None, gt=0)
-    max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
-    save_models: Literal["frontier", "all", "none"] = "none"
-    stack: int = Field(1, ge=1, le=256)
-    """Models trained together in one trial slot (``optimix.stacked``): up to this many
-    proposals that share everything but their per-model settings (seed, mixture, optimiser
-    settings) train as one stacked model in one process; on a GPU small models train many
-    times faster so. Each stays its own trial in Optuna, MLflow and the ledger."""
-    startup_trials: int | None = Field(None, ge=1)
-    """Space-filling first points before the sampler's model takes over (tpe, gp); default: a quarter of
-    the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
-    curve_candidates: bool = True
-    """Learning-curve points count as frontier candidates (see ``optimix.frontier``)."""
-    prune: Literal["none", "dominated"] = "none"
-    """``dominated``: stop a trial whose curve point is beaten at no more FLOPs by the
-    current frontier by more than ``prune_margin``; it ends ``pruned`` (told to Optuna so)."""
-    prune_margin: float = Field(0.05, ge=0)
-    prune_from: float = Field(0.5, gt=0, le=1)
-    """Pruning is considered only at curve points at least this far through training."""
-
-
-class HardwareSection(_Strict):
-    """A cost profile for ``optimix plan`` (see ``optimix.hardware`` for the built-in ones)."""
-
-    name: str = Field("space", min_length=1)
-    peak_flops_per_s: float = Field(gt=0)
-    mfu: float = Field(gt=0, le=1)
-    """Achieved share of the peak (model FLOPs utilisation)."""
-    usd_per_hour: float = Field(ge=0)
-    source: str = "the search space's hardware section"
-
-
-class TrialConfig(_Strict):
-    """Everything one trial needs: the fixed point of a search space."""
-
-    name: str = Field("optimix", min_length=1)
-    seed: int = Field(0, ge=0)
-    tasks: dict[str, TaskSpec]
-    mixture: MixtureConfig
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    hardware: HardwareSection | None = None
-
-    @model_validator(mode="after")
-    def _rare_task_known(self) -> TrialConfig:
-        if not self.tasks:
-            raise _KeyedError("tasks", "no tasks given")
-        for name in self.tasks:
-            if not name.replace("_", "").replace("-", "").isascii() or not name.replace("_", "").replace("-", "").isalnum():
-                raise _KeyedError(f"tasks.{name}", "a task name must be ASCII letters, digits, '_' or '-'")
-            if len(name) > MAX_TASK_NAME:  # it becomes MLflow keys (curve/loss/NAME), at most 250 long
-                raise _KeyedError(f"tasks.{name[:20]}...", f"a task name is at most {MAX_TASK_NAME} characters "
-                                  f"(this one has {len(name)})")
-        if self.mixture.rare_task not in self.tasks:
-            raise _KeyedError(
-                "mixture.rare_task",
-                f"unknown task {self.mixture.rare_task!r} (tasks: {', '.join(self.tasks)})",
-            )
-        for i, name in enumerate(self.eval.curve_tasks or []):
-            if name not in self.tasks:
-                raise _KeyedError(f"eval.curve_tasks.{i}", f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
-        others = [n for n in self.tasks if n != self.mixture.rare_task]
-        if self.mixture.rare_freq < 1 and not others:
-            raise _KeyedError("tasks", "rare_freq < 1 needs at least one other task")
-        if others and sum(self.tasks[n].weight for n in others) <= 0:
-            raise _KeyedError("tasks", "the weights of the non-rare tasks sum to 0")
-        if self.mixture.delivery == "bursts" and self.mixture.rare_freq > self.mixture.burst_duty:
-            raise _KeyedError(
-                "mixture.burst_duty",
-                f"{self.mixture.burst_duty} is below rare_freq={self.mixture.rare_freq}: "
-                "a burst cannot carry more than all of its sequences",
-            )
-        return self
-
-    def get(self, key: str) -> Any:
-        """The value at a dotted key (``model.d_model``)."""
-        node: Any = self
-        for part in key.split("."):
-            node = node[part] if isinstance(node, Mapping) else getattr(node, part)
-        return node
-
-
-class _KeyedError(ValueError):
-    """A cross-field check that knows which dotted key is at fault."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
+from optimix.config import (
+    KeyedError,
+    SpaceError,
+    StrictModel,
+    TrialConfig,
+    first_line,
+    short_repr,
+    validated,
+)
+from optimix.metrics import parse_objectives
 
 # ---------------------------------------------------------------------------------------------
 # Search dimensions
 
 
-class Dimension(_Strict):
+class Dimension(StrictModel):
     """One searched entry. ``grid`` lists the values the grid sampler uses."""
 
     dist: Literal["uniform", "loguniform", "int", "choice"]
@@ -335,70 +61,96 @@ class Dimension(_Strict):
     def _check(self) -> Dimension:
         if self.dist == "choice":
             if not self.values:
-                raise _KeyedError("values", "a choice needs a non-empty list of values")
+                raise KeyedError("values", "a choice needs a non-empty list of values")
             if self.low is not None or self.high is not None:
-                raise _KeyedError("low", "a choice takes values, not low/high")
+                raise KeyedError("low", "a choice takes values, not low/high")
             if self.default is not None and self.default not in self.values:
-                raise _KeyedError("default", f"{self.default!r} is not one of the values")
+                raise KeyedError("default", f"{self.default!r} is not one of the values")
             return self
         if self.values is not None:
-            raise _KeyedError("values", f"values belong to a choice, not to {self.dist}")
+            raise KeyedError("values", f"values belong to a choice, not to {self.dist}")
         if self.log and self.dist != "int":
-            raise _KeyedError("log", f"log applies to int dimensions; use dist: loguniform for {self.dist}")
+            raise KeyedError("log", f"log applies to int dimensions; use dist: loguniform for {self.dist}")
         for end in ("low", "high"):
             value = getattr(self, end)
             if value is None:
-                raise _KeyedError(end, f"a {self.dist} dimension needs {end}")
+                raise KeyedError(end, f"a {self.dist} dimension needs {end}")
             if not math.isfinite(value):
-                raise _KeyedError(end, f"{value} is not finite")
+                raise KeyedError(end, f"{value} is not finite")
         if self.low >= self.high:
-            raise _KeyedError("high", f"empty range: low={self.low} >= high={self.high}")
-        if self.dist == "loguniform" or (self.dist == "int" and self.log):
-            if self.low <= 0:
-                raise _KeyedError("low", f"a log scale needs low > 0, got {self.low}")
+            raise KeyedError("high", f"empty range: low={self.low} >= high={self.high}")
+        if self.is_log and self.low <= 0:
+            raise KeyedError("low", f"a log scale needs low > 0, got {self.low}")
         if self.dist == "int":
-            for end in ("low", "high"):
-                if abs(getattr(self, end)) > 2**53:
-                    raise _KeyedError(end, f"{getattr(self, end):g} is too large for an int dimension")
-                if getattr(self, end) != int(getattr(self, end)):
-                    raise _KeyedError(end, f"an int dimension needs whole numbers, got {getattr(self, end)}")
+            for end, value in (("low", self.low), ("high", self.high)):
+                if abs(value) > 2**53:
+                    raise KeyedError(end, f"{value:g} is too large for an int dimension")
+                if value != int(value):
+                    raise KeyedError(end, f"an int dimension needs whole numbers, got {value}")
             if self.step is not None and (not math.isfinite(self.step) or self.step < 1 or self.step != int(self.step)):
-                raise _KeyedError("step", f"an int step must be a whole number >= 1, got {self.step}")
+                raise KeyedError("step", f"an int step must be a whole number >= 1, got {self.step}")
         elif self.step is not None and (self.step <= 0 or not math.isfinite(self.step)):
-            raise _KeyedError("step", f"step must be a finite number > 0, got {self.step}")
+            raise KeyedError("step", f"step must be a finite number > 0, got {self.step}")
         if self.default is not None:
             if isinstance(self.default, bool) or not isinstance(self.default, int | float):
-                raise _KeyedError("default", f"{self.default!r} is not a number")
+                raise KeyedError("default", f"{self.default!r} is not a number")
             if not self.low <= self.default <= self.high:
-                raise _KeyedError("default", f"{self.default} is outside [{self.low}, {self.high}]")
+                raise KeyedError("default", f"{self.default} is outside [{self.low}, {self.high}]")
         if self.grid is not None and not self.grid:
-            raise _KeyedError("grid", "an empty grid")
+            raise KeyedError("grid", "an empty grid")
         return self
 
+    @property
+    def is_log(self) -> bool:
+        """Whether the dimension is searched in log scale (loguniform, or an int with ``log``)."""
+        return self.dist == "loguniform" or (self.dist == "int" and self.log)
+
+    def at(self, u: float) -> Any:
+        """The value at ``u`` in [0, 1]: optimix's one mapping from a unit number to a value
+        (first points, random draws, the frontier sampler's candidates). A choice gives each
+        value an equal slice of [0, 1]; a range is linear in ``u`` (in log scale for a log
+        dimension), then put on its step and type (``_snap``)."""
+        if self.dist == "choice":
+            return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+        if self.is_log:
+            low, high = math.log(self.low), math.log(self.high)
+            return self._snap(math.exp(low + u * (high - low)))
+        return self._snap(self.low + u * (self.high - self.low))
+
+    def unit(self, value: float) -> float:
+        """Where a number lies along a range dimension, 0 at ``low`` and 1 at ``high`` (in log
+        scale for a log dimension): ``at``'s inverse, up to its rounding."""
+        scale = math.log if self.is_log else float
+        low, high = scale(self.low), scale(self.high)
+        return (scale(value) - low) / (high - low)
+
+    def _snap(self, value: float) -> int | float:
+        """``value`` on the dimension: with a step (an int's is 1 at least), the nearest
+        ``low + k * step`` that is not above ``high``, in decimal as Optuna reckons its range
+        (``0.3``, not ``0.30000000000000004``); inside [low, high]; an int for an int."""
+        if self.dist == "int" or self.step:
+            low, step = Decimal(str(self.low)), Decimal(str(self.step or 1))
+            last = int((Decimal(str(self.high)) - low) // step)
+            value = float(low + step * min(max(round((value - self.low) / float(step)), 0), last))
+        value = min(self.high, max(self.low, value))
+        return int(round(value)) if self.dist == "int" else float(value)
+
     def middle(self) -> Any:
-        """The value ``optimix train`` uses: the default, else the middle of the range."""
+        """The value ``optimix train`` uses: the default, else the middle of the range (in log
+        scale for a log dimension), an int dimension's on its step."""
         if self.default is not None:
             return int(self.default) if self.dist == "int" else self.default
         if self.dist == "choice":
             return self.values[(len(self.values) - 1) // 2]
-        if self.dist == "loguniform" or self.log:
-            mid = math.sqrt(self.low * self.high)
-        else:
-            mid = (self.low + self.high) / 2
-        if self.dist == "int":
-            step = int(self.step or 1)
-            return int(self.low + step * round((mid - self.low) / step))
-        return mid
+        mid = math.sqrt(self.low * self.high) if self.is_log else (self.low + self.high) / 2
+        return self._snap(mid) if self.dist == "int" else mid
 
     def candidates(self) -> list[Any]:
         """Values worth type-checking: the ends, the middle, every choice, the grid."""
         if self.dist == "choice":
-            values = list(self.values)
-        elif self.dist == "int":
-            values = [int(self.low), int(self.high), self.middle()]
-        else:
-            values = [self.low, self.high, self.middle()]
-        return values + list(self.grid or [])
+            return [*self.values, *(self.grid or [])]
+        ends = [int(self.low), int(self.high)] if self.dist == "int" else [self.low, self.high]
+        return [*ends, self.middle(), *(self.grid or [])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,13 +174,11 @@ class Space:
 
     def resolve(self, point: Mapping[str, Any]) -> TrialConfig:
         """The trial config at ``point`` (dotted key -> value); missing dimensions take their middle."""
-        unknown = set(point) - set(self.dimensions)
+        unknown = sorted(set(point) - set(self.dimensions))
         if unknown:
-            key = sorted(unknown)[0]
-            raise SpaceError(f"{key}: not a search dimension of this space")
-        values = {key: dim.middle() for key, dim in self.dimensions.items()}
-        values.update(point)
-        return _validate_at(self.tree, values)
+            raise SpaceError(f"{unknown[0]}: not a search dimension of this space")
+        middles = {key: dim.middle() for key, dim in self.dimensions.items()}
+        return _validate_at(self.tree, {**middles, **point})
 
 
 def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
@@ -463,7 +213,7 @@ def parse_yaml(text: str, where: str = "<string>") -> dict[str, Any]:
     except RecursionError:
         raise SpaceError(f"{where}: invalid YAML: nested too deeply") from None
     except (ValueError, TypeError, AttributeError, OverflowError) as err:  # a scalar's constructor
-        raise SpaceError(f"{where}: invalid YAML value: {_first_line(err)}") from None
+        raise SpaceError(f"{where}: invalid YAML value: {first_line(err)}") from None
     if tree is None:
         raise SpaceError(f"{where}: empty file")
     if not isinstance(tree, dict):
@@ -482,14 +232,13 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
     for key in dimensions:
         if key.split(".")[0] in ("search", "name", "hardware"):
             raise SpaceError(f"{key}: cannot be a search dimension")
-    base = _validate_at(tree, {k: d.middle() for k, d in dimensions.items()})
+    middles = {k: d.middle() for k, d in dimensions.items()}
+    base = _validate_at(tree, middles)
     parse_objectives(base)
     # Type-check every dimension across its range: the error names the dimension's key.
     for key, dim in dimensions.items():
         for value in dim.candidates():
-            values = {k: d.middle() for k, d in dimensions.items()}
-            values[key] = value
-            _validate_at(tree, values)
+            _validate_at(tree, {**middles, key: value})
     return Space(base=base, dimensions=dimensions, tree=tree)
 
 
@@ -504,13 +253,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         parsed = yaml.load(value, Loader=_NoAliasLoader)  # noqa: S506
     except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, RecursionError):
-        raise SpaceError(f"{key}: cannot parse value {_short(value)}") from None
+        raise SpaceError(f"{key}: cannot parse value {short_repr(value)}") from None
     return key, parsed
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else type(err).__name__
 
 
 _MAX_FILE_BYTES = 1 << 20
@@ -526,8 +270,7 @@ class _NoAliasLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, "YAML aliases are not allowed in a search space", event.start_mark
-            )
+                None, None, "YAML aliases are not allowed in a search space", event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
@@ -570,24 +313,14 @@ def _collect_dimensions(node: Any, prefix: str, out: dict[str, Dimension]) -> No
             raise SpaceError(f"{prefix}{key!r}: keys must be strings")
         dotted = f"{prefix}{key}"
         if _is_dimension(child):
-            try:
-                out[dotted] = Dimension.model_validate(child)
-            except _KeyedError as err:
-                raise SpaceError(f"{dotted}.{err.key}: {err.message}") from None
-            except ValidationError as err:
-                raise _space_error(err, prefix=f"{dotted}.") from None
+            out[dotted] = validated(Dimension, child, prefix=f"{dotted}.")
         else:
             _collect_dimensions(child, f"{dotted}.", out)
 
 
 def _validate_at(tree: Mapping[str, Any], values: Mapping[str, Any]) -> TrialConfig:
-    concrete = _substitute(tree, values, "")
-    try:
-        return TrialConfig.model_validate(concrete)
-    except ValidationError as err:
-        raise _space_error(err, values=values) from None
-    except _KeyedError as err:
-        raise SpaceError(f"{err.key}: {err.message}") from None
+    """The trial config of ``tree`` with each dimension at its value in ``values``."""
+    return validated(TrialConfig, _substitute(tree, values, ""), values=values)
 
 
 def _substitute(node: Any, values: Mapping[str, Any], prefix: str) -> Any:
@@ -598,50 +331,6 @@ def _substitute(node: Any, values: Mapping[str, Any], prefix: str) -> Any:
         dotted = f"{prefix}{key}"
         out[key] = values[dotted] if dotted in values else _substitute(child, values, f"{dotted}.")
     return out
-
-
-def _space_error(
-    err: ValidationError, prefix: str = "", values: Mapping[str, Any] | None = None
-) -> SpaceError:
-    """The first pydantic error as ``dotted.key: message`` on one line."""
-    first = err.errors(include_url=False)[0]
-    loc = [str(p) for p in first["loc"]]
-    # A discriminated union puts the tag in the path (``tasks.a.copy.length``): drop it.
-    if len(loc) >= 3 and loc[0] == "tasks" and loc[2] in _TASK_KINDS:
-        del loc[2]
-    key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "<top>"
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        message = "unknown key"
-    elif kind == "missing":
-        message = "missing"
-    elif kind == "union_tag_invalid":
-        tag = first.get("ctx", {}).get("tag")
-        message = f"unknown task kind {tag!r} (kinds: {', '.join(_TASK_KINDS)})"
-        key += ".kind"
-    elif kind == "union_tag_not_found":
-        message = f"missing kind (kinds: {', '.join(_TASK_KINDS)})"
-        key += ".kind"
-    elif kind == "value_error":
-        cause = first.get("ctx", {}).get("error")
-        if isinstance(cause, _KeyedError):
-            key = prefix + ".".join([*loc, cause.key])
-            message = cause.message
-        else:
-            message = str(cause or first["msg"])
-    else:
-        message = f"{first['msg'].lower()}, got {_short(first.get('input'))}"
-    if values and key in values:
-        message += " (at a searched value)"
-    return SpaceError(f"{key}: {message}".replace("\n", " "))
-
-
-_TASK_KINDS = ("copy", "reverse", "sort", "facts", "modadd", "compare", "dataset")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_files(space: Space, base_dir: Path) -> None:
@@ -690,7 +379,7 @@ def _local_path(value: Any, key: str, base_dir: Path) -> Any:
         resolved = resolve_data_path(value, base_dir)
         exists = resolved.exists()
     except (OSError, RuntimeError, ValueError) as err:
-        raise SpaceError(f"{key}: unusable path ({_first_line(err)})") from None
+        raise SpaceError(f"{key}: unusable path ({first_line(err)})") from None
     if exists:
         return str(resolved)
     if _looks_local(value):
@@ -713,38 +402,3 @@ def resolve_data_path(path: str, base_dir: Path) -> Path:
         here = (Path.cwd() / candidate).resolve()
         candidate = here if here.exists() else (base_dir / candidate).resolve()
     return candidate.resolve()
-
-
-def parse_objectives(config: TrialConfig) -> list[Objective]:
-    """``search.objectives`` as typed pairs; default: rare-task accuracy up, FLOPs down."""
-    specs = config.search.objectives or [f"acc/{config.mixture.rare_task}:max", "train_flops:min"]
-    out = []
-    for i, spec in enumerate(specs):
-        metric, sep, mode = spec.rpartition(":")
-        if not sep or mode not in ("min", "max") or not metric:
-            raise SpaceError(f"search.objectives.{i}: expected 'metric:max' or 'metric:min', got {spec!r}")
-        out.append(Objective(metric=metric, mode=mode))
-    if len({o.metric for o in out}) != len(out):
-        raise SpaceError("search.objectives: a metric is named twice")
-    from optimix.tracking import metric_names
-
-    names = metric_names(config.tasks)
-    known = {n for group in names.values() for n in group}
-    for i, objective in enumerate(out):
-        if objective.metric not in known:
-            raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
-                             f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
-    if config.search.stack > 1 and config.search.prune != "none":
-        raise SpaceError("search.stack: stacked trials cannot be pruned one by one; "
-                         "set search.prune: none or search.stack: 1")
-    if config.search.sampler == "frontier" and (
-            len(out) != 2 or ("train_flops", "min") not in [(o.metric, o.mode) for o in out]):
-        raise SpaceError("search.sampler: 'frontier' needs two objectives, one of them train_flops:min")
-    if config.search.prune == "dominated":
-        from optimix.frontier import curve_usable
-
-        pairs = [(o.metric, o.mode) for o in out]
-        if ("train_flops", "min") not in pairs or len(pairs) < 2 or not curve_usable(pairs):
-            raise SpaceError("search.prune: 'dominated' needs the objectives train_flops:min and "
-                             "accuracies, losses or cost counts (known at every curve point)")
-    return out

@@ -31,8 +31,8 @@ Why it is the same as training the models one by one with ``optimix.train.run_tr
   ``StackedAdamW`` does torch's single-tensor AdamW op for op, with every hyperparameter a
   per-model column (``torch.optim.AdamW`` takes one learning rate per parameter group, so the
   learning rate could not differ between models).
-- Divergence, faults and time limits are judged per model, with ``run_trial``'s rules and check
-  steps. A model that stops is frozen: its parameters and optimizer state are zeroed and its
+- Divergence, faults and time limits are judged per model by ``run_trial``'s trial monitor
+  (``optimix.monitor``), with its rules and check steps. A model that stops is frozen: its parameters and optimizer state are zeroed and its
   gradient scaled by 0, so it contributes finite zeros from then on and the others never see it.
 - Evaluation: model k is copied into a transformers ``LlamaForCausalLM`` and scored by
   ``optimix.evaluate.evaluate``: the same function on the same weights as its own trial.
@@ -51,13 +51,10 @@ and freezing are then a few kernels over two buffers, whatever the number of ten
 from __future__ import annotations
 
 import copy
-import logging
 import math
-import os
 import time
-import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -66,25 +63,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from optimix.evaluate import evaluate
+from optimix.config import TrainConfig, TrialConfig
 from optimix.mixture import batches
 from optimix.model import Shape, build_model
-from optimix.space import TrainConfig, TrialConfig
+from optimix.monitor import TrialMonitor, TrialResult
 from optimix.tasks import IGNORE, TaskSet, cached_tasks
-from optimix.train import (
-    CurvePoint,
-    Plan,
-    TrialResult,
-    _inject_fault,
-    curve_tasks,
-    eval_steps,
-    lr_at,
-    plan_trial,
-    resolve_device,
-    save_model,
-)
-
-log = logging.getLogger(__name__)
+from optimix.train import Plan, lr_at, plan_trial, save_model
 
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which run_trial uses
 CLIP_EPS = 1e-6  # clip_grad_norm_'s: clip_k / (norm_k + 1e-6)
@@ -374,123 +358,52 @@ def run_stacked(configs: Sequence[TrialConfig], *, taskset: TaskSet | None = Non
     tasksets = [taskset or cached_tasks(config) for config in configs]
     plans = [plan_trial(config, ts) for config, ts in zip(configs, tasksets, strict=True)]
     check_stackable(configs, plans)
-    results = [TrialResult(
-        status="ok", params=plan.shape.params, non_embedding_params=plan.shape.non_embedding_params,
-        tokens=0, train_flops=0.0, steps=0, planned_steps=plan.steps,
-        shape={k: v for k, v in asdict(plan.shape).items() if isinstance(v, int) and not isinstance(v, bool)},
-    ) for plan in plans]
-    try:
-        _train_stacked(configs, plans[0], tasksets, cpus, save_dirs, results)
-    except Exception as err:  # a crash of the shared loop fails every model still training
-        error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-        log.warning("stacked training failed: %s\n%s", error, traceback.format_exc())
-        for result in results:
-            if result.status == "ok":
-                result.status, result.error = "failed", error
-    wall_s = time.perf_counter() - started
-    for result in results:
-        result.wall_s = wall_s
-        result.tokens_per_s = result.tokens / result.train_s if result.train_s > 0 else 0.0
-        if result.status != "ok":
-            result.accuracy, result.loss = {}, {}
-    return results
+    monitor = TrialMonitor(configs, tasksets, plans[0].shape, plans[0].steps, started=started)
+    return monitor.run(lambda: _train_stacked(monitor, cpus, save_dirs))
 
 
-def _train_stacked(configs: Sequence[TrialConfig], plan: Plan, tasksets: Sequence[TaskSet],
-                   cpus: float | None, save_dirs: Sequence[str | Path] | None,
-                   results: list[TrialResult]) -> None:
-    """``optimix.train._train`` for K models at once; fills ``results`` in place."""
-    n_models, steps, shape = len(configs), plan.steps, plan.shape
+def _train_stacked(monitor: TrialMonitor, cpus: float | None,
+                   save_dirs: Sequence[str | Path] | None) -> None:
+    """``optimix.train._train`` for K models at once; the monitor keeps their results."""
+    configs, tasksets, steps = monitor.configs, monitor.tasksets, monitor.steps
     train = configs[0].train
-    torch.set_num_threads(train.threads or max(1, int(cpus or os.cpu_count() or 1)))
-    device = torch.device(resolve_device(train.device))
-    for result in results:
-        result.device = device.type
-    stack = StackedLlama.from_models([build_model(shape, config.seed) for config in configs], device)
-    autocast = torch.bfloat16 if device.type == "cuda" else None
-    forward = torch.compile(stack) if train.compile and device.type == "cuda" else stack
+    device = monitor.setup_device(cpus)
+    stack = StackedLlama.from_models([build_model(monitor.shape, c.seed) for c in configs], device)
+    forward = monitor.compile(stack)
     optimizer = StackedAdamW(stack, [config.train for config in configs], steps)
-    nan_fault = torch.tensor([math.nan if c.train.fault == "nan" else 1.0 for c in configs], device=device)
-    has_nan_fault = any(c.train.fault == "nan" for c in configs)
     streams = [batches(ts, c.mixture, train.batch_size, steps, np.random.default_rng([c.seed, 1]))
                for c, ts in zip(configs, tasksets, strict=True)]
-    checkpoints = [set(eval_steps(steps, c.eval.points)) for c in configs]
-    tokens_per_step = train.batch_size * shape.n_ctx
-    check_every = 1 if device.type == "cpu" else 25  # .tolist() is a CPU-GPU sync point
-    initial_loss: list[float | None] = [None] * n_models
-    active = [True] * n_models
-    active_mask = torch.ones(n_models, dtype=torch.bool, device=device)
-    batch: list[tuple[np.ndarray, np.ndarray]] = [()] * n_models  # type: ignore[list-item]
+    active = torch.ones(len(configs), dtype=torch.bool, device=device)
+    batch: list[tuple[np.ndarray, np.ndarray]] = [()] * len(configs)  # type: ignore[list-item]
     scratch: LlamaForCausalLM | None = None  # the HF model that evaluations load into
 
-    def stop(k: int, status: str, error: str) -> None:
-        results[k].status, results[k].error = status, error  # type: ignore[assignment]
-        active[k] = False
-        active_mask[k] = False
-        stack.freeze(k)
-        optimizer.freeze(k)
+    def export(k: int) -> LlamaForCausalLM:
+        nonlocal scratch
+        scratch = stack.export(k, into=scratch)
+        return scratch
 
+    autocast = monitor.autocast
     stack.train()
-    loop_started, eval_s = time.perf_counter(), 0.0
+    monitor.start()
     for step in range(1, steps + 1):
-        live = [k for k in range(n_models) if active[k]]
-        if not live:
-            break
-        for k in live:  # a stopped model keeps its last batch: its rows compute zeros
+        for k in monitor.live:  # a stopped model keeps its last batch: its rows compute zeros
             batch[k] = next(streams[k])
         x = torch.from_numpy(np.stack([ids for ids, _ in batch])).to(device, non_blocking=True)
         y = torch.from_numpy(np.stack([targets for _, targets in batch])).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             logits = forward(x)
-        losses = per_model_loss(logits, y)
-        if has_nan_fault:
-            losses = losses * nan_fault
+        losses = monitor.inject_faults(step, per_model_loss(logits, y))
         # The grads are strided views into flat_grad: autograd adds into them in place, and
         # would warn once that they break its layout contract.
         with _quiet_grad_layout():
             losses.sum().backward()
-        optimizer.step(step, active_mask)
-        if step == 1:  # run_trial raises at step 1, before its first update and bookkeeping
-            for k in live:
-                if configs[k].train.fault in ("raise", "exit"):
-                    try:
-                        _inject_fault(configs[k].train.fault, losses[k])
-                    except Exception as err:  # recorded as run_trial records it
-                        stop(k, "failed", f"{type(err).__name__}: {err}".splitlines()[0][:500])
-            live = [k for k in live if active[k]]
-        checked = [k for k in live if step % check_every == 0 or step in checkpoints[k]]
-        values = losses.detach().tolist() if checked else []
-        diverged: dict[int, str] = {}
-        for k in checked:
-            value, limit = values[k], configs[k].train.diverge_factor
-            initial_loss[k] = initial_loss[k] if initial_loss[k] is not None else value
-            if not math.isfinite(value) or value > limit * max(initial_loss[k], 1e-3):
-                diverged[k] = f"training loss {value:.4g} at step {step} (initial {initial_loss[k]:.4g})"
-        now = time.perf_counter()
-        for k in live:
-            result = results[k]
-            result.train_s = now - loop_started - eval_s
-            result.steps = step
-            result.tokens = step * tokens_per_step
-            result.train_flops = result.tokens * shape.train_flops_per_token
-            max_wall_s = configs[k].train.max_wall_s
-            if k in diverged:
-                stop(k, "diverged", diverged[k])
-            elif max_wall_s is not None and now - loop_started > max_wall_s:
-                stop(k, "failed", f"TimeoutError: time limit train.max_wall_s={max_wall_s:g} s "
-                                  f"reached at step {step} of {steps}")
-        for k in live:
-            if active[k] and step in checkpoints[k]:
-                tick = time.perf_counter()
-                scratch = stack.export(k, into=scratch)
-                accuracy, task_loss = evaluate(scratch, tasksets[k], device,
-                                               configs[k].eval.batch_size, autocast,
-                                               curve_tasks(configs[k], step, steps))
-                eval_s += time.perf_counter() - tick
-                result = results[k]
-                result.curve.append(CurvePoint(step, result.tokens, result.train_flops, values[k],
-                                               result.train_s, accuracy, task_loss))
-                result.accuracy, result.loss = accuracy, task_loss
+        optimizer.step(step, active)
+        for k in monitor.after_step(step, losses, export):  # frozen only now: backward has run
+            active[k] = False
+            stack.freeze(k)
+            optimizer.freeze(k)
+        if monitor.done:
+            break
     for k, path in enumerate(save_dirs or []):
-        if active[k]:
+        if monitor.active[k]:
             save_model(stack.export(k), tasksets[k], path)

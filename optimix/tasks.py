@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimix.space import (
+from optimix.config import (
     ArithmeticTask,
     DatasetTask,
     FactsTask,

@@ -29,10 +29,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from optimix.cli import main as cli_main
-from optimix.space import (
+from optimix.config import (
     ArithmeticTask,
     DatasetTask,
-    Dimension,
     EvalConfig,
     FactsTask,
     MixtureConfig,
@@ -42,11 +41,8 @@ from optimix.space import (
     SpaceError,
     TrainConfig,
     TrialConfig,
-    build_space,
-    load_space,
-    parse_override,
-    parse_yaml,
 )
+from optimix.space import Dimension, build_space, load_space, parse_override, parse_yaml
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "data" / "bad_spaces"

@@ -23,8 +23,9 @@ from test_search import tiny_space_tree
 
 from optimix import frontier
 from optimix.cli import main as cli_main
+from optimix.records import RunRecord
 from optimix.search import check
-from optimix.search.check import LedgerTrial, OptunaTrial, Record, Run
+from optimix.search.check import LedgerTrial, OptunaTrial, Record
 from optimix.space import build_space
 
 
@@ -262,14 +263,14 @@ def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None
     """A record in which MLflow agrees with ``trials`` (frontier tags as recomputed)."""
     objectives = [("acc/facts", "max"), ("train_flops", "min")]
     state_dir = Path("/s/tiny/1")
-    parent = Run("P", "FINISHED", True,
+    parent = RunRecord("P", "FINISHED", True,
                  tags={"optimix.role": "search", "optimix.state_dir": str(state_dir),
                        "optimix.objectives": "acc/facts:max,train_flops:min",
                        "optimix.budget_flops": budget},
                  metrics={"spent_flops": sum(t.train_flops for t in trials)})
     first = list({t.trial_id: t for t in reversed(trials)}.values())[::-1]  # a repeated line once
     on = frontier.membership(frontier.candidates([t.entry for t in first], objectives), objectives)
-    children = [Run(f"r{t.trial_id}", "FINISHED", True,
+    children = [RunRecord(f"r{t.trial_id}", "FINISHED", True,
                     tags={"optimix.trial_id": t.trial_id, "optimix.status": t.status,
                           "optimix.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
                           "optimix.pareto_steps": "[]"},

@@ -13,7 +13,10 @@ from optimix.frontier import (
     front,
     hypervolume,
     membership,
+    recorded_rows,
+    row,
 )
+from optimix.records import TrialRecord
 
 OBJ = [("acc/x", "max"), ("train_flops", "min")]
 
@@ -76,3 +79,28 @@ def test_dominated_at_equal_flops_needs_a_point_no_dearer_and_better_by_the_marg
     assert not dominated_at_equal_flops({"acc/x": 0.46, "train_flops": 10.0}, front_, OBJ, 0.05)
     assert not dominated_at_equal_flops({"acc/x": 0.0, "train_flops": 9.0}, front_, OBJ, 0.05)
     assert not dominated_at_equal_flops({"acc/x": math.nan, "train_flops": 20.0}, front_, OBJ, 0.0)
+
+
+def test_a_frontier_row_keeps_its_keys_in_order_and_the_objectives_only():
+    got = row(trial_id="t1", run_id="r1", name="n", metrics={"acc/x": 0.5, "wall_s": 3.0},
+              params=100, point={"model.d_model": 64}, objectives=OBJ, final=False, step=2, steps=4)
+    assert list(got) == ["run_id", "trial_id", "name", "final", "step", "steps", "acc/x",
+                         "train_flops", "params", "point"]
+    assert got["acc/x"] == 0.5 and got["train_flops"] is None and got["point"] == {"model.d_model": 64}
+    final = row(trial_id="t1", run_id="r1", name="n", metrics={"acc/x": 0.5}, params=100, point={})
+    assert list(final) == ["run_id", "trial_id", "name", "final", "acc/x", "params", "point"]
+
+
+def test_recorded_rows_list_final_results_on_the_frontier_then_curve_points():
+    def record(trial_id, status, pareto, steps=()):
+        return TrialRecord(run_id=f"r-{trial_id}", trial_id=trial_id, status=status, pareto=pareto,
+                           params={}, metrics={"acc/x": 0.5, "train_flops": 4.0, "params": 100.0},
+                           name=trial_id, pareto_steps=list(steps),
+                           curve={s: {"acc/x": 0.1, "train_flops": 1.0, "params": 100.0} for s in steps})
+
+    trials = [record("a", "ok", True, [2]), record("b", "ok", False), record("c", "failed", True),
+              record("d", "pruned", False, [1])]
+    rows = recorded_rows(trials, OBJ)
+    assert [(r["trial_id"], r["final"], r.get("step")) for r in rows] == [
+        ("a", True, None), ("a", False, 2), ("d", False, 1)]
+    assert rows[1]["acc/x"] == 0.1 and rows[1]["params"] == 100.0

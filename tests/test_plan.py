@@ -1,7 +1,7 @@
 """Planning queries: the fit recovers a known threshold law, observed answers match brute force,
 predicted answers are the best on their grid, costs follow the profile, bad queries are one line.
 
-Tables are drawn from a known law (``plan.simulate_trials``) or typed in: the SCIENCE.md CPU
+Tables are drawn from a known law (``fit.simulate_trials``) or typed in: the SCIENCE.md CPU
 probe (4 sizes x 7 frequencies, measured). One test writes a real MLflow SQLite store.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optimix import fit, metrics, plan, verify
 from optimix import hardware as hw
-from optimix import plan
 from optimix.cli import main as cli_main
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
@@ -31,9 +31,9 @@ PROBE = {
 PROBE_TOKENS = 896_000
 
 
-def probe_table() -> plan.TrialTable:
+def probe_table() -> fit.TrialTable:
     rows = [(n, f, a) for n, accs in PROBE.items() for f, a in zip(PROBE_FREQS, accs, strict=True)]
-    return plan.TrialTable.from_columns(
+    return fit.TrialTable.from_columns(
         run_id=[f"probe-{i}" for i in range(len(rows))], rare_freq=[f for _, f, _ in rows],
         params=[n for n, _, _ in rows], tokens=[PROBE_TOKENS] * len(rows),
         train_flops=[6.0 * n * PROBE_TOKENS for n, _, _ in rows], acc=[a for _, _, a in rows])
@@ -53,8 +53,8 @@ def test_fit_recovers_s_within_10_percent_and_the_threshold_within_its_interval(
     c, s, k = 9.5, 0.56, 5.0
     covered = []
     for seed in range(50):
-        table = plan.simulate_trials(60, np.random.default_rng(1000 + seed), c=c, s=s, k=k)
-        model = plan.fit(table, seed=seed)
+        table = fit.simulate_trials(60, np.random.default_rng(1000 + seed), c=c, s=s, k=k)
+        model = fit.fit(table, seed=seed)
         law = model.law()
         assert abs(law["s"] / s - 1) < 0.10
         assert abs(law["k"] / k - 1) < 0.25
@@ -71,9 +71,9 @@ def test_fit_with_tokens_in_the_model_recovers_s_and_u():
     c, s, u = 9.5 * 1e6 ** 0.4, 0.56, 0.4
     covered = []
     for seed in range(30):
-        table = plan.simulate_trials(150, np.random.default_rng(2000 + seed), c=c, s=s, u=u,
+        table = fit.simulate_trials(150, np.random.default_rng(2000 + seed), c=c, s=s, u=u,
                                      tokens=(2e5, 5e6))
-        model = plan.fit(table, seed=seed)
+        model = fit.fit(table, seed=seed)
         law = model.law()
         assert model.used == (True, True)
         assert abs(law["s"] / s - 1) < 0.10
@@ -89,9 +89,9 @@ def test_iso_flop_trials_leave_tokens_out_and_follow_the_design():
     f = np.exp(rng.uniform(np.log(1e-3), np.log(0.2), 80))
     t = 1e12 / (6 * n)
     acc = 1 / (1 + np.exp(-5 * (np.log(f) - np.log(9.5 * n ** -0.56))))
-    table = plan.TrialTable.from_columns(run_id=[str(i) for i in range(80)], rare_freq=f, params=n,
+    table = fit.TrialTable.from_columns(run_id=[str(i) for i in range(80)], rare_freq=f, params=n,
                                          tokens=t, train_flops=6 * n * t, acc=acc)
-    model = plan.fit(table)
+    model = fit.fit(table)
     assert model.used == (True, False)
     assert any("tied" in note for note in model.notes)
     assert model.tokens_for(1e5) == pytest.approx(1e12 / 6e5, rel=1e-6)
@@ -100,16 +100,16 @@ def test_iso_flop_trials_leave_tokens_out_and_follow_the_design():
 
 
 def test_science_probe_table_leave_one_out_meets_the_goal():
-    result = plan.cross_validate(probe_table())
+    result = fit.cross_validate(probe_table())
     assert result["method"] == "leave-one-out" and result["predicted"] == 28
-    assert result["spearman"] >= plan.GOAL["spearman"]
-    assert result["mae"] <= plan.GOAL["mae"]
+    assert result["spearman"] >= fit.GOAL["spearman"]
+    assert result["mae"] <= fit.GOAL["mae"]
     assert result["meets_goal"]
 
 
 def test_large_tables_validate_by_10_fold():
-    table = plan.simulate_trials(400, np.random.default_rng(0))
-    result = plan.cross_validate(table)
+    table = fit.simulate_trials(400, np.random.default_rng(0))
+    result = fit.cross_validate(table)
     assert result["method"] == "10-fold" and result["predicted"] == 400
     assert result["spearman"] > 0.95 and result["mae"] < 0.05
 
@@ -121,17 +121,17 @@ def test_spearman_uses_average_ranks_for_ties():
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 5, 50).astype(float), rng.normal(size=50)
     expect = np.corrcoef(ranks(list(x)), ranks(list(y)))[0, 1]
-    assert plan.spearman(x, y) == pytest.approx(expect, abs=1e-12)
-    assert plan.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert plan.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert math.isnan(plan.spearman(np.ones(5), np.arange(5.0)))
+    assert fit.spearman(x, y) == pytest.approx(expect, abs=1e-12)
+    assert fit.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert fit.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(fit.spearman(np.ones(5), np.arange(5.0)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Observed answers against brute force
 
 
-def messy_table(seed: int) -> plan.TrialTable:
+def messy_table(seed: int) -> fit.TrialTable:
     """Ties in FLOPs and accuracy, failed trials (no accuracy), a failed trial that looks best."""
     rng = np.random.default_rng(seed)
     n = 40
@@ -140,7 +140,7 @@ def messy_table(seed: int) -> plan.TrialTable:
     status = rng.choice(["ok", "ok", "ok", "failed", "infeasible"], n)
     acc[status != "ok"] = np.nan
     acc[0], status[0], flops[0] = 1.0, "pruned", 1e11  # partial training never answers
-    return plan.TrialTable.from_columns(
+    return fit.TrialTable.from_columns(
         run_id=[f"r{i}" for i in range(n)], rare_freq=rng.uniform(0.01, 0.1, n),
         params=flops / 6e5, tokens=np.full(n, 1e5), train_flops=flops, acc=acc, status=status)
 
@@ -177,9 +177,9 @@ def test_cheapest_reaching_is_the_brute_force_answer(seed, target):
 
 @pytest.fixture(scope="module")
 def token_model():
-    table = plan.simulate_trials(150, np.random.default_rng(7), c=9.5 * 1e6 ** 0.4, u=0.4,
+    table = fit.simulate_trials(150, np.random.default_rng(7), c=9.5 * 1e6 ** 0.4, u=0.4,
                                  tokens=(2e5, 5e6))
-    return table, plan.fit(table, seed=0)
+    return table, fit.fit(table, seed=0)
 
 
 @pytest.mark.parametrize("budget", [1e11, 1e12, 1e13])
@@ -225,7 +225,7 @@ def test_frequency_against_size_follows_the_law():
     # s small: doubling N lowers the threshold by 2^0.2, doubling f moves past it by 2: frequency
     # s large (2): doubling N lowers the threshold 4x: size wins, even though tokens are fixed
     for s, winner in ((0.2, "frequency"), (2.0, "size")):
-        table = plan.simulate_trials(120, np.random.default_rng(1), c=0.03 * 1e5 ** s, s=s,
+        table = fit.simulate_trials(120, np.random.default_rng(1), c=0.03 * 1e5 ** s, s=s,
                                      sizes=(3e4, 3e5))
         doc = plan.answer(table, metric="acc/facts", budget_flops=float(np.median(table.train_flops)),
                           hardware=hw.PROFILES["cpu"], n_boot=100)
@@ -251,9 +251,9 @@ def test_the_json_document_carries_the_promised_fields():
 
 def test_bootstrap_is_seeded():
     table = probe_table()
-    a = plan.fit(table, seed=5, n_boot=50).boot
-    assert np.array_equal(a, plan.fit(table, seed=5, n_boot=50).boot)
-    assert not np.array_equal(a, plan.fit(table, seed=6, n_boot=50).boot)
+    a = fit.fit(table, seed=5, n_boot=50).boot
+    assert np.array_equal(a, fit.fit(table, seed=5, n_boot=50).boot)
+    assert not np.array_equal(a, fit.fit(table, seed=6, n_boot=50).boot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,14 +268,14 @@ def test_query_errors_are_plan_errors():
                           ({"budget_flops": float("nan")}, "--budget-flops")):
         with pytest.raises(plan.PlanError, match=words):
             plan.answer(table, metric="acc/facts", hardware=profile, **kwargs)
-    failed = plan.TrialTable.from_columns(run_id=["a"], rare_freq=[0.1], params=[1e5], tokens=[1e5],
+    failed = fit.TrialTable.from_columns(run_id=["a"], rare_freq=[0.1], params=[1e5], tokens=[1e5],
                                           train_flops=[6e10], acc=[math.nan], status=["failed"])
     with pytest.raises(plan.PlanError, match="no finished trial"):
         plan.answer(failed, metric="acc/facts", budget_flops=1e12, hardware=profile)
 
 
 def test_trials_without_a_frequency_spread_still_get_the_observed_answer():
-    table = plan.TrialTable.from_columns(run_id="abcde", rare_freq=[0.01] * 5,
+    table = fit.TrialTable.from_columns(run_id="abcde", rare_freq=[0.01] * 5,
                                          params=[1e4, 2e4, 4e4, 8e4, 1.6e5], tokens=[1e5] * 5,
                                          train_flops=[6e9, 1.2e10, 2.4e10, 4.8e10, 9.6e10],
                                          acc=[0.1, 0.2, 0.4, 0.6, 0.9])
@@ -373,11 +373,12 @@ def test_space_mode_errors_are_one_line(args, words, capsys):
 
 
 def quickstart_trials(tokens: int = 2048):
-    """Trial records as ``tracking.load_search`` returns them: quickstart configs at 12 points
+    """Trial records as ``records.load_search`` returns them: quickstart configs at 12 points
     (3 widths x 4 frequencies), accuracy from a threshold law, and one failed trial."""
+    from optimix.config import flatten
+    from optimix.records import TrialRecord
     from optimix.search import trial_flops
     from optimix.space import load_space
-    from optimix.tracking import TrialRecord, flatten
     from optimix.train import plan_trial
 
     space = load_space(QUICKSTART, [f"train.tokens={tokens}", "eval.size=64"])
@@ -400,16 +401,16 @@ def quickstart_trials(tokens: int = 2048):
 @pytest.fixture
 def fake_search(monkeypatch):
     """``load_search`` answering from memory: the CLI path without an MLflow store."""
-    from optimix import tracking
+    from optimix import records
 
     state = {"records": quickstart_trials(), "objectives": [("acc/facts", "max"), ("train_flops", "min")]}
 
     def load(uri, experiment, run_id=None):
         if experiment == "missing":
-            raise tracking.TrackingError("--experiment: no experiment named 'missing' in sqlite:///x.db")
-        return tracking.SearchRecord("parent", "tiny", state["objectives"], state["records"])
+            raise records.TrackingError("--experiment: no experiment named 'missing' in sqlite:///x.db")
+        return records.SearchRecord("parent", "tiny", state["objectives"], state["records"])
 
-    monkeypatch.setattr(tracking, "load_search", load)
+    monkeypatch.setattr(records, "load_search", load)
     return state
 
 
@@ -477,11 +478,11 @@ def test_verify_tree_rebuilds_a_valid_trial_config():
 
     record = quickstart_trials()[5]
     config = plan.Config(params=record.metrics["params"], rare_freq=0.05, tokens=4096, train_flops=0)
-    trial = build_space(plan.verify_tree(record.params, config, record.metrics["params"])).base
+    trial = build_space(verify.verify_tree(record.params, config, record.metrics["params"])).base
     assert trial.mixture.rare_freq == 0.05 and trial.train.tokens == 4096 and trial.train.flops is None
     assert trial.model.d_model == 64 and trial.model.params is None and trial.model.d_ff is None
     bigger = plan.Config(params=3e5, rare_freq=0.05, tokens=4096, train_flops=0)
-    trial = build_space(plan.verify_tree(record.params, bigger, record.metrics["params"])).base
+    trial = build_space(verify.verify_tree(record.params, bigger, record.metrics["params"])).base
     assert trial.model.params == 300_000
 
 
@@ -527,16 +528,15 @@ def test_plan_reads_a_real_mlflow_store(tmp_path, capsys):
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from optimix import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("tiny")
-    parent = client.create_run(exp, tags={tracking.ROLE: "search",
-                                          tracking.OBJECTIVES: "acc/facts:max,train_flops:min"})
+    parent = client.create_run(exp, tags={metrics.ROLE: "search",
+                                          metrics.OBJECTIVES: "acc/facts:max,train_flops:min"})
     for r in quickstart_trials():
-        run = client.create_run(exp, tags={tracking.ROLE: "trial", tracking.PARENT: parent.info.run_id,
-                                           tracking.STATUS: r.status, tracking.TRIAL_ID: r.trial_id})
+        run = client.create_run(exp, tags={metrics.ROLE: "trial", metrics.PARENT: parent.info.run_id,
+                                           metrics.STATUS: r.status, metrics.TRIAL_ID: r.trial_id})
         client.log_batch(run.info.run_id,
                          metrics=[Metric(k, float(v), 0, 0) for k, v in r.metrics.items()],
                          params=[Param("mixture.rare_freq", r.params["mixture.rare_freq"]),

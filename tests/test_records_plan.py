@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from optimix import plan
+from optimix import plan, verify
 from optimix.cli import main as cli_main
 
 from cluster_fixtures import base_env, optimix_search, short_tmp
@@ -27,7 +27,7 @@ POINTS = [(32, 0.4), (32, 0.1), (32, 0.02), (64, 0.3), (64, 0.05), (64, 0.01)]
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """(tracking URI, the search as ``load_search`` reads it) of one real six-trial search."""
-    from optimix.tracking import load_search
+    from optimix.records import load_search
 
     root = tmp_path_factory.mktemp("records")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -76,8 +76,8 @@ def test_verify_trains_the_recommended_config_from_real_records(recorded, capsys
 def test_verify_tree_rebuilds_each_recorded_trial(recorded):
     """At a trial's own size, frequency and tokens the tree is that trial's config: every
     config param as recorded, and the recorded shape (``shape.*``) built again."""
+    from optimix.config import flatten
     from optimix.space import build_space
-    from optimix.tracking import flatten
     from optimix.train import plan_trial
 
     _, record = recorded
@@ -85,7 +85,7 @@ def test_verify_tree_rebuilds_each_recorded_trial(recorded):
         config = plan.Config(params=trial.metrics["params"],
                              rare_freq=float(trial.params["mixture.rare_freq"]),
                              tokens=float(trial.params["train.tokens"]), train_flops=0.0)
-        rebuilt = build_space(plan.verify_tree(trial.params, config, trial.metrics["params"])).base
+        rebuilt = build_space(verify.verify_tree(trial.params, config, trial.metrics["params"])).base
         got = {k: json.dumps(v) if isinstance(v, list) else str(v)  # as the tracker logs them
                for k, v in flatten(rebuilt.model_dump(mode="json")).items()}
         want = {k: v for k, v in trial.params.items()

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from optimix.search import cheapest_flops, distributions, grid_size, make_sampler, trial_flops
-from optimix.space import build_space
+from optimix.space import Dimension, build_space
 
 
 def space_tree(sampler: str) -> dict:
@@ -64,6 +64,53 @@ def test_same_seed_same_proposals():
     assert proposals() == proposals()
 
 
+@pytest.mark.parametrize("entry, u, value", [
+    ({"dist": "uniform", "low": 1.0, "high": 3.0}, 0.5, 2.0),
+    ({"dist": "uniform", "low": 0.0, "high": 1.0, "step": 0.6}, 1.0, 0.6),  # the last step within high
+    ({"dist": "loguniform", "low": 0.001, "high": 0.1}, 0.5, 0.01),
+    ({"dist": "int", "low": 16, "high": 70, "step": 16}, 1.0, 64),
+    ({"dist": "int", "low": 16, "high": 64, "step": 16}, 0.0, 16),
+    ({"dist": "int", "low": 1, "high": 1000, "log": True}, 0.5, 32),
+    ({"dist": "choice", "values": ["a", "b", "c"]}, 0.0, "a"),
+    ({"dist": "choice", "values": ["a", "b", "c"]}, 0.5, "b"),
+    ({"dist": "choice", "values": ["a", "b", "c"]}, 1.0, "c"),
+])
+def test_a_unit_number_maps_to_a_value_on_the_dimension(entry, u, value):
+    got = Dimension.model_validate(entry).at(u)
+    assert got == pytest.approx(value) and type(got) is type(value)
+
+
+@pytest.mark.parametrize("entry", [{"dist": "uniform", "low": -2.0, "high": 5.0},
+                                   {"dist": "loguniform", "low": 1e-4, "high": 1.0},
+                                   {"dist": "int", "low": 1, "high": 1_000_000, "log": True}])
+def test_unit_is_the_inverse_of_at(entry):
+    dim = Dimension.model_validate(entry)
+    for u in np.linspace(0, 1, 11):
+        back = dim.unit(dim.at(u))
+        assert back == pytest.approx(u, abs=0.01 if dim.dist == "int" else 1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:The distribution is specified by")
+def test_every_value_at_draws_lies_in_the_optuna_distribution():
+    # The frontier sampler and the first points draw with Dimension.at, Optuna asks from the
+    # distributions: a step that does not divide the range must not put a draw beyond them.
+    tree = space_tree("tpe")
+    tree["model"]["d_model"]["high"] = 70  # Optuna's range ends at 64, the last step
+    tree["train"]["lr"]["step"] = 0.004  # at 0.009
+    space = build_space(tree)
+    dists = distributions(space)
+    for u in np.linspace(0, 1, 41):
+        for key, dim in space.dimensions.items():
+            value, dist = dim.at(u), dists[key]
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                assert value in dist.choices
+                continue
+            assert dist.low <= value <= dist.high, (key, u, value)
+            if dist.step:
+                k = (value - dist.low) / dist.step
+                assert k == pytest.approx(round(k)), (key, u, value)
+
+
 def test_cheapest_trial_is_the_smallest_model():
     space = build_space(space_tree("tpe"))
     assert cheapest_flops(space) == trial_flops(space, {"model.d_model": 16})
@@ -71,7 +118,7 @@ def test_cheapest_trial_is_the_smallest_model():
 
 
 def test_frontier_gain_is_the_area_a_new_point_adds():
-    from optimix.sampler import expected_gain
+    from optimix.search.frontier_sampler import expected_gain
 
     # Front: quality 0.5 from log cost 1 on; reference 3. A sure point of quality 0.8 at
     # log cost 0 adds 0.8 x 1 (below the front's first cost) + 0.3 x 2 (above its 0.5).

@@ -15,8 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from optimix.cli import main as cli_main
+from optimix.config import SpaceError
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
-from optimix.space import SpaceError, build_space
+from optimix.space import build_space
 
 from cluster_fixtures import frontier_by_hand
 

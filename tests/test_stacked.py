@@ -146,6 +146,23 @@ def test_stopped_models_do_not_affect_the_others(tmp_path):
     assert not stacked_dirs[1].exists()  # only models that end ok are saved, as run_trial does
 
 
+def test_single_and_stacked_loops_end_faulty_trials_alike():
+    """One trial monitor judges both loops: a raised error, a NaN loss and a time limit end a
+    model with the same status, error and counted steps, stacked or alone."""
+    configs = [config(seed=0, fault="raise"), config(seed=1, fault="nan"),
+               config(seed=2, max_wall_s=1e-9)]  # over its time limit at the first step
+    expected = [("failed", "RuntimeError: injected fault (train.fault=raise)", 0),
+                ("diverged", "training loss nan at step 1 (initial nan)", 1),
+                ("failed", "TimeoutError: time limit train.max_wall_s=1e-09 s reached at step 1 of 47", 1)]
+    stacked = run_stacked(configs, cpus=1)
+    single = [run_trial(c, cpus=1) for c in configs]
+    for results in (stacked, single):
+        assert [(r.status, r.error, r.steps) for r in results] == expected
+        assert all(r.accuracy == {} and r.loss == {} and r.curve == [] for r in results)
+    for a, b in zip(stacked, single, strict=True):
+        assert_same_result(a, b)
+
+
 @pytest.mark.parametrize(("other", "key", "first", "second"), [
     (config(d_model=64), "shape.d_model", 32, 64),
     (config(tokens=3000), "steps (train.tokens or train.flops)", 47, 24),

@@ -9,6 +9,7 @@ back) leaves exactly one complete child run.
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ import pytest
 from mlflow.entities import Param, ViewType
 from mlflow.tracking import MlflowClient
 
-from optimix import tracking
+from optimix import metrics, mlflow_client, records, tracking
 from optimix.tracking import Tracker, TrackingError, TrackingRejected
 
 from cluster_fixtures import free_port, mlflow_server
@@ -39,7 +40,7 @@ def trial_record(trial_id: str = "0", tasks: tuple[str, ...] = TASKS) -> dict:
               "wall_s": 1.5, "train_s": 1.2, "tokens_per_s": 1600.0,
               "accuracy": {t: 0.2 for t in tasks}, "loss": {t: 0.5 for t in tasks},
               "shape": {"d_model": 16, "n_layer": 1}, "curve": curve}
-    return {"trial_id": trial_id, "name": f"trial-{trial_id}", "status": tracking.OK,
+    return {"trial_id": trial_id, "name": f"trial-{trial_id}", "status": metrics.OK,
             "params": {"model.d_model": 16, "mixture.rare_freq": 0.1}, "result": result,
             "point": {"mixture.rare_freq": 0.1}, "node": "127.0.0.1"}
 
@@ -104,6 +105,51 @@ def sqlite_uri(tmp_path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# The modules that talk to MLflow
+
+MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py"}
+
+
+def test_only_the_tracking_modules_import_mlflow():
+    root = Path(tracking.__file__).parent
+    talkers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+                talkers.add(str(path.relative_to(root)))
+    assert talkers <= MLFLOW_MODULES, talkers - MLFLOW_MODULES
+
+
+def test_the_old_import_paths_still_work():
+    from optimix.records import SearchRecord, TrackingError, TrialRecord, load_search
+
+    assert (SearchRecord, TrialRecord, load_search) == (
+        records.SearchRecord, records.TrialRecord, records.load_search)
+    assert TrackingError is mlflow_client.TrackingError
+    with pytest.raises(AttributeError):
+        tracking.no_such_name  # noqa: B018
+
+
+def test_tag_filters_quote_dotted_tags():
+    assert mlflow_client.tag_is(metrics.PARENT, "r1") == "tags.`mlflow.parentRunId` = 'r1'"
+    assert mlflow_client.tag_is("plain", "x") == "tags.plain = 'x'"
+
+
+def test_all_pages_follows_the_page_token():
+    class Page(list):
+        def __init__(self, items, token):
+            super().__init__(items)
+            self.token = token
+
+    pages = {None: Page([1, 2], "a"), "a": Page([3], "b"), "b": Page([], None)}
+    asked = []
+    assert mlflow_client.all_pages(lambda t: asked.append(t) or pages[t]) == [1, 2, 3]
+    assert asked == [None, "a", "b"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Half-made child runs
 
 
@@ -114,8 +160,8 @@ def test_a_half_made_child_run_is_deleted_and_the_trial_logged_again(tmp_path):
     # What a crash between create_run and set_terminated leaves: the tags, some params.
     client = MlflowClient(tracking_uri=tracker.uri)
     half = client.create_run(tracker.experiment_id, run_name=record["name"], tags={
-        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "7",
-        tracking.STATUS: tracking.OK}).info.run_id
+        metrics.ROLE: "trial", metrics.PARENT: parent, metrics.TRIAL_ID: "7",
+        metrics.STATUS: metrics.OK}).info.run_id
     client.log_batch(half, params=[Param("model.d_model", "16")])
     assert tracker.find_trial(parent, "7") is None  # half-made is not logged
 
@@ -134,8 +180,8 @@ def test_a_terminated_child_run_from_an_older_version_counts_as_logged(tmp_path)
     parent = start_parent(tracker, tmp_path)
     client = MlflowClient(tracking_uri=tracker.uri)
     old = client.create_run(tracker.experiment_id, tags={
-        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "3",
-        tracking.STATUS: tracking.FAILED}).info.run_id
+        metrics.ROLE: "trial", metrics.PARENT: parent, metrics.TRIAL_ID: "3",
+        metrics.STATUS: metrics.FAILED}).info.run_id
     client.set_terminated(old, "FAILED")
 
     assert tracker.find_trial(parent, "3") == old
@@ -152,9 +198,9 @@ def test_a_twin_committed_after_the_client_gave_up_is_removed_at_the_end(tmp_pat
     kept = tracker.log_trial(parent, trial_record("5"))
     client = MlflowClient(tracking_uri=tracker.uri)
     late = client.create_run(tracker.experiment_id, tags={
-        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "5"}).info.run_id
+        metrics.ROLE: "trial", metrics.PARENT: parent, metrics.TRIAL_ID: "5"}).info.run_id
     stray = client.create_run(tracker.experiment_id, tags={
-        tracking.ROLE: "trial", tracking.PARENT: parent, tracking.TRIAL_ID: "not-in-ledger"}).info.run_id
+        metrics.ROLE: "trial", metrics.PARENT: parent, metrics.TRIAL_ID: "not-in-ledger"}).info.run_id
 
     assert tracker.remove_strays(parent, {"5": kept}) == 2
     live, deleted = trial_runs(tracker, parent, "5")
@@ -199,7 +245,7 @@ def test_a_rejected_metric_key_is_named_and_leaves_no_run(store, tmp_path, reque
     ("databricks://profile", "databricks://profile"),
 ])
 def test_redact_uri(uri, shown):
-    assert tracking.redact_uri(uri) == shown
+    assert mlflow_client.redact_uri(uri) == shown
 
 
 def test_an_unreachable_server_with_credentials_does_not_show_them(caplog):
@@ -225,7 +271,7 @@ def test_mlflow_errors_through_a_uri_with_credentials_do_not_show_them(proxy, tm
         tracker.log_trial(parent, trial_record("1"))
     assert "hunter2" not in str(caught.value) and "not reachable" in str(caught.value)
     with pytest.raises(TrackingError) as caught:
-        tracking.load_search(uri, tracker.experiment)
+        records.load_search(uri, tracker.experiment)
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in caplog.text
 
@@ -274,7 +320,7 @@ def test_log_trial_under_a_server_fault_leaves_one_complete_run(proxy, tmp_path,
         assert outcome != "error", f"{mode} on {path or 'every request'}: no error"
     elapsed = time.monotonic() - started
     assert proxy.faulted >= 1
-    assert elapsed < tracking._CALL_BUDGET_S + 5, f"{elapsed:.1f} s"
+    assert elapsed < mlflow_client.CALL_BUDGET_S + 5, f"{elapsed:.1f} s"
     if mode == "429":
         assert elapsed >= 1.0  # it waited before asking again
     if run_id is not None:

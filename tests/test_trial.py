@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from optimix.config import MixtureConfig, ModelConfig
 from optimix.flops import flops_breakdown
 from optimix.mixture import assign, batches
 from optimix.model import build_model, shape_for
-from optimix.space import MixtureConfig, ModelConfig, build_space, load_space
+from optimix.monitor import TrialMonitor
+from optimix.space import build_space, load_space
 from optimix.tasks import IGNORE, build_tasks, row_hash
 from optimix.train import eval_steps, lr_at, plan_trial, run_trial
 
@@ -277,6 +280,27 @@ def test_divergence_ends_the_trial_without_a_score():
     result = run_trial(config)
     assert result.status == "diverged"
     assert result.accuracy == {} and "loss" in result.error
+
+
+@pytest.mark.parametrize(("losses", "status", "error"), [
+    ([2.0, 7.9, 0.5], "ok", None),  # at most diverge_factor (4) x the first loss read
+    ([2.0, 8.1], "diverged", "training loss 8.1 at step 2 (initial 2)"),
+    ([2.0, math.inf], "diverged", "training loss inf at step 2 (initial 2)"),
+    ([math.nan], "diverged", "training loss nan at step 1 (initial nan)"),
+    ([1e-5, 0.0039], "ok", None),  # a first loss near 0 counts as 1e-3
+    ([1e-5, 0.0041], "diverged", "training loss 0.0041 at step 2 (initial 1e-05)"),
+])
+def test_the_monitor_ends_a_diverging_trial_with_the_reason(losses, status, error):
+    config = tiny_config(train={"tokens": 2_000_000, "batch_size": 32})  # evaluations far off
+    plan = plan_trial(config)
+    monitor = TrialMonitor([config], [build_tasks(config)], plan.shape, plan.steps)
+    monitor.setup_device(cpus=1)
+    monitor.start()
+    for step, value in enumerate(losses, 1):
+        stopped = monitor.after_step(step, torch.tensor(value), model_of=None)
+    result = monitor.results[0]
+    assert (result.status, result.error, stopped) == (status, error, [] if status == "ok" else [0])
+    assert result.steps == len(losses) and result.tokens == len(losses) * plan.tokens // plan.steps
 
 
 def test_a_crash_is_recorded_as_failed(tmp_path):

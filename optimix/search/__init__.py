@@ -6,10 +6,12 @@ The package holds everything that imports Ray or Optuna:
 - ``searcher``: optimix's Tune searcher on Optuna's ask/tell (budget, every point once,
   the ledger written before Optuna is told);
 - ``proposals``: dimensions as Optuna distributions, grid points, first points, samplers;
+- ``frontier_sampler``: the sampler that proposes the most expected frontier gain per FLOP;
 - ``trainable``: what runs in a Ray worker;
 - ``driver``: the ledger and MLflow as trials finish, the frontier tags, progress;
 - ``ledger``: the search's folder (state, ledger, journal, lock);
-- ``check``: ``optimix check``, the invariants of a recorded search.
+- ``check`` and ``check_record``: ``optimix check``, the invariants of a recorded search and
+  what it reads (the ledger, MLflow runs through ``optimix.records``, the Optuna journal).
 
 Importing this package imports neither Ray nor Optuna; its modules do.
 """

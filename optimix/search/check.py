@@ -2,9 +2,9 @@
 
 A search keeps three records of the same trials: the ledger (``results.jsonl`` in its state
 folder, written first), MLflow (one parent run, one child run per trial) and the Optuna
-journal (``optuna.journal``). :func:`read` gathers the three into one :class:`Record`;
-:func:`check` is pure over it and returns one :class:`Violation` per broken invariant, each
-of one of the kinds in :data:`KINDS` and naming the trial it is about.
+journal (``optuna.journal``). :func:`read` (``check_record``) gathers the three into one
+:class:`Record`; :func:`check` is pure over it and returns one :class:`Violation` per broken
+invariant, each of one of the kinds in :data:`KINDS` and naming the trial it is about.
 
 While the search runs (its state says ``running`` and its driver holds the ``lock`` file),
 what is written after the ledger line (the MLflow child run, the frontier tags, Optuna's
@@ -17,13 +17,18 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from optimix import frontier, tracking
-from optimix.search.proposals import FLOPS_ATTR, TRIAL_ID_ATTR
-from optimix.space import Space, SpaceError
+from optimix import frontier, metrics, tracking
+from optimix.config import SpaceError
+from optimix.metrics import FLOPS_ATTR
+from optimix.records import RunRecord
+from optimix.search.check_record import LedgerTrial, OptunaTrial, Record, find_state, read
+from optimix.space import Space
+
+__all__ = ["KINDS", "REL_TOL", "LedgerTrial", "OptunaTrial", "Record", "Violation", "check",
+           "config_key", "find_state", "read", "report", "summary"]
 
 KINDS = {
     "parent": "exactly one MLflow search run is tagged with the state folder, and it is "
@@ -49,7 +54,6 @@ KINDS = {
 }
 
 REL_TOL = 1e-6  # FLOPs are floats summed in different orders by different writers
-_TERMINATED = ("FINISHED", "FAILED")
 
 
 @dataclass(frozen=True)
@@ -62,88 +66,6 @@ class Violation:
 
     def line(self) -> str:
         return f"violation: {self.kind}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class LedgerTrial:
-    """One trial line of the ledger, as the check reads it."""
-
-    trial_id: str
-    status: str
-    name: str
-    point: dict[str, Any]
-    params: dict[str, Any]
-    train_flops: float
-    entry: Mapping[str, Any]
-    """The whole line (``frontier.candidates`` reads its ``result``)."""
-
-    @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> LedgerTrial:
-        result = entry.get("result") or {}
-        return cls(trial_id=str(entry["trial_id"]), status=entry.get("status", ""),
-                   name=entry.get("name", ""), point=dict(entry.get("point") or {}),
-                   params=dict(entry.get("params") or {}),
-                   train_flops=float(result.get("train_flops", 0.0)), entry=entry)
-
-
-@dataclass(frozen=True)
-class Run:
-    """An MLflow run as the check reads it."""
-
-    run_id: str
-    status: str
-    """``RUNNING``, ``FINISHED``, ``FAILED``, ..."""
-    ended: bool
-    tags: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def trial_id(self) -> str:
-        return self.tags.get(tracking.TRIAL_ID, "")
-
-
-@dataclass(frozen=True)
-class OptunaTrial:
-    number: int
-    state: str
-    """``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING`` or ``WAITING``."""
-    params: dict[str, Any]
-    trial_id: str | None = None
-    train_flops: float | None = None
-
-
-@dataclass
-class Record:
-    """Everything :func:`check` reads of one search."""
-
-    state_dir: Path
-    experiment: str
-    tracking_uri: str
-    state: dict[str, Any]
-    """``state.json`` (empty if the search stopped before writing it)."""
-    ledger: list[LedgerTrial]
-    """Trial lines in the order written, repeated lines included."""
-    logged: dict[str, str]
-    """trial_id -> run id, from the ledger's ``logged`` lines."""
-    parents: list[Run]
-    """Non-deleted search runs of the experiment tagged with this state folder."""
-    parent: Run | None
-    """The run ``state.json`` names as the parent (None if there is none)."""
-    children: list[Run]
-    """Non-deleted runs whose ``mlflow.parentRunId`` is that parent."""
-    optuna: list[OptunaTrial] | None
-    """The study's trials; None if the journal has no study of this search."""
-    running: bool
-    """The search is running now (status ``running`` and its lock is held)."""
-    space: Space | None = None
-    """The search space state.json records (None for older searches, or if it no longer loads)."""
-    interrupted_flops: float = 0.0
-    """FLOPs of attempts stopped before they finished (the ledger's ``interrupted`` lines)."""
-
-    @property
-    def parent_run_id(self) -> str | None:
-        return self.state.get("parent_run_id") or (self.parents[0].run_id if len(self.parents) == 1 else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +119,7 @@ def _check_ledger(ledger: Sequence[LedgerTrial]) -> list[Violation]:
 
 
 def _check_children(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
-    by_trial: dict[str, list[Run]] = {}
+    by_trial: dict[str, list[RunRecord]] = {}
     for run in record.children:
         by_trial.setdefault(run.trial_id, []).append(run)
     out = []
@@ -220,7 +142,7 @@ def _check_children(record: Record, trials: Sequence[LedgerTrial]) -> list[Viola
         if problems and not pending:
             out.append(Violation("child-incomplete", f"trial {t.trial_id} (run {run.run_id}): "
                                                      + "; ".join(problems)))
-        tag = run.tags.get(tracking.STATUS)
+        tag = run.tags.get(metrics.STATUS)
         if tag != t.status:
             out.append(Violation("child-status", f"trial {t.trial_id} (run {run.run_id}) is tagged "
                                                  f"{tag!r}, the ledger says {t.status!r}"))
@@ -233,24 +155,19 @@ def _check_children(record: Record, trials: Sequence[LedgerTrial]) -> list[Viola
     return out
 
 
-def _incomplete(run: Run, t: LedgerTrial) -> list[str]:
+def _incomplete(run: RunRecord, t: LedgerTrial) -> list[str]:
     problems = []
-    if run.status not in _TERMINATED or not run.ended:
+    if run.status not in metrics.TERMINATED or not run.ended:
         problems.append(f"run status {run.status}, not terminated")
     missing = [k for k in t.params if k not in run.params]
     if missing:
         problems.append(f"{len(missing)} params missing ({', '.join(missing[:3])})")
-    differ = [k for k, v in t.params.items() if k in run.params and run.params[k] != _param_text(v)]
+    differ = [k for k, v in t.params.items() if k in run.params and run.params[k] != tracking.param_value(v)]
     if differ:
         problems.append(f"{len(differ)} params differ from the ledger's ({', '.join(differ[:3])})")
     if "train_flops" not in run.metrics:
         problems.append("no train_flops metric")
     return problems
-
-
-def _param_text(value: Any) -> str:
-    """A ledger param as MLflow stores it (``tracking.Tracker._log_params``)."""
-    return tracking.param_value(value)
 
 
 def config_key(space: Space | None, trial: LedgerTrial) -> str:
@@ -281,40 +198,16 @@ def _check_repeats(record: Record, trials: Sequence[LedgerTrial]) -> list[Violat
     return out
 
 
-def objectives(record: Record) -> list[tuple[str, str]]:
-    if record.parent is None:
-        return []
-    return tracking.parse_objectives_tag(record.parent.tags.get(tracking.OBJECTIVES, ""))
-
-
-def curve_candidates(record: Record) -> bool:
-    """``search.curve_candidates``: from the state's space, else the parent's params."""
-    space = record.state.get("space")
-    search = space.get("search") if isinstance(space, Mapping) else None
-    if isinstance(search, Mapping) and isinstance(search.get("curve_candidates"), bool):
-        return search["curve_candidates"]
-    text = record.parent.params.get("search.curve_candidates") if record.parent else None
-    return text is None or text.lower() != "false"
-
-
-def budget_flops(record: Record) -> float | None:
-    text = record.parent.tags.get(tracking.BUDGET, "") if record.parent else ""
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
 def _check_pareto(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
     if record.running or record.parent is None:
         return []  # tags follow the ledger in a background thread; without a parent, no objectives
-    objs = objectives(record)
+    objs = record.objectives
     if not objs:
-        return [Violation("pareto", f"parent run {record.parent.run_id} has no {tracking.OBJECTIVES} "
+        return [Violation("pareto", f"parent run {record.parent.run_id} has no {metrics.OBJECTIVES} "
                                     "tag: the frontier cannot be recomputed")]
-    cands = frontier.candidates([t.entry for t in trials], objs, curve_candidates(record))
+    cands = frontier.candidates([t.entry for t in trials], objs, record.curve_candidates)
     expected = frontier.membership(cands, objs)
-    first_run: dict[str, Run] = {}
+    first_run: dict[str, RunRecord] = {}
     for run in record.children:
         first_run.setdefault(run.trial_id, run)
     out = []
@@ -323,9 +216,9 @@ def _check_pareto(record: Record, trials: Sequence[LedgerTrial]) -> list[Violati
         if run is None:
             continue  # child-missing says so
         final, steps = expected.get(t.trial_id, (False, []))
-        tagged_final = run.tags.get(tracking.PARETO)
+        tagged_final = run.tags.get(metrics.PARETO)
         try:
-            tagged_steps = sorted(json.loads(run.tags.get(tracking.PARETO_STEPS, "null")))
+            tagged_steps = sorted(json.loads(run.tags.get(metrics.PARETO_STEPS, "null")))
         except (TypeError, ValueError):
             tagged_steps = None
         want = "true" if final else "false"
@@ -364,8 +257,8 @@ def _check_optuna(record: Record, trials: Sequence[LedgerTrial]) -> list[Violati
                 out.append(Violation("optuna-running", f"Optuna trial #{ot.number}{which} is RUNNING "
                                                        f"but the search is not (status {status}, no "
                                                        "driver holds its lock)"))
-    out += _match_state(record, trials, "COMPLETE", tracking.OK, "optuna-complete")
-    out += _match_state(record, trials, "PRUNED", tracking.PRUNED, "optuna-pruned")
+    out += _match_state(record, trials, "COMPLETE", metrics.OK, "optuna-complete")
+    out += _match_state(record, trials, "PRUNED", metrics.PRUNED, "optuna-pruned")
     return out
 
 
@@ -430,7 +323,7 @@ def _close(a: float, b: float) -> bool:
 
 def _check_flops(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
     out = []
-    runs: dict[str, Run] = {}
+    runs: dict[str, RunRecord] = {}
     for run in record.children:
         runs.setdefault(run.trial_id, run)
     for t in trials:
@@ -457,7 +350,7 @@ def _check_flops(record: Record, trials: Sequence[LedgerTrial]) -> list[Violatio
         elif not _close(logged, spent):
             out.append(Violation("flops-parent", f"parent run {record.parent.run_id} logged spent_flops "
                                                  f"{logged:.6g}, the ledger's total is {spent:.6g}"))
-    budget = budget_flops(record)
+    budget = record.budget_flops
     if budget is not None and spent + record.interrupted_flops > budget * (1 + REL_TOL):
         last = trials[-1].trial_id if trials else "-"
         lost = f" (+{record.interrupted_flops:.6g} in interrupted attempts)" if record.interrupted_flops else ""
@@ -492,144 +385,3 @@ def report(record: Record, violations: Sequence[Violation]) -> dict[str, Any]:
             "optuna_trials": None if record.optuna is None else len(record.optuna),
             "ok": not violations,
             "violations": [{"kind": v.kind, "detail": v.detail} for v in violations]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the three records
-
-
-def find_state(storage_path: str, experiment: str | None) -> Path:
-    """The latest search's state folder of ``experiment`` (default: of any experiment)."""
-    from optimix.search.ledger import SearchState
-
-    storage = Path(storage_path).expanduser().resolve()
-    if not storage.is_dir():
-        raise SpaceError(f"--storage-path: no folder {storage}")
-    if experiment is not None:
-        try:
-            path = SearchState.latest(storage, experiment).path
-        except SpaceError:
-            raise SpaceError(f"--experiment: no search of {experiment!r} under {storage}") from None
-    else:
-        stamps = sorted((p.read_text().strip(), p.parent) for p in storage.glob("*/latest"))
-        if not stamps:
-            raise SpaceError(f"--storage-path: no search under {storage}")
-        stamp, root = stamps[-1]
-        path = root / stamp
-    if not path.is_dir():
-        raise SpaceError(f"--storage-path: the latest search's state folder {path} is missing")
-    return path
-
-
-def read(storage_path: str, experiment: str | None = None, tracking_uri: str | None = None) -> Record:
-    """The ledger, MLflow runs and Optuna study of the latest search under ``storage_path``."""
-    from optimix.search.ledger import SearchState
-
-    path = find_state(storage_path, experiment)
-    search_state = SearchState(path)
-    state = search_state.read() or {}
-    experiment = state.get("experiment") or experiment
-    if experiment is None:
-        raise SpaceError(f"--experiment: {path} has no state.json to name its experiment; give it")
-    uri = tracking_uri or state.get("tracking_uri") or tracking.resolve_uri(None)
-    lines = search_state.entries()
-    ledger = [LedgerTrial.from_entry(e) for e in lines if "trial_id" in e]
-    logged = {str(e["logged"]): str(e.get("run_id")) for e in lines if "logged" in e}
-    # Read while it may run: the lock first, so that a search that ends meanwhile is
-    # still taken as running (lagging records excused) rather than the other way round.
-    running = state.get("status", "running") == "running" and search_state.running()
-    parents, parent, children = _read_mlflow(uri, experiment, path, state.get("parent_run_id"))
-    return Record(state_dir=path, experiment=experiment, tracking_uri=uri, state=state,
-                  ledger=ledger, logged=logged, parents=parents, parent=parent, children=children,
-                  optuna=_read_optuna(search_state.journal, experiment), running=running,
-                  space=_space(state.get("space")), interrupted_flops=search_state.lost_flops())
-
-
-def _space(tree: Any) -> Space | None:
-    from optimix.space import build_space
-
-    if not isinstance(tree, Mapping):
-        return None
-    try:
-        return build_space(tree)
-    except SpaceError:
-        return None
-
-
-def _read_mlflow(uri: str, experiment: str, path: Path, parent_id: str | None
-                 ) -> tuple[list[Run], Run | None, list[Run]]:
-    from mlflow.tracking import MlflowClient
-
-    shown = tracking.redact_uri(uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise SpaceError(f"--tracking-uri: no MLflow database at {shown}")  # MLflow would make one
-    tracking.use_http_defaults()  # an unreachable server: seconds, not minutes of retries
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise SpaceError(f"--experiment: no experiment named {experiment!r} in {shown}")
-        ids = [found.experiment_id]
-        searches = _all_runs(client, ids, f"tags.`{tracking.ROLE}` = 'search'")
-        # The folder is named by its last two parts (<experiment>/<stamp>): storage can be
-        # moved or mounted elsewhere without the search becoming another one.
-        parents = [r for r in searches
-                   if Path(r.tags.get(tracking.STATE_DIR, "")).parts[-2:] == path.parts[-2:]]
-        parent_id = parent_id or (parents[0].run_id if len(parents) == 1 else None)
-        parent = children = None
-        if parent_id:
-            parent = next((r for r in parents if r.run_id == parent_id), None)
-            if parent is None:
-                parent = _get_run(client, parent_id)
-            children = _all_runs(client, ids, f"tags.`{tracking.PARENT}` = '{parent_id}'")
-    except SpaceError:
-        raise
-    except Exception as err:  # any store error: one line, where
-        raise SpaceError(f"--tracking-uri: MLflow at {shown} is not usable: "
-                         f"{tracking.one_line(err)}") from None
-    return parents, parent, children or []
-
-
-def _run(r) -> Run:
-    return Run(run_id=r.info.run_id, status=r.info.status, ended=r.info.end_time is not None,
-               tags=dict(r.data.tags), params=dict(r.data.params), metrics=dict(r.data.metrics))
-
-
-def _get_run(client, run_id: str) -> Run | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        r = client.get_run(run_id)
-    except MlflowException:
-        return None
-    return None if r.info.lifecycle_stage == "deleted" else _run(r)
-
-
-def _all_runs(client, experiment_ids: list[str], filter_string: str) -> list[Run]:
-    out, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
-        out += [_run(r) for r in page]
-        token = page.token
-        if not token:
-            return out
-
-
-def _read_optuna(journal: Path, study_name: str) -> list[OptunaTrial] | None:
-    if not journal.exists():
-        return None  # JournalFileBackend would create it
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return None
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        flops = t.user_attrs.get(FLOPS_ATTR)
-        out.append(OptunaTrial(number=t.number, state=t.state.name, params=dict(t.params),
-                               trial_id=t.user_attrs.get(TRIAL_ID_ATTR),
-                               train_flops=None if flops is None else float(flops)))
-    return out

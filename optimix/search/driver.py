@@ -17,16 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimix import faults, frontier, tracking
+from optimix import faults, frontier, metrics, tracking
+from optimix.metrics import GROUP_KEY
 from optimix.search.ledger import SearchState
-from optimix.search.trainable import GROUP_KEY
 from optimix.space import Space
 from optimix.train import plan_trial
 
 log = logging.getLogger(__name__)
 
 _RETRY_S = 30.0  # after a failed MLflow write, wait this long before the next try
-_STATUS = {"ok": tracking.OK, "diverged": tracking.INFEASIBLE, "pruned": tracking.PRUNED}
 
 
 @dataclass
@@ -89,10 +88,10 @@ class Driver:
             "trial_id": trial_id,
             "index": len(self.entries),
             "name": trial_name(len(self.entries), point),
-            "status": _STATUS.get(doc["status"], tracking.FAILED),
+            "status": metrics.record_status(doc["status"]),
             "error": doc.get("error"),
             "point": dict(point),
-            "params": tracking.flatten(config.model_dump(mode="json")),
+            "params": config.flatten(config.model_dump(mode="json")),
             "result": doc,
             "node": doc.get("node"),
         }
@@ -164,10 +163,9 @@ class Driver:
         rows = []
         for c in frontier.front(self.candidates(), self.objectives):
             e = by_trial[c.trial_id]
-            rows.append({"run_id": e["run_id"], "trial_id": c.trial_id, "name": e["name"],
-                         "final": c.final, "step": c.step, "steps": c.steps,
-                         **{metric: c.metrics.get(metric) for metric, _ in self.objectives},
-                         "params": e["result"]["params"], "point": e["point"]})
+            rows.append(frontier.row(trial_id=c.trial_id, run_id=e["run_id"], name=e["name"],
+                                     metrics=c.metrics, params=e["result"]["params"], point=e["point"],
+                                     objectives=self.objectives, final=c.final, step=c.step, steps=c.steps))
         return rows
 
     def _update_frontier(self) -> None:
@@ -201,7 +199,7 @@ class Driver:
                 f"they are kept in {self.state.path}: run again with --resume to record them")
         self.tracker.remove_strays(self.parent_id, {e["trial_id"]: e["run_id"] for e in self.entries})
         rows = self.frontier_rows()
-        ok = [e for e in self.entries if e["status"] == tracking.OK]
+        ok = [e for e in self.entries if e["status"] == metrics.OK]
         cands = self.candidates()
         curve = [c for c in frontier.front(cands, self.objectives) if not c.final]
         membership = frontier.membership(cands, self.objectives)
@@ -221,12 +219,12 @@ class Driver:
     def _report(self) -> None:
         p = self.progress
         p.done = len(self.entries)
-        p.failed = sum(e["status"] in (tracking.FAILED, tracking.INFEASIBLE) for e in self.entries)
+        p.failed = sum(e["status"] in (metrics.FAILED, metrics.INFEASIBLE) for e in self.entries)
         p.running = sum(self.running.values())
         p.spent_flops = self.spent_flops()
         metric = self.objectives[0][0]
-        scores = [frontier.final_metrics(e["result"]).get(metric) for e in self.entries
-                  if e["status"] == tracking.OK]
+        scores = [metrics.final_metrics(e["result"]).get(metric) for e in self.entries
+                  if e["status"] == metrics.OK]
         scores = [s for s in scores if s is not None]
         if scores:
             p.best = max(scores) if self.objectives[0][1] == "max" else min(scores)

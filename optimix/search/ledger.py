@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from optimix import faults
-from optimix.space import SpaceError
+from optimix.config import SpaceError
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from optimix import metrics
 from optimix.budget import trial_flops
-from optimix.space import Dimension, Space, SpaceError, parse_objectives
-
-# What optimix tells Optuna about a trial besides its values (user attrs):
-TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger trial_id
-FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
-SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
-RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
+from optimix.config import SpaceError
+from optimix.metrics import parse_objectives
+from optimix.space import Dimension, Space
 
 
 def distributions(space: Space) -> dict[str, Any]:
@@ -102,28 +99,13 @@ def startup_design(space: Space, n: int, seed: int) -> list[dict[str, Any]]:
     slices = {key: (rng.permutation(n) + rng.random(n)) / n for key in dims}
     points = []
     for i in range(n):
-        point = {key: from_unit(dim, float(slices[key][i])) for key, dim in dims.items()}
+        point = {key: dim.at(float(slices[key][i])) for key, dim in dims.items()}
         try:
             space.resolve(point)
         except SpaceError:
             continue
         points.append(point)
     return points
-
-
-def from_unit(dim: Dimension, u: float) -> Any:
-    if dim.dist == "choice":
-        return dim.values[min(int(u * len(dim.values)), len(dim.values) - 1)]
-    log = dim.dist == "loguniform" or (dim.dist == "int" and dim.log)
-    low, high = (math.log(dim.low), math.log(dim.high)) if log else (dim.low, dim.high)
-    value = low + u * (high - low)
-    value = math.exp(value) if log else value
-    if dim.dist == "int":
-        step = int(dim.step or 1)
-        return int(min(dim.high, max(dim.low, dim.low + step * round((value - dim.low) / step))))
-    if dim.step:
-        value = dim.low + dim.step * round((value - dim.low) / dim.step)
-    return float(min(dim.high, max(dim.low, value)))
 
 
 def attempt_seed(seed: int, attempt: int) -> int:
@@ -142,7 +124,7 @@ def make_sampler(space: Space, seed: int):
 
     name = sampler_name(space)
     if name == "frontier":
-        from optimix.sampler import FrontierSampler
+        from optimix.search.frontier_sampler import FrontierSampler
 
         objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
         q = next(i for i, (m, _) in enumerate(objectives) if m != "train_flops")
@@ -153,8 +135,8 @@ def make_sampler(space: Space, seed: int):
             except SpaceError:
                 return math.inf
 
-        return FrontierSampler(distributions(space), q, objectives[q][1] == "max", cost,
-                               n_startup=startup_trials(space), seed=seed)
+        return FrontierSampler(space.dimensions, distributions(space), q, objectives[q][1] == "max",
+                               cost, n_startup=startup_trials(space), seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
     if name == "gp":
@@ -178,14 +160,13 @@ def grid_size(space: Space) -> int:
     return math.prod(len(grid_values(k, d)) for k, d in space.dimensions.items())
 
 
-_LOG_SCALE = ("train_flops", "params", "non_embedding_params", "tokens")
 
 
 def optuna_value(metric: str, value: float) -> float:
     """What Optuna is told for an objective: costs in log10. They span orders of magnitude,
     and a GP models them far better in log scale; the ordering TPE and NSGA-II use is the same.
     (MLflow, the ledger and the frontier keep the plain values.)"""
-    return math.log10(value) if metric in _LOG_SCALE and value > 0 else value
+    return math.log10(value) if metric in metrics.LOG_SCALE and value > 0 else value
 
 
 def startup_points(space: Space, seed: int) -> list[dict[str, Any]]:

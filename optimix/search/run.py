@@ -27,12 +27,14 @@ from typing import Any
 
 import yaml
 
-from optimix import tracking
+from optimix import config, metrics, tracking
 from optimix.budget import check_budget, effective_key
+from optimix.config import SpaceError
+from optimix.metrics import parse_objectives
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState
 from optimix.search.proposals import grid_size
-from optimix.space import Space, SpaceError, parse_objectives
+from optimix.space import Space
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +140,8 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
         # that far, is found by the state folder it is tagged with, so there is only ever one.
         parent_id = tracker.find_search(str(state.path)) if resume else None
         parent_id = parent_id or tracker.start_search(
-            f"{space.name}-search", tracking.objectives_tag(objectives),
-            {**tracking.flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
+            f"{space.name}-search", metrics.objectives_tag(objectives),
+            {**config.flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
             yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
         )
         saved = {"parent_run_id": parent_id, "experiment": experiment,
@@ -152,7 +154,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
 
 
 def _check_same_space(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    before, after = tracking.flatten(recorded), tracking.flatten(now)
+    before, after = config.flatten(recorded), config.flatten(now)
     for key in sorted(set(before) | set(after)):
         if key.startswith(RESUMABLE) or before.get(key) == after.get(key):
             continue
@@ -185,12 +187,12 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         state.write(saved)
         rows = driver.finish() if ended == "finished" else _finish_quietly(driver)
         total = driver.spent_flops()
-        n_ok = sum(e["status"] == tracking.OK for e in driver.entries)
+        n_ok = sum(e["status"] == metrics.OK for e in driver.entries)
         tracker.finish_search(parent_id, {"trials": len(driver.entries), "trials_ok": n_ok,
                                           "spent_flops": total, "interrupted_flops": driver.lost_flops,
                                           "frontier_size": len(rows)},
                               failed=ended != "finished", ended=reason)
-    n_pruned = sum(e["status"] == tracking.PRUNED for e in driver.entries)
+    n_pruned = sum(e["status"] == metrics.PRUNED for e in driver.entries)
     summary = SearchSummary(
         experiment=saved["experiment"], parent_run_id=parent_id, tracking_uri=tracking.redact_uri(tracker.uri),
         state_dir=str(state.path), objectives=objectives, frontier=rows, trials=len(driver.entries), ok=n_ok,

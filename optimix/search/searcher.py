@@ -31,19 +31,21 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from optimix import faults, frontier, tracking
+from optimix import faults, metrics
 from optimix.budget import effective_key, trial_flops
-from optimix.search.proposals import (
+from optimix.config import SpaceError
+from optimix.metrics import (
+    CURVE_ATTR,
     FLOPS_ATTR,
+    GROUP_KEY,
+    PROGRESS_KEY,
     RERUN_ATTR,
+    RESULT_KEY,
     SKIPPED_ATTR,
     TRIAL_ID_ATTR,
-    distributions,
-    from_unit,
-    optuna_value,
 )
-from optimix.search.trainable import GROUP_KEY, PROGRESS_KEY, RESULT_KEY
-from optimix.space import Space, SpaceError
+from optimix.search.proposals import distributions, optuna_value
+from optimix.space import Space
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +209,7 @@ class OptimixSearcher(Searcher):
         the budget is spent rather than the search ended early. False if none of 256 does."""
         dims = self.space.dimensions
         for _ in range(256):
-            point = {key: from_unit(dim, float(self._rng.random())) for key, dim in dims.items()}
+            point = {key: dim.at(float(self._rng.random())) for key, dim in dims.items()}
             try:
                 if (trial_flops(self.space, point) <= self.budget.left()
                         and effective_key(self.space, point) not in self.seen):
@@ -293,33 +295,32 @@ def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, 
     """Tell Optuna a trial's outcome as the ledger ``entry`` records it."""
     from optuna.trial import TrialState
 
-    from optimix.sampler import CURVE_ATTR
 
     result = entry["result"]
     ot_trial.set_user_attr(FLOPS_ATTR, float(result["train_flops"]))
     status = entry["status"]
-    if status in (tracking.OK, tracking.PRUNED):
+    if status in (metrics.OK, metrics.PRUNED):
         ot_trial.set_user_attr(CURVE_ATTR, curve_points(entry, objectives))
-    if status == tracking.OK:
-        metrics = frontier.final_metrics(result)
-        missing = [m for m, _ in objectives if not math.isfinite(metrics.get(m, math.nan))]
+    if status == metrics.OK:
+        values = metrics.final_metrics(result)
+        missing = [m for m, _ in objectives if not math.isfinite(values.get(m, math.nan))]
         if not missing:
-            study.tell(ot_trial, [optuna_value(m, metrics[m]) for m, _ in objectives])
+            study.tell(ot_trial, [optuna_value(m, values[m]) for m, _ in objectives])
             return
         ot_trial.set_user_attr("optimix.error", f"no value for {', '.join(missing)}")
         log.warning("trial %s: no value for %s: told to Optuna as failed", entry["trial_id"], missing)
-    study.tell(ot_trial, state=TrialState.PRUNED if status == tracking.PRUNED else TrialState.FAIL)
+    study.tell(ot_trial, state=TrialState.PRUNED if status == metrics.PRUNED else TrialState.FAIL)
 
 
 def curve_points(entry: Mapping[str, Any], objectives: list[tuple[str, str]]) -> list[list[float]]:
     """The trial's learning-curve points as ``[log10 FLOPs, quality]``, for the frontier
     sampler's current frontier."""
     quality = next((m for m, _ in objectives if m != "train_flops"), None)
-    if quality is None or not frontier.curve_metric(quality):
+    if quality is None or not metrics.curve_metric(quality):
         return []
     points = []
     for point in entry["result"].get("curve", []):
-        value = frontier.point_metrics(entry["result"], point).get(quality)
+        value = metrics.point_metrics(entry["result"], point).get(quality)
         if value is not None and point["train_flops"] > 0:
             points.append([math.log10(point["train_flops"]), value])
     return points

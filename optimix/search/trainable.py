@@ -16,15 +16,12 @@ import time
 import traceback
 from pathlib import Path
 
-from optimix import frontier
+from optimix import frontier, metrics
+from optimix.metrics import GROUP_KEY, PROGRESS_KEY, RESULT_KEY, STATUS_KEY
 from optimix.space import Space
 
 log = logging.getLogger(__name__)
 
-STATUS_KEY = "optimix_status"
-RESULT_KEY = "optimix_result"  # JSON: one TrialResult.to_dict() per trained point (a list)
-PROGRESS_KEY = "optimix_progress_flops"  # FLOPs trained so far, reported at each curve point
-GROUP_KEY = "optimix_group"  # a Tune trial's config when it trains several points stacked
 
 
 def trainable(point: dict, space: Space, models_dir: str | None, board=None) -> None:
@@ -72,10 +69,10 @@ def _train_one(point: dict, space: Space, cpus: float, trial_id: str, save_dir: 
         tune.report({PROGRESS_KEY: curve_point.train_flops})  # what a dead worker had spent
         if board is None:
             return False
-        metrics = frontier.point_metrics(
+        values = metrics.point_metrics(
             sizes, {"train_flops": curve_point.train_flops, "tokens": curve_point.tokens,
                     "accuracy": curve_point.accuracy, "loss": curve_point.loss})
-        return ray.get(board.observe.remote(trial_id, metrics, curve_point.step / planned.steps))
+        return ray.get(board.observe.remote(trial_id, values, curve_point.step / planned.steps))
 
     return run_trial(config, cpus=cpus, on_eval=on_eval, save_dir=save_dir).to_dict()
 

@@ -23,7 +23,7 @@ anything it cannot model, Optuna's random sampler proposes instead. Pure numpy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-CURVE_ATTR = "optimix.curve"  # [[log10 FLOPs, quality], ...] of a trial's learning-curve points
+from optimix.metrics import CURVE_ATTR
+from optimix.space import Dimension
+
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
@@ -39,14 +41,20 @@ _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 class FrontierSampler(optuna.samplers.BaseSampler):
     """Optuna sampler for (one quality objective, ``train_flops:min``) with a known cost.
 
+    ``dimensions`` are the space's, ``distributions`` the same in Optuna's terms
+    (``search.proposals.distributions``); candidates are drawn with ``Dimension.at``.
     ``cost(point) -> FLOPs`` prices a point (``math.inf`` for an invalid one);
     ``budget_left() -> FLOPs`` bounds what may be proposed.
     """
 
-    def __init__(self, distributions: dict[str, BaseDistribution], quality_index: int, maximize: bool,
-                 cost: Callable[[dict[str, Any]], float], budget_left: Callable[[], float] = lambda: math.inf,
+    def __init__(self, dimensions: Mapping[str, Dimension], distributions: Mapping[str, BaseDistribution],
+                 quality_index: int, maximize: bool, cost: Callable[[dict[str, Any]], float],
+                 budget_left: Callable[[], float] = lambda: math.inf,
                  n_startup: int = 3, n_candidates: int = 384, seed: int | None = None):
-        self._dists = distributions
+        if list(dimensions) != list(distributions):
+            raise ValueError("the dimensions and the distributions must name the same entries")
+        self._dims = dict(dimensions)
+        self._dists = dict(distributions)
         self._q = quality_index
         self._sign = 1.0 if maximize else -1.0
         self._cost = cost
@@ -74,7 +82,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
         if len(done) < self._n_startup:
             return {}
-        names = list(self._dists)
+        names = list(self._dims)
         x = np.array([self._encode(t.params) for t in done])
         y = self._sign * np.array([t.values[self._q] for t in done])
         gp = _GP.fit(x, y)
@@ -107,46 +115,27 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         out = [self._draw() for _ in range(self._n_candidates)]
         best = [done[int(i)].params for i in np.argsort(-y)[:4]]
         for params in best:  # and near the best so far: one dimension changed at a time
-            for name in self._dists:
+            for name in self._dims:
                 for _ in range(8):
                     out.append({**params, name: self._draw()[name]})
         return out
 
     def _draw(self) -> dict[str, Any]:
-        point = {}
-        for name, dist in self._dists.items():
-            u = float(self._rng.random())
-            if isinstance(dist, optuna.distributions.CategoricalDistribution):
-                point[name] = dist.choices[min(int(u * len(dist.choices)), len(dist.choices) - 1)]
-                continue
-            low, high = dist.low, dist.high
-            if dist.log:
-                value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-            else:
-                value = low + u * (high - low)
-            step = getattr(dist, "step", None)
-            if step:
-                value = low + step * round((value - low) / step)
-            value = min(high, max(low, value))
-            point[name] = int(round(value)) if isinstance(dist, optuna.distributions.IntDistribution) else value
-        return point
+        return {name: dim.at(float(self._rng.random())) for name, dim in self._dims.items()}
 
     def _encode(self, params: dict[str, Any]) -> list[float]:
+        """A point as GP inputs: each range dimension at its place in [0, 1] (``Dimension.unit``),
+        a choice of positive numbers by its value in log scale, any other choice one-hot."""
         row = []
-        for name, dist in self._dists.items():
+        for name, dim in self._dims.items():
             value = params[name]
-            if isinstance(dist, optuna.distributions.CategoricalDistribution):
-                choices = dist.choices
-                if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in choices):
-                    low, high = math.log(min(choices)), math.log(max(choices))  # numeric: by value
-                    row.append((math.log(value) - low) / (high - low) if high > low else 0.5)
-                else:
-                    row += [1.0 if value == c else 0.0 for c in choices]
-                continue
-            low, high, v = float(dist.low), float(dist.high), float(value)
-            if dist.log:
-                low, high, v = math.log(low), math.log(high), math.log(v)
-            row.append((v - low) / (high - low) if high > low else 0.5)
+            if dim.dist != "choice":
+                row.append(dim.unit(value))
+            elif all(isinstance(c, int | float) and not isinstance(c, bool) and c > 0 for c in dim.values):
+                low, high = math.log(min(dim.values)), math.log(max(dim.values))
+                row.append((math.log(value) - low) / (high - low) if high > low else 0.5)
+            else:
+                row += [1.0 if value == c else 0.0 for c in dim.values]
         return row
 
 
@@ -224,14 +213,3 @@ class _GP:
         v = np.linalg.solve(self.chol, ks.T)
         var = np.clip(1.0 - (v**2).sum(0), 1e-9, None)
         return self.y_mean + self.y_sd * mean, self.y_sd * np.sqrt(var)
-
-
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler, driven by ask and tell. Its ``after_trial`` calls
-    ``study.stop()`` once the grid is covered, which only works inside ``study.optimize``
-    (outside it raises), and reads the ``grid_id`` of a trial that may have none (a point
-    queued again after a crash). Here the number of trials is the search's to count, so
-    the grid never stops the study itself."""
-
-    def after_trial(self, study, trial, state, values) -> None:
-        return None

@@ -1,0 +1,380 @@
+"""Typed configs: everything one trial is, field by field, and the one error bad input raises.
+
+Field names are the dotted keys of the search-space YAML, of ``--set`` and of the MLflow
+params (``model.d_model``). A config is validated once, when it is built; a problem becomes a
+``SpaceError`` whose message is one line naming the dotted key (``validated``). A leaf:
+pydantic and the standard library only (``optimix.space`` reads the files that fill it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be used; the message is one line naming the key."""
+
+    def __init__(self, message: str):
+        # Keys and values can hold line breaks: keep the message on one line.
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+class KeyedError(ValueError):
+    """A cross-field check that knows which dotted key is at fault."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed trial config. Field names are the dotted keys of YAML, --set and MLflow params.
+
+
+MAX_TASK_NAME = 64
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys and non-finite numbers are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SequenceTask(StrictModel):
+    """copy / reverse / sort: ``[TAG x1..xL SEP y1..yL]`` over ``alphabet`` symbols."""
+
+    kind: Literal["copy", "reverse", "sort"]
+    weight: float = Field(1.0, ge=0)
+    length: int = Field(6, ge=1, le=64)
+    alphabet: int = Field(16, ge=2, le=1024)
+
+
+class FactsTask(StrictModel):
+    """Key -> value facts (Gu et al. style fact recall; with ``zipf > 0`` a background).
+
+    ``n_facts`` random keys of ``key_len`` symbols, each mapped to ``value_len`` symbols.
+    Training samples facts with probability proportional to ``rank ** -zipf``: with
+    ``zipf = 1`` and thousands of facts the tail is never exhausted, so the task keeps
+    competing for capacity (a non-saturating background). Evaluation is recall of the
+    facts themselves (memorisation has no held-out inputs), on a uniform sample.
+    """
+
+    kind: Literal["facts"]
+    weight: float = Field(1.0, ge=0)
+    n_facts: int = Field(100, ge=1, le=10_000_000)
+    key_len: int = Field(3, ge=1, le=16)
+    value_len: int = Field(2, ge=1, le=16)
+    alphabet: int = Field(64, ge=2, le=1024)
+    zipf: float = Field(0.0, ge=0)
+
+
+class ArithmeticTask(StrictModel):
+    """The study's injected tasks as ``[TAG a b SEP label]`` (modadd: (a+b) mod p; compare: a<b).
+
+    A fixed ``eval_fraction`` of the (a, b) pairs is held out and never trained on.
+    ``heldout: unordered`` holds out (b, a) with every held-out (a, b), so that a model
+    cannot answer a held-out pair from its trained mirror (modadd commutes; compare's
+    answer for (b, a) gives (a, b)'s); ``ordered`` (the default) holds out ordered pairs.
+    """
+
+    kind: Literal["modadd", "compare"]
+    weight: float = Field(1.0, ge=0)
+    p: int = Field(23, ge=2, le=1024)
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    heldout: Literal["ordered", "unordered"] = "ordered"
+
+
+class DatasetTask(StrictModel):
+    """Prompt/answer rows from ``datasets``: a local file (JSON/CSV/Parquet, by its suffix or
+    its first bytes) or folder of data files, or a hub name. A path that exists is local;
+    loading makes it absolute (``_check_files``).
+
+    Text is tokenised by characters. Rows whose prompt occurs in the held-out part are
+    removed from training, so evaluation shares no input with training.
+    """
+
+    kind: Literal["dataset"]
+    weight: float = Field(1.0, ge=0)
+    path: str
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    split: str = "train"
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    max_rows: int | None = Field(None, ge=2)
+    max_chars: int = Field(64, ge=1, le=1024)
+
+
+TaskSpec = Annotated[
+    SequenceTask | FactsTask | ArithmeticTask | DatasetTask, Field(discriminator="kind")
+]
+_TASK_KINDS = tuple(kind for task in get_args(get_args(TaskSpec)[0])
+                    for kind in get_args(task.model_fields["kind"].annotation))
+"""Every task ``kind``, in the order the task classes name them (for error messages)."""
+
+
+class MixtureConfig(StrictModel):
+    """How training sequences are drawn from the tasks."""
+
+    rare_task: str
+    """Name of the task whose frequency is searched."""
+    rare_freq: float = Field(0.01, gt=0, le=1)
+    """Exact expected share of training sequences that belong to the rare task."""
+    delivery: Literal["even", "bursts"] = "even"
+    """``even``: spread uniformly; ``bursts``: same long-run share, packed into bursts."""
+    burst_period: int = Field(100, ge=2)
+    """Steps between the starts of two bursts."""
+    burst_duty: float = Field(0.1, gt=0, le=1)
+    """Fraction of each period that carries the burst."""
+
+
+class ModelConfig(StrictModel):
+    """A Llama-family causal LM. Give a shape, or ``params`` and let ``model.shape_for`` pick it."""
+
+    d_model: int = Field(64, ge=8, le=16384)
+    n_layer: int = Field(2, ge=1, le=256)
+    n_head: int = Field(4, ge=1, le=256)
+    d_ff: int | None = Field(None, ge=8)
+    """MLP width; default: 8/3 d_model rounded up to a multiple of 16 (SwiGLU, as Llama)."""
+    params: int | None = Field(None, ge=1000)
+    """Target total parameter count; when set, the shape fields are derived from it."""
+    tie_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.params is None and self.d_model % self.n_head:
+            raise KeyedError("n_head", f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """One plain training loop: AdamW, warmup then cosine or WSD, grad clipping."""
+
+    tokens: int | None = Field(None, ge=1)
+    """Training tokens (batch x sequence positions x steps); or give ``flops``."""
+    flops: float | None = Field(None, gt=0)
+    """Training FLOPs; tokens are derived from the model's FLOPs per token (iso-FLOP trials)."""
+    batch_size: int = Field(64, ge=1, le=1 << 16)
+    lr: float = Field(3e-3, gt=0, le=10)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.98, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    min_lr_frac: float = Field(0.1, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    """``torch.compile`` the model (CUDA only; ignored on CPU)."""
+    threads: int | None = Field(None, ge=1)
+    """Torch intra-op threads; default: the CPUs given to the trial."""
+    diverge_factor: float = Field(4.0, gt=1)
+    """Loss above this multiple of the initial loss (or NaN) ends the trial as diverged."""
+    max_wall_s: float | None = Field(None, gt=0)
+    """A time limit: a trial still training after this many seconds ends as failed."""
+    fault: Literal["none", "raise", "nan", "exit"] = "none"
+    """Fault injection, to see how a search handles failing trials: ``raise`` an error,
+    turn the loss ``nan``, or ``exit`` the worker process, at the first training step."""
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if (self.tokens is None) == (self.flops is None):
+            raise KeyedError("tokens", "give exactly one of train.tokens or train.flops")
+        return self
+
+
+class EvalConfig(StrictModel):
+    points: int = Field(4, ge=1, le=1000)
+    """Evaluations spread evenly over training (the learning curve); the last is the final one."""
+    size: int = Field(512, ge=1, le=1_000_000)
+    """Held-out sequences per task."""
+    batch_size: int = Field(1024, ge=1)
+    curve_tasks: list[str] | None = None
+    """Tasks evaluated at the curve points before the last (default: every task; the last
+    point evaluates every task). The objectives' tasks are enough for the frontier and for
+    pruning, and skip most of the evaluation cost."""
+
+
+class Objective(StrictModel):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class SearchConfig(StrictModel):
+    """How ``optimix search`` explores the space. Its entries cannot be search dimensions."""
+
+    objectives: list[str] = Field(default_factory=list)
+    """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
+    default: the rare task's accuracy (max) and training FLOPs (min)."""
+    sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
+    """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.search.frontier_sampler``:
+    the most expected frontier gain per FLOP) when the objectives are one quality metric and
+    ``train_flops:min``, else ``gp`` (up to 3 objectives); ``tpe`` for larger searches."""
+    trials: int = Field(16, ge=1, le=1_000_000)
+    budget_flops: float | None = Field(None, gt=0)
+    max_concurrent: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    save_models: Literal["frontier", "all", "none"] = "none"
+    stack: int = Field(1, ge=1, le=256)
+    """Models trained together in one trial slot (``optimix.stacked``): up to this many
+    proposals that share everything but their per-model settings (seed, mixture, optimiser
+    settings) train as one stacked model in one process; on a GPU small models train many
+    times faster so. Each stays its own trial in Optuna, MLflow and the ledger."""
+    startup_trials: int | None = Field(None, ge=1)
+    """Space-filling first points before the sampler's model takes over (tpe, gp); default: a quarter of
+    the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
+    curve_candidates: bool = True
+    """Learning-curve points count as frontier candidates (see ``optimix.frontier``)."""
+    prune: Literal["none", "dominated"] = "none"
+    """``dominated``: stop a trial whose curve point is beaten at no more FLOPs by the
+    current frontier by more than ``prune_margin``; it ends ``pruned`` (told to Optuna so)."""
+    prune_margin: float = Field(0.05, ge=0)
+    prune_from: float = Field(0.5, gt=0, le=1)
+    """Pruning is considered only at curve points at least this far through training."""
+
+
+class HardwareSection(StrictModel):
+    """A cost profile for ``optimix plan`` (see ``optimix.hardware`` for the built-in ones)."""
+
+    name: str = Field("space", min_length=1)
+    peak_flops_per_s: float = Field(gt=0)
+    mfu: float = Field(gt=0, le=1)
+    """Achieved share of the peak (model FLOPs utilisation)."""
+    usd_per_hour: float = Field(ge=0)
+    source: str = "the search space's hardware section"
+
+
+class TrialConfig(StrictModel):
+    """Everything one trial needs: the fixed point of a search space."""
+
+    name: str = Field("optimix", min_length=1)
+    seed: int = Field(0, ge=0)
+    tasks: dict[str, TaskSpec]
+    mixture: MixtureConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    hardware: HardwareSection | None = None
+
+    @model_validator(mode="after")
+    def _rare_task_known(self) -> TrialConfig:
+        if not self.tasks:
+            raise KeyedError("tasks", "no tasks given")
+        for name in self.tasks:
+            if not name.replace("_", "").replace("-", "").isascii() or not name.replace("_", "").replace("-", "").isalnum():
+                raise KeyedError(f"tasks.{name}", "a task name must be ASCII letters, digits, '_' or '-'")
+            if len(name) > MAX_TASK_NAME:  # it becomes MLflow keys (curve/loss/NAME), at most 250 long
+                raise KeyedError(f"tasks.{name[:20]}...", f"a task name is at most {MAX_TASK_NAME} characters "
+                                  f"(this one has {len(name)})")
+        if self.mixture.rare_task not in self.tasks:
+            raise KeyedError(
+                "mixture.rare_task",
+                f"unknown task {self.mixture.rare_task!r} (tasks: {', '.join(self.tasks)})",
+            )
+        for i, name in enumerate(self.eval.curve_tasks or []):
+            if name not in self.tasks:
+                raise KeyedError(f"eval.curve_tasks.{i}", f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
+        others = [n for n in self.tasks if n != self.mixture.rare_task]
+        if self.mixture.rare_freq < 1 and not others:
+            raise KeyedError("tasks", "rare_freq < 1 needs at least one other task")
+        if others and sum(self.tasks[n].weight for n in others) <= 0:
+            raise KeyedError("tasks", "the weights of the non-rare tasks sum to 0")
+        if self.mixture.delivery == "bursts" and self.mixture.rare_freq > self.mixture.burst_duty:
+            raise KeyedError(
+                "mixture.burst_duty",
+                f"{self.mixture.burst_duty} is below rare_freq={self.mixture.rare_freq}: "
+                "a burst cannot carry more than all of its sequences",
+            )
+        return self
+
+    def get(self, key: str) -> Any:
+        """The value at a dotted key (``model.d_model``)."""
+        node: Any = self
+        for part in key.split("."):
+            node = node[part] if isinstance(node, Mapping) else getattr(node, part)
+        return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation errors as one line
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any, prefix: str = "", values: Mapping[str, Any] | None = None) -> M:
+    """``model`` built from ``data``, or a ``SpaceError`` whose one line names the dotted key
+    (``prefix`` goes before it; ``values`` are searched values, see ``_one_line_error``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:  # a KeyedError in a validator arrives inside one
+        raise _one_line_error(err, prefix, values) from None
+
+
+def _one_line_error(
+    err: ValidationError, prefix: str = "", values: Mapping[str, Any] | None = None
+) -> SpaceError:
+    """The first pydantic error as ``dotted.key: message`` on one line; ``prefix`` goes before
+    the key, and a key in ``values`` (a searched value) is said to be one."""
+    first = err.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    # A discriminated union puts the tag in the path (``tasks.a.copy.length``): drop it.
+    if len(loc) >= 3 and loc[0] == "tasks" and loc[2] in _TASK_KINDS:
+        del loc[2]
+    key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "<top>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "missing"
+    elif kind == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag")
+        message = f"unknown task kind {tag!r} (kinds: {', '.join(_TASK_KINDS)})"
+        key += ".kind"
+    elif kind == "union_tag_not_found":
+        message = f"missing kind (kinds: {', '.join(_TASK_KINDS)})"
+        key += ".kind"
+    elif kind == "value_error":
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, KeyedError):
+            key = prefix + ".".join([*loc, cause.key])
+            message = cause.message
+        else:
+            message = str(cause or first["msg"])
+    else:
+        message = f"{first['msg'].lower()}, got {short_repr(first.get('input'))}"
+    if values and key in values:
+        message += " (at a searched value)"
+    return SpaceError(f"{key}: {message}".replace("\n", " "))
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line (at most 200 characters), for messages."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` cut to 40 characters, for messages."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> ``{dotted.key: value}`` (the params' names)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

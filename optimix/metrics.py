@@ -1,0 +1,192 @@
+"""Every name optimix records under: metrics, statuses, tags, attributes; objective parsing.
+
+One module owns them, so MLflow, the ledger, Optuna, the frontier and the CLI never spell a
+name differently. Pure: the standard library and the typed configs only.
+
+- **Metrics** of a trial (MLflow metric names, objectives chosen among them): ``acc/<task>``,
+  ``loss/<task>``, the counts ``train_flops``, ``params``, ``non_embedding_params``,
+  ``tokens``, the timings ``wall_s``, ``train_s``, ``tokens_per_s``; learning curves under
+  ``curve/...`` by step.
+- **Statuses**: what a trial's result says (``ok``, ``diverged``, ``failed``, ``pruned``) and
+  what the records say (``ok``, ``failed``, ``infeasible``, ``pruned``: a diverged trial is
+  infeasible, never scored).
+- **Tags** on MLflow runs, **user attributes** on Optuna trials, and the keys of a trial's
+  report to Ray Tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from optimix.config import Objective, SpaceError, TrialConfig
+
+# ---------------------------------------------------------------------------------------------
+# Statuses
+
+Status = Literal["ok", "diverged", "failed", "pruned"]  # a TrialResult's
+OK, FAILED, INFEASIBLE, PRUNED = "ok", "failed", "infeasible", "pruned"  # the records'
+DIVERGED = "diverged"
+_RECORDED = {OK: OK, DIVERGED: INFEASIBLE, PRUNED: PRUNED}
+
+
+def record_status(result_status: str) -> str:
+    """The records' status of a trial whose result says ``result_status``."""
+    return _RECORDED.get(result_status, FAILED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tags on MLflow runs
+
+ROLE = "optimix.role"
+STATUS = "optimix.status"
+PARETO = "optimix.pareto"
+PARETO_STEPS = "optimix.pareto_steps"
+TRIAL_ID = "optimix.trial_id"
+OBJECTIVES = "optimix.objectives"
+ERROR = "optimix.error"
+SPACE = "optimix.space"
+BUDGET = "optimix.budget_flops"
+NODE = "optimix.node"
+POINT = "optimix.point"
+STATE_DIR = "optimix.state_dir"
+ENDED = "optimix.ended"  # on the parent: finished, SIGINT, SIGTERM, or the error that ended it
+PARENT = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+# MLflow run statuses after ``set_terminated``: only such a child run is a logged trial.
+TERMINATED = ("FINISHED", "FAILED")
+
+# ---------------------------------------------------------------------------------------------
+# User attributes on Optuna trials
+
+TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger trial_id
+FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
+SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
+RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
+CURVE_ATTR = "optimix.curve"  # [[log10 FLOPs, quality], ...] of a trial's learning-curve points
+
+# ---------------------------------------------------------------------------------------------
+# A trial's report to Ray Tune
+
+STATUS_KEY = "optimix_status"
+RESULT_KEY = "optimix_result"  # JSON: one TrialResult.to_dict() per trained point (a list)
+PROGRESS_KEY = "optimix_progress_flops"  # FLOPs trained so far, reported at each curve point
+GROUP_KEY = "optimix_group"  # a Tune trial's config when it trains several points stacked
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+ACC, LOSS, CURVE = "acc/", "loss/", "curve/"
+COUNTS = ("train_flops", "params", "non_embedding_params", "tokens")
+TIMES = ("wall_s", "train_s", "tokens_per_s")
+LOG_SCALE = COUNTS  # spans orders of magnitude: Optuna is told log10 of these
+
+
+def acc(task: str) -> str:
+    return f"{ACC}{task}"
+
+
+def loss(task: str) -> str:
+    return f"{LOSS}{task}"
+
+
+def task_of(metric: str) -> str:
+    """``acc/facts`` -> ``facts``."""
+    return metric.removeprefix(ACC).removeprefix(LOSS)
+
+
+def metric_names(tasks: Iterable[str]) -> dict[str, list[str]]:
+    """The metric names a trial logs: objectives are chosen among these."""
+    tasks = list(tasks)
+    return {"acc": [acc(t) for t in tasks], "loss": [loss(t) for t in tasks],
+            "cost": list(COUNTS), "time": list(TIMES)}
+
+
+def curve_metric(metric: str) -> bool:
+    """Whether ``metric`` is known at a learning-curve point."""
+    return metric.startswith((ACC, LOSS)) or metric in COUNTS
+
+
+def curve_usable(objectives: Sequence[tuple[str, str]]) -> bool:
+    return all(curve_metric(m) for m, _ in objectives)
+
+
+def _task_metrics(accuracy: Mapping[str, float], losses: Mapping[str, float]) -> dict[str, float]:
+    out = {acc(t): float(v) for t, v in accuracy.items()}
+    out.update({loss(t): float(v) for t, v in losses.items()})
+    return out
+
+
+def final_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """Final metrics of a trial result (``TrialResult.to_dict()``), by their MLflow names."""
+    out = {k: float(result[k]) for k in (*COUNTS, *TIMES)}
+    out.update(_task_metrics(result.get("accuracy", {}), result.get("loss", {})))
+    return out
+
+
+def point_metrics(result: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics of one learning-curve point (``CurvePoint`` as a dict) of ``result``."""
+    out = {"train_flops": float(point["train_flops"]), "tokens": float(point["tokens"]),
+           "params": float(result["params"]),
+           "non_embedding_params": float(result["non_embedding_params"])}
+    out.update(_task_metrics(point["accuracy"], point["loss"]))
+    return out
+
+
+def curve_values(point: Mapping[str, Any]) -> dict[str, float]:
+    """One learning-curve point as MLflow metrics (``curve/...``, logged at its step)."""
+    values = {"tokens": point["tokens"], "train_flops": point["train_flops"],
+              "train_loss": point["train_loss"], **_task_metrics(point["accuracy"], point["loss"])}
+    return {f"{CURVE}{k}": v for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives
+
+
+def objectives_tag(objectives: Iterable[tuple[str, str]]) -> str:
+    """The ``optimix.objectives`` tag: ``acc/facts:max,train_flops:min``."""
+    return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
+
+
+def parse_objectives_tag(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in filter(None, text.split(",")):
+        metric, _, mode = part.rpartition(":")
+        pairs.append((metric, mode))
+    return pairs
+
+
+def parse_objectives(config: TrialConfig) -> list[Objective]:
+    """``search.objectives`` as typed pairs; default: rare-task accuracy up, FLOPs down."""
+    specs = config.search.objectives or [f"{acc(config.mixture.rare_task)}:max", "train_flops:min"]
+    out = []
+    for i, spec in enumerate(specs):
+        metric, sep, mode = spec.rpartition(":")
+        if not sep or mode not in ("min", "max") or not metric:
+            raise SpaceError(f"search.objectives.{i}: expected 'metric:max' or 'metric:min', got {spec!r}")
+        out.append(Objective(metric=metric, mode=mode))
+    if len({o.metric for o in out}) != len(out):
+        raise SpaceError("search.objectives: a metric is named twice")
+    names = metric_names(config.tasks)
+    known = {n for group in names.values() for n in group}
+    for i, objective in enumerate(out):
+        if objective.metric not in known:
+            raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
+                             f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
+    _check_search_fits(config, [(o.metric, o.mode) for o in out])
+    return out
+
+
+def _check_search_fits(config: TrialConfig, pairs: list[tuple[str, str]]) -> None:
+    """What the search settings need of the objectives."""
+    search = config.search
+    if search.stack > 1 and search.prune != "none":
+        raise SpaceError("search.stack: stacked trials cannot be pruned one by one; "
+                         "set search.prune: none or search.stack: 1")
+    if search.sampler == "frontier" and (len(pairs) != 2 or ("train_flops", "min") not in pairs):
+        raise SpaceError("search.sampler: 'frontier' needs two objectives, one of them train_flops:min")
+    if search.prune == "dominated" and (
+            ("train_flops", "min") not in pairs or len(pairs) < 2 or not curve_usable(pairs)):
+        raise SpaceError("search.prune: 'dominated' needs the objectives train_flops:min and "
+                         "accuracies, losses or cost counts (known at every curve point)")

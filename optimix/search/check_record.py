@@ -1,0 +1,191 @@
+"""What ``optimix check`` reads of a recorded search: its ledger, MLflow runs and Optuna study.
+
+:func:`read` gathers the three records of the latest search under a storage folder into one
+:class:`Record` (the state folder and journal here, the MLflow runs through
+``records.read_search_runs``); ``check.check`` is pure over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optimix import metrics
+from optimix.config import SpaceError
+from optimix.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
+from optimix.mlflow_client import TrackingError, resolve_uri
+from optimix.records import RunRecord, read_search_runs
+from optimix.space import Space
+
+
+@dataclass(frozen=True)
+class LedgerTrial:
+    """One trial line of the ledger, as the check reads it."""
+
+    trial_id: str
+    status: str
+    name: str
+    point: dict[str, Any]
+    params: dict[str, Any]
+    train_flops: float
+    entry: Mapping[str, Any]
+    """The whole line (``frontier.candidates`` reads its ``result``)."""
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> LedgerTrial:
+        result = entry.get("result") or {}
+        return cls(trial_id=str(entry["trial_id"]), status=entry.get("status", ""),
+                   name=entry.get("name", ""), point=dict(entry.get("point") or {}),
+                   params=dict(entry.get("params") or {}),
+                   train_flops=float(result.get("train_flops", 0.0)), entry=entry)
+
+
+@dataclass(frozen=True)
+class OptunaTrial:
+    number: int
+    state: str
+    """``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING`` or ``WAITING``."""
+    params: dict[str, Any]
+    trial_id: str | None = None
+    train_flops: float | None = None
+
+
+@dataclass
+class Record:
+    """Everything ``check.check`` reads of one search."""
+
+    state_dir: Path
+    experiment: str
+    tracking_uri: str
+    state: dict[str, Any]
+    """``state.json`` (empty if the search stopped before writing it)."""
+    ledger: list[LedgerTrial]
+    """Trial lines in the order written, repeated lines included."""
+    logged: dict[str, str]
+    """trial_id -> run id, from the ledger's ``logged`` lines."""
+    parents: list[RunRecord]
+    """Non-deleted search runs of the experiment tagged with this state folder."""
+    parent: RunRecord | None
+    """The run ``state.json`` names as the parent (None if there is none)."""
+    children: list[RunRecord]
+    """Non-deleted runs whose ``mlflow.parentRunId`` is that parent."""
+    optuna: list[OptunaTrial] | None
+    """The study's trials; None if the journal has no study of this search."""
+    running: bool
+    """The search is running now (status ``running`` and its lock is held)."""
+    space: Space | None = None
+    """The search space state.json records (None for older searches, or if it no longer loads)."""
+    interrupted_flops: float = 0.0
+    """FLOPs of attempts stopped before they finished (the ledger's ``interrupted`` lines)."""
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.state.get("parent_run_id") or (self.parents[0].run_id if len(self.parents) == 1 else None)
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        if self.parent is None:
+            return []
+        return metrics.parse_objectives_tag(self.parent.tags.get(metrics.OBJECTIVES, ""))
+
+    @property
+    def curve_candidates(self) -> bool:
+        """``search.curve_candidates``: from the state's space, else the parent's params."""
+        space = self.state.get("space")
+        search = space.get("search") if isinstance(space, Mapping) else None
+        if isinstance(search, Mapping) and isinstance(search.get("curve_candidates"), bool):
+            return search["curve_candidates"]
+        text = self.parent.params.get("search.curve_candidates") if self.parent else None
+        return text is None or text.lower() != "false"
+
+    @property
+    def budget_flops(self) -> float | None:
+        text = self.parent.tags.get(metrics.BUDGET, "") if self.parent else ""
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return None
+
+
+def find_state(storage_path: str, experiment: str | None) -> Path:
+    """The latest search's state folder of ``experiment`` (default: of any experiment)."""
+    from optimix.search.ledger import SearchState
+
+    storage = Path(storage_path).expanduser().resolve()
+    if not storage.is_dir():
+        raise SpaceError(f"--storage-path: no folder {storage}")
+    if experiment is not None:
+        try:
+            path = SearchState.latest(storage, experiment).path
+        except SpaceError:
+            raise SpaceError(f"--experiment: no search of {experiment!r} under {storage}") from None
+    else:
+        stamps = sorted((p.read_text().strip(), p.parent) for p in storage.glob("*/latest"))
+        if not stamps:
+            raise SpaceError(f"--storage-path: no search under {storage}")
+        stamp, root = stamps[-1]
+        path = root / stamp
+    if not path.is_dir():
+        raise SpaceError(f"--storage-path: the latest search's state folder {path} is missing")
+    return path
+
+
+def read(storage_path: str, experiment: str | None = None, tracking_uri: str | None = None) -> Record:
+    """The ledger, MLflow runs and Optuna study of the latest search under ``storage_path``."""
+    from optimix.search.ledger import SearchState
+
+    path = find_state(storage_path, experiment)
+    search_state = SearchState(path)
+    state = search_state.read() or {}
+    experiment = state.get("experiment") or experiment
+    if experiment is None:
+        raise SpaceError(f"--experiment: {path} has no state.json to name its experiment; give it")
+    uri = tracking_uri or state.get("tracking_uri") or resolve_uri(None)
+    lines = search_state.entries()
+    ledger = [LedgerTrial.from_entry(e) for e in lines if "trial_id" in e]
+    logged = {str(e["logged"]): str(e.get("run_id")) for e in lines if "logged" in e}
+    # Read while it may run: the lock first, so that a search that ends meanwhile is
+    # still taken as running (lagging records excused) rather than the other way round.
+    running = state.get("status", "running") == "running" and search_state.running()
+    try:
+        runs = read_search_runs(uri, experiment, path, state.get("parent_run_id"))
+    except TrackingError as err:
+        raise SpaceError(str(err)) from None
+    return Record(state_dir=path, experiment=experiment, tracking_uri=uri, state=state,
+                  ledger=ledger, logged=logged, parents=runs.parents, parent=runs.parent,
+                  children=runs.children, optuna=_read_optuna(search_state.journal, experiment),
+                  running=running, space=_space(state.get("space")),
+                  interrupted_flops=search_state.lost_flops())
+
+
+def _space(tree: Any) -> Space | None:
+    from optimix.space import build_space
+
+    if not isinstance(tree, Mapping):
+        return None
+    try:
+        return build_space(tree)
+    except SpaceError:
+        return None
+
+
+def _read_optuna(journal: Path, study_name: str) -> list[OptunaTrial] | None:
+    if not journal.exists():
+        return None  # JournalFileBackend would create it
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        flops = t.user_attrs.get(FLOPS_ATTR)
+        out.append(OptunaTrial(number=t.number, state=t.state.name, params=dict(t.params),
+                               trial_id=t.user_attrs.get(TRIAL_ID_ATTR),
+                               train_flops=None if flops is None else float(flops)))
+    return out
