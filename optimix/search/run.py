@@ -292,12 +292,13 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see _Interrupt
     if not ray.is_initialized():
-        # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance;
-        # on loopback only (nothing listens beyond this machine).
+        # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance.
+        # (Its gRPC servers listen on every interface, token-authenticated: README, "Running
+        # safely on shared machines". Ray turns a node IP of 127.0.0.1 into the machine's
+        # address, so that cannot confine them.)
         address = options.address or os.environ.get("RAY_ADDRESS") or "local"
-        extra = {"_node_ip_address": "127.0.0.1"} if address == "local" else {}
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=False, **extra)
+                 logging_level=logging.WARNING, configure_logging=False)
     if search.prune == "dominated":
         from optimix import frontier
 
