@@ -142,10 +142,7 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
         sys.exit(EXIT_TRACKING)
     except SearchInterrupted as stop:
         report.end_progress()
-        s = stop.summary
-        click.echo(f"search {s.experiment}: interrupted by {stop.signal_name} after {s.trials} finished "
-                   f"trials ({s.spent_flops:.3g} FLOPs); they are kept in {s.state_dir}", err=True)
-        click.echo(resume_line, err=True)
+        report.interrupted(stop.summary, stop.signal_name, resume_line)
         sys.exit(EXIT_SIGNAL.get(stop.signal_name, 130))
     except SpaceError:
         report.end_progress()

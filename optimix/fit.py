@@ -1,7 +1,7 @@
 """The planning model: the trial table, the threshold-law fit, its bootstrap, and how well it
 predicts held-out trials. Pure: numpy, no MLflow, torch, Ray or Optuna.
 
-The model (SCIENCE.md, Gu et al. arXiv:2505.18091): rare-task accuracy jumps once the rare
+The model (docs/science.md, Gu et al. arXiv:2505.18091): rare-task accuracy jumps once the rare
 frequency ``f`` passes a threshold that falls with model size ``N`` (and with training tokens
 ``T``), ``f_thres = c * N^-s * T^-u``. Across the jump accuracy is logistic in log frequency::
 
@@ -330,7 +330,7 @@ def simulate_trials(n: int, rng: np.random.Generator, *, c: float = 9.5, s: floa
     """``n`` trials at log-uniform (N, f, T) whose accuracy follows the threshold law.
 
     Accuracy is a binomial draw of ``eval_size`` answers at ``sigmoid(k (log f - log f_thres))``;
-    ``train_flops = flops_per_param_token * N * T``. The defaults are the SCIENCE.md CPU probe's
+    ``train_flops = flops_per_param_token * N * T``. The defaults are the docs/science.md CPU probe's
     law (c = 9.5, s = 0.56: f_thres 0.037 at 20K params, 0.0068 at 250K; k about 5).
     """
     def logu(lo_hi: tuple[float, float]) -> np.ndarray:

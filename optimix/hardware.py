@@ -10,7 +10,7 @@ The built-in figures and where each comes from (see also docs/plan.md):
 - ``h100``: 989 TFLOP/s dense BF16, the NVIDIA H100 SXM5 datasheet (1,979 "with sparsity",
   halved). MFU 0.227: optimix's own compiled trial of ``search_spaces/gpu.yaml`` (35M params,
   ``docs/benchmarks/gpu_trial.json``: 1.056M tokens/s x 212.9M FLOPs per token = 225 TFLOP/s)
-  against that peak. The anchors (``shared/anchors``) give 35.2% for a compiled 34M model, but
+  against that peak. The anchors (``docs/anchors``) give 35.2% for a compiled 34M model, but
   against a *measured* 784 TFLOP/s matmul rate: 27.9% of the datasheet peak. Tiny models reach
   far less (0.9% of the peak at 0.2M params, 6.6% at 4.5M, eager), so for them the hours are a
   lower bound.

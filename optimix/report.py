@@ -59,10 +59,20 @@ def search_summary(summary) -> None:
     click.echo(f"  open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
                if not uri.startswith("http") else f"  open the UI:  {uri}")
     click.echo(f"  then http://127.0.0.1:5000 -> {summary.experiment} -> select runs -> Compare")
-    state = summary.state_dir
-    if state.startswith(os.getcwd() + os.sep):
-        state = os.path.relpath(state)
-    click.echo(f"  resume:       add --resume (state in {state})")
+    click.echo(f"  resume:       add --resume (state in {shown_path(summary.state_dir)})")
+
+
+def interrupted(summary, signal_name: str, resume_line: str) -> None:
+    """What an interrupted search says, on stderr: what it kept, and how to take it up."""
+    click.echo(f"search {summary.experiment}: interrupted by {signal_name} after {summary.trials} "
+               f"finished trials ({summary.spent_flops:.3g} FLOPs); they are kept in "
+               f"{shown_path(summary.state_dir)}", err=True)
+    click.echo(resume_line, err=True)
+
+
+def shown_path(path: str) -> str:
+    """A path under the working directory, relative to it."""
+    return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
 
 
 def frontier(record, rows) -> None:

@@ -1,5 +1,5 @@
 """The house inside optimix/: pure cores import no heavy library, imports only run down, and
-each module and function stays small enough to read (DESIGN.md, "The house inside optimix/")."""
+each module and function stays small enough to read (docs/design.md, "The house")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Planning queries: the fit recovers a known threshold law, observed answers match brute force,
 predicted answers are the best on their grid, costs follow the profile, bad queries are one line.
 
-Tables are drawn from a known law (``fit.simulate_trials``) or typed in: the SCIENCE.md CPU
+Tables are drawn from a known law (``fit.simulate_trials``) or typed in: the docs/science.md CPU
 probe (4 sizes x 7 frequencies, measured). One test writes a real MLflow SQLite store.
 """
 
@@ -20,7 +20,7 @@ from optimix.cli import main as cli_main
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
 
-# SCIENCE.md, "A setup seen to show the effect on this machine": rare-fact accuracy by size and f.
+# docs/science.md, "The CPU setup that shows the effect": rare-fact accuracy by size and f.
 PROBE_FREQS = [0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1]
 PROBE = {
     20_000: [0.00, 0.00, 0.01, 0.03, 0.31, 0.88, 1.00],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -371,7 +372,10 @@ def summary(record: Record, violations: Sequence[Violation]) -> str:
                + ", ".join(f"{k} {n}" for k, n in kinds.items()) + ")")
     optuna = "no Optuna study" if record.optuna is None else f"{len(record.optuna)} Optuna trials"
     running = ", running (checks that wait for it to stop skipped)" if record.running else ""
-    return (f"check {record.experiment} ({record.state_dir}): {len(_first_of_each(record.ledger))} "
+    folder = str(record.state_dir)
+    if folder.startswith(os.getcwd() + os.sep):
+        folder = os.path.relpath(folder)
+    return (f"check {record.experiment} ({folder}): {len(_first_of_each(record.ledger))} "
             f"ledger trials, {len(record.children)} MLflow child runs, {optuna}{running}: {verdict}")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optimix import faults, frontier, metrics, tracking
+from optimix.config import flatten
 from optimix.metrics import GROUP_KEY
 from optimix.search.ledger import SearchState
 from optimix.space import Space
@@ -91,7 +92,7 @@ class Driver:
             "status": metrics.record_status(doc["status"]),
             "error": doc.get("error"),
             "point": dict(point),
-            "params": config.flatten(config.model_dump(mode="json")),
+            "params": flatten(config.model_dump(mode="json")),
             "result": doc,
             "node": doc.get("node"),
         }

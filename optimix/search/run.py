@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from optimix import config, metrics, tracking
+from optimix import metrics, tracking
 from optimix.budget import check_budget, effective_key
-from optimix.config import SpaceError
+from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState
@@ -141,7 +141,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
         parent_id = tracker.find_search(str(state.path)) if resume else None
         parent_id = parent_id or tracker.start_search(
             f"{space.name}-search", metrics.objectives_tag(objectives),
-            {**config.flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
+            {**flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
             yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
         )
         saved = {"parent_run_id": parent_id, "experiment": experiment,
@@ -154,7 +154,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
 
 
 def _check_same_space(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    before, after = config.flatten(recorded), config.flatten(now)
+    before, after = flatten(recorded), flatten(now)
     for key in sorted(set(before) | set(after)):
         if key.startswith(RESUMABLE) or before.get(key) == after.get(key):
             continue
