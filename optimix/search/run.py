@@ -179,6 +179,10 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         ended, reason = ("interrupted", interrupt.name) if interrupt.name else ("finished", "")
     except KeyboardInterrupt:
         ended, reason = "interrupted", interrupt.name or "SIGINT"
+    except SystemExit as err:  # Ray's own SIGTERM handler, while ray.init had it installed
+        if err.code != signal.SIGTERM:
+            raise
+        ended, reason = "interrupted", "SIGTERM"
     except Exception as err:
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
         raise
@@ -245,10 +249,10 @@ class _Interrupt:
         if not first or not self.in_tune:
             raise KeyboardInterrupt
         if self.searcher is not None:
-            self.searcher.stop()
-        # Tune ends its loop gracefully on SIGUSR1 (its SIGINT handler is switched off, so
-        # that the interruption is ours to report, not a normal end).
-        os.kill(os.getpid(), signal.SIGUSR1)
+            self.searcher.stop()  # no new trial; Tune's stopper (``stop_all``) ends its loop
+
+    def stop_all(self) -> bool:
+        return self.name is not None
 
 
 def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest, interrupt) -> None:
@@ -258,7 +262,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
 
     from optimix.search.driver import callback_class
     from optimix.search.proposals import attempt_seed, grid_points, make_sampler, startup_points
-    from optimix.search.searcher import Budget, OptimixSearcher, reconcile
+    from optimix.search.searcher import Budget, OptimixSearcher, SignalStopper, reconcile
     from optimix.search.trainable import board_class, trainable
 
     search = space.base.search
@@ -290,7 +294,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
     # A failed trial reports no objective values (never a made-up score): Tune must accept that.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see _Interrupt
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the interruption is ours: see _Interrupt
     if not ray.is_initialized():
         # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance.
         # (Its gRPC servers listen on every interface, token-authenticated: README, "Running
@@ -314,6 +318,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
         run_config=tune.RunConfig(
             name=f"ray-{attempt}", storage_path=str(state.path), verbose=0,
             callbacks=[callback_class()(driver, searcher)],
+            stop=SignalStopper(interrupt.stop_all),
             # A worker or node that dies (a reclaimed spot node) is tried once more.
             failure_config=tune.FailureConfig(max_failures=1),
         ),

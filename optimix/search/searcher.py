@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from ray.tune import Stopper
 from ray.tune.search import Searcher
 
 from optimix import faults, metrics
@@ -289,6 +290,27 @@ class OptimixSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         return None
+
+
+class SignalStopper(Stopper):
+    """Ends Tune's loop when ``interrupted()`` says so (a SIGINT or SIGTERM the search
+    caught): Tune then stops the running trials, and the searcher queues them again."""
+
+    def __init__(self, interrupted: Callable[[], bool]):
+        self.interrupted = interrupted
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.interrupted()
+
+    def __getstate__(self) -> dict:  # Tune pickles its run config; that copy is never used
+        return {"interrupted": _never}
+
+
+def _never() -> bool:
+    return False
 
 
 def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, str]]) -> None:
