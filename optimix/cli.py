@@ -132,7 +132,8 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
             extra.append(f"{key}={value}")
     loaded = load_space(space, extra)
     options = SearchOptions(address=address, tracking_uri=tracking_uri, experiment=experiment,
-                            storage_path=storage_path, resume=resume, progress=report.progress_printer())
+                            storage_path=storage_path, resume=resume, progress=report.progress_printer(),
+                            shutdown_ray=True)
     resume_line = _resume_line(space)
     try:
         summary = run_search(loaded, options)

@@ -59,6 +59,7 @@ class Driver:
         self.membership: dict[str, tuple[bool, list[int]]] = {}  # by run id, as tagged in MLflow
         self.board = None  # the pruning board (an actor), while trials run
         self.running: dict[str, int] = {}  # Tune trial id -> models it trains (a stacked group: several)
+        self.rows: list[dict] = []  # the final frontier, once the search has ended
         self.unsynced = 0
         self.last_error = ""
         self.lost_flops = state.lost_flops()  # interrupted attempts of this and earlier runs

@@ -54,6 +54,9 @@ class SearchOptions:
     resume: bool = False
     seed: int | None = None
     progress: Callable[[Progress], None] | None = None
+    shutdown_ray: bool = False
+    """Stop the Ray this search started when it ends (the CLI does; a program that runs
+    several searches keeps it)."""
 
 
 @dataclass
@@ -176,7 +179,9 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
     try:
         with interrupt:
             _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest, interrupt)
-        ended, reason = ("interrupted", interrupt.name) if interrupt.name else ("finished", "")
+            ended, reason = ("interrupted", interrupt.name) if interrupt.name else ("finished", "")
+            interrupt.finishing = True  # from here on a signal is noted: the end is recorded whole
+            _record_end(driver, tracker, state, saved, ended, reason, options.shutdown_ray)
     except KeyboardInterrupt:
         ended, reason = "interrupted", interrupt.name or "SIGINT"
     except SystemExit as err:  # Ray's own SIGTERM handler, while ray.init had it installed
@@ -187,15 +192,10 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
         raise
     finally:
-        saved.update(status=ended, ended=reason)
-        state.write(saved)
-        rows = driver.finish() if ended == "finished" else _finish_quietly(driver)
-        total = driver.spent_flops()
-        n_ok = sum(e["status"] == metrics.OK for e in driver.entries)
-        tracker.finish_search(parent_id, {"trials": len(driver.entries), "trials_ok": n_ok,
-                                          "spent_flops": total, "interrupted_flops": driver.lost_flops,
-                                          "frontier_size": len(rows)},
-                              failed=ended != "finished", ended=reason)
+        if not interrupt.finishing:
+            _record_end(driver, tracker, state, saved, ended, reason, False)
+    rows, total = driver.rows, driver.spent_flops()
+    n_ok = sum(e["status"] == metrics.OK for e in driver.entries)
     n_pruned = sum(e["status"] == metrics.PRUNED for e in driver.entries)
     summary = SearchSummary(
         experiment=saved["experiment"], parent_run_id=parent_id, tracking_uri=tracking.redact_uri(tracker.uri),
@@ -205,6 +205,23 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
     if ended == "interrupted":
         raise SearchInterrupted(reason, summary)
     return summary
+
+
+def _record_end(driver: Driver, tracker, state: SearchState, saved: dict, ended: str, reason: str,
+                shutdown_ray: bool) -> None:
+    """How the search ended, in state.json and on the parent run, with the final frontier."""
+    saved.update(status=ended, ended=reason)
+    state.write(saved)
+    driver.rows = driver.finish() if ended == "finished" else _finish_quietly(driver)
+    n_ok = sum(e["status"] == metrics.OK for e in driver.entries)
+    tracker.finish_search(saved["parent_run_id"], {
+        "trials": len(driver.entries), "trials_ok": n_ok, "spent_flops": driver.spent_flops(),
+        "interrupted_flops": driver.lost_flops, "frontier_size": len(driver.rows)},
+        failed=ended != "finished", ended=reason)
+    if shutdown_ray:
+        import ray
+
+        ray.shutdown()  # here, where a signal is noted, rather than in an exit handler
 
 
 def _finish_quietly(driver: Driver) -> list[dict]:
@@ -224,7 +241,7 @@ class _Interrupt:
     def __init__(self):
         self.name: str | None = None
         self.searcher = None
-        self.in_tune = False
+        self.finishing = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -244,12 +261,18 @@ class _Interrupt:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        first = self.name is None
-        self.name = self.name or signal.Signals(signum).name
-        if not first or not self.in_tune:
+        if self.finishing:  # the trials are over; what is left is writing their end down
+            log.warning("%s while the end of the search is recorded: finishing that first",
+                        signal.Signals(signum).name)
+            return
+        if self.name is not None:  # a second signal: stop at once
             raise KeyboardInterrupt
+        # The first is only noted (an exception raised at an arbitrary point could land in a
+        # library's clean-up): Tune's stopper (``stop_all``) ends its loop, the searcher
+        # proposes nothing more, and a search that has not started Tune yet does not.
+        self.name = signal.Signals(signum).name
         if self.searcher is not None:
-            self.searcher.stop()  # no new trial; Tune's stopper (``stop_all``) ends its loop
+            self.searcher.stop()
 
     def stop_all(self) -> bool:
         return self.name is not None
@@ -325,11 +348,10 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     )
     interrupt.searcher = searcher
     interrupt.arm()
-    interrupt.in_tune = True
     try:
-        tuner.fit()
+        if not interrupt.name:  # (a signal while Ray started: nothing more is run)
+            tuner.fit()
     finally:
-        interrupt.in_tune = False
         if driver.board is not None:
             ray.kill(driver.board)
             driver.board = None
