@@ -19,6 +19,8 @@ Cases (``--cases``):
   frontier-tag point ``mid_tags`` only where two or more runs' tags change at once: 1..2,
   and a search that never got there is killed at it in a ``--resume``, which retags every
   run first);
+- ``baseline``: an uninterrupted search, for comparison; how long its driver held the lock
+  is the window the signals and the second driver land in;
 - ``signal``: SIGINT to the process group (as Ctrl-C) or SIGTERM to the driver, at a random
   time after the search took its lock; exit 130/143 and no traceback;
 - ``concurrent``: a second ``--resume`` while the search runs: refused with exit 2 ("still
@@ -29,7 +31,7 @@ Cases (``--cases``):
 - ``load``: 8 trials finishing together, each logging a 5-point learning curve;
 - ``bookkeeping``: ``--bookkeeping-trials`` near-instant trials, 8 at a time.
 
-    python benchmarks/faults.py [--cases kill,signal,concurrent,proxy,load,bookkeeping]
+    python benchmarks/faults.py [--cases baseline,kill,signal,concurrent,proxy,load,bookkeeping]
         [--repeats 5] [--proxy-repeats 1] [--seed 0] [--bookkeeping-trials 1000]
 
 Prints one row per case and writes ``docs/reliability_results.json``.
@@ -68,7 +70,7 @@ from cluster_fixtures import OPTIMIX, base_env, frontier_by_hand, kill_sessions,
 from mlflow_proxy import FaultyProxy  # noqa: E402
 
 EXPERIMENT = "faults"
-CASES = ("kill", "signal", "concurrent", "proxy", "load", "bookkeeping")
+CASES = ("baseline", "kill", "signal", "concurrent", "proxy", "load", "bookkeeping")
 # The search every fault case stops: 4 trials of a second or two each, 2 at a time, with
 # the default sampler (``auto``), so that a resumed sampler that proposes a trained point
 # again shows as a ``repeat`` violation.
@@ -293,6 +295,22 @@ def _completed(w: Workdir, done: Done, what: str) -> None:
     _no_traceback(w, done, what)
 
 
+def _interrupted_record(w: Workdir, saved: dict, sig: signal.Signals) -> list[str]:
+    """What an interrupted search leaves: state ``interrupted``, its parent run KILLED and
+    tagged ``optimix.ended`` with the signal's name."""
+    from mlflow.tracking import MlflowClient
+
+    out = []
+    if saved.get("status") != "interrupted":
+        out.append(f"state.json: status {saved.get('status')!r} after {sig.name}, not 'interrupted'")
+    if saved.get("parent_run_id"):
+        parent = MlflowClient(w.uri).get_run(saved["parent_run_id"])
+        ended = parent.data.tags.get("optimix.ended")
+        if parent.info.status != "KILLED" or ended != sig.name:
+            out.append(f"parent run: {parent.info.status}, optimix.ended {ended!r} after {sig.name}")
+    return out
+
+
 def _wait_for(cond: Callable[[], bool], started: Started, timeout: float) -> bool:
     """Poll ``cond`` until it holds (True), or the process ends or time runs out (False)."""
     deadline = time.monotonic() + timeout
@@ -307,6 +325,34 @@ def _wait_for(cond: Callable[[], bool], started: Started, timeout: float) -> boo
 
 # ---------------------------------------------------------------------------------------------
 # The cases: each returns its Run (violations included), never raises for a fault it finds
+
+
+def baseline_run(keep: bool) -> Run:
+    """An uninterrupted search: its wall time, and how long its driver held the lock (the
+    window the signals and the second driver are drawn in)."""
+    run = Run("baseline", "none")
+    w = Workdir(TINY, run)
+    try:
+        started = w.start(w.search_args())
+        taken = released = None
+        while started.proc.poll() is None:
+            state = w.state()
+            held = state is not None and state.running()
+            if held and taken is None:
+                taken = time.monotonic()
+            if not held and taken is not None and released is None:
+                released = time.monotonic()
+            time.sleep(0.02)
+        done = w.finish(started)
+        run.exit, run.wall_s = done.returncode, round(done.wall_s, 1)
+        if taken is not None:
+            run.notes["lock_held_s"] = round((released or time.monotonic()) - taken, 1)
+        _completed(w, done, "search")
+        w.check(TINY["search"]["trials"])
+    except Exception as err:
+        run.violations.append(f"benchmark: {type(err).__name__}: {err}")
+    w.close(keep)
+    return run
 
 
 def kill_run(point: str, nth: int, keep: bool) -> Run:
@@ -366,8 +412,10 @@ def signal_run(sig: signal.Signals, delay_s: float, keep: bool) -> Run:
             elif f"interrupted by {sig.name}" not in first.stderr or "resume with:" not in first.stderr:
                 run.violations.append(f"no 'interrupted by {sig.name}' and 'resume with:' lines: "
                                       f"{first.stderr[-300:]!r}")
-            saved = w.state().read() if w.state() else None
-            run.notes["status"] = saved and saved.get("status")
+            saved = (w.state().read() if w.state() else None) or {}
+            run.notes["status"] = saved.get("status")
+            if first.returncode == EXIT_SIGNAL[sig]:
+                run.violations += _interrupted_record(w, saved, sig)
             done = w.resume()
             run.recover_s = round(done.wall_s, 1)
             _completed(w, done, "--resume")
@@ -387,8 +435,18 @@ def concurrent_run(delay_s: float, keep: bool) -> Run:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 first.proc.wait(timeout=delay_s)
         run.before = w.ledger_trials()
-        second = w.call(w.search_args("--resume"), timeout=180)
-        overlapped = first.proc.poll() is None  # the first still ran when the second ended
+        # While the second runs, watch who holds the lock (the file holds the holder's pid):
+        # the first releases it when its search ends, a few seconds before its process exits.
+        second_started = w.start(w.search_args("--resume"))
+        first_released = False
+        deadline = time.monotonic() + 180
+        while second_started.proc.poll() is None and time.monotonic() < deadline:
+            state = w.state()
+            if state is not None and (not state.running()
+                                      or (state.path / "lock").read_text().strip() != str(first.proc.pid)):
+                first_released = True
+            time.sleep(0.02)
+        second = w.finish(second_started, timeout=180)
         run.exit = second.returncode
         first_done = w.finish(first)
         run.wall_s = round(first_done.wall_s, 1)
@@ -399,11 +457,11 @@ def concurrent_run(delay_s: float, keep: bool) -> Run:
                 run.violations.append(f"the refusal does not say 'still running': {second.stderr[-300:]!r}")
             if len(second.stderr.strip().splitlines()) != 1:
                 run.violations.append(f"the refusal is not one line: {second.stderr[-300:]!r}")
-        elif second.returncode == 0 and not overlapped:
-            run.notes["first_ended_first"] = True  # may have ended before the second took the lock
+        elif second.returncode == 0 and first_released:
+            run.notes["first_ended_first"] = "the first search had ended (lock released) before the second took it"
         else:
-            run.violations.append(f"the second driver: exit {second.returncode}, not 2 "
-                                  f"(the first {'still ran' if overlapped else 'had ended'}): "
+            run.violations.append(f"the second driver: exit {second.returncode}, not 2 (the first "
+                                  f"{'had released' if first_released else 'held'} the lock): "
                                   f"{_last_line(second.stderr)}")
         _no_traceback(w, second, "the second driver")
         w.check(TINY["search"]["trials"])
@@ -529,9 +587,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per kill point, per signal, of concurrent")
     parser.add_argument("--proxy-repeats", type=int, default=1, help="runs per MLflow fault")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--signal-window", type=float, default=20.0,
+    parser.add_argument("--signal-window", type=float, default=None,
                         help="signals and the second driver land uniformly in [0, this] s after the "
-                             "search took its lock (an uninterrupted search runs about 20 s past it)")
+                             "search took its lock (default: as long as the baseline search held it)")
     parser.add_argument("--load-trials", type=int, default=8)
     parser.add_argument("--bookkeeping-trials", type=int, default=1000)
     parser.add_argument("--keep", action=argparse.BooleanOptionalAction, default=True,
@@ -563,6 +621,10 @@ def main() -> None:
             print(f"    kept {run.kept}", flush=True)
 
     # Each case draws from its own generator, so choosing cases does not move the others' draws.
+    window = args.signal_window
+    if "baseline" in cases or (window is None and {"signal", "concurrent"} & set(cases)):
+        add(baseline_run(args.keep))
+        window = window or runs[-1].notes.get("lock_held_s") or 20.0
     if "kill" in cases:
         rng = random.Random(f"kill-{args.seed}")
         draws = {p: [rng.randint(1, VISITS[p]) for _ in range(args.repeats)] for p in POINTS}
@@ -573,11 +635,11 @@ def main() -> None:
         rng = random.Random(f"signal-{args.seed}")
         for sig in (signal.SIGINT, signal.SIGTERM):
             for _ in range(args.repeats):
-                add(signal_run(sig, rng.uniform(0, args.signal_window), args.keep))
+                add(signal_run(sig, rng.uniform(0, window), args.keep))
     if "concurrent" in cases:
         rng = random.Random(f"concurrent-{args.seed}")
         for _ in range(args.repeats):
-            add(concurrent_run(rng.uniform(0, args.signal_window), args.keep))
+            add(concurrent_run(rng.uniform(0, window), args.keep))
     if "proxy" in cases:
         for mode, path, times in PROXY_FAULTS:
             for _ in range(args.proxy_repeats):
@@ -597,6 +659,7 @@ def main() -> None:
         "optimix_digest": {"start": digest, "end": after},
         "space": TINY,
         "kill_visits": VISITS,
+        "signal_window_s": window,
         "proxy_faults": [{"mode": m, "path": p, "times": t} for m, p, t in PROXY_FAULTS],
         "cases": summary,
         "runs": [asdict(r) for r in runs],
