@@ -392,19 +392,30 @@ def signal_run(sig: signal.Signals, delay_s: float, keep: bool) -> Run:
         if _wait_for(lambda: (s := w.state()) is not None and s.running(), first, 180):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=delay_s)
-        if proc.poll() is None:
+        sent = proc.poll() is None
+        if sent:
             run.before = w.ledger_trials()
             if sig == signal.SIGINT:
                 os.killpg(proc.pid, sig)  # Ctrl-C reaches the terminal's whole process group
             else:
                 proc.send_signal(sig)
-            run.landed = True
         first = w.finish(first)
         run.exit, run.wall_s = first.returncode, round(first.wall_s, 1)
-        if not run.landed:
+        saved = (w.state().read() if w.state() else None) or {}
+        run.notes["status"] = saved.get("status")
+        if not sent:
             run.notes["ended_first"] = True
             _completed(w, first, "search")
+        elif saved.get("status") == "finished":
+            # The search had ended (its records complete) when the signal came: the process
+            # may exit 0, as interrupted, or by the signal; nothing is left to resume.
+            run.notes["after_the_end"] = True
+            _no_traceback(w, first, f"the search ended before {sig.name}")
+            if first.returncode not in (0, EXIT_SIGNAL[sig], -sig):
+                run.violations.append(f"exit {first.returncode} after {sig.name} at the end: "
+                                      f"{_last_line(first.stderr)}")
         else:
+            run.landed = True
             _no_traceback(w, first, f"the search interrupted by {sig.name}")
             if first.returncode != EXIT_SIGNAL[sig]:
                 run.violations.append(f"exit {first.returncode} after {sig.name}, not {EXIT_SIGNAL[sig]}: "
@@ -412,9 +423,7 @@ def signal_run(sig: signal.Signals, delay_s: float, keep: bool) -> Run:
             elif f"interrupted by {sig.name}" not in first.stderr or "resume with:" not in first.stderr:
                 run.violations.append(f"no 'interrupted by {sig.name}' and 'resume with:' lines: "
                                       f"{first.stderr[-300:]!r}")
-            saved = (w.state().read() if w.state() else None) or {}
-            run.notes["status"] = saved.get("status")
-            if first.returncode == EXIT_SIGNAL[sig]:
+            else:
                 run.violations += _interrupted_record(w, saved, sig)
             done = w.resume()
             run.recover_s = round(done.wall_s, 1)

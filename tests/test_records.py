@@ -226,7 +226,10 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
     assert search.parent().info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("point", ["before_ledger", "torn_ledger", "before_tell", "before_logged"])
+# The two points whose defects the records issue names (a trial COMPLETE in Optuna but not in
+# the ledger; a line glued onto a torn one); every kill point, 5 random visits each, is in
+# benchmarks/faults.py (docs/reliability.md).
+@pytest.mark.parametrize("point", ["torn_ledger", "before_tell"])
 def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp_path, point):
     search = Search(tmp_path, space_tree(trials=4))
     killed = search.run(env={**search.env, "OPTIMIX_KILL_AT": f"{point}:2"})
