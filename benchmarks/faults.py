@@ -19,10 +19,13 @@ Cases (``--cases``):
   frontier-tag point ``mid_tags`` only where two or more runs' tags change at once: 1..2,
   and a search that never got there is killed at it in a ``--resume``, which retags every
   run first);
-- ``baseline``: an uninterrupted search, for comparison; how long its driver held the lock
+- ``baseline``: an uninterrupted search, for comparison; the time from its lock to its exit
   is the window the signals and the second driver land in;
 - ``signal``: SIGINT to the process group (as Ctrl-C) or SIGTERM to the driver, at a random
-  time after the search took its lock; exit 130/143 and no traceback;
+  time after the search took its lock (``--signal-from trial``: after its first trial was
+  in the ledger); exit 130/143, no traceback, state ``interrupted``, parent run KILLED
+  with ``optimix.ended``; a signal that finds the search already ended (state
+  ``finished``) may also end the process by the signal or exit 0;
 - ``concurrent``: a second ``--resume`` while the search runs: refused with exit 2 ("still
   running"), and the first search finishes;
 - ``proxy``: a real ``mlflow server`` behind the fault proxy: once the first trial is in the
@@ -328,25 +331,32 @@ def _wait_for(cond: Callable[[], bool], started: Started, timeout: float) -> boo
 
 
 def baseline_run(keep: bool) -> Run:
-    """An uninterrupted search: its wall time, and how long its driver held the lock (the
-    window the signals and the second driver are drawn in)."""
+    """An uninterrupted search: its wall time, the time from its lock to its exit (the window
+    the signals and the second driver are drawn in: some land after the end), and from its
+    first trial in the ledger to its lock's release (the window of ``--signal-from trial``)."""
     run = Run("baseline", "none")
     w = Workdir(TINY, run)
     try:
         started = w.start(w.search_args())
-        taken = released = None
+        taken = released = first_trial = None
         while started.proc.poll() is None:
             state = w.state()
             held = state is not None and state.running()
             if held and taken is None:
                 taken = time.monotonic()
+            if first_trial is None and state is not None and w.ledger_trials() >= 1:
+                first_trial = time.monotonic()
             if not held and taken is not None and released is None:
                 released = time.monotonic()
             time.sleep(0.02)
+        ended = time.monotonic()
         done = w.finish(started)
         run.exit, run.wall_s = done.returncode, round(done.wall_s, 1)
         if taken is not None:
-            run.notes["lock_held_s"] = round((released or time.monotonic()) - taken, 1)
+            run.notes["lock_held_s"] = round((released or ended) - taken, 1)
+            run.notes["lock_to_exit_s"] = round(ended - taken, 1)
+        if first_trial is not None:
+            run.notes["first_trial_to_release_s"] = round((released or ended) - first_trial, 1)
         _completed(w, done, "search")
         w.check(TINY["search"]["trials"])
     except Exception as err:
@@ -383,13 +393,19 @@ def kill_run(point: str, nth: int, keep: bool) -> Run:
     return run
 
 
-def signal_run(sig: signal.Signals, delay_s: float, keep: bool) -> Run:
-    run = Run(f"signal:{sig.name}", f"{sig.name} {delay_s:.1f} s after the search took its lock")
+def signal_run(sig: signal.Signals, delay_s: float, start: str, keep: bool) -> Run:
+    """``start``: ``lock`` (the delay counts from the driver's lock: start-up included) or
+    ``trial`` (from the first trial in the ledger: mid-search and the end)."""
+    since = "the search took its lock" if start == "lock" else "the first trial was in the ledger"
+    case = f"signal:{sig.name}" + ("" if start == "lock" else " after a trial")
+    run = Run(case, f"{sig.name} {delay_s:.1f} s after {since}")
     w = Workdir(TINY, run)
     try:
         first = w.start(w.search_args())
         proc = first.proc
-        if _wait_for(lambda: (s := w.state()) is not None and s.running(), first, 180):
+        started = ((lambda: (s := w.state()) is not None and s.running()) if start == "lock"
+                   else (lambda: w.ledger_trials() >= 1))
+        if _wait_for(started, first, 180):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=delay_s)
         sent = proc.poll() is None
@@ -496,9 +512,14 @@ def proxy_run(mode: str, path: str, times: int, keep: bool) -> Run:
             run.notes["faulted_requests"] = proxy.faulted
             proxy.set("ok")
             _no_traceback(w, first, "the search")
+            saved = (w.state().read() if w.state() else None) or {}
+            run.notes["status"] = saved.get("status")
             if first.returncode == 3:
                 if "--resume" not in _last_line(first.stderr) or "kept" not in first.stderr:
                     run.violations.append(f"exit 3 without the kept/--resume lines: {first.stderr[-300:]!r}")
+                if saved.get("status") == "finished":  # MLflow lacks trials: not a finished search
+                    run.violations.append("state.json: status 'finished' after exit 3 (MLflow unreachable "
+                                          "at the end)")
                 done = w.resume()
                 run.recover_s = round(done.wall_s, 1)
                 _completed(w, done, "--resume")
@@ -598,7 +619,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--signal-window", type=float, default=None,
                         help="signals and the second driver land uniformly in [0, this] s after the "
-                             "search took its lock (default: as long as the baseline search held it)")
+                             "search took its lock (default: the baseline search's lock to its exit; "
+                             "with --signal-from trial, its first trial to its lock's release)")
+    parser.add_argument("--signal-from", choices=("lock", "trial"), default="lock",
+                        help="signals count their delay from the driver's lock, or from the first "
+                             "trial in the ledger")
     parser.add_argument("--load-trials", type=int, default=8)
     parser.add_argument("--bookkeeping-trials", type=int, default=1000)
     parser.add_argument("--keep", action=argparse.BooleanOptionalAction, default=True,
@@ -616,9 +641,27 @@ def main() -> None:
     digest = source_digest()
     print(f"{command}\noptimix/ digest {digest}", flush=True)
     runs: list[Run] = []
+    window = args.signal_window
+
+    def document(window: float | None, complete: bool) -> dict:
+        return {
+            "command": command,
+            "complete": complete,
+            "machine": machine(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "wall_s": round(time.monotonic() - started, 1),
+            "optimix_digest": {"start": digest, "end": source_digest()},
+            "space": TINY,
+            "kill_visits": VISITS,
+            "signal_window_s": window,
+            "proxy_faults": [{"mode": m, "path": p, "times": t} for m, p, t in PROXY_FAULTS],
+            "cases": rows(runs),
+            "runs": [asdict(r) for r in runs],
+        }
 
     def add(run: Run) -> None:
         runs.append(run)
+        Path(args.out).write_text(json.dumps(document(window, False), indent=2) + "\n")  # so far
         verdict = "ok" if not run.violations else f"{len(run.violations)} VIOLATIONS"
         recover = f", --resume {run.recover_s:.1f} s" if run.recover_s is not None else ""
         print(f"[{time.monotonic() - started:6.0f} s] {run.case:<24} {run.fault}: exit {run.exit}, "
@@ -630,10 +673,10 @@ def main() -> None:
             print(f"    kept {run.kept}", flush=True)
 
     # Each case draws from its own generator, so choosing cases does not move the others' draws.
-    window = args.signal_window
     if "baseline" in cases or (window is None and {"signal", "concurrent"} & set(cases)):
         add(baseline_run(args.keep))
-        window = window or runs[-1].notes.get("lock_held_s") or 20.0
+        key = "lock_to_exit_s" if args.signal_from == "lock" else "first_trial_to_release_s"
+        window = window or runs[-1].notes.get(key) or 20.0
     if "kill" in cases:
         rng = random.Random(f"kill-{args.seed}")
         draws = {p: [rng.randint(1, VISITS[p]) for _ in range(args.repeats)] for p in POINTS}
@@ -644,7 +687,7 @@ def main() -> None:
         rng = random.Random(f"signal-{args.seed}")
         for sig in (signal.SIGINT, signal.SIGTERM):
             for _ in range(args.repeats):
-                add(signal_run(sig, rng.uniform(0, window), args.keep))
+                add(signal_run(sig, rng.uniform(0, window), args.signal_from, args.keep))
     if "concurrent" in cases:
         rng = random.Random(f"concurrent-{args.seed}")
         for _ in range(args.repeats):
@@ -658,21 +701,8 @@ def main() -> None:
     if "bookkeeping" in cases and args.bookkeeping_trials:
         add(burst_run(f"bookkeeping ({args.bookkeeping_trials})", args.bookkeeping_trials, 8, 1, args.keep))
 
-    summary = rows(runs)
-    after = source_digest()
-    doc = {
-        "command": command,
-        "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.monotonic() - started, 1),
-        "optimix_digest": {"start": digest, "end": after},
-        "space": TINY,
-        "kill_visits": VISITS,
-        "signal_window_s": window,
-        "proxy_faults": [{"mode": m, "path": p, "times": t} for m, p, t in PROXY_FAULTS],
-        "cases": summary,
-        "runs": [asdict(r) for r in runs],
-    }
+    doc = document(window, True)
+    summary, after = doc["cases"], doc["optimix_digest"]["end"]
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     print("\n" + table(summary))
     total = sum(r["violations"] for r in summary)
