@@ -21,6 +21,7 @@ from optimix.train import plan_trial
 
 # Entries that change how a search runs, never what one trial trains.
 _NOT_TRAINING = ("search.", "hardware.", "name")
+_BURSTS = ("mixture.burst_",)
 
 
 def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
@@ -64,13 +65,16 @@ def check_budget(space: Space) -> float:
 
 
 def effective_key(space: Space, point: Mapping[str, Any]) -> str:
-    """A digest of what the trial at ``point`` trains: the resolved config with the model
-    entries replaced by the shape actually built (``model.params`` values that round to one
-    shape are one model). Trials are deterministic for a config and seed, so two points with
+    """A digest of what the trial at ``point`` trains: the resolved config with float values
+    on their quantum (``Dimension.quantum``), the model entries replaced by the shape actually
+    built (``model.params`` values that round to one shape are one model), and the burst
+    settings left out of an even delivery (they change nothing there). Trials are deterministic for a config and seed, so two points with
     one key would train the same model on the same data: the second teaches nothing."""
-    config = space.resolve(point)
+    dims = space.dimensions
+    config = space.resolve({k: dims[k].quantum(v) if k in dims else v for k, v in point.items()})
     flat = flatten(config.model_dump(mode="json"))
-    doc = {k: v for k, v in flat.items() if not k.startswith(("model.", *_NOT_TRAINING))}
+    ignored = ("model.", *_NOT_TRAINING, *(_BURSTS if config.mixture.delivery == "even" else ()))
+    doc = {k: v for k, v in flat.items() if not k.startswith(ignored)}
     doc["shape"] = asdict(plan_trial(config).shape)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

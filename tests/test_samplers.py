@@ -150,3 +150,72 @@ def test_the_frontier_sampler_spends_on_what_gains_most_per_flop():
     late = proposals[6:]
     assert np.median([f for f, _ in late]) > 0.03  # learnt: frequency is free
     assert np.median([d for _, d in late]) <= 32  # and the small models are cheap
+
+
+def test_an_effective_config_is_what_the_trial_trains():
+    from optimix.budget import effective_key
+
+    space = build_space(space_tree("tpe"))
+    point = {"mixture.rare_freq": 0.1, "mixture.delivery": "even", "model.d_model": 32, "train.lr": 0.003}
+    key = effective_key(space, point)
+    # A frequency equal to four digits is one frequency; 2% apart is another.
+    assert effective_key(space, {**point, "mixture.rare_freq": 0.09998}) == key
+    assert effective_key(space, {**point, "mixture.rare_freq": 0.098}) != key
+    # Burst settings change nothing in an even delivery, and everything in bursts.
+    tree = space_tree("tpe")
+    tree["mixture"]["burst_duty"] = {"dist": "uniform", "low": 0.2, "high": 0.5}
+    bursty = build_space(tree)
+    assert effective_key(bursty, {**point, "mixture.burst_duty": 0.2}) == \
+        effective_key(bursty, {**point, "mixture.burst_duty": 0.5})
+    bursts = {**point, "mixture.delivery": "bursts", "mixture.rare_freq": 0.01}
+    assert effective_key(bursty, {**bursts, "mixture.burst_duty": 0.2}) != \
+        effective_key(bursty, {**bursts, "mixture.burst_duty": 0.5})
+
+
+def _frontier_study(tree: dict, quality, n: int, seed: int = 0):
+    """``n`` trials of the frontier sampler on ``quality(params)``; the study and the trials' keys."""
+    from optimix.budget import effective_key
+
+    space = build_space(tree)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))
+    dists = distributions(space)
+    keys = []
+    for _ in range(n):
+        trial = study.ask(dists)
+        q = quality(trial.params)
+        flops = trial_flops(space, trial.params)
+        trial.set_user_attr("optimix.curve", [[float(np.log10(flops)), q]])
+        study.tell(trial, [q, float(np.log10(flops))])
+        keys.append(effective_key(space, trial.params))
+    return study, keys
+
+
+def test_the_frontier_sampler_never_proposes_a_model_it_has_trained():
+    # Quality saturates at the top of the frequency range: the best point is at its end,
+    # where a sampler modelling raw proposals keeps landing on the same frequency.
+    tree = space_tree("frontier")
+    tree["mixture"]["delivery"] = "even"
+    tree["train"]["lr"] = 0.003
+    tree["model"]["d_model"] = {"dist": "choice", "values": [16, 32]}
+    tree["search"]["trials"] = 24
+    study, keys = _frontier_study(tree, lambda p: min(1.0, p["mixture.rare_freq"] * 20), 24)
+    assert len(set(keys)) == len(keys)
+
+
+def test_the_frontier_sampler_looks_beyond_a_flat_cheap_corner():
+    # The issue-14 trap: the smallest model sits at 0.1 whatever the frequency; a larger one
+    # at a high frequency reaches 0.6. Gain per FLOP alone keeps buying the cheap corner.
+    tree = space_tree("frontier")
+    tree["mixture"]["delivery"] = "even"
+    tree["train"]["lr"] = 0.003
+    tree["model"]["d_model"] = {"dist": "choice", "values": [16, 32, 64]}
+    tree["search"]["trials"] = 16
+
+    def quality(p):
+        if p["model.d_model"] == 16 or p["mixture.rare_freq"] < 0.03:
+            return 0.1
+        return 0.6
+
+    for seed in range(3):
+        study, _ = _frontier_study(tree, quality, 16, seed)
+        assert max(t.values[0] for t in study.trials) == 0.6, seed

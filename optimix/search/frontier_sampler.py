@@ -8,12 +8,20 @@ sampler proposes (cost-aware Bayesian optimisation, as in Snoek et al. 2012's "e
 improvement per second", with the 2-D hypervolume in place of the improvement):
 
 1. a Gaussian process over the space's dimensions (scaled to [0, 1], log scale where the
-   dimension is, numeric choices by value) models the quality of finished trials;
+   dimension is, numeric choices by value) models the quality of finished trials (a pruned
+   trial's by its last learning-curve point);
 2. for each of a few hundred candidate points (random, and near the best points so far), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
    frontier, whose candidates include every trial's learning-curve points, is integrated
    over the GP's prediction (Gauss-Hermite);
-3. the candidate with the largest gain per FLOP that fits the budget left is proposed.
+3. the candidate with the largest gain per FLOP**alpha that fits the budget left is proposed,
+   where alpha falls from 1 to 0 as the budget is spent ("cost cooling", Lee et al. 2020): a
+   fresh search buys cheap information, and once the frontier stops moving cheaply, what
+   a dearer point could add (a larger model at the frequencies that worked) is worth its
+   price. Candidates are whole effective configs (``budget.effective_key``): one that would
+   train a model already trained or running is never proposed, and the GP's prior spread
+   never falls below ``prior_sd`` (an unexplored part of the space is never "known" to be
+   as flat as what was seen).
 
 Running trials count as finished at the GP's mean (the "kriging believer"), so parallel
 slots do not propose the same point. Until ``n_startup`` trials have finished, and for
@@ -34,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimix.metrics import CURVE_ATTR
 from optimix.space import Dimension
 
+NEAR = 0.02  # a candidate this close to a tried point in every scaled dimension is a near-repeat
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
@@ -50,7 +59,9 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     def __init__(self, dimensions: Mapping[str, Dimension], distributions: Mapping[str, BaseDistribution],
                  quality_index: int, maximize: bool, cost: Callable[[dict[str, Any]], float],
                  budget_left: Callable[[], float] = lambda: math.inf,
-                 n_startup: int = 3, n_candidates: int = 384, seed: int | None = None):
+                 n_startup: int = 3, n_candidates: int = 384, seed: int | None = None,
+                 key: Callable[[dict[str, Any]], str | None] = lambda p: None,
+                 budget_limit: float | None = None, n_trials: int = 100, prior_sd: float = 0.1):
         if list(dimensions) != list(distributions):
             raise ValueError("the dimensions and the distributions must name the same entries")
         self._dims = dict(dimensions)
@@ -61,6 +72,10 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self.budget_left = budget_left
         self._n_startup = n_startup
         self._n_candidates = n_candidates
+        self._key = key
+        self.budget_limit = budget_limit
+        self._n_trials = n_trials
+        self._prior_sd = prior_sd
         self._rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
 
@@ -79,13 +94,13 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             return {}
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                            TrialState.RUNNING))
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+        done = [t for t in trials if _quality(t, self._q) is not None]
         if len(done) < self._n_startup:
             return {}
         names = list(self._dims)
         x = np.array([self._encode(t.params) for t in done])
-        y = self._sign * np.array([t.values[self._q] for t in done])
-        gp = _GP.fit(x, y)
+        y = self._sign * np.array([_quality(t, self._q) for t in done])
+        gp = _GP.fit(x, y, self._prior_sd)
 
         front = _front_points([t for t in trials if t.state != TrialState.RUNNING], self._sign)
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
@@ -95,7 +110,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             if math.isfinite(cost):
                 front.append((math.log10(cost), float(mean[0])))
 
-        candidates = self._candidates(done, y)
+        candidates = self._new_configs(self._candidates(done, y), trials)
         costs = np.array([self._cost(c) for c in candidates])
         fits = np.isfinite(costs) & (costs <= self.budget_left())
         if not fits.any():
@@ -107,7 +122,33 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         gain = expected_gain(mean, sd, np.log10(costs), front, reference)
         if not (gain > 0).any():
             return {}
-        return candidates[int(np.argmax(gain / costs))]
+        return candidates[int(np.argmax(gain / costs ** self.cost_weight(len(done))))]
+
+    def cost_weight(self, n_done: int) -> float:
+        """alpha in gain / FLOPs**alpha: the share of the budget left (of the trials, without a
+        FLOPs budget), from 1 at the start to 0 at the end."""
+        if self.budget_limit:
+            return min(1.0, max(0.0, self.budget_left() / self.budget_limit))
+        return min(1.0, max(0.0, 1.0 - n_done / max(1, self._n_trials)))
+
+    def _new_configs(self, candidates: list[dict[str, Any]], trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
+        """One candidate per effective config, none that a trial trained or is training, and
+        none a near-repeat of one (every dimension within ``NEAR`` of its range: a deterministic
+        trial there would mostly retell what its neighbour said)."""
+        tried = [t.params for t in trials if set(self._dims) <= set(t.params)]
+        seen = {self._key(p) for p in tried}
+        near = np.array([self._encode(p) for p in tried]) if tried else np.zeros((0, 0))
+        out = []
+        for c in candidates:
+            k = self._key(c)
+            if k is not None and k in seen:
+                continue
+            if len(near) and (np.abs(near - np.array(self._encode(c))).max(axis=1) < NEAR).any():
+                continue
+            out.append(c)
+            if k is not None:
+                seen.add(k)
+        return out
 
     # -- points ---------------------------------------------------------------------------
 
@@ -115,9 +156,9 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         out = [self._draw() for _ in range(self._n_candidates)]
         best = [done[int(i)].params for i in np.argsort(-y)[:4]]
         for params in best:  # and near the best so far: one dimension changed at a time
-            for name in self._dims:
-                for _ in range(8):
-                    out.append({**params, name: self._draw()[name]})
+            for name, dim in self._dims.items():
+                values = dim.values if dim.dist == "choice" else [self._draw()[name] for _ in range(8)]
+                out += [{**params, name: v} for v in values]
         return out
 
     def _draw(self) -> dict[str, Any]:
@@ -137,6 +178,17 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             else:
                 row += [1.0 if value == c else 0.0 for c in dim.values]
         return row
+
+
+def _quality(trial: FrozenTrial, q: int) -> float | None:
+    """What a finished trial says about its point's quality: a complete trial's value; a
+    pruned one's last learning-curve point (it was stopped there as not worth finishing, and
+    a model that never sees it would keep proposing its neighbours)."""
+    if trial.state == TrialState.COMPLETE and trial.values is not None:
+        return float(trial.values[q])
+    if trial.state == TrialState.PRUNED and trial.user_attrs.get(CURVE_ATTR):
+        return float(trial.user_attrs[CURVE_ATTR][-1][1])
+    return None
 
 
 def _front_points(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, float]]:
@@ -189,8 +241,8 @@ class _GP:
         return np.exp(-0.5 * d2 / scale**2)
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray) -> _GP:
-        y_mean, y_sd = float(y.mean()), float(max(y.std(), 1e-3))
+    def fit(cls, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3) -> _GP:
+        y_mean, y_sd = float(y.mean()), float(max(y.std(), prior_sd))
         z = (y - y_mean) / y_sd
         best = None
         for scale in (0.15, 0.3, 0.6, 1.2):

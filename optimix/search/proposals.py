@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimix import metrics
-from optimix.budget import trial_flops
+from optimix.budget import effective_key, trial_flops
 from optimix.config import SpaceError
 from optimix.metrics import parse_objectives
 from optimix.space import Dimension, Space
@@ -135,8 +135,15 @@ def make_sampler(space: Space, seed: int):
             except SpaceError:
                 return math.inf
 
+        def key(point: Mapping[str, Any]) -> str | None:
+            try:
+                return effective_key(space, point)
+            except SpaceError:
+                return None
+
         return FrontierSampler(space.dimensions, distributions(space), q, objectives[q][1] == "max",
-                               cost, n_startup=startup_trials(space), seed=seed)
+                               cost, n_startup=startup_trials(space), seed=seed, key=key,
+                               budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space))
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
     if name == "gp":
