@@ -189,7 +189,7 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
         raise SpaceError(f"--plot: search {record.run_id} has no finished trial to plot")
     if plot_path:
         x, y = plots.axes_for(record.objectives)
-        prows = plots.rows_from_records(record.trials)
+        prows = plots.rows_from_records(record.trials, record.objectives)
         payload = plots.html(prows, x, y) if plot_path.endswith(".html") else plots.png(prows, x, y)
         with open(plot_path, "wb") as f:
             f.write(payload)

@@ -239,6 +239,11 @@ class SearchConfig(StrictModel):
     prune_margin: float = Field(0.05, ge=0)
     prune_from: float = Field(0.5, gt=0, le=1)
     """Pruning is considered only at curve points at least this far through training."""
+    patience: int | None = Field(None, ge=1)
+    """Stop proposing once this many finished trials in a row have not moved the frontier
+    (none of their candidates, final result or learning-curve point, changed it; a failed
+    trial never does): running trials still finish, and the search says it stopped early.
+    Counted over the search's ledger, so across ``--resume`` too. Default: no such stop."""
 
 
 class HardwareSection(StrictModel):

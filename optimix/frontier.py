@@ -13,13 +13,17 @@ accuracies, losses and the cost counts (``train_flops``, ``tokens``, ``params``)
 timings. Pure: ledger entries (dicts) in, candidates out; no Ray, MLflow or torch.
 
 A frontier row (``row``) is what ``optimix frontier --json`` lists, what the search summary
-prints and what MLflow's frontier artifact holds: one builder for all of them.
+prints and what MLflow's frontier artifact holds: one builder for all of them. A listing shows
+a point once (``tied``): trials that trained one effective config to the same objective values
+are one row with their ``count`` and ``trial_ids``; MLflow still tags each of them.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,14 +148,19 @@ def _better(a: float, b: float, direction: str, margin: float) -> bool:
 
 def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], params: float,
         point: Mapping[str, Any], objectives: Sequence[tuple[str, str]] | None = None,
-        final: bool = True, step: int | None = None, steps: int | None = None) -> dict[str, Any]:
+        final: bool = True, step: int | None = None, steps: int | None = None,
+        trial_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """One frontier row: a trial's final result (``final``) or its learning-curve point at ``step``.
 
-    Keys, in order: ``run_id``, ``trial_id``, ``name``, ``final``, ``step`` and ``steps`` (where
-    given), the objectives' values from ``metrics`` (None where missing; every metric when
-    ``objectives`` is None), ``params`` (the model's size) and ``point`` (the searched values).
+    Keys, in order: ``run_id``, ``trial_id``, ``count`` and ``trial_ids`` (the trials the row
+    stands for, ``trial_id`` first: just it unless given; ``tied`` fills them in), ``name``,
+    ``final``, ``step`` and ``steps`` (where given), the objectives' values from ``metrics``
+    (None where missing; every metric when ``objectives`` is None), ``params`` (the model's
+    size) and ``point`` (the searched values).
     """
-    out: dict[str, Any] = {"run_id": run_id, "trial_id": trial_id, "name": name, "final": final}
+    ids = [trial_id] if trial_ids is None else list(trial_ids)
+    out: dict[str, Any] = {"run_id": run_id, "trial_id": trial_id, "count": len(ids), "trial_ids": ids,
+                           "name": name, "final": final}
     if step is not None:
         out["step"] = step
     if steps is not None:
@@ -159,6 +168,61 @@ def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], pa
     out.update(metrics if objectives is None else {m: metrics.get(m) for m, _ in objectives})
     out["params"] = params
     out["point"] = dict(point)
+    return out
+
+
+def tied(rows: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+         identity: Mapping[str, Hashable], order: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows with ties listed once: the final results of trials that share an effective config
+    (``identity``, by trial id; a trial without one ties with none) and every objective's value
+    become one row, the row of the first of them by ``order`` (finishing order, by trial id;
+    else the order of ``rows``) with ``count`` and ``trial_ids`` (all of them, in that order).
+
+    Only the listing groups them: each is still on the frontier (``front``, ``membership`` and
+    the MLflow tags are per trial). Different configs with equal values stay rows of their own,
+    and so do curve points (``front`` lists each value once already). A group's row stands
+    where its first row in ``rows`` stood.
+    """
+    groups: dict[Hashable, list[tuple[int, Mapping[str, Any]]]] = {}
+    slots: list[list[tuple[int, Mapping[str, Any]]]] = []
+    for i, r in enumerate(rows):
+        if not r.get("final", True):
+            slots.append([(i, r)])
+            continue
+        values = tuple(_tie_value(r.get(m)) for m, _ in objectives)
+        key = (identity.get(r["trial_id"], ("trial", r["trial_id"])), values)
+        if key not in groups:
+            groups[key] = []
+            slots.append(groups[key])
+        groups[key].append((i, r))
+    out = []
+    for members in slots:
+        if order is not None:
+            members = sorted(members, key=lambda m: (order.get(m[1]["trial_id"], math.inf), m[0]))
+        ids = [t for _, r in members for t in r.get("trial_ids", [r["trial_id"]])]
+        out.append({**members[0][1], "count": len(ids), "trial_ids": ids})
+    return out
+
+
+def _tie_value(value: Any) -> Any:
+    """An objective's value as ties compare it: missing and NaN alike."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def params_identity(params: Mapping[str, Any]) -> str:
+    """A trial's identity for ``tied`` where the space is not at hand (``budget.effective_key``
+    needs it): its resolved params, seed included."""
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def recorded_order(trials: Iterable[Any]) -> dict[str, tuple[int, int]]:
+    """Finishing order of trials read back from MLflow, by trial id: the index their run's
+    name starts with (``trial-007 ...``, given in the order the ledger took them), else as
+    listed."""
+    out = {}
+    for i, t in enumerate(trials):
+        found = re.match(r"trial-(\d+)\b", t.name or "")
+        out[t.trial_id] = (int(found.group(1)) if found else math.inf, i)
     return out
 
 
@@ -173,7 +237,42 @@ def recorded_row(trial: Any, objectives: Sequence[tuple[str, str]] | None = None
 
 
 def recorded_rows(trials: Iterable[Any], objectives: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The frontier of a recorded search: the final results on it, then its curve points."""
+    """The frontier of a recorded search: the final results on it (``tied``: by the trials'
+    params), then its curve points."""
     trials = list(trials)
-    return ([recorded_row(t, objectives) for t in trials if t.status == OK and t.pareto]
+    rows = ([recorded_row(t, objectives) for t in trials if t.status == OK and t.pareto]
             + [recorded_row(t, objectives, step) for t in trials for step in t.pareto_steps])
+    identity = {t.trial_id: params_identity(t.params) for t in trials}
+    return tied(rows, objectives, identity, recorded_order(trials))
+
+
+# ---------------------------------------------------------------------------------------------
+# Has the frontier stopped moving?
+
+
+def front_values(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+                 curve: bool = True) -> frozenset[tuple[float, ...]]:
+    """The objective values of ``front(candidates(entries, ...))`` as a set: where the
+    frontier is, whichever of several tied candidates stands for a point."""
+    cands = front(candidates(entries, objectives, curve), objectives)
+    return frozenset(tuple(float(x) for x in v) for v in values(cands, objectives))
+
+
+def since_moved(entries: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+                curve: bool = True) -> int:
+    """Finished trials since the last one that moved the frontier; all of them if none did.
+
+    ``entries`` are ledger entries in finishing order. A trial moved the frontier if the
+    frontier of the entries up to it (``front_values``) differs from that of the entries
+    before it: one of its candidates (its final result or a learning-curve point) is on it
+    with values no earlier candidate had. A trial that only ties a frontier point, a failed
+    one, and a pruned one whose curve points are all beaten did not move it.
+    """
+    entries = list(entries)
+    after = front_values(entries, objectives, curve)
+    for k in range(len(entries), 0, -1):
+        before = front_values(entries[:k - 1], objectives, curve)
+        if before != after:
+            return len(entries) - k
+        after = before
+    return len(entries)

@@ -4,6 +4,7 @@ Input rows are frontier rows (``optimix.frontier.row``: the metrics by name, ``n
 ``params``, ``run_id``) with ``pareto`` (bool), ``curve`` (a learning-curve point rather than
 a trial's final result) and ``rare_freq`` added (``plot_row``). Colour is the rare-task
 frequency, marker size the model size, so the trade-off between the two is visible at a glance.
+Trials tied in config and values (``frontier.tied``) are one point, labelled with their count.
 """
 
 from __future__ import annotations
@@ -33,20 +34,26 @@ def plot_row(row: Mapping[str, Any], *, pareto: bool, config: Mapping[str, Any])
             "rare_freq": float(config.get("mixture.rare_freq", math.nan))}
 
 
-def rows_from_records(trials: Sequence[Any]) -> list[dict]:
-    """Plot rows of a recorded search (``records.TrialRecord``): each ok trial's final result,
-    plus the learning-curve points on the frontier."""
-    return ([plot_row(frontier.recorded_row(t), pareto=t.pareto, config=t.params)
+def rows_from_records(trials: Sequence[Any], objectives: Sequence[tuple[str, str]]) -> list[dict]:
+    """Plot rows of a recorded search (``records.TrialRecord``): each ok trial's final result
+    (tied ones once, by their params), plus the learning-curve points on the frontier."""
+    rows = ([plot_row(frontier.recorded_row(t), pareto=t.pareto, config=t.params)
              for t in trials if t.status == frontier.OK]
             + [plot_row(frontier.recorded_row(t, step=step), pareto=True, config=t.params)
                for t in trials for step in t.pareto_steps])
+    identity = {t.trial_id: frontier.params_identity(t.params) for t in trials}
+    return frontier.tied(rows, objectives, identity, frontier.recorded_order(trials))
 
 
 def rows_from_entries(entries: Sequence[Mapping[str, Any]],
                       membership: Mapping[str, tuple[bool, list[int]]],
-                      curve_points: Sequence[frontier.Candidate] = ()) -> list[dict]:
+                      curve_points: Sequence[frontier.Candidate] = (),
+                      objectives: Sequence[tuple[str, str]] = (),
+                      identity: Mapping[str, Any] | None = None) -> list[dict]:
     """Plot rows of a search's ledger entries: each ok trial's final result, plus the
-    learning-curve points on the frontier (``curve_points``)."""
+    learning-curve points on the frontier (``curve_points``). Final results tied in
+    ``identity`` (by trial id; else the entries' params) and every objective are one row;
+    without ``objectives``, none are."""
     by_trial = {e["trial_id"]: e for e in entries}
 
     def entry_row(e: Mapping[str, Any], metrics: Mapping[str, Any], step: int | None = None) -> dict:
@@ -60,7 +67,11 @@ def rows_from_entries(entries: Sequence[Mapping[str, Any]],
     for point in curve_points:
         e = by_trial[point.trial_id]
         rows.append(plot_row(entry_row(e, point.metrics, point.step), pareto=True, config=e["params"]))
-    return rows
+    if not objectives:
+        return rows
+    if identity is None:
+        identity = {e["trial_id"]: frontier.params_identity(e["params"]) for e in entries}
+    return frontier.tied(rows, objectives, identity)
 
 
 def frontier_plots(rows: Sequence[Mapping[str, Any]], objectives) -> dict[str, bytes]:
@@ -92,6 +103,10 @@ def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> b
         sc = ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], marker=shape, **colour,
                         s=[sizes[i] for i in idx], edgecolors="black", linewidths=0.4, alpha=0.85,
                         zorder=3, label="learning-curve point" if shape == "D" else None)
+    for r in rows:
+        if r.get("count", 1) > 1:  # trials tied in config and values: one point
+            ax.annotate(f"x{r['count']}", (r[x], r[y]), textcoords="offset points", xytext=(5, 5),
+                        fontsize=7, zorder=4)
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[x])
     if front:
         n_curve = sum(bool(r.get("curve")) for r in front)
@@ -135,11 +150,24 @@ def html(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> bytes:
                         color=[r.get("rare_freq") for r in part], colorscale="Viridis",
                         showscale=label == "Pareto frontier", line=dict(width=2 if on_front else 0.5, color="crimson" if on_front else "black"),
                         colorbar=dict(title="rare freq")),
-            text=[f"{r['name']}<br>params={r['params']:,.0f}<br>run {r.get('run_id', '')}" for r in part],
+            text=[f"{r['name']}<br>params={r['params']:,.0f}<br>run {r.get('run_id', '')}{_ties(r)}"
+                  for r in part],
             hovertemplate="%{text}<br>" + x + "=%{x:.3g}<br>" + y + "=%{y:.3f}<extra></extra>",
         ))
+    tied = [r for r in rows if r.get("count", 1) > 1]
+    if tied:  # trials tied in config and values: one point, labelled with their count
+        fig.add_trace(go.Scatter(x=[r[x] for r in tied], y=[r[y] for r in tied], mode="text",
+                                 text=[f"x{r['count']}" for r in tied], textposition="top right",
+                                 showlegend=False, hoverinfo="skip"))
     fig.update_layout(xaxis_title=x, yaxis_title=y, template="plotly_white",
                       title=f"{y} against {x}")
     if all(r[x] > 0 for r in rows):
         fig.update_xaxes(type="log")
     return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+
+
+def _ties(row: Mapping[str, Any]) -> str:
+    """Hover text for a point that stands for several tied trials."""
+    if row.get("count", 1) <= 1:
+        return ""
+    return f"<br>x{row['count']} tied trials: " + ", ".join(row["trial_ids"])

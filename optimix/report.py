@@ -23,7 +23,8 @@ def progress_printer():
         budget = f" of {p.budget_flops:.3g}" if p.budget_flops else ""
         best = f"{p.best:.3f}" if p.best is not None else "-"
         line = (f"trials {p.done}/{p.planned} done, {p.running} running, {p.failed} failed | "
-                f"FLOPs {p.spent_flops:.3g}{budget} | frontier {p.frontier} | best {p.best_metric} {best}")
+                f"FLOPs {p.spent_flops:.3g}{budget} | frontier {p.frontier}{_moved(p)} | "
+                f"best {p.best_metric} {best}")
         if tty:
             pad = max(0, _LAST_LINE["width"] - len(line))
             click.echo("\r" + line + " " * pad, err=True, nl=False)
@@ -32,6 +33,15 @@ def progress_printer():
             click.echo(line, err=True)
 
     return show
+
+
+def _moved(p) -> str:
+    """How long ago the frontier last moved, and the patience it is measured against."""
+    if p.since_moved is None:
+        return ""
+    ago = ("by the last trial" if p.since_moved == 0 else
+           f"{p.since_moved} trial{'s' * (p.since_moved != 1)} ago")
+    return f", last moved {ago}" + (f" (patience {p.patience})" if p.patience is not None else "")
 
 
 def end_progress() -> None:
@@ -49,10 +59,14 @@ def search_summary(summary) -> None:
     click.echo(f"search {summary.experiment}: {summary.trials} trials ({summary.ok} ok{pruned}, "
                f"{summary.failed} failed or infeasible), {summary.spent_flops:.3g}{budget} FLOPs{lost}, "
                f"{summary.wall_s:.0f} s")
+    if summary.stalled is not None:
+        click.echo(f"stopped early: the frontier did not move in the last {summary.stalled} trials "
+                   f"(search.patience: {summary.patience})"
+                   + ("; a trial that was still running then moved it" if summary.moved_since_stalled else ""))
     n_curve = sum(not r.get("final", True) for r in summary.frontier)
     n_final = len(summary.frontier) - n_curve
     click.echo(f"Pareto frontier ({n_final} final result{'s' * (n_final != 1)}, "
-               f"{n_curve} learning-curve point{'s' * (n_curve != 1)}):")
+               f"{n_curve} learning-curve point{'s' * (n_curve != 1)}{_tied_note(summary.frontier)}):")
     frontier_table(summary.frontier, summary.objectives)
     uri = summary.tracking_uri
     click.echo(f"\nMLflow: parent run {summary.parent_run_id} in experiment {summary.experiment!r}")
@@ -80,13 +94,14 @@ def frontier(record, rows) -> None:
     ok = sum(t.status == "ok" for t in record.trials)
     click.echo(f"experiment {record.experiment}, search {record.run_id}: {len(record.trials)} trials, "
                f"{ok} ok, frontier of {len(rows)} ({sum(not r['final'] for r in rows)} "
-               "learning-curve points) over "
+               f"learning-curve points{_tied_note(rows)}) over "
                + ", ".join(f"{m} ({d})" for m, d in record.objectives))
     frontier_table(rows, record.objectives)
 
 
 def frontier_table(rows, objectives) -> None:
-    """Frontier rows (``optimix.frontier.row``), one line each."""
+    """Frontier rows (``optimix.frontier.row``), one line each; a row that stands for several
+    tied trials (``frontier.tied``) says how many."""
     metrics = [m for m, _ in objectives]
     head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>14}" for m in metrics) + f"{'params':>10}  point"
     click.echo(head)
@@ -94,7 +109,15 @@ def frontier_table(rows, objectives) -> None:
         point = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in r.get("point", {}).items())
         at = "final" if r.get("final", True) else f"step {r['step']}"
         click.echo(f"{r['run_id']:<34}{at:>11}" + "".join(f"{_fmt(r.get(m)):>14}" for m in metrics)
-                   + f"{int(r['params']):>10,}  {point}")
+                   + f"{int(r['params']):>10,}  {point}"
+                   + (f"  ({r['count']} trials)" if r.get("count", 1) > 1 else ""))
+
+
+def _tied_note(rows) -> str:
+    """How many trials the final results stand for, where ties made some of them one row."""
+    finals = [r for r in rows if r.get("final", True)]
+    trials = sum(r.get("count", 1) for r in finals)
+    return f"; the final results stand for {trials} trials" if trials > len(finals) else ""
 
 
 def _fmt(value) -> str:

@@ -84,11 +84,13 @@ def test_dominated_at_equal_flops_needs_a_point_no_dearer_and_better_by_the_marg
 def test_a_frontier_row_keeps_its_keys_in_order_and_the_objectives_only():
     got = row(trial_id="t1", run_id="r1", name="n", metrics={"acc/x": 0.5, "wall_s": 3.0},
               params=100, point={"model.d_model": 64}, objectives=OBJ, final=False, step=2, steps=4)
-    assert list(got) == ["run_id", "trial_id", "name", "final", "step", "steps", "acc/x",
-                         "train_flops", "params", "point"]
+    assert list(got) == ["run_id", "trial_id", "count", "trial_ids", "name", "final", "step", "steps",
+                         "acc/x", "train_flops", "params", "point"]
     assert got["acc/x"] == 0.5 and got["train_flops"] is None and got["point"] == {"model.d_model": 64}
     final = row(trial_id="t1", run_id="r1", name="n", metrics={"acc/x": 0.5}, params=100, point={})
-    assert list(final) == ["run_id", "trial_id", "name", "final", "acc/x", "params", "point"]
+    assert list(final) == ["run_id", "trial_id", "count", "trial_ids", "name", "final", "acc/x",
+                           "params", "point"]
+    assert final["count"] == 1 and final["trial_ids"] == ["t1"]
 
 
 def test_recorded_rows_list_final_results_on_the_frontier_then_curve_points():

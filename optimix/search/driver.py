@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optimix import faults, frontier, metrics, tracking
+from optimix.budget import effective_key
 from optimix.config import flatten
 from optimix.metrics import GROUP_KEY
 from optimix.search.ledger import SearchState
@@ -40,6 +41,9 @@ class Progress:
     frontier: int = 0
     best: float | None = None
     best_metric: str = ""
+    since_moved: int | None = None
+    """Finished trials since the frontier last moved (None while it is empty)."""
+    patience: int | None = None
 
 
 class Driver:
@@ -65,15 +69,22 @@ class Driver:
         self.lost_flops = state.lost_flops()  # interrupted attempts of this and earlier runs
         self.retry_at = 0.0
         self.save_models = space.base.search.save_models
+        self.since_moved = 0  # finished trials since the frontier last moved (frontier.since_moved)
+        self._front_values: frozenset = frozenset()
+        self.patience = space.base.search.patience
+        self.stalled: int | None = None  # since_moved when search.patience stopped the proposals
+        self._stalled_at = 0  # finished trials then
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
-                                 best_metric=objectives[0][0])
+                                 best_metric=objectives[0][0], patience=self.patience)
 
     def replay(self, entries: list[dict]) -> None:
         """Take up the finished trials of earlier attempts: log any MLflow missed, once."""
         self.entries.extend(entries)
+        self.since_moved = frontier.since_moved(self.entries, self.objectives, self.curve)
+        self._front_values = frontier.front_values(self.entries, self.objectives, self.curve)
         self._sync()
 
     # -- as trials start and end (Tune's loop) -------------------------------------------------
@@ -102,7 +113,28 @@ class Driver:
         faults.kill_at("before_ledger")
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
         self.entries.append({**entry, "run_id": None})
+        self._count_moves()
         return entry
+
+    def out_of_patience(self) -> bool:
+        """Whether ``search.patience`` finished trials in a row did not move the frontier (the
+        searcher then proposes nothing more): the first time, noted in ``stalled``."""
+        if self.stalled is None and self.patience is not None and self.since_moved >= self.patience:
+            self.stalled, self._stalled_at = self.since_moved, len(self.entries)
+            log.info("the frontier did not move in %d trials (search.patience: %d): no more proposals",
+                     self.since_moved, self.patience)
+        return self.stalled is not None
+
+    def moved_since_stalled(self) -> bool:
+        """Whether a trial still running when the proposals stopped moved the frontier."""
+        return self.stalled is not None and self.since_moved < self.stalled + len(self.entries) - self._stalled_at
+
+    def _count_moves(self) -> None:
+        """``since_moved`` after the latest entry: 0 if it moved the frontier, else one more
+        (``frontier.since_moved``, kept one entry at a time)."""
+        now = frontier.front_values(self.entries, self.objectives, self.curve)
+        self.since_moved = 0 if now != self._front_values else self.since_moved + 1
+        self._front_values = now
 
     def record_lost(self, trial_id: str, train_flops: float) -> None:
         """An attempt stopped before it finished (an interruption): no result, but its compute
@@ -161,6 +193,7 @@ class Driver:
         return frontier.candidates(self.entries, self.objectives, self.curve)
 
     def frontier_rows(self) -> list[dict]:
+        """The frontier's rows, tied final results one row each (``frontier.tied``)."""
         by_trial = {e["trial_id"]: e for e in self.entries}
         rows = []
         for c in frontier.front(self.candidates(), self.objectives):
@@ -168,7 +201,14 @@ class Driver:
             rows.append(frontier.row(trial_id=c.trial_id, run_id=e["run_id"], name=e["name"],
                                      metrics=c.metrics, params=e["result"]["params"], point=e["point"],
                                      objectives=self.objectives, final=c.final, step=c.step, steps=c.steps))
-        return rows
+        identity = self.identity(r["trial_id"] for r in rows if r["final"])
+        order = {e["trial_id"]: i for i, e in enumerate(self.entries)}
+        return frontier.tied(rows, self.objectives, identity, order)
+
+    def identity(self, trial_ids) -> dict[str, str]:
+        """What each trial trains (``budget.effective_key``), by trial id: ties share it."""
+        by_trial = {e["trial_id"]: e for e in self.entries}
+        return {t: effective_key(self.space, by_trial[t]["point"]) for t in trial_ids}
 
     def _update_frontier(self) -> None:
         """Recompute membership; retag every run whose tags are not known to match it (all
@@ -205,11 +245,12 @@ class Driver:
         cands = self.candidates()
         curve = [c for c in frontier.front(cands, self.objectives) if not c.final]
         membership = frontier.membership(cands, self.objectives)
-        payloads = plots.frontier_plots(plots.rows_from_entries(self.entries, membership, curve),
-                                        self.objectives) if ok else {}
+        prows = plots.rows_from_entries(self.entries, membership, curve, self.objectives,
+                                        self.identity(e["trial_id"] for e in ok))
+        payloads = plots.frontier_plots(prows, self.objectives) if ok else {}
         self.tracker.log_frontier(self.parent_id, rows, payloads)
         if self.save_models == "frontier":
-            on = {r["trial_id"] for r in rows if r["final"]}
+            on = {t for r in rows if r["final"] for t in r["trial_ids"]}  # tied trials too
             for e in ok:
                 if e["trial_id"] in on and e.get("model_dir") and Path(e["model_dir"]).exists():
                     self.tracker.log_model(e["run_id"], e["model_dir"])
@@ -230,6 +271,7 @@ class Driver:
         scores = [s for s in scores if s is not None]
         if scores:
             p.best = max(scores) if self.objectives[0][1] == "max" else min(scores)
+        p.since_moved = self.since_moved if self._front_values else None
         self._shown_frontier = p.frontier
         if self.progress_fn:
             self.progress_fn(p)

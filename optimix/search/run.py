@@ -38,11 +38,12 @@ from optimix.space import Space
 
 log = logging.getLogger(__name__)
 
-# What may change on --resume: how many trials and FLOPs the search may still spend, and how
-# many run at a time on what. Everything else changes what a trial trains or how points are
-# chosen, and would mix two searches under one parent run.
+# What may change on --resume: how many trials and FLOPs the search may still spend (and how
+# long it waits for the frontier to move), and how many run at a time on what. Everything else
+# changes what a trial trains or how points are chosen, and would mix two searches under one
+# parent run.
 RESUMABLE = ("search.trials", "search.budget_flops", "search.max_concurrent", "search.cpus_per_trial",
-             "search.gpus_per_trial")
+             "search.gpus_per_trial", "search.patience")
 
 
 @dataclass
@@ -77,6 +78,13 @@ class SearchSummary:
     """FLOPs of attempts stopped before they finished and run again: spent, with no result."""
     budget_flops: float | None
     wall_s: float
+    patience: int | None = None
+    """``search.patience``."""
+    stalled: int | None = None
+    """Set when the search stopped early: the finished trials in a row that had not moved the
+    frontier when it stopped proposing (at least ``patience``)."""
+    moved_since_stalled: bool = False
+    """A trial still running when the search stopped proposing moved the frontier after all."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -201,7 +209,8 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         experiment=saved["experiment"], parent_run_id=parent_id, tracking_uri=tracking.redact_uri(tracker.uri),
         state_dir=str(state.path), objectives=objectives, frontier=rows, trials=len(driver.entries), ok=n_ok,
         pruned=n_pruned, failed=len(driver.entries) - n_ok - n_pruned, spent_flops=total,
-        interrupted_flops=driver.lost_flops, budget_flops=search.budget_flops, wall_s=time.perf_counter() - started)
+        interrupted_flops=driver.lost_flops, budget_flops=search.budget_flops, wall_s=time.perf_counter() - started,
+        patience=search.patience, stalled=driver.stalled, moved_since_stalled=driver.moved_since_stalled())
     if ended == "interrupted":
         raise SearchInterrupted(reason, summary)
     return summary
@@ -302,7 +311,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     if grid is not None:
         remaining = min(remaining, len(grid) - done)
     budget = Budget(search.budget_flops, driver.spent_flops() + driver.lost_flops, cheapest)
-    if remaining <= 0 or budget.left() < cheapest:
+    if remaining <= 0 or budget.left() < cheapest or driver.out_of_patience():  # (patience: on --resume)
         return
     if attempt == 0 and grid is None:
         for point in startup_points(space, seed):
@@ -311,21 +320,15 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     for e in driver.entries:
         known[effective_key(space, e["point"])] = e["trial_id"]
     searcher = OptimixSearcher(study, space, objectives, budget, driver.record, remaining, known,
-                               grid=grid, seed=attempt_seed(seed, attempt), record_lost=driver.record_lost)
+                               grid=grid, seed=attempt_seed(seed, attempt), record_lost=driver.record_lost,
+                               out_of_patience=driver.out_of_patience)
     if hasattr(sampler, "budget_left"):  # the frontier sampler prices its proposals
         sampler.budget_left = budget.left
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
     # A failed trial reports no objective values (never a made-up score): Tune must accept that.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the interruption is ours: see _Interrupt
-    if not ray.is_initialized():
-        # "local": a fresh Ray on this machine, never a `ray start` cluster found by chance.
-        # (Its gRPC servers listen on every interface, token-authenticated: README, "Running
-        # safely on shared machines". Ray turns a node IP of 127.0.0.1 into the machine's
-        # address, so that cannot confine them.)
-        address = options.address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=False)
+    _start_ray(options)
     if search.prune == "dominated":
         from optimix import frontier
 
@@ -357,3 +360,20 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
             driver.board = None
         for trial_id in list(searcher.live):  # stopped without an outcome: run again later
             searcher.conclude(trial_id, None, None)
+
+
+def _start_ray(options: SearchOptions) -> None:
+    """Ray for the search: the one already started in this process, the cluster ``--address``
+    (or ``RAY_ADDRESS``) names, else a fresh local one, never a `ray start` cluster found by
+    chance. (Its gRPC servers listen on every interface, token-authenticated: README, "Running
+    safely on shared machines". Ray turns a node IP of 127.0.0.1 into the machine's address,
+    so that cannot confine them.) Each worker imports what a trial needs as it starts
+    (``optimix.search.warm``), while the driver is still setting up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING, configure_logging=False,
+             runtime_env={"worker_process_setup_hook": "optimix.search.warm.preload"})

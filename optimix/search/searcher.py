@@ -12,6 +12,8 @@ proposes and learns. In between, this searcher keeps the promises the records de
   point by point, each once, across ``--resume`` too.
 - **The budget.** A proposal that does not fit in what is left is never started; running
   trials hold a reservation; what a trial really spent is counted when it ends.
+- **Patience.** Once ``out_of_patience()`` says so (the driver: ``search.patience``
+  finished trials in a row did not move the frontier), nothing more is proposed.
 - **Honest outcomes.** ``ok`` is told COMPLETE with every objective (from the trial's
   result, whatever metric the objective names); ``pruned`` is PRUNED; failed, diverged and
   crashed trials are FAIL. Proposals never started carry ``optimix.skipped`` and are FAIL.
@@ -89,7 +91,8 @@ class OptimixSearcher(Searcher):
     def __init__(self, study, space: Space, objectives: list[tuple[str, str]], budget: Budget,
                  record: Recorder, points_left: int, known: Mapping[str, str],
                  grid: list[dict[str, Any]] | None = None, seed: int = 0,
-                 record_lost: LostRecorder | None = None):
+                 record_lost: LostRecorder | None = None,
+                 out_of_patience: Callable[[], bool] | None = None):
         super().__init__()
         self.study = study
         self.space = space
@@ -106,13 +109,14 @@ class OptimixSearcher(Searcher):
         self.progress: dict[str, float] = {}  # Tune trial id -> FLOPs it reported so far
         self.errored: set[str] = set()
         self.stopping = False  # an interrupted search: propose nothing more
+        self.out_of_patience = out_of_patience or _never
         self._rng = np.random.default_rng([seed, 11])
         self._dry: tuple[int, float] | None = None  # (points seen, FLOPs left) when none was new
 
     # -- proposing -----------------------------------------------------------------------
 
     def suggest(self, trial_id: str):
-        if self.stopping or self.points_left <= 0:
+        if self.stopping or self.points_left <= 0 or self.out_of_patience():
             return Searcher.FINISHED
         # While trials run, "nothing fits" means "not now" (None): one may give FLOPs back.
         not_now = None if self.budget.reserved else Searcher.FINISHED
