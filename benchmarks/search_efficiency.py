@@ -1,176 +1,313 @@
-"""How much compute optimix's search needs to find the accuracy-vs-FLOPs frontier.
+"""How well optimix's search finds the accuracy-vs-FLOPs frontier, on spaces it was not tuned on.
 
-For each space, three searches run as a user would run them (``optimix search`` in a
-subprocess, in-process Ray, SQLite MLflow, a fresh temporary folder each):
+Each space in ``benchmarks/spaces/`` has a dense grid trained once by the real pipeline
+(``benchmarks/efficiency_grid.py`` -> ``NAME.grid.csv``): that table is the ground truth. A
+search is then *replayed* against it: optimix's own searcher (``OptimixSearcher``: first
+points, the sampler, refusal of repeated effective configs, the FLOPs budget) asks for points
+one at a time, and each point is answered with the table's trial at the nearest grid point
+(per dimension: the same choice; the nearest grid value, in log scale for a log dimension;
+for ``model.params``, the grid value that builds the same shape). Every sampler gets the
+same budget, the same learning-curve points as frontier candidates, and the same pruning
+(``search.prune: dominated`` with the space's margin, applied to the table's curve: a
+deterministic trial stopped early has exactly the first part of its full curve), one trial
+at a time. Samplers: optimix's default (``auto``), random search, Optuna's ``GPSampler``
+and ``TPESampler``, each over ``--seeds``.
 
-- **grid**: every grid point once (the space's ``grid`` values, or ``--grid KEY=V1,V2,..``),
-  final results only: the plain baseline. Its total FLOPs are ``G``.
-- **random**: the random sampler under a FLOPs budget ``B = --budget-frac x G``, final
-  results only (no pruning, no curve points): a plain random search.
-- **optimix**: its default sampler (``auto``: GP at these sizes) with learning-curve points
-  as frontier candidates and pruning of trials dominated at equal FLOPs
-  (``search.prune: dominated``), under the same budget ``B``.
+Score: the hypervolume of the frontier in (accuracy up, log10 FLOPs down), bounded by
+accuracy 0 (0.5 for ``compare``'s chance level is not subtracted) and the dearest grid
+trial's FLOPs (``optimix.frontier.hypervolume``), as a share of the full grid's hypervolume.
+Budgets: ``--budgets`` fractions of the grid's total FLOPs.
 
-Each is scored by the hypervolume of its frontier in (accuracy up, log10 FLOPs down),
-bounded by accuracy 0 and the dearest grid trial's FLOPs (``optimix.frontier.hypervolume``):
-
-    hv_ratio_vs_random  = HV(optimix at B) / HV(random at B)
-    flops_ratio_vs_grid = FLOPs optimix had spent when its frontier first reached HV(grid), / G
-
-(the FLOPs counted at a finished trial are everything finished by then; if optimix never
-reaches the grid's hypervolume within ``B``, the ratio is reported as ``inf``). The median
-over seeds is the headline; random's frontier with curve points is reported too, to show
-what each part contributes.
-
-    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--budget-frac 0.5]
-        [--space search_spaces/quickstart.yaml --space search_spaces/efficiency_second.yaml]
+    python benchmarks/search_efficiency.py [--spaces benchmarks/spaces/*.yaml] [--seeds 0 1 2 3 4]
+        [--budgets 0.05 0.15 0.5] [--samplers auto random gp tpe]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import logging
 import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-from optimix import frontier
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART_GRID = ("mixture.rare_freq={dist: loguniform, low: 0.003, high: 0.1, "
-                   "grid: [0.003, 0.01, 0.03, 0.1]}")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from efficiency_grid import grid_csv  # noqa: E402
+
+from optimix import frontier, metrics  # noqa: E402
+from optimix.config import SpaceError  # noqa: E402
+from optimix.space import Space, load_space  # noqa: E402
+
+HELD_OUT = ["facts_sizes", "caesar_params", "modadd_width", "isoflop", "compare_four"]
+DEV = ["dev/quickstart", "dev/efficiency_second"]
 
 
-def run(space: str, overrides: list[str], workdir: Path) -> tuple[list[dict], float]:
-    """Run one search; its ledger entries in finishing order, and its wall time."""
-    workdir.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "optimix.cli", "search", space]
-    for override in overrides:
-        cmd += ["--set", override]
+@dataclass
+class Table:
+    """A space's grid: each grid point's trial as a ledger result document."""
+
+    space: Space
+    dims: list[str]
+    grid: dict[str, list[Any]]
+    results: dict[tuple, dict]
+    path: Path
+
+    @classmethod
+    def load(cls, path: Path) -> Table:
+        space = load_space(path)
+        dims = list(space.dimensions)
+        tasks = list(space.base.tasks)
+        with grid_csv(path).open() as f:
+            rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        by_trial: dict[str, list[dict]] = {}
+        for row in rows:
+            by_trial.setdefault(row["trial"], []).append(row)
+        results, grid = {}, {d: [] for d in dims}
+        for trial_rows in by_trial.values():
+            point = {d: _typed(space, d, trial_rows[0][d]) for d in dims}
+            for d in dims:
+                if point[d] not in grid[d]:
+                    grid[d].append(point[d])
+            results[tuple(point[d] for d in dims)] = _document(trial_rows, tasks)
+        return cls(space, dims, grid, results, path)
+
+    def snap(self, point: dict[str, Any]) -> tuple:
+        """The grid point that stands for ``point``."""
+        out = []
+        for d in self.dims:
+            dim, value, options = self.space.dimensions[d], point[d], self.grid[d]
+            if dim.dist == "choice" or value in options:
+                out.append(value)
+                continue
+            if d == "model.params":
+                shape = self._shape(point)
+                same = [v for v in options if self._shape({**point, d: v}) == shape]
+                options = same or options
+            scale = math.log if dim.is_log else float
+            out.append(min(options, key=lambda v: abs(scale(v) - scale(value))))
+        return tuple(out)
+
+    def _shape(self, point: dict[str, Any]):
+        from optimix.train import plan_trial
+
+        return plan_trial(self.space.resolve(point)).shape
+
+    def result(self, point: dict[str, Any]) -> dict:
+        return json.loads(json.dumps(self.results[self.snap(point)]))
+
+    def reference_flops(self) -> float:
+        return max(r["train_flops"] for r in self.results.values())
+
+    def total_flops(self) -> float:
+        return sum(r["train_flops"] for r in self.results.values())
+
+
+def _typed(space: Space, key: str, text: str) -> Any:
+    dim = space.dimensions[key]
+    if dim.dist == "choice":
+        return next(v for v in dim.values if str(v) == text)
+    return int(text) if dim.dist == "int" else float(text)
+
+
+def _document(rows: list[dict], tasks: list[str]) -> dict:
+    """A trial result (``TrialResult.to_dict()``) from its table rows."""
+    first, last = rows[0], rows[-1]
+    status = {"ok": "ok", "pruned": "pruned"}.get(first["status"], "failed")
+    curve = []
+    for r in rows:
+        if not r["step"]:
+            continue
+        acc = {t: float(r[f"acc/{t}"]) for t in tasks if r.get(f"acc/{t}")}
+        loss = {t: float(r[f"loss/{t}"]) for t in tasks if r.get(f"loss/{t}")}
+        curve.append({"step": int(r["step"]), "tokens": int(r["tokens"]), "train_flops": float(r["train_flops"]),
+                      "train_loss": float(r["train_loss"] or "nan"), "accuracy": acc, "loss": loss})
+    end = curve[-1] if curve else {"tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}, "step": 0}
+    return {"status": status, "error": first["error"] or None,
+            "params": int(float(last["params"] or 0)), "non_embedding_params": int(float(last["non_embedding_params"] or 0)),
+            "tokens": end["tokens"], "train_flops": end["train_flops"], "accuracy": end["accuracy"],
+            "loss": end["loss"], "wall_s": float(first["wall_s"] or 0), "train_s": float(first["train_s"] or 0),
+            "tokens_per_s": 0.0, "steps": end["step"], "planned_steps": int(first["planned_steps"] or 0),
+            "curve": curve}
+
+
+def prune(doc: dict, front: list, objectives, search) -> dict:
+    """The trial as ``search.prune: dominated`` would end it: stopped at the first curve point,
+    ``prune_from`` through its training or later, that ``front`` dominates at equal FLOPs (the
+    same test as the search's pruning board)."""
+    if search.prune != "dominated" or doc["status"] != "ok":
+        return doc
+    for i, point in enumerate(doc["curve"]):
+        progress = point["step"] / max(1, doc["planned_steps"])
+        values = metrics.point_metrics(doc, point)
+        if progress >= search.prune_from and progress < 1 and frontier.dominated_at_equal_flops(
+                values, front, objectives, search.prune_margin):
+            return {**doc, "status": "pruned", "curve": doc["curve"][: i + 1], "steps": point["step"],
+                    "tokens": point["tokens"], "train_flops": point["train_flops"],
+                    "accuracy": point["accuracy"], "loss": point["loss"]}
+    return doc
+
+
+def replay(table: Table, sampler: str, seed: int, budget: float) -> dict:
+    """One search against the table; its frontier's hypervolume and what it spent."""
+    import optuna
+    from ray.tune.search import Searcher
+
+    from optimix.budget import cheapest_flops
+    from optimix.metrics import RESULT_KEY, parse_objectives, record_status
+    from optimix.search.proposals import make_sampler, sampler_name, startup_points
+    from optimix.search.searcher import Budget, OptimixSearcher
+
+    space = load_space(table.path, [f"search.sampler={sampler}", f"search.budget_flops={budget}",
+                                          "search.trials=100000", "search.prune=dominated"])
+    objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    quality = next(m for m, _ in objectives if m != "train_flops")
+    optuna_sampler = make_sampler(space, seed)
+    study = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for _, d in objectives],
+                                sampler=optuna_sampler)
+    for point in startup_points(space, seed):
+        study.enqueue_trial(point)
+    entries: list[dict] = []
+
+    def record(trial_id: str, point: dict, doc: dict) -> dict:
+        entry = {"trial_id": trial_id, "index": len(entries), "status": record_status(doc["status"]),
+                 "point": dict(point), "result": doc}
+        entries.append(entry)
+        return entry
+
+    budget_state = Budget(budget, 0.0, cheapest_flops(space))
+    searcher = OptimixSearcher(study, space, objectives, budget_state, record, 100000, {}, seed=seed)
+    if hasattr(optuna_sampler, "budget_left"):
+        optuna_sampler.budget_left = budget_state.left
+    front: list = []
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    wall = time.perf_counter() - started
-    if done.returncode:
-        sys.exit(f"search failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    ledger = next(workdir.glob("optimix_runs/*/*/results.jsonl"))
-    entries = [json.loads(x) for x in ledger.read_text().splitlines()]
-    return [e for e in entries if "trial_id" in e], wall
+    while True:
+        trial_id = f"t{len(entries):04d}"
+        config = searcher.suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            break
+        doc = prune(table.result(config), front, objectives, space.base.search)
+        searcher.conclude(trial_id, {RESULT_KEY: json.dumps([doc])}, None)
+        front = frontier.front(frontier.candidates(entries, objectives), objectives)
+    ref = table.reference_flops()
+    snapped = [table.snap(e["point"]) for e in entries]
+    return {"sampler": sampler, "picked": sampler_name(space), "seed": seed, "budget": budget,
+            "hv": frontier.hypervolume(frontier.candidates(entries, objectives), quality, ref),
+            "spent": budget_state.spent, "trials": len(entries),
+            "pruned": sum(e["status"] == metrics.PRUNED for e in entries),
+            "grid_points": len(set(snapped)), "best": max((e["result"]["accuracy"].get(quality.split("/", 1)[1], 0.0)
+                                                            for e in entries if e["status"] == metrics.OK), default=0.0),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
-def objectives_of(space: str, overrides: list[str]) -> list[tuple[str, str]]:
+def grid_hv(table: Table) -> float:
     from optimix.metrics import parse_objectives
-    from optimix.space import load_space
 
-    return [(o.metric, o.mode) for o in parse_objectives(load_space(space, overrides).base)]
-
-
-def hv(entries: list[dict], objectives, accuracy: str, ref: float, curve: bool) -> float:
-    return frontier.hypervolume(frontier.candidates(entries, objectives, curve), accuracy, ref)
-
-
-def flops_to_reach(entries: list[dict], objectives, accuracy: str, ref: float, target: float) -> float:
-    """FLOPs spent (over finished trials, in finishing order) when HV first reaches ``target``."""
-    spent = 0.0
-    for i, e in enumerate(entries):
-        spent += float(e["result"]["train_flops"])
-        if hv(entries[: i + 1], objectives, accuracy, ref, curve=True) >= target * (1 - 1e-9):
-            return spent
-    return math.inf
+    objectives = [(o.metric, o.mode) for o in parse_objectives(table.space.base)]
+    quality = next(m for m, _ in objectives if m != "train_flops")
+    entries = [{"trial_id": str(i), "status": metrics.record_status(doc["status"]), "result": doc}
+               for i, doc in enumerate(table.results.values())]
+    return frontier.hypervolume(frontier.candidates(entries, objectives), quality, table.reference_flops())
 
 
-def bench_space(space: str, grid_overrides: list[str], seeds: list[int], frac: float,
-                scratch: Path) -> dict:
-    name = Path(space).stem
-    objectives = objectives_of(space, grid_overrides)
-    accuracy = next(m for m, d in objectives if d == "max")
-    grid, grid_wall = run(space, [*grid_overrides, "search.sampler=grid", "search.trials=100000",
-                                  "search.curve_candidates=false"], scratch / f"{name}-grid")
-    grid_flops = sum(float(e["result"]["train_flops"]) for e in grid)
-    ref = max(float(e["result"]["train_flops"]) for e in grid)
-    grid_hv = hv(grid, objectives, accuracy, ref, curve=False)
-    budget = frac * grid_flops
-    print(f"{name}: grid {len(grid)} trials, {grid_flops:.3g} FLOPs, HV {grid_hv:.4f}, "
-          f"{grid_wall:.0f} s; budget for the others {budget:.3g}", flush=True)
-    per_seed = []
-    for seed in seeds:
-        common = [f"seed={seed}", "search.trials=1000", f"search.budget_flops={budget:.6g}"]
-        rnd, rnd_wall = run(space, [*grid_overrides, *common, "search.sampler=random",
-                                    "search.curve_candidates=false", "search.prune=none"],
-                            scratch / f"{name}-random-{seed}")
-        opt, opt_wall = run(space, [*grid_overrides, *common, "search.sampler=auto",
-                                    "search.curve_candidates=true", "search.prune=dominated"],
-                            scratch / f"{name}-optimix-{seed}")
-        row = {
-            "seed": seed,
-            "hv_optimix": hv(opt, objectives, accuracy, ref, curve=True),
-            "hv_random": hv(rnd, objectives, accuracy, ref, curve=False),
-            "hv_random_with_curves": hv(rnd, objectives, accuracy, ref, curve=True),
-            "hv_optimix_without_curves": hv(opt, objectives, accuracy, ref, curve=False),
-            "flops_optimix": sum(float(e["result"]["train_flops"]) for e in opt),
-            "flops_random": sum(float(e["result"]["train_flops"]) for e in rnd),
-            "trials_optimix": len(opt), "pruned_optimix": sum(e["status"] == "pruned" for e in opt),
-            "trials_random": len(rnd),
-            "wall_s_optimix": round(opt_wall, 1), "wall_s_random": round(rnd_wall, 1),
-        }
-        row["hv_ratio_vs_random"] = row["hv_optimix"] / row["hv_random"] if row["hv_random"] else math.inf
-        row["flops_ratio_vs_grid"] = flops_to_reach(opt, objectives, accuracy, ref, grid_hv) / grid_flops
-        per_seed.append(row)
-        print(f"  seed {seed}: HV optimix {row['hv_optimix']:.4f} ({row['trials_optimix']} trials, "
-              f"{row['pruned_optimix']} pruned), random {row['hv_random']:.4f} "
-              f"({row['trials_random']} trials; with curves {row['hv_random_with_curves']:.4f}); "
-              f"ratio {row['hv_ratio_vs_random']:.2f}, FLOPs to grid's HV {row['flops_ratio_vs_grid']:.2f} x G",
-              flush=True)
-    return {
-        "space": Path(space).name, "overrides": grid_overrides, "objectives": objectives,
-        "grid": {"trials": len(grid), "flops": grid_flops, "hv": grid_hv, "wall_s": round(grid_wall, 1)},
-        "budget_frac": frac, "budget_flops": budget, "reference_flops": ref,
-        "hv_ratio_vs_random": statistics.median(r["hv_ratio_vs_random"] for r in per_seed),
-        "flops_ratio_vs_grid": statistics.median(r["flops_ratio_vs_grid"] for r in per_seed),
-        "seeds": per_seed,
-    }
+def summarise(runs: list[dict], spaces: list[str], budgets: list[float], samplers: list[str]) -> dict:
+    """Per space and budget: the median share of the grid's HV per sampler, and optimix's ratios."""
+    out = {}
+    for name in spaces:
+        for frac in budgets:
+            cell = {s: statistics.median(r["share"] for r in runs if r["space"] == name and r["frac"] == frac
+                                         and r["sampler"] == s) for s in samplers}
+            best_optuna = max(cell.get("gp", 0.0), cell.get("tpe", 0.0))
+            out[f"{name}@{frac}"] = {**cell, "vs_random": _ratio(cell.get("auto"), cell.get("random")),
+                                     "vs_best_optuna": _ratio(cell.get("auto"), best_optuna)}
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None:
+        return math.nan
+    return a / b if b > 0 else (math.inf if a > 0 else 1.0)
+
+
+def markdown(doc: dict) -> str:
+    """Every space, budget, sampler and seed as tables (``docs/benchmarks/search_efficiency.md``)."""
+    runs, lines = doc["runs"], []
+    samplers = list(dict.fromkeys(r["sampler"] for r in runs))
+    lines += [f"Command: `{doc['command']}`  ", f"Machine: {doc['machine']}; {doc['date']}; "
+              f"{doc['wall_s']:.0f} s.", "",
+              "Share of the full grid's hypervolume, per seed, then the median; `auto` is optimix's "
+              "default (the sampler it picked in brackets).", ""]
+    for key, cell in doc["summary"].items():
+        name, frac = key.rsplit("@", 1)
+        lines += [f"### {name}, budget {frac} of the grid's FLOPs", "",
+                  "| sampler | per seed | median | trials (median) | pruned (median) |", "| --- | --- | --- | --- | --- |"]
+        for sampler in samplers:
+            these = [r for r in runs if r["space"] == name and str(r["frac"]) == frac and r["sampler"] == sampler]
+            picked = f" ({these[0]['picked']})" if sampler == "auto" else ""
+            lines.append(f"| {sampler}{picked} | {', '.join(format(r['share'], '.3f') for r in these)} | "
+                         f"{cell[sampler]:.3f} | {statistics.median(r['trials'] for r in these):g} | "
+                         f"{statistics.median(r['pruned'] for r in these):g} |")
+        lines += ["", f"optimix / random: {cell['vs_random']:.2f}; optimix / best Optuna sampler: "
+                      f"{cell['vs_best_optuna']:.2f}", ""]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", action="append", default=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budget-frac", type=float, default=0.5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spaces", nargs="+", default=HELD_OUT, help="names under benchmarks/spaces/")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.05, 0.15, 0.5])
+    parser.add_argument("--samplers", nargs="+", default=["auto", "random", "gp", "tpe"])
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "search_efficiency.json"))
+    parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks" / "search_efficiency.md"),
+                        help="every space and seed as tables ('' for none)")
     args = parser.parse_args()
-    spaces = args.space or [str(ROOT / "search_spaces" / "quickstart.yaml"),
-                            str(ROOT / "search_spaces" / "efficiency_second.yaml")]
-    results = []
-    with tempfile.TemporaryDirectory(prefix="optimix-eff-") as scratch:
-        for space in spaces:
-            grid_overrides = [QUICKSTART_GRID] if Path(space).name == "quickstart.yaml" else []
-            results.append(bench_space(str(Path(space).resolve()), grid_overrides, args.seeds,
-                                       args.budget_frac, Path(scratch)))
+    import optuna
 
-    print(f"\n{'space':<26}{'hv_ratio_vs_random':>20}{'flops_ratio_vs_grid':>21}")
-    for r in results:
-        print(f"{r['space']:<26}{r['hv_ratio_vs_random']:>20.3f}{r['flops_ratio_vs_grid']:>21.3f}")
-    doc = {
-        "hv_ratio_vs_random": statistics.median(r["hv_ratio_vs_random"] for r in results),
-        "flops_ratio_vs_grid": max(r["flops_ratio_vs_grid"] for r in results),
-        "note": "hv_ratio_vs_random: median over spaces of per-space medians over seeds; "
-                "flops_ratio_vs_grid: the worst space's median",
-        "spaces": results,
-        "command": "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {out}")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    started = time.perf_counter()
+    runs = []
+    print(f"{'space':<24} {'budget':>6} {'sampler':<7} {'seed':>4} {'HV/grid':>7} {'trials':>6} "
+          f"{'pruned':>6} {'spent/B':>7} {'best acc':>8}", flush=True)
+    for name in args.spaces:
+        table = Table.load(ROOT / "benchmarks" / "spaces" / f"{name}.yaml")
+        full = grid_hv(table)
+        for frac in args.budgets:
+            budget = frac * table.total_flops()
+            for sampler in args.samplers:
+                for seed in args.seeds:
+                    try:
+                        run = replay(table, sampler, seed, budget)
+                    except SpaceError as err:
+                        sys.exit(f"{name}: {err}")
+                    run |= {"space": name, "frac": frac, "share": run["hv"] / full}
+                    runs.append(run)
+                    print(f"{name:<24} {frac:>6} {sampler:<7} {seed:>4} {run['share']:>7.3f} {run['trials']:>6} "
+                          f"{run['pruned']:>6} {run['spent'] / budget:>7.2f} {run['best']:>8.3f}", flush=True)
+    summary = summarise(runs, args.spaces, args.budgets, args.samplers)
+    print(f"\n{'space@budget':<30} " + " ".join(f"{s:>7}" for s in args.samplers) + "  vs random  vs best Optuna")
+    for key, cell in summary.items():
+        print(f"{key:<30} " + " ".join(f"{cell[s]:>7.3f}" for s in args.samplers)
+              + f"  {cell['vs_random']:>9.2f}  {cell['vs_best_optuna']:>14.2f}")
+    doc = {"command": "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:]),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "wall_s": round(time.perf_counter() - started, 1), "summary": summary, "runs": runs}
+    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(doc))
 
 
 if __name__ == "__main__":
