@@ -219,3 +219,32 @@ def test_the_frontier_sampler_looks_beyond_a_flat_cheap_corner():
     for seed in range(3):
         study, _ = _frontier_study(tree, quality, 16, seed)
         assert max(t.values[0] for t in study.trials) == 0.6, seed
+
+
+def test_the_first_points_leave_most_of_a_small_budget_to_the_sampler():
+    from optimix.search.proposals import (
+        START_SHARE,
+        n_startup,
+        startup_design,
+        startup_points,
+        startup_trials,
+    )
+
+    tree = space_tree("frontier")
+    tree["mixture"]["delivery"] = "even"
+    tree["train"]["lr"] = 0.003
+    tree["search"]["trials"] = 40
+    space = build_space(tree)
+    design = startup_design(space, 10, 0)
+    costs = [trial_flops(space, p) for p in design]
+    assert len(set(costs)) > 1  # the design spans the model sizes
+    tree["search"]["budget_flops"] = 3 * sum(costs) / 4  # the whole design would take far more than a third
+    tight = build_space(tree)
+    start = startup_points(tight, 0)
+    spent = [trial_flops(tight, p) for p in start]
+    assert 1 <= len(start) < len(design)
+    assert spent == sorted(spent) and sum(spent) <= START_SHARE * tight.base.search.budget_flops
+    assert n_startup(tight, 0) == max(3, len(start))
+    tree["search"]["budget_flops"] = None  # without a budget, the whole design
+    free = build_space(tree)
+    assert startup_points(free, 0) == startup_design(free, startup_trials(free), 0)

@@ -142,12 +142,12 @@ def make_sampler(space: Space, seed: int):
                 return None
 
         return FrontierSampler(space.dimensions, distributions(space), q, objectives[q][1] == "max",
-                               cost, n_startup=startup_trials(space), seed=seed, key=key,
+                               cost, n_startup=n_startup(space, seed), seed=seed, key=key,
                                budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space))
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(space))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(space, seed))
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(space))
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup(space, seed))
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -183,5 +183,36 @@ def startup_points(space: Space, seed: int) -> list[dict[str, Any]]:
     if search.points_to_evaluate:
         return [dict(p) for p in search.points_to_evaluate]
     if sampler_name(space) in ("frontier", "tpe", "gp") and space.dimensions:
-        return startup_design(space, startup_trials(space), seed)
+        return affordable_start(space, startup_design(space, startup_trials(space), seed))
     return []
+
+
+def n_startup(space: Space, seed: int) -> int:
+    """Finished trials before a model-based sampler proposes: ``startup_trials``, or fewer
+    where a FLOPs budget affords fewer first points (``affordable_start``), 3 at least."""
+    if space.base.search.points_to_evaluate or space.base.search.budget_flops is None:
+        return startup_trials(space)
+    return max(3, min(startup_trials(space), len(startup_points(space, seed))))
+
+
+START_SHARE = 1 / 3
+"""The most of a FLOPs budget the first points may take: the rest is the model's to spend."""
+
+
+def affordable_start(space: Space, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Under ``search.budget_flops``, the first points cheapest first, as many as fit in
+    ``START_SHARE`` of the budget (the cheapest one at least). A space-filling start that
+    puts one point at each model size can otherwise spend a small budget on its dearest
+    models before the sampler has chosen anything."""
+    budget = space.base.search.budget_flops
+    if budget is None or not points:
+        return points
+    priced = sorted(points, key=lambda p: trial_flops(space, p))
+    out, spent = [], 0.0
+    for point in priced:
+        cost = trial_flops(space, point)
+        if out and spent + cost > START_SHARE * budget:
+            break
+        out.append(point)
+        spent += cost
+    return out
