@@ -21,7 +21,7 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    price. Candidates are whole effective configs (``budget.effective_key``): one that would
    train a model already trained or running is never proposed, and the GP's prior spread
    never falls below ``prior_sd`` (an unexplored part of the space is never "known" to be
-   as flat as what was seen).
+   as flat as what was seen); an accuracy is never expected above 1.
 
 Running trials count as finished at the GP's mean (the "kriging believer"), so parallel
 slots do not propose the same point. Until ``n_startup`` trials have finished, and for
@@ -61,7 +61,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
                  budget_left: Callable[[], float] = lambda: math.inf,
                  n_startup: int = 3, n_candidates: int = 384, seed: int | None = None,
                  key: Callable[[dict[str, Any]], str | None] = lambda p: None,
-                 budget_limit: float | None = None, n_trials: int = 100, prior_sd: float = 0.1):
+                 budget_limit: float | None = None, n_trials: int = 100, prior_sd: float = 0.1,
+                 ceiling: float = math.inf):
         if list(dimensions) != list(distributions):
             raise ValueError("the dimensions and the distributions must name the same entries")
         self._dims = dict(dimensions)
@@ -76,6 +77,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self.budget_limit = budget_limit
         self._n_trials = n_trials
         self._prior_sd = prior_sd
+        self._ceiling = ceiling if maximize else math.inf
         self._rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
 
@@ -119,7 +121,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         costs = costs[fits]
         mean, sd = gp.predict(np.array([self._encode(c) for c in candidates]))
         reference = math.log10(max([float(costs.max()), *(10 ** p[0] for p in front)]) * 1.0001)
-        gain = expected_gain(mean, sd, np.log10(costs), front, reference)
+        gain = expected_gain(mean, sd, np.log10(costs), front, reference, self._ceiling)
         if not (gain > 0).any():
             return {}
         return candidates[int(np.argmax(gain / costs ** self.cost_weight(len(done))))]
@@ -201,11 +203,13 @@ def _front_points(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float,
 
 
 def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
-                  front: Sequence[tuple[float, float]], reference: float) -> np.ndarray:
+                  front: Sequence[tuple[float, float]], reference: float,
+                  ceiling: float = math.inf) -> np.ndarray:
     """Expected 2-D hypervolume gain of adding (quality ~ N(mean, sd), log_cost) to ``front``.
 
     Quality is maximised (the caller flips signs), log cost minimised, and the area is
-    bounded by quality ``floor`` (the lowest seen, or 0) and log cost ``reference``.
+    bounded by quality ``floor`` (the lowest seen, or 0) and log cost ``reference``. A
+    quality cannot pass ``ceiling`` (an accuracy's 1): the GP's tail above it is no gain.
     """
     floor = min([0.0, *(q for _, q in front), *mean.tolist()])
     # The current staircase: best quality at cost <= u, for u along the log-cost axis.
@@ -221,7 +225,7 @@ def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
     starts = np.array([-np.inf, *edges[:-1]])  # segment k: [starts[k], edges[k]) at height best[k]
     ends = np.array(edges)
     heights = np.array(best)
-    quality = mean[:, None] + sd[:, None] * _NODES[None, :]  # (n, nodes)
+    quality = np.minimum(mean[:, None] + sd[:, None] * _NODES[None, :], ceiling)  # (n, nodes)
     width = np.clip(ends[None, :] - np.maximum(starts[None, :], log_cost[:, None]), 0.0, None)  # (n, k)
     lift = np.clip(quality[:, :, None] - heights[None, None, :], 0.0, None)  # (n, nodes, k)
     return (lift * width[:, None, :]).sum(axis=2) @ _WEIGHTS

@@ -143,7 +143,8 @@ def make_sampler(space: Space, seed: int):
 
         return FrontierSampler(space.dimensions, distributions(space), q, objectives[q][1] == "max",
                                cost, n_startup=n_startup(space, seed), seed=seed, key=key,
-                               budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space))
+                               budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space),
+                               ceiling=1.0 if objectives[q][0].startswith("acc/") else math.inf)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(space, seed))
     if name == "gp":
