@@ -7,7 +7,9 @@ The services and the teardown that ends them live in ``cluster_fixtures.py``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -196,6 +198,10 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
             while not list((tmp_path / "runs").glob("quickstart/*/results.jsonl")):
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
                 time.sleep(0.2)
+            # Killed, not stopped: a graceful stop keeps serving open connections for seconds,
+            # long enough for a fast search to log everything before the server is gone.
+            os.killpg(first.proc.pid, signal.SIGKILL)
+            first.proc.wait(timeout=30)
         try:  # the server is gone now; the search must finish its trials anyway
             out, err = proc.communicate(timeout=300)
         finally:
