@@ -7,6 +7,7 @@ real tiny search (real Ray, Optuna, MLflow) that patience ends, resumed, then ch
 from __future__ import annotations
 
 import pytest
+from test_frontier import OBJ, entry
 from test_search import tiny_space_tree
 
 from optimix import report
@@ -16,22 +17,6 @@ from optimix.frontier import since_moved
 from optimix.search.driver import Progress
 from optimix.search.run import SearchSummary, _check_same_space
 from optimix.space import build_space
-
-OBJ = [("acc/x", "max"), ("train_flops", "min")]
-
-
-def entry(trial_id: str, status: str, curve: list[tuple[int, float, float]], steps: int = 4) -> dict:
-    """A ledger entry whose learning curve is ``(step, accuracy, FLOPs)`` points; an ``ok``
-    trial's last point is its final result."""
-    points = [{"step": s, "tokens": 10 * s, "train_flops": f, "train_loss": 1.0, "train_s": 1.0,
-               "accuracy": {"x": a}, "loss": {"x": 1 - a}} for s, a, f in curve]
-    last = points[-1] if points else {"step": 0, "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}}
-    return {"trial_id": trial_id, "status": status, "result": {
-        "train_flops": last["train_flops"], "params": 100, "non_embedding_params": 50,
-        "tokens": last["tokens"], "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0,
-        "steps": last["step"], "planned_steps": steps, "accuracy": last["accuracy"],
-        "loss": last["loss"], "curve": points}}
-
 
 LEDGER = [
     entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # the first result: moves it
