@@ -1,15 +1,22 @@
-"""``optimix plan --verify``: the recommended config trained as a trial, its accuracy
+"""``optimix plan --verify``: the recommended config trained as a new trial, its accuracy
 predicted against achieved.
 
-The trial is the recorded trial nearest in size, moved to the recommendation: its params
-(the config keys it logged) make the tree, the recommended frequency, tokens and size replace
-its own (``verify_tree``). Training runs ``optimix.train.run_trial``, with no Ray or MLflow.
+The trial is the recorded trial nearest to the recommendation (in size, then frequency, then
+tokens), moved to it: its params (the config keys it logged) make the tree, and the
+recommended frequency, tokens and size replace its own (``verify_tree``). It trains with a
+seed no recorded trial of the search used (``fresh_seed``): at a recommendation that is a
+recorded trial's own point, the recorded seed would only replay that trial (training is
+deterministic on CPU), which the fit has already seen. The achieved accuracy is checked against
+the prediction's interval for one trained trial (``trial_interval``, seed noise included) where
+the answer has one, else against ``interval``. Training runs ``optimix.train.run_trial``, with
+no Ray or MLflow.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -18,9 +25,11 @@ from optimix.fit import PlanError, TrialTable
 from optimix.plan import Config
 
 
-def verify(doc: Mapping[str, Any], table: TrialTable, trials: list[Any]) -> dict[str, Any]:
+def verify(doc: Mapping[str, Any], table: TrialTable, trials: list[Any], *,
+           seed: int | None = None) -> dict[str, Any]:
     """Train ``doc``'s predicted config (an ``optimix.plan.answer`` document with ``task`` and
-    ``metric``); ``trials`` are the table's records (``records.TrialRecord``), row for row."""
+    ``metric``); ``trials`` are the table's records (``records.TrialRecord``, matched to the
+    table's rows by run id). ``seed``: the trial's seed (default ``fresh_seed(trials)``)."""
     from optimix.space import build_space
     from optimix.train import plan_trial, run_trial
 
@@ -29,23 +38,54 @@ def verify(doc: Mapping[str, Any], table: TrialTable, trials: list[Any]) -> dict
         raise PlanError("--verify: there is no predicted config to train "
                         + (f"({doc['predicted_error']})" if doc.get("predicted_error") else
                            "(give --budget-flops or --target-acc)"))
-    config = Config(**{k: float(v) for k, v in predicted["config"].items()})
-    row = nearest_size(table, config.params)
-    base = trials[row]
+    config = recommended(predicted["config"])
+    row = nearest_trial(table, config)
+    base = record_of(trials, str(table.run_id[row]))
     recorded = float(table.params[row])
-    trial = build_space(verify_tree(base.params, config, recorded)).base
+    tree = verify_tree(base.params, config, recorded)
+    tree["seed"] = fresh_seed(trials) if seed is None else seed
+    trial = build_space(tree).base
     built = plan_trial(trial).shape.params
     if same_size(config.params, recorded) and built != round(recorded):
         raise PlanError(f"--verify: run {base.run_id}'s recorded config builds {built:,} params, "
                         f"the run recorded {recorded:,.0f} (its data or code changed since)")
     result = run_trial(trial)
     achieved = result.accuracy.get(doc["task"]) if result.status == "ok" else None
-    lo, hi = predicted["interval"] or (None, None)
+    mean_interval = finite_interval(predicted.get("interval"))
+    trial_interval = finite_interval(predicted.get("trial_interval"))
+    against = trial_interval or mean_interval
     return {"status": result.status, "error": result.error, "shape_from": base.run_id,
-            "params": result.params, "tokens": result.tokens, "train_flops": result.train_flops,
-            "predicted": predicted[doc["metric"]], "interval": predicted["interval"],
+            "seed": trial.seed, "requested": config.to_dict(),
+            "params": result.params, "rare_freq": trial.mixture.rare_freq, "tokens": result.tokens,
+            "train_flops": result.train_flops, "predicted": predicted[doc["metric"]],
+            "interval": mean_interval, "trial_interval": trial_interval,
+            "checked_against": None if against is None else
+            ("trial_interval" if trial_interval else "interval"),
             "achieved": achieved, "wall_s": result.wall_s,
-            "within_interval": None if achieved is None or lo is None else bool(lo <= achieved <= hi)}
+            "within_interval": None if achieved is None or against is None
+            else bool(against[0] <= achieved <= against[1])}
+
+
+def recommended(config: Mapping[str, Any]) -> Config:
+    """The predicted config of an answer (its ``config`` entry) as a ``plan.Config``; entries
+    that are not ``Config`` fields are ignored."""
+    return Config(**{f.name: float(config[f.name]) for f in fields(Config)})
+
+
+def finite_interval(value: Any) -> list[float] | None:
+    """An answer's interval as [low, high], or None when it has none or a bound is not finite."""
+    if not value:
+        return None
+    lo, hi = value
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return [float(lo), float(hi)]
+
+
+def fresh_seed(trials: Iterable[Any]) -> int:
+    """One more than the largest ``seed`` param of the recorded trials (0 when none has one)."""
+    seeds = [int(t.params["seed"]) for t in trials if str(t.params.get("seed", "")).isdigit()]
+    return max(seeds, default=-1) + 1
 
 
 def verify_tree(params: Mapping[str, str], config: Config, recorded_params: float) -> dict[str, Any]:
@@ -109,8 +149,24 @@ def _param_value(text: str) -> Any:
     return text
 
 
-def nearest_size(table: TrialTable, params: float) -> int:
-    """Row of the usable trial whose size is nearest (in log) to ``params``."""
+def nearest_trial(table: TrialTable, config: Config) -> int:
+    """Row of the usable trial nearest to ``config``: nearest in size (in log; sizes within
+    ``same_size`` of the nearest count as equal), then in frequency, then in tokens. Where a
+    search varied more than these (a learning rate, a seed), the trial nearest the
+    recommendation lends its other settings."""
     rows = table.usable_rows()
-    return int(rows[np.argmin(np.abs(np.log(table.params[rows]) - math.log(params)))])
+    if not len(rows):
+        raise PlanError("--verify: no finished trial to take the config from")
+    size = np.abs(np.log(table.params[rows] / config.params))
+    rows = rows[size <= size.min() + 1e-3]
+    freq = np.abs(np.log(table.rare_freq[rows] / config.rare_freq))
+    tokens = np.abs(np.log(table.tokens[rows] / config.tokens))
+    return int(rows[np.lexsort((tokens, freq))[0]])
 
+
+def record_of(trials: Iterable[Any], run_id: str) -> Any:
+    """The trial record of ``run_id``."""
+    for trial in trials:
+        if trial.run_id == run_id:
+            return trial
+    raise PlanError(f"--verify: run {run_id} is in the trial table but not among the search's trials")
