@@ -255,6 +255,17 @@ class HardwareSection(StrictModel):
     """Achieved share of the peak (model FLOPs utilisation)."""
     usd_per_hour: float = Field(ge=0)
     source: str = "the search space's hardware section"
+    mfu_by_params: Annotated[list[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0, le=1)]]],
+                             Field(min_length=1)] | None = None
+    """MFU by model size, ``[[params, mfu], ...]``: interpolated linearly in log params and clamped
+    at the ends (``optimix.hardware``); ``mfu`` stays the figure for a trial of unknown size."""
+
+    @model_validator(mode="after")
+    def _sizes_once(self) -> HardwareSection:
+        sizes = [params for params, _ in self.mfu_by_params or []]
+        if len(set(sizes)) < len(sizes):
+            raise KeyedError("mfu_by_params", "a size is given twice")
+        return self
 
 
 class TrialConfig(StrictModel):
