@@ -94,3 +94,50 @@ def test_the_recommended_config_ignores_entries_that_are_not_config_fields():
 def test_an_interval_with_a_missing_or_infinite_bound_is_none(value, want):
     assert verify.finite_interval(value) == want
 
+
+# ---------------------------------------------------------------------------------------------
+# A size between (or past) the recorded ones
+
+
+SHAPED = {"model.d_model": "32", "model.n_layer": "2", "model.n_head": "2", "model.d_ff": "None",
+          "model.params": "None", "model.tie_embeddings": "False", "shape.d_model": "32",
+          "shape.n_layer": "2", "shape.n_head": "2", "shape.d_ff": "96", "shape.n_vocab": "72",
+          "shape.n_ctx": "8"}
+
+
+def count(shape: dict[str, int], n_vocab: int = 72, tie: bool = False) -> int:
+    from optimix.flops import param_counts
+
+    return param_counts(shape["d_model"], shape["n_layer"], shape["d_ff"], n_vocab, tie)[0]
+
+
+@pytest.mark.parametrize("target", [5e3, 5e4, 2e5, 1e6, 5e6])
+def test_a_trial_given_its_shape_keeps_depth_and_heads_and_its_width_meets_the_size(target):
+    """The quickstart's trials (two layers, two heads, the width searched): the shape rule
+    would have built 17,400 params for 20,000 and 3,992,320 (5 layers) for 5e6; within 1% now."""
+    from optimix.model import default_d_ff
+
+    shape = verify.scaled_shape(SHAPED, target)
+    assert (shape["n_layer"], shape["n_head"]) == (2, 2) and shape["d_model"] % 2 == 0
+    assert abs(math.log(count(shape) / target)) < 0.01
+    assert 0.75 <= shape["d_ff"] / default_d_ff(shape["d_model"]) <= 1.25
+
+
+def test_a_non_default_mlp_width_scales_with_the_model_width():
+    params = {**SHAPED, "shape.d_ff": "64", "shape.n_head": "4", "model.tie_embeddings": "True"}
+    shape = verify.scaled_shape(params, 2e5)
+    assert 0.75 <= shape["d_ff"] / (64 * shape["d_model"] / 32) <= 1.25 and shape["d_model"] % 4 == 0
+    assert abs(math.log(count(shape, tie=True) / 2e5)) < 0.01
+
+
+def test_the_tree_pins_the_scaled_shape_at_another_size_and_the_rule_where_the_trial_used_it():
+    moved = verify.verify_tree(SHAPED, config(2e5, 0.05), 31392.0)["model"]
+    assert moved["params"] is None and (moved["n_layer"], moved["n_head"]) == (2, 2)
+    assert moved == {**moved, **verify.scaled_shape(SHAPED, 2e5)}
+    by_rule = {**SHAPED, "model.params": "31392"}
+    assert verify.verify_tree(by_rule, config(2e5, 0.05), 31392.0)["model"]["params"] == 200_000
+    unshaped = {k: v for k, v in SHAPED.items() if not k.startswith("shape.")}
+    assert verify.scaled_shape(unshaped, 2e5) is None
+    assert verify.verify_tree(unshaped, config(2e5, 0.05), 31392.0)["model"]["params"] == 200_000
+    own = verify.verify_tree(SHAPED, config(31392, 0.05), 31392.0)["model"]
+    assert (own["d_model"], own["d_ff"], own["params"]) == (32, 96, None)

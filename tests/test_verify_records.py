@@ -101,6 +101,26 @@ def test_records_are_matched_to_table_rows_by_run_id(recorded, trainer):  # noqa
         assert as_logged(trainer.configs[-1]) == as_logged(trainer.configs[-2])
 
 
+def test_between_the_recorded_sizes_the_trained_model_has_the_recommended_size(recorded, trainer):  # noqa: F811
+    """A size no trial had (``--params`` asks for any): the nearest trial's depth and heads,
+    a width and MLP width that meet the count (the shape rule missed it by up to 20%)."""
+    import math
+
+    _, record = recorded
+    table = table_of(record)
+    sizes = sorted({t.metrics["params"] for t in record.trials})
+    for target in (0.6 * sizes[0], math.sqrt(sizes[0] * sizes[-1]), 3 * sizes[-1]):
+        doc = doc_at(record.trials[0])
+        doc["predicted"]["config"]["params"] = target
+        ver = verify.verify(doc, table, record.trials)
+        lender = next(t for t in record.trials if t.run_id == ver["shape_from"])
+        shape = plan_trial(trainer.configs[-1]).shape
+        assert (shape.n_layer, shape.n_head) == (int(lender.params["shape.n_layer"]),
+                                                 int(lender.params["shape.n_head"]))
+        assert ver["params"] == shape.params and abs(math.log(ver["params"] / target)) < 0.01
+        assert ver["requested"]["params"] == round(target)
+
+
 def test_within_interval_is_judged_against_one_trial_s_interval_when_the_answer_has_one(recorded, trainer):  # noqa: F811
     """``trial_interval`` (one trained trial, seed noise included) when the answer has it, else
     ``interval`` (the mean over seeds); both are returned."""
