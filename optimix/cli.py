@@ -232,6 +232,8 @@ def check_command(experiment: str | None, tracking_uri: str | None, storage_path
 @click.option("--budget-flops", type=float, default=None, help="Best accuracy for this many training FLOPs.")
 @click.option("--target-acc", type=float, default=None, help="Cheapest way to reach this accuracy.")
 @click.option("--task", default=None, help="Task to plan for (default: the search's rare-task objective).")
+@click.option("--params", "size", type=float, default=None,
+              help="Answer for a model of this many parameters (the one you will train; may extrapolate).")
 @click.option("--hardware", default=None,
               help="Cost profile: h100 (default), a100, cpu, or the name in the space's hardware: section.")
 @click.option("--workers", type=int, default=None, help="With SPACE: devices at once (default: search.max_concurrent).")
@@ -241,7 +243,7 @@ def check_command(experiment: str | None, tracking_uri: str | None, storage_path
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def plan_command(space: str | None, experiment: str | None, tracking_uri: str | None, run_id: str | None,
                  budget_flops: float | None, target_acc: float | None, task: str | None,
-                 hardware: str | None, workers: int | None, validate_fit: bool, verify: bool,
+                 size: float | None, hardware: str | None, workers: int | None, validate_fit: bool, verify: bool,
                  seed: int, as_json: bool) -> None:
     """Answer budget questions from a recorded search, or from SPACE before one."""
     from optimix import fit as model
@@ -252,6 +254,7 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
     try:
         if space is not None:
             used = [name for name, on in (("--target-acc", target_acc is not None), ("--task", task),
+                                          ("--params", size is not None),
                                           ("--validate", validate_fit), ("--verify", verify),
                                           ("--experiment", experiment), ("--run-id", run_id)) if on]
             if used:
@@ -270,9 +273,11 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
         doc, table = planner.search_table(record, task)
         if budget_flops is not None or target_acc is not None:
             doc.update(planner.answer(table, metric=doc["metric"], budget_flops=budget_flops,
-                                      target_acc=target_acc, hardware=profile, seed=seed))
+                                      target_acc=target_acc, hardware=profile, params=size, seed=seed))
+        elif size is not None:
+            raise SpaceError("--params: give --budget-flops F or --target-acc A to answer at that size")
         if validate_fit:
-            doc["validate"] = model.cross_validate(table, seed=seed)
+            doc["validate"] = planner.cross_validate(table, seed=seed)
         if verify:
             doc["verify"] = verification.verify(doc, table, record.trials)
     except (model.PlanError, hw.HardwareError) as err:

@@ -1,20 +1,17 @@
-"""The planning model: the trial table, the threshold-law fit, its bootstrap, and how well it
-predicts held-out trials. Pure: numpy, no MLflow, torch, Ray or Optuna.
+"""The planning model: the trial table, the fitted threshold law with its draws, and trials
+drawn from a known law. Pure: numpy, no MLflow, torch, Ray or Optuna.
 
 The model (docs/science.md, Gu et al. arXiv:2505.18091): rare-task accuracy jumps once the rare
 frequency ``f`` passes a threshold that falls with model size ``N`` (and with training tokens
-``T``), ``f_thres = c * N^-s * T^-u``. Across the jump accuracy is logistic in log frequency::
+``T``)::
 
     acc = sigmoid(k * (log f - log f_thres(N, T)))
-        = sigmoid(b0 + k log f + bN log N + bT log T),   s = bN / k,  u = bT / k,  log c = -b0 / k
 
-so the fit is a logistic regression of the accuracy (a fraction in [0, 1]) on (log f, log N,
-log T): convex, solved by Newton's method (``optimix.logistic``) with a small ridge (exact 0/1
-accuracies separate the data and would send ``k`` to infinity otherwise). A feature that does not vary in the trials, or
-that is tied to the others (iso-FLOP trials tie tokens to size), is left out: the answer then
-follows the trials' own design for it (the tokens a size was trained on). Intervals come from
-refitting on bootstrap resamples of the trials (200 by default, seeded). The queries over the
-fit are in ``optimix.plan``.
+``optimix.law`` fits it in two stages: the threshold of each recorded size, then a curve over
+sizes whose misfit and seed noise go into every interval. A feature that does not vary in the
+trials, or that is tied to the others (iso-FLOP trials tie tokens to size), is left out: the
+answer then follows the trials' own design for it (the tokens a size was trained on). The
+queries over the fit are in ``optimix.plan``, the held-out checks in ``optimix.validate``.
 """
 
 from __future__ import annotations
@@ -26,15 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from optimix import logistic
+from optimix.law import SAME_SIZE, Draws, Law, draw, fit_law, k_at, log_threshold
 
-N_BOOT = 200
+N_BOOT = 1000
+"""Joint draws of the law behind every interval."""
 INTERVAL = (5.0, 95.0)
-"""Percentiles of the bootstrap predictions: a 90% interval."""
-RIDGE = 1e-2
-"""L2 penalty on the standardised slopes: keeps separable (0/1) data finite, barely biases the rest."""
-GOAL = {"spearman": 0.9, "mae": 0.08}
-"""What ``optimix plan --validate`` should reach on the study reproduction's trials."""
+"""Percentiles of the draws: a 90% interval."""
 
 
 class PlanError(ValueError):
@@ -56,22 +50,26 @@ class TrialTable:
     train_flops: np.ndarray
     acc: np.ndarray
     status: np.ndarray
+    train_s: np.ndarray
+    """Seconds of training (NaN where not recorded): the recorded hardware's achieved rate."""
 
     def __post_init__(self) -> None:
         n = len(self.run_id)
-        for name in ("rare_freq", "params", "tokens", "train_flops", "acc", "status"):
+        for name in _COLUMNS[1:]:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"TrialTable.{name}: {len(getattr(self, name))} rows, run_id has {n}")
 
     @classmethod
     def from_columns(cls, *, run_id: Iterable[str], rare_freq: Iterable[float],
                      params: Iterable[float], tokens: Iterable[float], train_flops: Iterable[float],
-                     acc: Iterable[float], status: Iterable[str] | None = None) -> TrialTable:
+                     acc: Iterable[float], status: Iterable[str] | None = None,
+                     train_s: Iterable[float] | None = None) -> TrialTable:
         run_id = np.asarray(list(run_id), dtype=object)
         status = np.asarray(list(status) if status is not None else ["ok"] * len(run_id), dtype=object)
+        train_s = list(train_s) if train_s is not None else [math.nan] * len(run_id)
         as_float = {name: np.asarray(list(values), dtype=float) for name, values in
                     (("rare_freq", rare_freq), ("params", params), ("tokens", tokens),
-                     ("train_flops", train_flops), ("acc", acc))}
+                     ("train_flops", train_flops), ("acc", acc), ("train_s", train_s))}
         return cls(run_id=run_id, status=status, **as_float)
 
     @classmethod
@@ -98,6 +96,7 @@ class TrialTable:
             train_flops=[num(r.metrics.get("train_flops")) for r in rows],
             acc=[num(r.metrics.get(metric)) for r in rows],
             status=[r.status for r in rows],
+            train_s=[num(r.metrics.get("train_s")) for r in rows],
         )
 
     def __len__(self) -> int:
@@ -118,7 +117,7 @@ class TrialTable:
         return self.take(self.usable_rows())
 
 
-_COLUMNS = ("run_id", "rare_freq", "params", "tokens", "train_flops", "acc", "status")
+_COLUMNS = ("run_id", "rare_freq", "params", "tokens", "train_flops", "acc", "status", "train_s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,16 +126,16 @@ _COLUMNS = ("run_id", "rare_freq", "params", "tokens", "train_flops", "acc", "st
 
 @dataclass
 class Fit:
-    """A fitted accuracy surface with its bootstrap refits and the trials' design."""
+    """The fitted law (``optimix.law``), its joint draws, and the trials' design."""
 
-    coef: np.ndarray
-    """(b0, k, bN, bT) in natural-log units; a left-out feature has 0."""
-    boot: np.ndarray
-    """(B, 4) bootstrap refits of ``coef``."""
+    law: Law
+    draws: Draws
     used: tuple[bool, bool]
     """Whether log N and log T are in the model."""
     flops_per_token: tuple[float, float]
     """(a, b): log(train_flops / tokens) = a + b log N, fitted on the trials."""
+    size_fpt: tuple[np.ndarray, np.ndarray]
+    """(log size, log FLOPs per token) of each recorded size: exact where a size was recorded."""
     design_tokens: tuple[float, float]
     """(a, b): log T = a + b log N over the trials (used where T is not in the model)."""
     ranges: dict[str, tuple[float, float]]
@@ -144,76 +143,144 @@ class Fit:
     freqs: np.ndarray
     token_grid: np.ndarray
     n: int
+    resolution: float
+    """The recorded accuracies' step (1 / the answers an evaluation scores), estimated."""
     notes: list[str] = field(default_factory=list)
 
     # -- predictions -----------------------------------------------------------------------
 
-    def logit(self, f, n, t, coef: np.ndarray | None = None) -> np.ndarray:
-        c = self.coef if coef is None else coef
-        f, n, t = (np.log(np.asarray(x, dtype=float)) for x in (f, n, t))
-        if c.ndim == 1:
-            return c[0] + c[1] * f + c[2] * n + c[3] * t
-        return (c[:, 0, None] + c[:, 1, None] * np.ravel(f) + c[:, 2, None] * np.ravel(n)
-                + c[:, 3, None] * np.ravel(t))
+    def _logs(self, f, n, t):
+        f, n, t = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (f, n, t)))
+        return np.log(f).ravel(), np.log(n).ravel(), np.log(t).ravel(), f.shape
+
+    def logit(self, f, n, t) -> np.ndarray:
+        lf, lx, lt, shape = self._logs(f, n, t)
+        return (k_at(self.law.stage1, lx) * (lf - log_threshold(self.law, lx, lt))).reshape(shape)
 
     def predict(self, f, n, t) -> np.ndarray:
+        """The expected accuracy (the mean over seeds) at the estimate."""
         return _sigmoid(self.logit(f, n, t))
 
-    def predict_boot(self, f, n, t) -> np.ndarray:
-        """(B, points) bootstrap predictions."""
-        return _sigmoid(self.logit(f, n, t, self.boot))
+    def logit_draws(self, f, n, t, *, seeds: int = 0) -> np.ndarray:
+        """(M, points) draws of the expected accuracy on the logit scale (the law's uncertainty
+        and misfit); ``seeds`` > 0: of the mean of that many trained trials (seed noise added)."""
+        lf, lx, lt, _ = self._logs(f, n, t)
+        d = self.draws
+        z = k_at(self.law.stage1, lx, d) * (lf[None, :] - log_threshold(self.law, lx, lt, d)) + d.cell[:, None]
+        return z + d.seed[:, None] / math.sqrt(seeds) if seeds else z
+
+    def predict_draws(self, f, n, t, *, seeds: int = 0) -> np.ndarray:
+        """(M, points) draws of the expected accuracy; ``seeds`` > 0: of what the mean of that
+        many trained trials measures (seed noise, and the evaluation's finite answers: a binomial
+        draw at the recorded resolution). ``seeds=1``: one trial."""
+        p = _sigmoid(self.logit_draws(f, n, t, seeds=seeds))
+        if not seeds:
+            return p
+        answers = round(1 / self.resolution) * seeds
+        return np.random.default_rng(len(p)).binomial(answers, p) / answers
 
     def fpt(self, n) -> np.ndarray:
+        """FLOPs per token at size ``n``: the recorded value at a recorded size, else the line."""
         a, b = self.flops_per_token
-        return np.exp(a + b * np.log(np.asarray(n, dtype=float)))
+        ln = np.log(np.asarray(n, dtype=float))
+        out = a + b * ln
+        sizes, values = self.size_fpt
+        if len(sizes):
+            near = np.abs(np.asarray(ln)[..., None] - sizes)
+            out = np.where(near.min(-1) <= SAME_SIZE, values[near.argmin(-1)], out)
+        return np.exp(out)
 
     def tokens_for(self, n) -> np.ndarray:
         """The tokens the trials' design gives a model of size ``n``."""
         a, b = self.design_tokens
         return np.exp(a + b * np.log(np.asarray(n, dtype=float)))
 
+    def tokens_to_reach(self, target: float, f: np.ndarray, n: np.ndarray) -> np.ndarray | None:
+        """Tokens at which (f, n) is predicted to reach ``target``; None unless tokens help."""
+        s1 = self.law.stage1
+        if not self.used[1] or s1.bt <= 0:
+            return None
+        lx = np.log(np.asarray(n, dtype=float))
+        theta0 = log_threshold(self.law, lx, np.full(lx.shape, s1.mean_lt)).reshape(lx.shape)
+        k = k_at(s1, lx).reshape(lx.shape)
+        need = math.log(target / (1 - target)) - k * (np.log(f) - theta0)
+        return np.exp(np.minimum(s1.mean_lt + need / s1.bt, 700.0))
+
     # -- the threshold law ----------------------------------------------------------------
 
-    def law(self, coef: np.ndarray | None = None) -> dict[str, float] | None:
-        """``f_thres = c N^-s T^-u`` from the coefficients, or None when accuracy does not rise with f."""
-        b0, k, bn, bt = self.coef if coef is None else coef
-        if k <= 0:
-            return None
-        return {"k": float(k), "s": float(bn / k), "u": float(bt / k), "log_c": float(-b0 / k)}
-
-    def threshold(self, n: float, t: float, coef: np.ndarray | None = None) -> float:
+    def threshold(self, n: float, t: float) -> float:
         """The 50% rare frequency at size ``n`` and tokens ``t``."""
-        law = self.law(coef)
-        if law is None:
-            return math.nan
-        return math.exp(law["log_c"] - law["s"] * math.log(n) - law["u"] * math.log(t))
+        return float(np.exp(log_threshold(self.law, math.log(n), math.log(t)))[0])
+
+    def threshold_draws(self, n: float, t: float) -> np.ndarray:
+        """Draws of where the expected accuracy crosses 0.5: the law's, shifted by the configs'
+        misfit (``cell / k`` in log f), as a recorded size's seeds' mean would show it."""
+        d, lx = self.draws, math.log(n)
+        return np.exp(log_threshold(self.law, lx, math.log(t), d)[:, 0] - d.cell / k_at(self.law.stage1, lx, d)[:, 0])
+
+    def size_distance(self, n: float) -> float:
+        """How far ``n`` lies outside the recorded sizes, as a factor (1: inside)."""
+        lo, hi = self.ranges["params"]
+        return max(lo / n, n / hi, 1.0)
+
+    def quality(self) -> dict[str, Any]:
+        """Goodness of fit: of the power law, and of the curve the answers use."""
+        lw, s1 = self.law, self.law.stage1
+        doc: dict[str, Any] = {"sizes": len(s1.theta), "seed_sd_logit": s1.seed_sd,
+                               "threshold_se": [float(v) for v in s1.theta_se]}
+        for key, curve in (("power_law", lw.line), ("curve", lw.curve)):
+            if curve is None:
+                doc[key] = None
+                continue
+            p = curve.p_value()
+            doc[key] = {"kind": "power law (straight in log N)" if curve.degree == 1
+                        else "quadratic in log N (a line past the recorded sizes)",
+                        "chi2": curve.q, "df": curve.df, "p_value": p,
+                        "misfit_sd": curve.tau, "fits_badly": bool(p is not None and p < BAD_FIT)}
+        return doc
+
+    def power_law(self) -> dict[str, Any] | None:
+        """``f_thres = c N^-s T^-u`` from the straight line over sizes, with 90% intervals."""
+        line = self.law.line
+        s1 = self.law.stage1
+        if line is None:
+            return None
+        a, b = line.coef
+        rng = np.random.default_rng(0)
+        scale = np.sqrt(line.df / rng.chisquare(line.df, 2000)) if line.df >= 1 else np.ones(2000)
+        slopes = b + scale * math.sqrt(line.cov[1, 1]) * rng.standard_normal(2000)
+        u = s1.bt / s1.k
+        return {"c": math.exp(a - b * line.x0 + u * s1.mean_lt), "s": float(-b),
+                "s_interval": None if line.df < 1 else interval(-slopes),
+                "u": u if self.used[1] else None,
+                "u_interval": [(s1.bt - 1.645 * s1.bt_se) / s1.k, (s1.bt + 1.645 * s1.bt_se) / s1.k]
+                if self.used[1] else None}
 
     def summary(self, n: float, t: float) -> dict[str, Any]:
-        """The law with bootstrap intervals, and the threshold at (n, t)."""
-        law = self.law()
-        doc: dict[str, Any] = {"model": "acc = sigmoid(k * (log f - log f_thres)), "
-                                        "f_thres = c * N^-s * T^-u",
-                               "trials": self.n, "bootstrap": len(self.boot),
-                               "uses_params": self.used[0], "uses_tokens": self.used[1]}
-        if law is None:
-            doc["threshold_law"] = None
-            return doc
-        laws = [self.law(c) for c in self.boot]
-        valid = [x for x in laws if x is not None]
-        doc["k"] = law["k"]
-        doc["c"] = math.exp(law["log_c"])
-        for key in ("s", "u"):
-            used = self.used[0] if key == "s" else self.used[1]
-            doc[key] = law[key] if used else None
-            doc[f"{key}_interval"] = interval([x[key] for x in valid]) if used and valid else None
-        doc["at"] = {"params": n, "tokens": t}
-        doc["threshold_freq"] = self.threshold(n, t)
-        doc["threshold_interval"] = interval([self.threshold(n, t, c) for c in self.boot])
+        """The law, its fit, and the threshold at (n, t) with its 90% interval."""
+        doc: dict[str, Any] = {
+            "model": "acc = sigmoid(k * (log f - log f_thres(N, T))); log f_thres per recorded size, "
+                     "a curve in log N between and beyond them",
+            "trials": self.n, "draws": len(self.draws.seed), "uses_params": self.used[0],
+            "uses_tokens": self.used[1], "k": self.law.stage1.k,
+            "power_law": self.power_law(), "quality": self.quality(),
+            "at": {"params": n, "tokens": t}, "threshold_freq": self.threshold(n, t),
+            "threshold_interval": interval(self.threshold_draws(n, t)),
+        }
+        if self.size_distance(n) > 1:
+            doc["extrapolation"] = f"{n:,.0f} params is {self.size_distance(n):.2g}x outside the recorded sizes"
         return doc
 
 
-def fit(table: TrialTable, *, n_boot: int = N_BOOT, seed: int = 0, ridge: float = RIDGE) -> Fit:
-    """Fit the accuracy surface to the table's usable trials; ``PlanError`` when it cannot."""
+BAD_FIT = 0.01
+"""A curve whose misfit is this unlikely (chi-square p-value) fits badly."""
+
+
+def fit(table: TrialTable, *, n_boot: int = N_BOOT, seed: int = 0) -> Fit:
+    """Fit the law to the table's usable trials; ``PlanError`` when it cannot.
+
+    ``n_boot`` joint draws (seeded) give every interval.
+    """
     ok = table.usable()
     if len(ok) < 4:
         raise PlanError(f"fitting needs at least 4 finished trials, got {len(ok)}")
@@ -230,93 +297,35 @@ def fit(table: TrialTable, *, n_boot: int = N_BOOT, seed: int = 0, ridge: float 
                          f"left out of the model; answers follow the trials' {what}")
         else:
             keep.append(j)
-    mean, scale = logs[:, keep].mean(0), logs[:, keep].std(0)
-    x = np.column_stack([np.ones(len(ok)), (logs[:, keep] - mean) / scale])
-    y = np.clip(ok.acc, 0.0, 1.0)
-    beta = logistic.newton(x, y, np.ones((1, len(ok))), np.zeros((1, x.shape[1])), ridge)
-    rng = np.random.default_rng(seed)
-    n = len(ok)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    counts = np.bincount((draws + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n)
-    boot = logistic.refit(x, y, counts.reshape(n_boot, n).astype(np.float32), beta, ridge)
-
-    def natural(b: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(b), 4))
-        slopes = b[:, 1:] / scale
-        out[:, [1 + j for j in keep]] = slopes
-        out[:, 0] = b[:, 0] - slopes @ mean
-        return out
-
+    fitted = fit_law(logs[:, 0], logs[:, 1], logs[:, 2] if 2 in keep else None,
+                         np.clip(ok.acc, 0.0, 1.0), use_size=1 in keep)
+    if fitted.stage1.k <= 0:
+        raise PlanError("accuracy does not rise with mixture.rare_freq in these trials: no threshold to fit")
+    notes += fitted.notes
     log_fpt = np.log(ok.train_flops / ok.tokens)
     log_n = logs[:, 1]
+    rounded = np.round(log_n / SAME_SIZE)
+    distinct = np.unique(rounded)
+    size_fpt = ((np.array([np.median(log_n[rounded == r]) for r in distinct]),
+                 np.array([np.median(log_fpt[rounded == r]) for r in distinct]))
+                if len(distinct) <= 64 else (np.array([]), np.array([])))
     return Fit(
-        coef=natural(beta)[0], boot=natural(boot), used=(1 in keep, 2 in keep),
-        flops_per_token=_line(log_n, log_fpt, slope_if_flat=1.0),
-        design_tokens=_line(log_n, logs[:, 2], slope_if_flat=0.0),
+        law=fitted, draws=draw(fitted, n_boot, np.random.default_rng(seed)),
+        used=(1 in keep, 2 in keep), flops_per_token=_line(log_n, log_fpt, slope_if_flat=1.0),
+        size_fpt=size_fpt, design_tokens=_line(log_n, logs[:, 2], slope_if_flat=0.0),
         ranges={name: (float(v.min()), float(v.max())) for name, v in
                 (("rare_freq", ok.rare_freq), ("params", ok.params), ("tokens", ok.tokens),
                  ("train_flops", ok.train_flops), ("acc", ok.acc))},
         sizes=_grid(ok.params, 33), freqs=_grid(ok.rare_freq, 49), token_grid=_grid(ok.tokens, 17),
-        n=n, notes=notes,
+        n=len(ok), resolution=_resolution(ok.acc), notes=notes,
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# How good are the predictions?
-
-
-def cross_validate(table: TrialTable, *, folds: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Held-out predictions of every usable trial: leave-one-out up to 200 trials, else 10-fold.
-
-    Reports the Spearman rank correlation and the mean absolute error of accuracy, and whether
-    they meet ``GOAL``.
-    """
-    ok = table.usable()
-    n = len(ok)
-    if n < 5:
-        raise PlanError(f"validation needs at least 5 finished trials, got {n}")
-    folds = folds or (n if n <= 200 else 10)
-    folds = min(folds, n)
-    assign = np.random.default_rng(seed).permutation(n) % folds
-    pred = np.full(n, np.nan)
-    for k in range(folds):
-        test = assign == k
-        try:
-            model = fit(ok.take(np.flatnonzero(~test)), n_boot=1, seed=seed)
-        except PlanError:
-            continue  # this fold's training trials cannot be fitted: its trials stay unpredicted
-        pred[test] = model.predict(ok.rare_freq[test], ok.params[test], ok.tokens[test])
-    done = np.isfinite(pred)
-    rho = spearman(pred[done], ok.acc[done])
-    mae = float(np.mean(np.abs(pred[done] - ok.acc[done]))) if done.any() else math.nan
-    return {
-        "method": "leave-one-out" if folds == n else f"{folds}-fold",
-        "trials": n, "predicted": int(done.sum()),
-        "spearman": rho, "mae": mae, "goal": dict(GOAL),
-        "meets_goal": bool(rho >= GOAL["spearman"] and mae <= GOAL["mae"]),
-        "run_id": [str(r) for r in ok.run_id], "acc": ok.acc.tolist(),
-        "predicted_acc": [None if not math.isfinite(p) else float(p) for p in pred],
-    }
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2:
-        return math.nan
-    rx, ry = _ranks(x), _ranks(y)
-    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=float)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
+def _resolution(acc: np.ndarray) -> float:
+    """The smallest step between distinct recorded accuracies, within [1e-4, 0.05]."""
+    steps = np.diff(np.unique(np.round(acc, 6)))
+    steps = steps[steps > 5e-7]
+    return float(np.clip(steps.min(), 1e-4, 0.05)) if len(steps) else 0.05
 
 
 # ---------------------------------------------------------------------------------------------

@@ -134,16 +134,9 @@ def plan(doc) -> None:
     if doc.get("query") is not None:
         _answer(doc, doc["metric"])
         _fit(doc.get("fit"), doc.get("frequency_vs_size"))
-        hwp = doc["hardware"]
-        if doc.get("gpu_hours") is not None:
-            click.echo(f"cost        {doc['gpu_hours']:.3g} device-hours, ${doc['cost_usd']:.3g} on {hwp['name']} "
-                       f"({hwp['peak_flops_per_s']:.3g} FLOP/s peak x {hwp['mfu']:g} MFU, ${hwp['usd_per_hour']:g}/h)")
-    val = doc.get("validate")
-    if val:
-        goal = val["goal"]
-        click.echo(f"validate    {val['method']} over {val['trials']} trials: Spearman {val['spearman']:.3f} "
-                   f"(goal >= {goal['spearman']}), MAE {val['mae']:.3f} (goal <= {goal['mae']}): "
-                   + ("meets the goal" if val["meets_goal"] else "misses the goal"))
+        _cost(doc)
+    if doc.get("validate"):
+        _validate(doc["validate"])
     ver = doc.get("verify")
     if ver:
         got = "-" if ver["achieved"] is None else f"{ver['achieved']:.3f}"
@@ -158,6 +151,8 @@ def _answer(doc, metric: str) -> None:
     query = doc["query"]
     what = (f"best {metric} for {query['budget_flops']:.3g} FLOPs" if "budget_flops" in query
             else f"cheapest way to {metric} >= {query['target_acc']:g}")
+    if "params" in query:
+        what += f" at {query['params']:,.0f} params"
     click.echo(f"query       {what} ({doc['trials']['ok']} of {doc['trials']['recorded']} trials finished)")
     obs = doc["observed"]
     click.echo("observed    " + ("no recorded trial answers it" if obs is None else
@@ -168,32 +163,94 @@ def _answer(doc, metric: str) -> None:
         click.echo(f"predicted   none: {doc.get('predicted_error')}")
         return
     band = "[{:.3f}, {:.3f}]".format(*pred["interval"]) if pred["interval"] else ""
-    reach = f", reaches it in {pred['p_reach']:.0%} of refits" if "p_reach" in pred else ""
-    click.echo(f"predicted   {pred[metric]:.3f} {band} with {_config(pred['config'])} "
-               f"({pred['train_flops']:.3g} FLOPs{reach})")
+    one = " one trial [{:.3f}, {:.3f}],".format(*pred["trial_interval"]) if pred.get("trial_interval") else ""
+    reach = f", one trial reaches it in {pred['p_reach']:.0%} of draws" if "p_reach" in pred else ""
+    click.echo(f"predicted   {pred[metric]:.3f} {band} (mean over seeds;{one} 90%) with "
+               f"{_config(pred['config'])} ({pred['train_flops']:.3g} FLOPs{reach})")
+    if pred.get("recorded_run"):
+        click.echo(f"            run {pred['recorded_run']} already answers it at no more FLOPs: recommended as is")
     if pred["extrapolated"]:
         click.echo(f"            extrapolated: {'; '.join(pred['outside'])}")
 
 
 def _fit(fit, cmp_) -> None:
-    """The threshold law, frequency against size, and the fit's notes."""
+    """The threshold at the answer, the law and how well it fits, frequency against size, notes."""
     if fit and fit.get("threshold_freq") is not None:
-        law = f"f_thres = {fit['c']:.3g}"
-        for key, var in (("s", "N"), ("u", "T")):
-            if fit[key] is not None:
-                lo, hi = fit[f"{key}_interval"]
-                law += f" * {var}^-{fit[key]:.3g} ({key} in [{lo:.3g}, {hi:.3g}])"
         lo, hi = fit["threshold_interval"]
-        click.echo(f"threshold   {law}; at {fit['at']['params']:,.0f} params, "
-                   f"{fit['at']['tokens']:,.0f} tokens: {fit['threshold_freq']:.3g} [{lo:.3g}, {hi:.3g}]")
+        extra = f" ({fit['extrapolation']})" if fit.get("extrapolation") else ""
+        click.echo(f"threshold   at {fit['at']['params']:,.0f} params, {fit['at']['tokens']:,.0f} tokens: "
+                   f"{fit['threshold_freq']:.3g} [{lo:.3g}, {hi:.3g}]{extra}")
+    if fit:
+        click.echo(f"law         {_law(fit)}")
     if cmp_:
         f2, n2 = cmp_["double_frequency"], cmp_["double_params"]
-        verdict = "raise the frequency" if cmp_["winner"] == "frequency" else "grow the model"
-        agree = cmp_["p_frequency_wins"] if cmp_["winner"] == "frequency" else 1 - cmp_["p_frequency_wins"]
-        click.echo(f"freq/size   doubling rare_freq {f2['acc_gain']:+.3f}, doubling params at equal FLOPs "
-                   f"{n2['acc_gain']:+.3f}: {verdict} ({agree:.0%} of refits agree)")
+        if cmp_["winner"] == "undetermined":
+            verdict = f"undetermined: {cmp_['undetermined']}"
+        else:
+            agree = cmp_["p_frequency_wins"] if cmp_["winner"] == "frequency" else 1 - cmp_["p_frequency_wins"]
+            verdict = ("raise the frequency" if cmp_["winner"] == "frequency" else "grow the model") + \
+                f" ({agree:.0%} of draws agree)"
+        click.echo(f"freq/size   doubling rare_freq {f2['acc_gain']:+.3f}, doubling params at equal "
+                   f"{cmp_['at_equal']} {n2['acc_gain']:+.3f}: {verdict}")
     for note in [*(fit or {}).get("notes", []), *(cmp_ or {}).get("notes", [])]:
         click.echo(f"            note: {note}")
+
+
+def _law(fit) -> str:
+    """The power law with its slope's sign as fitted, and the goodness of fit of what answers use."""
+    law, quality = fit.get("power_law"), fit["quality"]
+    if law is None:
+        return "one recorded size: no law over sizes"
+    text = f"f_thres = {law['c']:.3g} * N^{-law['s']:+.3g}"
+    if law["s_interval"]:
+        text += " (s in [{:.3g}, {:.3g}])".format(*law["s_interval"])
+    if law.get("u") is not None:
+        text += f" * T^{-law['u']:+.3g}"
+    for key, label in (("power_law", "power law"), ("curve", "answers use")):
+        q = quality[key]
+        if q is None or (key == "curve" and q["kind"].startswith("power law")):
+            continue
+        fitness = "fits badly" if q["fits_badly"] else "fits"
+        p = "" if q["p_value"] is None else f", p {q['p_value']:.2g}"
+        name = label if key == "power_law" else f"{label} a {q['kind']}"
+        text += f"; {name}: chi2 {q['chi2']:.3g} on {q['df']} df{p}, misfit sd {q['misfit_sd']:.3g}: {fitness}"
+    return text + f"; {quality['sizes']} sizes, one trial's scatter {quality['seed_sd_logit']:.2g} logit"
+
+
+def _cost(doc) -> None:
+    hwp = doc["hardware"]
+    if doc.get("gpu_hours") is None:
+        return
+    click.echo(f"cost        {doc['gpu_hours']:.3g} device-hours, ${doc['cost_usd']:.3g} on {hwp['name']} "
+               f"(${hwp['usd_per_hour']:g}/h)" + (f"; recorded hardware {_hours(doc['recorded_hours'])} at its "
+                                                   "measured rate" if doc.get("recorded_hours") else ""))
+    if doc.get("cost_note"):
+        click.echo(f"            note: {doc['cost_note']}")
+
+
+def _validate(val) -> None:
+    """The hard splits against the goal, and the seed baseline."""
+    goal = val["goal"]
+    click.echo(f"validate    {val['trials']} trials, {val['configs']} configs, {val['transition_trials']} "
+               f"in the transition (config mean in [0.05, 0.95])")
+    for name, label in (("size", "leave one size out"), ("config", val["splits"]["config"].get("method", ""))):
+        split = val["splits"][name]
+        if "skipped" in split:
+            click.echo(f"  {label}: skipped ({split['skipped']})")
+            continue
+        extra = f", thresholds inside their interval {split['threshold_coverage']}" if "threshold_coverage" in split else ""
+        click.echo(f"  {label}: Spearman {_fmt(split['spearman'])}, MAE {_fmt(split['mae'])}, transition MAE "
+                   f"{_fmt(split['transition_mae'])}; 90% intervals hold {_pct(split['trial_coverage'])} of trials, "
+                   f"{_pct(split['transition_cell_coverage'])} of {split['transition_cells']} transition configs' means{extra}")
+    base = val["baseline"]
+    click.echo("  baseline (other seeds' mean): " + (base.get("note") or
+               f"MAE {_fmt(base['mae'])}, transition MAE {_fmt(base['transition_mae'])} over {base['trials']} trials"))
+    click.echo(f"  goal on {val['judged_on']}: Spearman >= {goal['spearman']}, MAE <= {goal['mae']}, transition MAE <= "
+               f"{goal['transition_mae']}: " + ("met" if val["meets_goal"] else "missed"))
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _config(config) -> str:

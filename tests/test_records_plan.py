@@ -103,9 +103,12 @@ def test_validate_and_target_acc_on_real_records(recorded, capsys):
     code, doc, err = plan_cli(uri, capsys, "--validate")
     assert code == 0, err
     val = doc["validate"]
-    assert val["method"] == "leave-one-out" and val["trials"] == len(record.trials)
-    assert set(val["run_id"]) == {t.run_id for t in record.trials}
-    assert val["predicted"] == len(record.trials) and 0 <= val["mae"] <= 1
+    assert val["trials"] == len(record.trials) and val["judged_on"] == "config"
+    assert "2 recorded size(s)" in val["splits"]["size"]["skipped"]  # two widths: no size to hold out
+    split = val["splits"]["config"]
+    assert split["method"] == "leave one config out"
+    assert set(split["run_id"]) == {t.run_id for t in record.trials}
+    assert 0 < split["predicted"] <= len(record.trials) and 0 <= split["mae"] <= 1
 
     accs = {t.run_id: t.metrics["acc/facts"] for t in record.trials}
     assert max(accs.values()) >= 0.5  # rare_freq 0.4 on eight facts is learnt

@@ -55,7 +55,7 @@ def expected_trials(space: Space) -> int:
     if search.budget_flops is None:
         return search.trials
     from optimix.hardware import resolve
-    from optimix.plan import space_outlook
+    from optimix.outlook import space_outlook
 
     return space_outlook(space, hardware=resolve("cpu"), samples=64)["expected"]["trials"]
 
