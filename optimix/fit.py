@@ -226,7 +226,7 @@ class Fit:
     def quality(self) -> dict[str, Any]:
         """Goodness of fit: of the power law, and of the curve the answers use."""
         lw, s1 = self.law, self.law.stage1
-        doc: dict[str, Any] = {"sizes": len(s1.theta), "seed_sd_logit": s1.seed_sd,
+        doc: dict[str, Any] = {"sizes": len(s1.theta), "seed_sd_logit": s1.seed_sd, "config_sd_logit": s1.cell_sd,
                                "threshold_se": [float(v) for v in s1.theta_se]}
         for key, curve in (("power_law", lw.line), ("curve", lw.curve)):
             if curve is None:
