@@ -45,7 +45,7 @@ def main() -> None:
                                       hardware=PROFILES["h100"], seed=args.seed),
         "target": lambda: plan.answer(table, metric="acc/facts", target_acc=0.9,
                                       hardware=PROFILES["h100"], seed=args.seed),
-        "validate (10-fold)": lambda: plan.cross_validate(table, seed=args.seed),
+        "validate": lambda: plan.cross_validate(table, seed=args.seed),
     }
     queries["budget"]()  # warm-up: first-call allocations
     times: dict[str, list[float]] = {}
@@ -57,24 +57,25 @@ def main() -> None:
 
     doc = plan.answer(table, metric="acc/facts", budget_flops=budget, hardware=PROFILES["h100"],
                       seed=args.seed)
-    print(f"{args.trials:,} trials, {plan.N_BOOT} bootstrap refits, {args.repeats} repeats\n")
+    print(f"{args.trials:,} trials, {plan.N_BOOT} draws, {args.repeats} repeats\n")
     print(f"{'query':<20}{'median s':>10}{'min s':>10}{'max s':>10}")
     for name, values in times.items():
         print(f"{name:<20}{statistics.median(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
     median = statistics.median(times["budget"])
+    law = doc["fit"]["power_law"]
     print(f"\nbudget query median {median:.3f} s (goal < {GOAL_S:g} s); fitted s = "
-          f"{doc['fit']['s']:.3f} (true 0.56), u = {doc['fit']['u']:.3f} (true 0.4)")
+          f"{law['s']:.3f} (true 0.56), u = {law['u']:.3f} (true 0.4)")
 
     out = {
         "trials": args.trials,
-        "bootstrap": plan.N_BOOT,
+        "draws": plan.N_BOOT,
         "repeats": args.repeats,
         "budget_flops": budget,
         "seconds": {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
                     for name, v in times.items()},
         "query_median_s": median,
         "goal_s": GOAL_S,
-        "fit": {"s": doc["fit"]["s"], "u": doc["fit"]["u"], "true_s": 0.56, "true_u": 0.4},
+        "fit": {"s": law["s"], "u": law["u"], "true_s": 0.56, "true_u": 0.4},
         "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs".strip(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__,

@@ -90,17 +90,24 @@ def _split(ok: TrialTable, groups: np.ndarray, config: np.ndarray, transition: n
         mean_lo[rows], mean_hi[rows] = lo, hi
         lo, hi = np.percentile(model.predict_draws(*point, seeds=1), (5, 95), axis=0)
         trial_lo[rows], trial_hi[rows] = lo, hi
-        for c in np.unique(config[rows]):
-            first = np.flatnonzero(config == c)[0]
-            point = (ok.rare_freq[first], ok.params[first], ok.tokens[first])
-            draws = model.predict_draws(*point, seeds=int((config == c).sum()))[:, 0]
-            cell_lo[c], cell_hi[c] = np.percentile(draws, (5, 95))
+        cells, first, seeds = np.unique(config[rows], return_index=True, return_counts=True)
+        for count in np.unique(seeds):  # one batch of draws per number of seeds
+            pick = seeds == count
+            at = rows[first[pick]]
+            if count == 1:  # a config of one trial: its interval is that trial's
+                lo, hi = trial_lo[at], trial_hi[at]
+            else:
+                draws = model.predict_draws(ok.rare_freq[at], ok.params[at], ok.tokens[at], seeds=int(count))
+                lo, hi = np.percentile(draws, (5, 95), axis=0)
+            cell_lo.update(zip(cells[pick].tolist(), lo, strict=True))
+            cell_hi.update(zip(cells[pick].tolist(), hi, strict=True))
         if thresholds:
             checks.append(_threshold_check(ok.take(rows), model))
     done = np.isfinite(pred)
     inside = (ok.acc >= trial_lo) & (ok.acc <= trial_hi)
     cells = np.unique(config[done & transition])
-    cell_in = [bool(cell_lo[c] <= ok.acc[config == c].mean() <= cell_hi[c]) for c in cells]
+    means = np.bincount(config, weights=ok.acc) / np.bincount(config)
+    cell_in = [bool(cell_lo[c] <= means[c] <= cell_hi[c]) for c in cells.tolist()]
     err = np.abs(pred - ok.acc)
     doc = {
         "predicted": int(done.sum()),
