@@ -64,14 +64,16 @@ def main() -> None:
         raise SystemExit(f"error: {err}") from None
     queries = [{"budget_flops": b} for b in args.budget] + [{"target_acc": a} for a in args.target]
     print(header(head), flush=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    trained: dict[str, int] = {}  # a recommendation -> the query that trained it
     for query in queries:
-        rows.append(run_query(head, table, record.trials, query, profile, args))
+        rows.append(run_query(head, table, record.trials, query, profile, args, rows, trained))
         print(line(rows[-1], head["metric"]), flush=True)
-    checked = [r for r in rows if r["inside"] is not None]
+    checked = [r for r in rows if r["inside"] is not None and r["same_trial_as"] is None]
     inside = sum(r["inside"] for r in checked)
-    print(f"\n{inside} of {len(checked)} achieved accuracies inside their 90% interval"
-          + (f" ({len(rows) - len(checked)} queries not verified)" if len(checked) < len(rows) else ""))
+    print(f"\n{inside} of {len(checked)} trained recommendations inside their 90% interval"
+          + (f"; {len(rows) - len(checked)} of {len(rows)} queries trained nothing new or nothing"
+             if len(checked) < len(rows) else ""))
     doc = {
         "tracking_uri": redact_uri(resolve_uri(args.tracking_uri)), "experiment": record.experiment,
         "search_run_id": record.run_id, "metric": head["metric"],
@@ -88,11 +90,15 @@ def main() -> None:
 
 
 def run_query(head: dict[str, Any], table, trials, query: dict[str, float], profile,
-              args: argparse.Namespace) -> dict[str, Any]:
-    """One query answered and its recommendation trained: a row of the table and the JSON."""
+              args: argparse.Namespace, rows: list[dict[str, Any]], trained: dict[str, int]) -> dict[str, Any]:
+    """One query answered and its recommendation trained: a row of the table and the JSON.
+
+    A recommendation an earlier query trained (``trained``: its config -> that query's index in
+    ``rows``) is not trained again: the trial is seeded, so it would repeat the same accuracy."""
     metric = head["metric"]
     row: dict[str, Any] = {"query": query, "predicted": None, "observed": None, "verify": None,
-                           "checked_interval": None, "checked_against": None, "inside": None, "error": None}
+                           "checked_interval": None, "checked_against": None, "inside": None,
+                           "same_trial_as": None, "error": None}
     try:
         doc = {**head, **plan.answer(table, metric=metric, hardware=profile, seed=args.seed, **query)}
     except PlanError as err:
@@ -107,8 +113,14 @@ def run_query(head: dict[str, Any], table, trials, query: dict[str, float], prof
     row["predicted"] = {"config": pred["config"], metric: pred[metric], "interval": pred.get("interval"),
                         "trial_interval": pred.get("trial_interval"),
                         "extrapolated": pred.get("extrapolated"), "outside": pred.get("outside")}
+    key = json.dumps(plan.jsonable(pred["config"]), sort_keys=True)
     try:
-        ver = verify.verify(doc, table, trials, seed=args.trial_seed)
+        if key in trained:  # the same config from the same fit: the same prediction too
+            row["same_trial_as"] = trained[key]
+            ver = rows[trained[key]]["verify"]
+        else:
+            ver = verify.verify(doc, table, trials, seed=args.trial_seed)
+            trained[key] = len(rows)
     except PlanError as err:
         row["error"] = str(err)
         return row
@@ -161,7 +173,9 @@ def line(row: dict[str, Any], metric: str) -> str:
              "-" if ver["achieved"] is None else f"{ver['achieved']:.3f}",
              {True: "yes", False: "no", None: "-"}[row["inside"]]]
     text = f"{what:<16}" + "".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS[1:], strict=True))
+    same = row["same_trial_as"]
     notes = [f"trained {ver['params']:,} params" if config["params"] != ver["params"] else "",
+             f"the trial of query {same + 1}" if same is not None else "",
              "extrapolated" if pred.get("extrapolated") else "", row["error"] or ""]
     notes = [n for n in notes if n]
     return text + (f"  ({'; '.join(notes)})" if notes else "")
