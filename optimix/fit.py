@@ -236,7 +236,8 @@ class Fit:
             doc[key] = {"kind": "power law (straight in log N)" if curve.degree == 1
                         else "quadratic in log N (a line past the recorded sizes)",
                         "chi2": curve.q, "df": curve.df, "p_value": p,
-                        "misfit_sd": curve.tau, "fits_badly": bool(p is not None and p < BAD_FIT)}
+                        "misfit_sd": curve.tau, "misfit_assumed": curve.assumed,
+                        "fits_badly": bool(p is not None and p < BAD_FIT)}
         return doc
 
     def power_law(self) -> dict[str, Any] | None:

@@ -37,6 +37,10 @@ SAME_SIZE = 5e-3
 UNINFORMED = 0.1
 """A bin whose trials' p(1 - p) sum to less than this (not one trial between 0.11 and 0.89) has
 no threshold of its own: it is left out of the curve over sizes."""
+TAU_PRIOR = 0.3
+"""The misfit (in log threshold) assumed at unrecorded sizes when the curve has no degree of
+freedom left to measure it (a line through 2 sizes): about twice the study reproduction's
+power-law misfit (0.16)."""
 MAX_SIZES = 12
 """Up to this many distinct sizes, each is its own bin; more are grouped into quantile bins."""
 
@@ -89,6 +93,8 @@ class Curve:
     span: tuple[float, float]
     q: float
     """Weighted residual sum of squares (thresholds' own errors only): the goodness-of-fit figure."""
+    assumed: bool = False
+    """Whether ``tau`` is ``TAU_PRIOR``, assumed: the curve passes through every size it has."""
 
     def at(self, x: np.ndarray, coef: np.ndarray | None = None) -> np.ndarray:
         """theta at log sizes ``x`` (draws in rows of ``coef``), continued as a line past the span."""
@@ -128,6 +134,9 @@ def fit_law(lf: np.ndarray, lx: np.ndarray, lt: np.ndarray | None, y: np.ndarray
     if use_size and informed >= 2:
         line = _curve(stage1, 1)
         curve = _curve(stage1, 2) if informed >= 4 else line
+        if curve.assumed:
+            notes.append(f"{informed} sizes: the law over sizes cannot be checked; its misfit at other "
+                         f"sizes is assumed ({TAU_PRIOR} in log threshold)")
     elif use_size:
         notes.append(f"{informed} recorded size(s) with trials near their threshold: the model cannot "
                      "say what changing the size does")
@@ -266,7 +275,7 @@ def _curve(stage1: Stage1, degree: int) -> Curve:
     w = 1 / se ** 2
     coef, inv, resid = wls(w)
     q = float(np.sum(w * resid ** 2))
-    tau2 = 0.0
+    tau2 = TAU_PRIOR ** 2  # no degree of freedom left to measure it: assumed
     if df >= 1:
         hat = np.trace(inv @ (design * (w * w)[:, None]).T @ design)
         tau2 = max(0.0, (q - df) / max(w.sum() - hat, 1e-12))
@@ -274,7 +283,7 @@ def _curve(stage1: Stage1, degree: int) -> Curve:
     coef, inv, resid = wls(w_star)
     scale = max(1.0, float(np.sum(w_star * resid ** 2)) / df) if df >= 1 else 1.0
     return Curve(degree=degree, x0=x0, coef=coef, cov=inv * scale, tau=math.sqrt(tau2), df=df,
-                 span=(float(x.min()), float(x.max())), q=q)
+                 span=(float(x.min()), float(x.max())), q=q, assumed=df < 1)
 
 
 # ---------------------------------------------------------------------------------------------

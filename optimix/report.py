@@ -213,7 +213,8 @@ def _law(fit) -> str:
         fitness = "fits badly" if q["fits_badly"] else "fits"
         p = "" if q["p_value"] is None else f", p {q['p_value']:.2g}"
         name = label if key == "power_law" else f"{label} a {q['kind']}"
-        text += f"; {name}: chi2 {q['chi2']:.3g} on {q['df']} df{p}, misfit sd {q['misfit_sd']:.3g}: {fitness}"
+        misfit = f"misfit sd {q['misfit_sd']:.3g}" + (" (assumed)" if q.get("misfit_assumed") else "")
+        text += f"; {name}: chi2 {q['chi2']:.3g} on {q['df']} df{p}, {misfit}: {fitness}"
     return text + (f"; {quality['sizes']} sizes; scatter on the logit scale: seeds {quality['seed_sd_logit']:.2g}, "
                    f"configs {quality['config_sd_logit']:.2g}")
 
