@@ -10,7 +10,7 @@ answer has one; else ``interval``), the achieved accuracy and whether it fell in
 keeps every figure, with the whole verify record of each query, as JSON.
 
     python benchmarks/plan_verify.py --tracking-uri sqlite:///mlflow.db --experiment quickstart \\
-        --budget 7.2e10 3e11 --target 0.3 0.8 --out plan_verify.json
+        --budget 7.2e10 3e11 --target 0.3 0.8 [--params 2e5] --out plan_verify.json
 
 Each query trains one trial on this machine (a quickstart trial: one to five minutes on 2 CPU
 cores); a query the trials cannot answer is a row with its reason, and nothing is trained.
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, nargs="+", action="extend", default=[],
                         help="target queries: accuracies")
     parser.add_argument("--task", default=None, help="task to plan for (default: the search's rare task)")
+    parser.add_argument("--params", type=float, default=None,
+                        help="answer every query for a model of this size, as optimix plan --params")
     parser.add_argument("--hardware", default=None, help="cost profile, as optimix plan --hardware")
     parser.add_argument("--seed", type=int, default=0, help="seed of the planning fit, as optimix plan --seed")
     parser.add_argument("--trial-seed", type=int, default=None,
@@ -76,7 +78,7 @@ def main() -> None:
              if len(checked) < len(rows) else ""))
     doc = {
         "tracking_uri": redact_uri(resolve_uri(args.tracking_uri)), "experiment": record.experiment,
-        "search_run_id": record.run_id, "metric": head["metric"],
+        "search_run_id": record.run_id, "metric": head["metric"], "params": args.params,
         "trials": {"recorded": len(table), "ok": len(table.usable())},
         "queries": rows, "verified": len(checked), "inside": inside,
         "wall_s": time.time() - started,
@@ -100,7 +102,8 @@ def run_query(head: dict[str, Any], table, trials, query: dict[str, float], prof
                            "checked_interval": None, "checked_against": None, "inside": None,
                            "same_trial_as": None, "error": None}
     try:
-        doc = {**head, **plan.answer(table, metric=metric, hardware=profile, seed=args.seed, **query)}
+        size = {} if args.params is None else {"params": args.params}
+        doc = {**head, **plan.answer(table, metric=metric, hardware=profile, seed=args.seed, **query, **size)}
     except PlanError as err:
         row["error"] = str(err)
         return row
