@@ -141,7 +141,7 @@ def _recorded_shape(params: Mapping[str, str]) -> dict[str, int] | None:
 
 def scaled_shape(params: Mapping[str, str], target: float) -> dict[str, int] | None:
     """A recorded trial's shape at ``target`` params: the same depth, heads and embeddings; the
-    width (a multiple of the heads) nearest ``target`` with the MLP width by the trial's rule
+    width (a multiple of twice the heads: an even head dimension) nearest ``target`` with the MLP width by the trial's rule
     (the default 8/3, else scaled with the width); then the MLP width moved (by at most a
     quarter) to meet ``target``, which the widths' steps alone miss by up to 8% in a 20K model.
     None when the trial recorded no shape."""
@@ -159,7 +159,8 @@ def scaled_shape(params: Mapping[str, str], target: float) -> dict[str, int] | N
         return param_counts(d_model, layers, d_ff, int(n_vocab), tie)[0]
 
     best: tuple[float, int, int] | None = None
-    for d_model in range(heads * math.ceil(8 / heads), 16385, heads):
+    step = 2 * heads  # rotary embeddings need an even head dimension
+    for d_model in range(step * math.ceil(8 / step), 16385, step):
         d_ff = default_d_ff(d_model) if d_ff0 == default_d_ff(d0) else max(8, round(d_ff0 * d_model / d0))
         gap = abs(math.log(count(d_model, d_ff) / target))
         if best is None or gap < best[0]:
