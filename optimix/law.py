@@ -64,7 +64,6 @@ class Stage1:
     theta_se: np.ndarray
     x: np.ndarray
     """Each bin's mean log size."""
-    counts: np.ndarray
     bt: float
     """Logit per log token (0 when tokens are not in the model): f_thres ~ T^-(bt / k)."""
     bt_se: float
@@ -77,7 +76,6 @@ class Stage1:
     cell_sd: float
     """Scatter of configs' means around the fit, on the logit scale (the law's shape misfit)."""
     discrete: bool
-    dispersion: float
 
 
 @dataclass
@@ -229,9 +227,8 @@ def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
     bt, bt_se = ((beta[token_col] / st, math.sqrt(max(cov[token_col, token_col], 0.0)) / st)
                  if lt is not None else (0.0, 0.0))
     return Stage1(k=float(k), k_slope=float(k_slope), k_cov=jac @ cov @ jac.T, mx=float(mx), span=span,
-                  theta=theta, theta_se=theta_se, x=xb, counts=counts, bt=float(bt), bt_se=bt_se, within=within,
-                  within_se=within_se, mean_lt=mean_lt, **_scatter(lf, lx, lt, y, z), discrete=discrete,
-                  dispersion=dispersion)
+                  theta=theta, theta_se=theta_se, x=xb, bt=float(bt), bt_se=bt_se, within=within,
+                  within_se=within_se, mean_lt=mean_lt, **_scatter(lf, lx, lt, y, z), discrete=discrete)
 
 
 def _scatter(lf, lx, lt, y, z) -> dict[str, float]:
