@@ -48,6 +48,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_arms, beside this script
+from study_arms import ARMS, arm_searches, primary_facts  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reproduction"
 PRIMARY_SPACE = ROOT / "search_spaces" / "study_reproduction.yaml"
@@ -68,7 +71,7 @@ COLUMNS = [
     "non_embedding_params", "d_model", "n_layer", "n_head", "d_ff", "rare_freq", "delivery",
     "burst_period", "burst_duty", "seed", "weight_decay", "tokens", "steps", "train_flops",
     "rare_seen", "rare_per_item", "rare_acc", "rare_loss", "background_acc", "background_loss",
-    "wall_s", "train_s",
+    "wall_s", "train_s", "lr", "background_facts",
 ]
 
 
@@ -194,6 +197,9 @@ def collect(space_path: Path, experiment: str, overrides: list[str], workdir: Pa
             "background_acc": _mean([m.get(f"acc/{t}") for t in others]),
             "background_loss": _mean([m.get(f"loss/{t}") for t in others]),
             "wall_s": _round(m.get("wall_s"), 2), "train_s": _round(m.get("train_s"), 2),
+            "lr": config.train.lr,
+            "background_facts": sum(config.tasks[t].n_facts for t in others
+                                    if config.tasks[t].kind == "facts") or None,
         })
     rows.sort(key=lambda r: (r["delivery"], r["params"], r["rare_freq"], r["seed"]))
     return rows
@@ -220,7 +226,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def read_csv(path: Path) -> list[dict]:
     """Rows with numbers parsed; only ``ok`` trials carry accuracies."""
     ints = {"target_params", "params", "non_embedding_params", "d_model", "n_layer", "n_head",
-            "d_ff", "burst_period", "seed", "tokens", "steps", "rare_seen"}
+            "d_ff", "burst_period", "seed", "tokens", "steps", "rare_seen", "background_facts"}
     text = {"experiment", "trial_id", "run_id", "status", "rare_task", "delivery"}
     rows = []
     with open(path, newline="") as f:
@@ -760,12 +766,30 @@ def analyze(out: Path, runs: dict) -> dict:
     return summary
 
 
+def run_arm(arm: str, args: argparse.Namespace, workdir: Path, out: Path, runs: dict) -> None:
+    """Every search of one arm (``study_arms.arm_searches``) -> ``OUT/<arm>.csv``."""
+    primary_rows = read_csv(OUT / "results.csv")  # the committed grid the arms are centred on
+    primary = primary_facts(primary_rows, thresholds(primary_rows))
+    rows, searches = [], []
+    for search in arm_searches(arm, primary, quick=args.quick):
+        overrides = [*search.overrides, *args.overrides]
+        run = run_search(search.space, search.experiment, overrides, workdir, args.resume)
+        searches.append(run)
+        rows += collect(search.space, search.experiment, overrides, workdir)
+    write_csv(rows, out / f"{arm}.csv")
+    print(f"[{arm}] {len(rows)} rows -> {out / f'{arm}.csv'}", flush=True)
+    runs[arm] = {"experiment": arm, "searches": searches, "trials": sum(r["trials"] for r in searches),
+                 "wall_s": round(sum(r["wall_s"] for r in searches), 1), "workdir": str(workdir),
+                 "quick": args.quick}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer sizes, frequencies, seeds.")
     parser.add_argument("--analyze-only", action="store_true", help="Re-analyse the CSVs in --out.")
-    parser.add_argument("--experiments", nargs="+", choices=["primary", "bursts", "modadd"],
-                        default=["primary", "bursts"])
+    parser.add_argument("--experiments", nargs="+", choices=["primary", "bursts", "modadd", *ARMS],
+                        default=["primary", "bursts"],
+                        help=f"Searches to run; the arms ({', '.join(ARMS)}) are in study_arms.py.")
     parser.add_argument("--workdir", default=None,
                         help="Folder for mlflow.db, search state and logs (default: a new one in /tmp).")
     parser.add_argument("--out", default=None,
@@ -806,7 +830,10 @@ def main(argv: list[str] | None = None) -> None:
         spaces = {"primary": (PRIMARY_SPACE, "study_reproduction", "results.csv"),
                   "bursts": (PRIMARY_SPACE, "study_bursts", "bursts.csv"),
                   "modadd": (MODADD_SPACE, "study_modadd", "modadd.csv")}
-        for kind in args.experiments:
+        for kind in [k for k in args.experiments if k in ARMS]:
+            run_arm(kind, args, workdir, out, runs)
+            runs_path.write_text(json.dumps(runs, indent=2) + "\n")
+        for kind in [k for k in args.experiments if k not in ARMS]:
             space, experiment, csv_name = spaces[kind]
             overrides = space_overrides(args, kind)
             # A variant (--suffix) gets its own experiment, CSV and entry in runs.json.
