@@ -1,4 +1,5 @@
-"""benchmarks/reproduce_study.py: its analysis on hand-made tables, and the script end to end.
+"""benchmarks/reproduce_study.py: its analysis (study_analysis.py) on hand-made tables, and the
+script end to end.
 
 The analysis tests are fast and need no Ray; the end-to-end test runs the real script (real
 ``optimix search``, Ray, MLflow in SQLite) on a 2x2 grid with a few training steps.
@@ -21,12 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reproduce_study.py"
 
 
-@pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("reproduce_study", SCRIPT)
+def load_benchmark(name: str):
+    """A module of benchmarks/ (a folder of scripts, not a package), by its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_benchmark("study_analysis")
 
 
 def row(params: int, freq: float, seed: int, acc: float, **extra) -> dict:
