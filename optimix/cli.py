@@ -237,7 +237,7 @@ def check_command(experiment: str | None, tracking_uri: str | None, storage_path
 @click.option("--hardware", default=None,
               help="Cost profile: h100 (default), a100, cpu, or the name in the space's hardware: section.")
 @click.option("--workers", type=int, default=None, help="With SPACE: devices at once (default: search.max_concurrent).")
-@click.option("--validate", "validate_fit", is_flag=True, help="Held-out predictions of the recorded trials.")
+@click.option("--validate", "validate_fit", is_flag=True, help="Predict recorded trials left out of the fit (by size, by config).")
 @click.option("--verify", is_flag=True, help="Train the recommended config and compare with the prediction.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (and SPACE sampling).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")

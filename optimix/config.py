@@ -193,7 +193,8 @@ class EvalConfig(StrictModel):
     points: int = Field(4, ge=1, le=1000)
     """Evaluations spread evenly over training (the learning curve); the last is the final one."""
     size: int = Field(512, ge=1, le=1_000_000)
-    """Held-out sequences per task."""
+    """Evaluation sequences per task: inputs held out of training, or for ``facts``
+    a uniform sample of the trained facts (memorisation)."""
     batch_size: int = Field(1024, ge=1)
     curve_tasks: list[str] | None = None
     """Tasks evaluated at the curve points before the last (default: every task; the last

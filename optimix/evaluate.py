@@ -1,4 +1,4 @@
-"""Evaluation: exact-match accuracy and held-out loss per task.
+"""Evaluation: exact-match accuracy and loss per task on its evaluation set.
 
 Exact match by teacher forcing is exactly greedy decoding's exact match: if the argmax at
 every answer position equals the answer token given the true prefix, greedy decoding
@@ -21,7 +21,7 @@ from optimix.tasks import IGNORE, TaskSet, shift_targets
 def evaluate(model, taskset: TaskSet, device: torch.device, batch_size: int = 1024,
              autocast_dtype: torch.dtype | None = None, tasks: Collection[str] | None = None,
              ) -> tuple[dict[str, float], dict[str, float]]:
-    """(accuracy, loss) per task (every task, or those in ``tasks``) on the held-out sets;
+    """(accuracy, loss) per task (every task, or those in ``tasks``) on their evaluation sets;
     loss is mean per answer token."""
     was_training = model.training
     model.eval()

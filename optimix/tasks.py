@@ -1,4 +1,4 @@
-"""Tasks: seeded generators of training sequences and held-out evaluation sets.
+"""Tasks: seeded generators of training sequences and of evaluation sets.
 
 Every task writes sequences in one format, over one vocabulary shared by all tasks::
 
@@ -98,7 +98,8 @@ class Vocab:
 
 @dataclass
 class Task:
-    """A task's generator. ``sample(rng, n)`` gives training rows; ``eval_ids`` is held out.
+    """A task's generator. ``sample(rng, n)`` gives training rows; ``eval_ids`` is the evaluation set
+    (inputs held out of training, or for ``facts`` the trained facts themselves).
 
     Rows are ``int64`` token ids of width ``width``; ``mask`` marks the answer tokens.
     """
