@@ -64,7 +64,7 @@ from study_analysis import (  # noqa: E402
     thresholds,
     write_csv,
 )
-from study_arms import ARMS, arm_searches, primary_facts  # noqa: E402
+from study_arms import ARMS, arm_searches, primary_facts, report_arms  # noqa: E402
 from study_plots import plot_bursts, plot_curves, plot_frontier, plot_thresholds  # noqa: E402
 
 OUT = ROOT / "docs" / "reproduction"
@@ -243,8 +243,11 @@ def analyze(out: Path, runs: dict) -> dict:
             if f.get("slope") is not None:
                 ci = (f"95% CI [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}]"
                       if f.get("ci95") and not f.get("single_seed") else "no CI (one seed)")
-                print(f"fit vs {name}: slope {f['slope']:.2f}, {ci} over sizes {f['sizes']} "
-                      f"(Gu et al.: {GU_SLOPE[0]} measured, {GU_SLOPE[1]} predicted)")
+                across = f["ci95_across_sizes"]
+                across = "-" if across is None else f"[{across[0]:.2f}, {across[1]:.2f}]"
+                print(f"fit vs {name}: slope {f['slope']:.2f}, seeds' {ci}, across sizes 95% {across}, "
+                      f"three adjacent sizes {', '.join(format(e['slope'], '.2f') for e in f['local3_slopes'])} "
+                      f"over sizes {f['sizes']} (Gu et al.: {GU_SLOPE[0]} measured, {GU_SLOPE[1]} predicted)")
         if iso.get("found"):
             ref, best = iso["reference"], iso["cheapest"]
             print(f"iso-accuracy: {ref['params']:,} params at f={ref['rare_freq']:g} -> {ref['rare_acc']:.2f} "
@@ -286,6 +289,9 @@ def analyze(out: Path, runs: dict) -> dict:
         print(f"\n{modadd.name}: held-out loss:\n" + curve_table(rows, "rare_loss"))
         print(f"\n{modadd.name}: background accuracy:\n" + curve_table(rows, "background_acc"))
         print(f"\n{modadd.name}: thresholds:\n" + threshold_table(rows))
+    if any((out / f"{arm}.csv").exists() for arm in ARMS):
+        # The arms were centred on, and are paired with, the committed primary grid.
+        summary["arms"] = report_arms(out, read_csv(OUT / "results.csv"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(f"\nwrote {out / 'summary.json'} and figures in {out}")
     return summary

@@ -200,8 +200,28 @@ def fit_with_bootstrap(rows: list[dict], x_key: str = "params", level: float = L
              for p0, p1 in zip(pts, pts[1:], strict=False)]
     result.update(slope=s, intercept=a, ci95=ci, local_slopes=local, bootstrap_draws=len(slopes), bootstrap_dropped=dropped,
                   slope_from_grid_thresholds=grid_slope,
-                  single_seed=all(len(seeds_of[t["params"]]) < 2 for t in fitted))
+                  single_seed=all(len(seeds_of[t["params"]]) < 2 for t in fitted),
+                  **across_sizes(pts))
     return result
+
+
+def across_sizes(points: list[tuple[float, float]]) -> dict:
+    """What the sizes themselves say about the slope: the straight-line fit's own 95% interval
+    (Student t on n - 2 degrees of freedom: how far the sizes scatter about the line, which
+    the seed bootstrap does not see), and the slope of every three adjacent sizes."""
+    from scipy import stats
+
+    x = np.log([p[0] for p in points])
+    y = np.log([p[1] for p in points])
+    out: dict[str, Any] = {"ci95_across_sizes": None, "local3_slopes": []}
+    if len(points) >= 3:
+        out["local3_slopes"] = [{"from": points[i][0], "to": points[i + 2][0],
+                                 "slope": float(-np.polyfit(x[i:i + 3], y[i:i + 3], 1)[0])}
+                                for i in range(len(points) - 2)]
+        fit = stats.linregress(x, y)
+        half = float(stats.t.ppf(0.975, len(points) - 2) * fit.stderr)
+        out["ci95_across_sizes"] = [float(-fit.slope - half), float(-fit.slope + half)]
+    return out
 
 
 def iso_accuracy(rows: list[dict], level: float = ISO_LEVEL) -> dict:

@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
 PRIMARY_SPACE = SPACES / "study_reproduction.yaml"
@@ -143,3 +145,260 @@ def arm_searches(arm: str, primary: dict, quick: bool = False) -> list[Search]:
             overrides = [_sizes([SMALL, 45000]), _freqs([0.064, 0.256]), _seeds([0])]
         return [Search(RULE_SPACE, "study_rule", overrides)]
     raise ValueError(f"unknown arm {arm!r} (arms: {', '.join(ARMS)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis: one function per arm, over its rows (and the primary grid's, for a paired baseline)
+
+CROWDING = 1.5  # no_background: a threshold in exposures that moves by more than this factor
+
+
+def _threshold(rows: list[dict]) -> dict:
+    """The one size's threshold in frequency and in exposures per fact (seed mean, level 0.5)."""
+    from study_analysis import thresholds
+
+    if not rows:
+        return {"threshold": None, "how": "no trials", "seeds": 0, "exposures": None, "tokens": None}
+    (t,) = thresholds(rows)
+    per_fact = rows[0]["rare_per_item"] / rows[0]["rare_freq"]  # exposures per fact at f = 1
+    value = t["threshold_interp"]
+    return {"threshold": value, "how": t["how"], "seeds": t["seeds"],
+            "exposures": None if value is None else value * per_fact, "tokens": rows[0]["tokens"]}
+
+
+def _show(t: dict, key: str = "threshold", digits: str = ".4f") -> str:
+    """A threshold as text: the value, an upper bound, or "never"."""
+    value = t[key]
+    return {"interpolated": lambda: format(value, digits), "below-grid": lambda: f"<= {value:{digits}}",
+            "above-grid": lambda: "not reached", "no trials": lambda: "-"}[t["how"]]()
+
+
+def _ok(rows: list[dict], **match) -> list[dict]:
+    return [r for r in rows if r["status"] == "ok" and all(r.get(k) == v for k, v in match.items())]
+
+
+def paired_primary(primary_rows: list[dict], target: int) -> list[dict]:
+    """The primary grid's seed-0 trials of one size: the arms' single-seed baseline (same facts,
+    same initialisation, same sampling)."""
+    return _ok(primary_rows, target_params=target, seed=0)
+
+
+def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
+    """Per size: the threshold at half, equal and twice the tokens, and the exponent e in
+    f_thres ~ tokens^-e: 0 for a threshold in frequency, 1 for one in exposures per fact."""
+    out = []
+    for target in sorted({r["target_params"] for r in rows}):
+        runs = {tokens: _ok(rows, target_params=target, tokens=tokens)
+                for tokens in sorted({r["tokens"] for r in rows})}
+        runs[896000] = paired_primary(primary_rows, target)
+        per_tokens = {tokens: _threshold(rs) for tokens, rs in sorted(runs.items()) if rs}
+        inside = [(k, t["threshold"]) for k, t in per_tokens.items() if t["how"] == "interpolated"]
+        exponent = (float(-np.polyfit(np.log([k for k, _ in inside]), np.log([v for _, v in inside]), 1)[0])
+                    if len(inside) >= 2 else None)
+        verdict = ("undetermined: fewer than two token counts put the threshold inside the grid"
+                   if exponent is None else "exposures" if exponent >= 0.75
+                   else "frequency" if exponent <= 0.25 else f"between the two (exponent {exponent:.2f})")
+        out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
+                    "by_tokens": per_tokens, "exponent": exponent, "verdict": verdict})
+    return out
+
+
+def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
+    """Per size: the threshold in exposures per fact with the 5,000-fact background, a tenth of
+    it and one fact; ``moved``: the ratio 5,000-fact / variant beyond ``CROWDING`` either way."""
+    out = []
+    for target in sorted({r["target_params"] for r in rows}):
+        base = _threshold(paired_primary(primary_rows, target))
+        variants = {}
+        for facts in sorted({r["background_facts"] for r in rows}, reverse=True):
+            t = _threshold(_ok(rows, target_params=target, background_facts=facts))
+            both = base["how"] == t["how"] == "interpolated"
+            t["ratio"] = base["exposures"] / t["exposures"] if both else None
+            t["moved"] = None if t["ratio"] is None else not (1 / CROWDING <= t["ratio"] <= CROWDING)
+            variants[facts] = t
+        out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
+                    "background_5000": base, "by_background_facts": variants})
+    return out
+
+
+def analyze_iso_flop(rows: list[dict]) -> list[dict]:
+    """Per FLOPs budget: each size's best rare accuracy over the frequencies (seed mean), and
+    the smallest against the largest model."""
+    from study_analysis import grid_table, mean_curve
+
+    out = []
+    for experiment in sorted({r["experiment"] for r in rows}, key=lambda e: min(
+            r["train_flops"] for r in rows if r["experiment"] == e)):
+        sub = _ok(rows, experiment=experiment)
+        sizes, freqs, table = grid_table(sub)
+        best = []
+        for size in sizes:
+            curve = mean_curve(table, size, freqs)
+            i = int(np.nanargmax(curve))
+            trial = next(r for r in sub if r["params"] == size)
+            best.append({"params": size, "tokens": trial["tokens"], "steps": trial["steps"],
+                         "train_flops": trial["train_flops"], "best_acc": float(curve[i]),
+                         "best_freq": freqs[i], "curve": [float(c) for c in curve]})
+        small, large = best[0], best[-1]
+        out.append({"experiment": experiment, "budget_flops": float(np.median([r["train_flops"] for r in sub])),
+                    "freqs": freqs, "seeds": sorted({r["seed"] for r in sub}), "sizes": best,
+                    "smallest_minus_largest": small["best_acc"] - large["best_acc"],
+                    "best_size": max(best, key=lambda b: (b["best_acc"], -b["params"]))["params"]})
+    return out
+
+
+def analyze_lr(rows: list[dict]) -> list[dict]:
+    """Per size: rare accuracy at each learning rate (per seed and mean); ``limited``: some
+    other rate beats 3e-3 on every seed and by 0.1 or more in the mean."""
+    out = []
+    for target in sorted({r["target_params"] for r in rows}):
+        sub = _ok(rows, target_params=target)
+        by_lr = {}
+        for lr in sorted({r["lr"] for r in sub}):
+            trials = sorted(_ok(sub, lr=lr), key=lambda r: r["seed"])
+            by_lr[lr] = {"rare_acc": float(np.mean([r["rare_acc"] for r in trials])),
+                         "rare_acc_by_seed": [r["rare_acc"] for r in trials],
+                         "rare_loss": float(np.mean([r["rare_loss"] for r in trials])),
+                         "background_acc": float(np.mean([r["background_acc"] for r in trials]))}
+        base = by_lr.get(0.003)
+        better = [lr for lr, v in by_lr.items() if base and lr != 0.003
+                  and v["rare_acc"] - base["rare_acc"] >= 0.1
+                  and all(a > b for a, b in zip(v["rare_acc_by_seed"], base["rare_acc_by_seed"], strict=False))]
+        out.append({"target_params": target, "params": sub[0]["params"], "rare_freq": sub[0]["rare_freq"],
+                    "by_lr": by_lr, "limited": bool(better), "better_rates": better})
+    return out
+
+
+def analyze_bursts_matched(rows: list[dict], primary: dict) -> list[dict]:
+    """``bursts_comparison`` per size, with the frequency's distance above that size's threshold."""
+    from study_analysis import bursts_comparison
+
+    out = bursts_comparison(rows)
+    by_params = {p["params"]: p for p in primary.values()}
+    for entry in out:
+        entry["times_threshold"] = entry["rare_freq"] / by_params[entry["params"]]["threshold"]
+    return out
+
+
+def analyze_sizes(primary_rows: list[dict], sixth_rows: list[dict]) -> dict:
+    """The power law over the primary sizes and with the sixth: seed bootstrap, the fit's own
+    interval across sizes, slopes of neighbouring and of three adjacent sizes."""
+    from study_analysis import fit_with_bootstrap, thresholds
+
+    five = fit_with_bootstrap(primary_rows)
+    six_rows = primary_rows + _ok(sixth_rows)
+    return {"five_sizes": five, "six_sizes": fit_with_bootstrap(six_rows),
+            "sixth": [t for t in thresholds(six_rows) if t["params"] not in five["sizes"]
+                      and t["params"] not in [e["params"] for e in five["excluded"]]]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report: every arm whose CSV is in ``out``: analysis, a markdown table, a figure
+
+
+def _label(params: int) -> str:
+    return f"{params / 1e6:.2f}M" if params >= 1e6 else f"{params / 1e3:.0f}K"
+
+
+def report_arms(out: Path, primary_rows: list[dict]) -> dict:
+    """Analyse, print and plot every arm found in ``out``; returns the summary entries."""
+    import study_plots as plots
+    from study_analysis import read_csv, threshold_table, thresholds
+
+    primary = primary_facts(primary_rows, thresholds(primary_rows))
+    summary: dict = {}
+    data = {arm: read_csv(out / f"{arm}.csv") for arm in ARMS if (out / f"{arm}.csv").exists()}
+    if "iso_flop" in data:
+        summary["iso_flop"] = result = analyze_iso_flop(data["iso_flop"])
+        for budget in result:
+            print(f"\niso-FLOP at {budget['budget_flops']:.3g} FLOPs (seeds {budget['seeds']}): best rare "
+                  "accuracy over the frequencies\n| params | tokens | steps | best accuracy | at f |\n| ---: | ---: | ---: | ---: | ---: |")
+            for b in budget["sizes"]:
+                print(f"| {b['params']:,} | {b['tokens']:,} | {b['steps']:,} | {b['best_acc']:.2f} | {b['best_freq']:g} |")
+        plots.plot_panels({f"{b['budget_flops']:.3g} training FLOPs": {
+            f"{_label(p)} params": _ok(data["iso_flop"], experiment=b["experiment"], params=p)
+            for p in sorted({r["params"] for r in _ok(data["iso_flop"], experiment=b["experiment"])})}
+            for b in result}, "rare_freq", out / "iso_flop.png",
+            "Equal training FLOPs: each size trains on the tokens the budget buys",
+            "rare-task frequency (share of training sequences)")
+    for arm, key, x_name in (("exposures", "tokens", "tokens"), ("no_background", "background_facts", "background facts")):
+        if arm not in data:
+            continue
+        analyze = analyze_exposures if arm == "exposures" else analyze_no_background
+        summary[arm] = result = analyze(data[arm], primary_rows)
+        panels = {}
+        for entry in result:
+            target = entry["target_params"]
+            lines = {"5,000 background facts" if arm == "no_background" else "896,000 tokens (primary, seed 0)":
+                     paired_primary(primary_rows, target)}
+            for value in sorted({r[key] for r in data[arm]}, reverse=arm == "no_background"):
+                lines[f"{value:,} {x_name}"] = _ok(data[arm], target_params=target, **{key: value})
+            panels[f"{_label(entry['params'])} params"] = lines
+        plots.plot_panels(panels, "rare_per_item", out / f"{arm}.png",
+                          "Rare accuracy against exposures per fact" + (
+                              ", at half, equal and twice the tokens" if arm == "exposures"
+                              else ", with the background cut"), "exposures per rare fact")
+        _print_thresholds(arm, result)
+    if "lr" in data:
+        summary["lr"] = result = analyze_lr(data["lr"])
+        print("\nlearning rate: rare accuracy (mean; per seed)")
+        for e in result:
+            cells = ", ".join(f"{lr:g}: {v['rare_acc']:.2f} ({', '.join(f'{a:.2f}' for a in v['rare_acc_by_seed'])})"
+                              for lr, v in e["by_lr"].items())
+            print(f"{e['params']:,} params at f={e['rare_freq']:g}: {cells}; limited by lr: {e['limited']}")
+        plots.plot_lr(result, out / "lr.png")
+    if "bursts_matched" in data:
+        summary["bursts_matched"] = result = analyze_bursts_matched(data["bursts_matched"], primary)
+        for e in result:
+            print(f"bursts at {e['times_threshold']:.1f}x threshold, {e['params']:,} params, f={e['rare_freq']:g}: "
+                  f"even {e['even']['rare_acc']:.2f}, bursts {e['bursts']['rare_acc']:.2f} "
+                  f"(per seed {', '.join(f'{d:+.2f}' for d in e['diff_bursts_minus_even'])})")
+        if result:
+            plots.plot_bursts(result, out / "bursts_matched.png",
+                              f"Even vs bursts at {BURST_DISTANCE:g}x each size's threshold frequency "
+                              "(every 100 steps, duty 0.1)")
+    if "sixth_size" in data:
+        summary["sizes"] = result = analyze_sizes(primary_rows, data["sixth_size"])
+        six_rows = primary_rows + _ok(data["sixth_size"])
+        print("\nsix sizes:\n" + threshold_table(six_rows))
+        for name in ("five_sizes", "six_sizes"):
+            fit = result[name]
+            if fit.get("slope") is not None:
+                print(f"{name}: slope {fit['slope']:.2f}, seed bootstrap {_interval(fit['ci95'])}, across sizes "
+                      f"{_interval(fit['ci95_across_sizes'])}, neighbours {_slopes(fit['local_slopes'])}, "
+                      f"three adjacent {_slopes(fit['local3_slopes'])}")
+        plots.plot_thresholds(six_rows, result["six_sizes"], out / "threshold_vs_size_six.png")
+    if "rule" in data:
+        from study_analysis import curve_table, fit_with_bootstrap
+
+        rows = data["rule"]
+        summary["rule"] = {"thresholds": thresholds(rows), "fit_params": fit_with_bootstrap(rows)}
+        print("\nrule (reverse, held-out inputs): accuracy\n" + curve_table(rows))
+        print("\nrule: background accuracy\n" + curve_table(rows, "background_acc"))
+        print("\nrule: thresholds\n" + threshold_table(rows))
+        plots.plot_curves(rows, out / "rule_acc_vs_freq.png",
+                          "reverse (3 symbols) on inputs never trained on, against its frequency (dots = seeds)")
+    return summary
+
+
+def _slopes(entries: list[dict]) -> str:
+    return ", ".join(format(e["slope"], ".2f") for e in entries)
+
+
+def _interval(ci) -> str:
+    return "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _print_thresholds(arm: str, result: list[dict]) -> None:
+    key = "by_tokens" if arm == "exposures" else "by_background_facts"
+    print(f"\n{arm}: threshold frequency / exposures per fact at threshold")
+    for entry in result:
+        cells = []
+        if arm == "no_background":
+            cells.append(f"5000 facts: {_show(entry['background_5000'])} / "
+                         f"{_show(entry['background_5000'], 'exposures', '.1f')}")
+        for value, t in entry[key].items():
+            extra = f" (x{t['ratio']:.2f})" if t.get("ratio") else ""
+            cells.append(f"{value:,}: {_show(t)} / {_show(t, 'exposures', '.1f')}{extra}")
+        tail = f"; exponent {entry['exponent']:.2f} -> {entry['verdict']}" if arm == "exposures" and entry["exponent"] is not None else ""
+        print(f"{entry['params']:,} params: " + "; ".join(cells) + tail)

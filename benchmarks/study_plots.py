@@ -156,7 +156,7 @@ def plot_frontier(rows: list[dict], iso: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bursts(comparison: list[dict], path: Path) -> None:
+def plot_bursts(comparison: list[dict], path: Path, title: str | None = None) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 4.2), dpi=120)
     width = 0.35
@@ -168,10 +168,14 @@ def plot_bursts(comparison: list[dict], path: Path) -> None:
             ax.scatter([x] * len(entry[d]["rare_acc_by_seed"]), entry[d]["rare_acc_by_seed"],
                        color="black", s=12, zorder=3)
     ax.set_xticks(range(len(comparison)))
-    ax.set_xticklabels([f"{_size_label(e['params'])} params" for e in comparison])
+    matched = len({e["rare_freq"] for e in comparison}) > 1
+    ax.set_xticklabels([f"{_size_label(e['params'])} params" + (f"\nf = {e['rare_freq']:g}" if matched else "")
+                        for e in comparison], fontsize=8 if matched else 10)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rare-task accuracy (dots: seeds)")
-    if comparison:
+    if title:
+        ax.set_title(title, fontsize=9)
+    elif comparison:
         e = comparison[0]
         ax.set_title(f"Same long-run frequency {e['rare_freq']:g}: even vs bursts "
                      f"(every {e['burst_period']} steps, duty {e['burst_duty']:g})", fontsize=9)
@@ -181,3 +185,55 @@ def plot_bursts(comparison: list[dict], path: Path) -> None:
     fig.savefig(path)
     plt.close(fig)
 
+
+
+def plot_panels(panels: dict[str, dict[str, list[dict]]], x_key: str, path: Path, title: str,
+                x_label: str) -> None:
+    """One panel per entry of ``panels``; in each, rare accuracy (mean over seeds, seeds as
+    dots) against ``x_key`` for every labelled set of rows."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.9), dpi=120, squeeze=False)
+    for ax, (name, lines) in zip(axes[0], panels.items(), strict=True):
+        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(lines), 1)))
+        for (label, rows), color in zip(lines.items(), colors, strict=True):
+            xs = sorted({r[x_key] for r in rows})
+            means = [np.mean([r["rare_acc"] for r in rows if r[x_key] == x]) for x in xs]
+            ax.plot(xs, means, "-o", color=color, lw=1.6, ms=4, label=label)
+            ax.scatter([r[x_key] for r in rows], [r["rare_acc"] for r in rows], color=color, s=9, alpha=0.35)
+        ax.axhline(LEVEL, color="gray", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(x_label, fontsize=8)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("rare-task accuracy")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_lr(entries: list[dict], path: Path) -> None:
+    """Rare accuracy against the learning rate, one line per size (at its own frequency)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4), dpi=120)
+    for entry, color in zip(entries, ("tab:blue", "tab:red", "tab:green"), strict=False):
+        lrs = sorted(entry["by_lr"])
+        ax.plot(lrs, [entry["by_lr"][lr]["rare_acc"] for lr in lrs], "-o", color=color,
+                label=f"{_size_label(entry['params'])} params at f = {entry['rare_freq']:g}")
+        for lr in lrs:
+            seeds = entry["by_lr"][lr]["rare_acc_by_seed"]
+            ax.scatter([lr] * len(seeds), seeds, color=color, s=10, alpha=0.4)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({lr for e in entries for lr in e["by_lr"]}))
+    ax.set_xticklabels([f"{lr:g}" for lr in sorted({lr for e in entries for lr in e["by_lr"]})])
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_xlabel("peak learning rate (AdamW, cosine)")
+    ax.set_ylabel("rare-task accuracy (dots: seeds)")
+    ax.set_title("Learning rate at a frequency near each size's threshold", fontsize=9)
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -216,3 +216,27 @@ def test_script_runs_a_2x2_grid_and_analyses_it(tmp_path):
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Thresholds" in again.stdout
+
+
+@pytest.mark.slow
+def test_script_runs_arms_by_name(tmp_path):
+    """Two arms (--quick, a few steps): their searches, CSVs with the varied setting, the analysis."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(SCRIPT), "--experiments", "lr", "no_background", "--quick",
+           "--workdir", str(tmp_path / "work"), "--out", str(out),
+           "--set", "train.tokens=4480", "--set", "eval.size=100"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    with open(out / "lr.csv", newline="") as f:
+        lr_rows = list(csv.DictReader(f))
+    assert sorted(float(r["lr"]) for r in lr_rows) == [0.001, 0.003, 0.01]
+    with open(out / "no_background.csv", newline="") as f:
+        bg_rows = list(csv.DictReader(f))
+    assert {int(r["background_facts"]) for r in bg_rows} == {500, 1}
+    assert {r["status"] for r in lr_rows + bg_rows} == {"ok"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == {"lr", "no_background"}
+    assert [e["params"] for e in summary["arms"]["lr"]] == [17256]
+    assert summary["runs"]["no_background"]["searches"][0]["experiment"] == "study_no_background_17000"
+    for name in ("lr.png", "no_background.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"

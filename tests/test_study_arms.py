@@ -1,0 +1,151 @@
+"""benchmarks/study_arms.py: the reproduction's arms, their grids and their analysis.
+
+The analysis is checked on tables built to have a known answer (a threshold in exposures or
+in frequency, a background that crowds or does not); the grids against the committed
+primary grid they are centred on. The arms' own runs are in docs/reproduction/.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import study_analysis  # noqa: E402
+import study_arms  # noqa: E402
+
+from optimix.search import grid_size  # noqa: E402
+from optimix.space import load_space  # noqa: E402
+
+SIZES = {17000: 17256, 110000: 109504, 620000: 620672}
+
+
+@pytest.fixture(scope="module")
+def primary_rows():
+    return study_analysis.read_csv(ROOT / "docs" / "reproduction" / "results.csv")
+
+
+@pytest.fixture(scope="module")
+def primary(primary_rows):
+    return study_arms.primary_facts(primary_rows, study_analysis.thresholds(primary_rows))
+
+
+def trial(target: int, freq: float, acc: float, seed: int = 0, tokens: int = 896000, **extra) -> dict:
+    """One ok trial as read_csv gives it (7-token sequences, 100 rare facts)."""
+    return {"status": "ok", "experiment": extra.pop("experiment", "x"), "target_params": target,
+            "params": SIZES.get(target, target), "non_embedding_params": target, "rare_freq": freq,
+            "seed": seed, "tokens": tokens, "steps": tokens // 896, "rare_acc": acc, "rare_loss": 1 - acc,
+            "background_acc": 0.1, "delivery": "even", "rare_per_item": tokens / 7 * freq / 100,
+            "train_flops": 6.0 * target * tokens, "lr": 0.003, "background_facts": 5000, **extra}
+
+
+def sigmoid_in_log(x: float, centre: float) -> float:
+    return 1 / (1 + math.exp(-4 * (math.log(x) - math.log(centre))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+
+
+def test_every_arm_is_a_valid_grid_search_centred_on_the_primary(primary):
+    counts = {}
+    for arm in study_arms.ARMS:
+        for search in study_arms.arm_searches(arm, primary):
+            counts[search.experiment] = grid_size(load_space(search.space, search.overrides))
+    assert counts["study_iso_flop_small"] == 60 and counts["study_iso_flop_middle"] == 30
+    assert sum(v for k, v in counts.items() if k.startswith("study_exposures")) == 30
+    assert counts["study_rule"] == 40
+    (iso_small, iso_middle) = study_arms.arm_searches("iso_flop", primary)
+    assert f"train.flops={primary[17000]['train_flops']:.6g}" in iso_small.overrides
+    assert f"train.flops={primary[110000]['train_flops']:.6g}" in iso_middle.overrides
+    for search in study_arms.arm_searches("exposures", primary):  # the threshold inside each grid
+        size = int(search.experiment.rsplit("_", 1)[1])
+        grid = load_space(search.space, search.overrides).dimensions["mixture.rare_freq"].grid
+        assert min(grid) < primary[size]["threshold"] / 2 and max(grid) > primary[size]["threshold"] * 2
+    for search in study_arms.arm_searches("bursts_matched", primary):
+        size = int(search.experiment.rsplit("_", 1)[1])
+        config = load_space(search.space, search.overrides).resolve({})
+        assert config.mixture.rare_freq == pytest.approx(2 * primary[size]["threshold"], rel=0.05)
+
+
+def test_quick_arms_are_small(primary):
+    trials = sum(grid_size(load_space(s.space, s.overrides))
+                 for arm in study_arms.ARMS for s in study_arms.arm_searches(arm, primary, quick=True))
+    assert trials <= 40
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+@pytest.mark.parametrize(("law", "exponent", "verdict"), [("exposures", 1.0, "exposures"),
+                                                          ("frequency", 0.0, "frequency")])
+def test_exposures_tells_a_threshold_in_exposures_from_one_in_frequency(law, exponent, verdict):
+    def acc(freq, tokens):
+        exposures = tokens / 7 * freq / 100
+        return sigmoid_in_log(exposures, 20.0) if law == "exposures" else sigmoid_in_log(freq, 0.0156)
+
+    freqs = [0.002 * 2 ** k for k in range(8)]
+    primary_rows = [trial(17000, f, acc(f, 896000)) for f in freqs]
+    rows = [trial(17000, f, acc(f, t), tokens=t) for t in (448000, 1792000) for f in freqs]
+    (entry,) = study_arms.analyze_exposures(rows, primary_rows)
+    assert entry["exponent"] == pytest.approx(exponent, abs=0.05)
+    assert entry["verdict"] == verdict
+    assert set(entry["by_tokens"]) == {448000, 896000, 1792000}
+
+
+def test_exposures_says_undetermined_when_the_grid_misses_the_thresholds():
+    rows = [trial(17000, f, 0.0, tokens=t) for t in (448000, 1792000) for f in (0.01, 0.02)]
+    (entry,) = study_arms.analyze_exposures(rows, [])
+    assert entry["exponent"] is None and entry["verdict"].startswith("undetermined")
+
+
+@pytest.mark.parametrize(("shift", "moved"), [(3.0, True), (1.2, False)])
+def test_no_background_reports_a_moved_threshold_beyond_the_factor(shift, moved):
+    freqs = [0.002 * 2 ** k for k in range(7)]
+    primary_rows = [trial(110000, f, sigmoid_in_log(f, 0.012)) for f in freqs]
+    rows = [trial(110000, f, sigmoid_in_log(f, 0.012 / shift), background_facts=500) for f in freqs]
+    (entry,) = study_arms.analyze_no_background(rows, primary_rows)
+    variant = entry["by_background_facts"][500]
+    assert variant["ratio"] == pytest.approx(shift, rel=0.1)
+    assert variant["moved"] is moved
+
+
+def test_lr_is_limiting_only_when_every_seed_gains():
+    rows = [trial(17000, 0.032, a, seed=s, lr=lr) for lr, accs in
+            ((0.001, [0.1, 0.2]), (0.003, [0.4, 0.5]), (0.01, [0.8, 0.45])) for s, a in enumerate(accs)]
+    (entry,) = study_arms.analyze_lr(rows)
+    assert not entry["limited"]  # 0.01 gains 0.175 in the mean but loses on seed 1
+    rows[-1]["rare_acc"] = 0.7
+    (entry,) = study_arms.analyze_lr(rows)
+    assert entry["limited"] and entry["better_rates"] == [0.01]
+
+
+def test_iso_flop_takes_each_sizes_best_frequency():
+    rows = [trial(17000, f, a, experiment="b1") for f, a in ((0.016, 0.2), (0.064, 0.9), (0.256, 0.7))]
+    rows += [trial(620000, f, a, experiment="b1") for f, a in ((0.016, 0.0), (0.064, 0.1), (0.256, 0.3))]
+    (budget,) = study_arms.analyze_iso_flop(rows)
+    best = {b["params"]: (b["best_acc"], b["best_freq"]) for b in budget["sizes"]}
+    assert best == {17256: (0.9, 0.064), 620672: (0.3, 0.256)}
+    assert budget["smallest_minus_largest"] == pytest.approx(0.6)
+    assert budget["best_size"] == 17256
+
+
+def test_across_sizes_interval_covers_the_slope_and_local_slopes_follow_the_law():
+    sizes = [1e4, 3e4, 1e5, 3e5, 1e6]
+    exact = study_analysis.across_sizes([(n, 0.1 * (n / 1e4) ** -0.6) for n in sizes])
+    assert exact["ci95_across_sizes"] == pytest.approx([0.6, 0.6], abs=1e-6)
+    assert [e["slope"] for e in exact["local3_slopes"]] == pytest.approx([0.6] * 3)
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(400):  # a 95% interval: about 95% of noisy draws cover the true slope
+        noisy = [(n, 0.1 * (n / 1e4) ** -0.6 * math.exp(rng.normal(0, 0.2))) for n in sizes]
+        lo, hi = study_analysis.across_sizes(noisy)["ci95_across_sizes"]
+        hits += lo <= 0.6 <= hi
+    assert 0.91 <= hits / 400 <= 0.99
