@@ -35,8 +35,9 @@ from optimix import hardware as hw
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load(path: Path, metric: str = "rare_acc") -> fit.TrialTable:
-    rows = list(csv.DictReader(path.open()))
+def load(path: Path | list[Path], metric: str = "rare_acc") -> fit.TrialTable:
+    """The trials of one reproduction CSV (or several, concatenated) as a planning table."""
+    rows = [r for p in ([path] if isinstance(path, Path) else path) for r in csv.DictReader(p.open())]
     return fit.TrialTable.from_columns(
         run_id=[r["run_id"] for r in rows], rare_freq=[float(r["rare_freq"]) for r in rows],
         params=[float(r["params"]) for r in rows], tokens=[float(r["tokens"]) for r in rows],

@@ -368,6 +368,16 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
                       f"{_interval(fit['ci95_across_sizes'])}, neighbours {_slopes(fit['local_slopes'])}, "
                       f"three adjacent {_slopes(fit['local3_slopes'])}")
         plots.plot_thresholds(six_rows, result["six_sizes"], out / "threshold_vs_size_six.png")
+        from plan_calibration import extrapolation, load
+
+        # optimix plan's model fitted on the five primary sizes, asked about the sixth
+        table = load([ROOT / "docs" / "reproduction" / "results.csv", out / "sixth_size.csv"])
+        result["plan_extrapolation"] = checks = extrapolation(table, len(result["five_sizes"]["sizes"]))
+        for c in checks:
+            observed = "none inside the grid" if c["observed"] is None else f"{c['observed']:.4f}"
+            print(f"optimix plan fitted on {len(c['fitted_sizes'])} sizes, at {c['params']:,} params "
+                  f"({c['distance']:.1f}x past): threshold {c['predicted']:.4f}, 90% interval "
+                  f"[{c['interval'][0]:.4f}, {c['interval'][1]:.4f}]; observed {observed}; inside: {c['inside']}")
     if "rule" in data:
         from study_analysis import curve_table, fit_with_bootstrap
 
