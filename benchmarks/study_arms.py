@@ -336,7 +336,8 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
             lines = {"5,000 background facts" if arm == "no_background" else "896,000 tokens (primary, seed 0)":
                      paired_primary(primary_rows, target)}
             for value in sorted({r[key] for r in data[arm]}, reverse=arm == "no_background"):
-                lines[f"{value:,} {x_name}"] = _ok(data[arm], target_params=target, **{key: value})
+                unit = x_name[:-1] if value == 1 else x_name  # "1 background fact"
+                lines[f"{value:,} {unit}"] = _ok(data[arm], target_params=target, **{key: value})
             panels[f"{_label(entry['params'])} params"] = lines
         plots.plot_panels(panels, "rare_per_item", out / f"{arm}.png",
                           "Rare accuracy against exposures per fact" + (
