@@ -178,7 +178,10 @@ def collect(space_path: Path, experiment: str, overrides: list[str], workdir: Pa
         rare = config.mixture.rare_task
         others = [t for t in config.tasks if t != rare]
         spec = config.tasks[rare]
-        items = spec.n_facts if spec.kind == "facts" else round((1 - spec.eval_fraction) * spec.p ** 2)
+        # the items a rare task repeats: facts, or trainable (a, b) pairs; a rule over random
+        # inputs (copy, reverse, sort) repeats none, so it has no exposures per item
+        items = (spec.n_facts if spec.kind == "facts" else round((1 - spec.eval_fraction) * spec.p ** 2)
+                 if spec.kind in ("modadd", "compare") else None)
         tokens = m.get("tokens", plan.tokens)
         seen = tokens / plan.shape.n_ctx * config.mixture.rare_freq
         if m.get("params") is not None and int(m["params"]) != plan.shape.params:
@@ -193,7 +196,7 @@ def collect(space_path: Path, experiment: str, overrides: list[str], workdir: Pa
             "burst_period": config.mixture.burst_period, "burst_duty": config.mixture.burst_duty,
             "seed": config.seed, "weight_decay": config.train.weight_decay,
             "tokens": int(tokens), "steps": plan.steps, "train_flops": m.get("train_flops"),
-            "rare_seen": round(seen), "rare_per_item": round(seen / items, 2),
+            "rare_seen": round(seen), "rare_per_item": round(seen / items, 2) if items else None,
             "rare_acc": m.get(f"acc/{rare}"), "rare_loss": m.get(f"loss/{rare}"),
             "background_acc": _mean([m.get(f"acc/{t}") for t in others]),
             "background_loss": _mean([m.get(f"loss/{t}") for t in others]),
