@@ -119,19 +119,69 @@ _TASK_KINDS = tuple(kind for task in get_args(get_args(TaskSpec)[0])
 """Every task ``kind``, in the order the task classes name them (for error messages)."""
 
 
-class MixtureConfig(StrictModel):
-    """How training sequences are drawn from the tasks."""
+class RareSpec(StrictModel):
+    """One rare task's share and delivery (an entry of ``mixture.rare``)."""
 
-    rare_task: str
+    freq: float = Field(gt=0, le=1)
+    """Exact expected share of training sequences that belong to this task."""
+    delivery: Literal["even", "bursts"] = "even"
+    burst_period: int = Field(100, ge=2)
+    burst_duty: float = Field(0.1, gt=0, le=1)
+
+
+class MixtureConfig(StrictModel):
+    """How training sequences are drawn from the tasks.
+
+    One rare task: ``rare_task`` and ``rare_freq`` (with ``delivery`` and the burst settings).
+    Several: ``rare: {facts: 0.02, rev: {freq: 0.01, delivery: bursts}}``, each a share (fixed
+    or a search dimension) or a section with its own delivery; the first is the primary one
+    (``rare_task`` / ``rare_freq`` then name it, for everything that reads one rare task).
+    The other tasks share what is left by their weights.
+    """
+
+    rare_task: str | None = None
     """Name of the task whose frequency is searched."""
     rare_freq: float = Field(0.01, gt=0, le=1)
     """Exact expected share of training sequences that belong to the rare task."""
+    rare: dict[str, float | RareSpec] | None = None
+    """Several rare tasks: name -> share, or name -> ``{freq, delivery, burst_period, burst_duty}``."""
     delivery: Literal["even", "bursts"] = "even"
     """``even``: spread uniformly; ``bursts``: same long-run share, packed into bursts."""
     burst_period: int = Field(100, ge=2)
     """Steps between the starts of two bursts."""
     burst_duty: float = Field(0.1, gt=0, le=1)
     """Fraction of each period that carries the burst."""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MixtureConfig:
+        if self.rare is None:
+            if self.rare_task is None:
+                raise KeyedError("rare_task", "give mixture.rare_task (one rare task) or mixture.rare (several)")
+            return self
+        if not self.rare:
+            raise KeyedError("rare", "name at least one rare task")
+        for name, entry in self.rare.items():
+            if isinstance(entry, float | int) and not 0 < entry <= 1:
+                raise KeyedError(f"rare.{name}", f"a share is in (0, 1], got {entry}")
+        total = sum(spec.freq for spec in self.rare_specs().values())
+        if total > 1 + 1e-12:
+            raise KeyedError("rare", f"the rare tasks' shares sum to {total:.6g}, more than 1")
+        name, first = next(iter(self.rare_specs().items()))
+        # rare_task / rare_freq name the primary rare task; given beside ``rare`` they must agree
+        if (self.rare_task not in (None, name)
+                or ("rare_freq" in self.model_fields_set and self.rare_freq != first.freq)):
+            raise KeyedError("rare", "give mixture.rare or mixture.rare_task/rare_freq, not both")
+        self.rare_task, self.rare_freq = name, first.freq
+        return self
+
+    def rare_specs(self) -> dict[str, RareSpec]:
+        """Every rare task's share and delivery, in order (one entry for the single-task form)."""
+        if self.rare is None:
+            return {self.rare_task: RareSpec(freq=self.rare_freq, delivery=self.delivery,
+                                             burst_period=self.burst_period, burst_duty=self.burst_duty)}
+        return {name: entry if isinstance(entry, RareSpec) else RareSpec(
+            freq=float(entry), delivery=self.delivery, burst_period=self.burst_period,
+            burst_duty=self.burst_duty) for name, entry in self.rare.items()}
 
 
 class ModelConfig(StrictModel):
@@ -292,25 +342,30 @@ class TrialConfig(StrictModel):
             if len(name) > MAX_TASK_NAME:  # it becomes MLflow keys (curve/loss/NAME), at most 250 long
                 raise KeyedError(f"tasks.{name[:20]}...", f"a task name is at most {MAX_TASK_NAME} characters "
                                   f"(this one has {len(name)})")
-        if self.mixture.rare_task not in self.tasks:
-            raise KeyedError(
-                "mixture.rare_task",
-                f"unknown task {self.mixture.rare_task!r} (tasks: {', '.join(self.tasks)})",
-            )
+        specs = self.mixture.rare_specs()
+        for name in specs:
+            if name not in self.tasks:
+                key = "mixture.rare_task" if self.mixture.rare is None else f"mixture.rare.{name}"
+                raise KeyedError(key, f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
         for i, name in enumerate(self.eval.curve_tasks or []):
             if name not in self.tasks:
                 raise KeyedError(f"eval.curve_tasks.{i}", f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
-        others = [n for n in self.tasks if n != self.mixture.rare_task]
-        if self.mixture.rare_freq < 1 and not others:
-            raise KeyedError("tasks", "rare_freq < 1 needs at least one other task")
+        others = [n for n in self.tasks if n not in specs]
+        total = sum(spec.freq for spec in specs.values())
+        if total < 1 and not others:
+            what = "rare_freq" if len(specs) == 1 else "rare shares summing"
+            raise KeyedError("tasks", f"{what} < 1 needs at least one other task")
         if others and sum(self.tasks[n].weight for n in others) <= 0:
             raise KeyedError("tasks", "the weights of the non-rare tasks sum to 0")
-        if self.mixture.delivery == "bursts" and self.mixture.rare_freq > self.mixture.burst_duty:
-            raise KeyedError(
-                "mixture.burst_duty",
-                f"{self.mixture.burst_duty} is below rare_freq={self.mixture.rare_freq}: "
-                "a burst cannot carry more than all of its sequences",
-            )
+        for name, spec in specs.items():
+            if spec.delivery == "bursts" and spec.freq > spec.burst_duty:
+                key = "mixture.burst_duty" if self.mixture.rare is None else f"mixture.rare.{name}.burst_duty"
+                raise KeyedError(key, f"{spec.burst_duty} is below the share {spec.freq}: "
+                                 "a burst cannot carry more than all of its sequences")
+        peak = sum(s.freq / s.burst_duty if s.delivery == "bursts" else s.freq for s in specs.values())
+        if peak > 1 + 1e-12:  # overlapping bursts (and the even shares beside them) must fit a step
+            raise KeyedError("mixture.rare", f"at their densest the rare tasks would fill {peak:.3g} of a "
+                             "step's sequences: lower the shares or raise burst_duty")
         return self
 
     def get(self, key: str) -> Any:
