@@ -101,7 +101,9 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         doc["config"] = config.model_dump(mode="json")
         click.echo(json.dumps(doc, indent=2))
     else:
-        report.trial(result)
+        from optimix.tasks import scored_on
+
+        report.trial(result, {name: scored_on(spec) for name, spec in config.tasks.items()})
     if result.status == "failed":
         sys.exit(1)
 

@@ -96,8 +96,10 @@ class DatasetTask(StrictModel):
     its first bytes) or folder of data files, or a hub name. A path that exists is local;
     loading makes it absolute (``_check_files``).
 
-    Text is tokenised by characters. Rows whose prompt occurs in the held-out part are
-    removed from training, so evaluation shares no input with training.
+    Text is tokenised by characters. ``eval: heldout`` (the default) holds out a share of the
+    distinct prompts: rows whose prompt occurs in the held-out part are removed from training,
+    so evaluation shares no input with training. ``eval: train`` scores the training rows
+    themselves (memorisation: a user's own facts, catalogue or API names), and says so.
     """
 
     kind: Literal["dataset"]
@@ -106,6 +108,7 @@ class DatasetTask(StrictModel):
     prompt_column: str = "prompt"
     answer_column: str = "answer"
     split: str = "train"
+    eval: Literal["heldout", "train"] = "heldout"
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     max_rows: int | None = Field(None, ge=2)
     max_chars: int = Field(64, ge=1, le=1024)

@@ -11,7 +11,8 @@ protects capacity; every task has one, so the comparison between tasks stays fai
 
 Held-out inputs: copy / reverse / sort evaluate on random inputs that training rejects;
 modadd / compare hold out a fixed share of the (a, b) pairs; datasets hold out a share of
-the distinct prompts. Facts are memorised, so they are evaluated on the facts themselves.
+the distinct prompts. Facts are memorised, so they are evaluated on the facts themselves, as
+is a dataset with ``eval: train`` (``scored_on`` says which a task is).
 """
 
 from __future__ import annotations
@@ -193,6 +194,12 @@ def _frame(tag: int, prompt: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray
     return ids, mask
 
 
+def scored_on(spec) -> str:
+    """What a task's accuracy measures: ``held-out`` inputs (a rule or a skill) or ``trained``
+    items (memorisation: ``facts``, and a ``dataset`` with ``eval: train``)."""
+    return "trained" if spec.kind == "facts" or getattr(spec, "eval", "heldout") == "train" else "held-out"
+
+
 def shift_targets(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Targets aligned with the logits: position t predicts token t+1 where it is an answer."""
     targets = np.full(ids.shape, IGNORE, dtype=np.int64)
@@ -365,11 +372,14 @@ def _dataset_task(name, spec: DatasetTask, vocab: Vocab, rng, eval_size, prompts
     distinct = sorted(set(prompts))
     if len(distinct) < 2:
         raise SpaceError(f"tasks.{name}.path: needs at least 2 distinct prompts")
-    order = rng.permutation(len(distinct))
-    n_held = min(len(distinct) - 1, max(1, int(round(spec.eval_fraction * len(distinct)))))
-    held = {distinct[i] for i in order[:n_held]}
-    train_rows = [i for i, p in enumerate(prompts) if p not in held]
-    eval_rows = [i for i, p in enumerate(prompts) if p in held]
+    if spec.eval == "train":  # memorisation: trained on every row, scored on them
+        train_rows = eval_rows = list(range(len(prompts)))
+    else:
+        order = rng.permutation(len(distinct))
+        n_held = min(len(distinct) - 1, max(1, int(round(spec.eval_fraction * len(distinct)))))
+        held = {distinct[i] for i in order[:n_held]}
+        train_rows = [i for i, p in enumerate(prompts) if p not in held]
+        eval_rows = [i for i, p in enumerate(prompts) if p in held]
     lookup = {c: vocab.char0 + i for i, c in enumerate(vocab.chars)}
     width = 2 + max(len(p) for p in prompts) + max(len(a) for a in answers) + 1
     tag = vocab.tag(name)
