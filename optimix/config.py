@@ -266,6 +266,10 @@ class SearchConfig(StrictModel):
     objectives: list[str] = Field(default_factory=list)
     """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
     default: the rare task's accuracy (max) and training FLOPs (min)."""
+    constraints: list[str] = Field(default_factory=list)
+    """Outcome constraints a trial must meet to count, e.g. ``["acc/background >= 0.2"]``
+    (``>=``, ``>``, ``<=``, ``<``): the samplers are told, a trial that misses one is tagged so
+    and never on the frontier."""
     sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
     """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.search.frontier_sampler``:
     the most expected frontier gain per FLOP) when the objectives are one quality metric and

@@ -36,9 +36,11 @@ from optimix import faults, metrics
 from optimix.config import flatten as flatten  # imported from here elsewhere
 from optimix.metrics import (  # noqa: F401 (imported from here elsewhere too)
     BUDGET,
+    CONSTRAINTS,
     ENDED,
     ERROR,
     FAILED,
+    MET,
     NODE,
     OBJECTIVES,
     OK,
@@ -111,10 +113,12 @@ class Tracker:
     # -- parent run --------------------------------------------------------------------------
 
     def start_search(self, name: str, objectives: str, params: Mapping[str, Any],
-                     space_yaml: str, budget: float | None, state_dir: str) -> str:
+                     space_yaml: str, budget: float | None, state_dir: str, constraints: str = "") -> str:
         tries = self._tries()
         tags = {ROLE: "search", OBJECTIVES: objectives, BUDGET: "" if budget is None else f"{budget:g}",
                 STATE_DIR: state_dir}
+        if constraints:
+            tags[CONSTRAINTS] = constraints
         run_id = self._create_run(tries, "the search's parent run", name, tags, _now_ms(),
                                   lambda: self._search_runs(state_dir))
         try:
@@ -315,6 +319,8 @@ def _trial_tags(parent_id: str, record: Mapping[str, Any]) -> dict[str, str]:
         tags[ERROR] = record["error"][:4000]
     if record.get("node"):
         tags[NODE] = record["node"]
+    if record.get("missed") is not None:  # the search has outcome constraints
+        tags[MET] = "false: " + "; ".join(record["missed"]) if record["missed"] else "true"
     if record.get("point") is not None:
         tags[POINT] = json.dumps(record["point"])
     return tags

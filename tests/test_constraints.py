@@ -1,0 +1,137 @@
+"""Outcome constraints (``search.constraints``): parsed with one-line errors, told to the
+samplers, and a trial that misses one is tagged so and never on the frontier. The end-to-end
+test runs two real searches over the same points, one without and one with a constraint
+placed between what the two models measured, and shows the frontier change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from optimix import frontier, metrics
+from optimix.cli import main as cli_main
+from optimix.config import SpaceError
+from optimix.search import SearchOptions, run_search
+from optimix.space import build_space
+
+
+def tree(constraints=(), sampler: str = "tpe") -> dict:
+    points = [{"model.d_model": 16}, {"model.d_model": 64}]
+    return {
+        "name": "constrained",
+        "tasks": {"background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
+                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
+        "mixture": {"rare_task": "facts", "rare_freq": 0.2},
+        "model": {"d_model": {"dist": "choice", "values": [16, 64]}, "n_layer": 1, "n_head": 2},
+        "train": {"tokens": 40_000, "batch_size": 32, "threads": 1, "lr": 0.01},
+        "eval": {"points": 2, "size": 128},
+        "search": {"trials": 2, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": sampler,
+                   "points_to_evaluate": points, "constraints": list(constraints)},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and the frontier, on ledger entries
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("acc/background => 0.2", "search.constraints.0: expected 'metric >= value'"),
+    ("acc/nope >= 0.2", "search.constraints.0: unknown metric 'acc/nope'"),
+    ("acc/background >= high", "search.constraints.0: 'high' is not a number"),
+    ("acc/background >= nan", "search.constraints.0: the bound must be a finite number"),
+])
+def test_bad_constraints_name_their_key(text, message):
+    with pytest.raises(SpaceError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        metrics.parse_constraints(build_space(tree([text])).base)
+
+
+def test_violation_is_optuna_style_and_strict_bounds_miss_on_equality():
+    c = metrics.parse_constraint("acc/background >= 0.2")
+    assert c.violation({"acc/background": 0.1}) == pytest.approx(0.1)
+    assert c.violation({"acc/background": 0.3}) == pytest.approx(-0.1)
+    assert c.violation({}) == float("inf")
+    assert metrics.parse_constraint("params < 1000").violation({"params": 1000.0}) > 0
+    assert metrics.parse_constraints_tag("acc/a >= 0.2; params < 1e+06") == [
+        metrics.Constraint("acc/a", ">=", 0.2), metrics.Constraint("params", "<", 1e6)]
+
+
+def entry(trial_id: str, flops: float, acc: float, background: float) -> dict:
+    result = {"train_flops": flops, "params": 1.0, "non_embedding_params": 1.0, "tokens": 1.0,
+              "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0, "steps": 10,
+              "accuracy": {"facts": acc, "background": background}, "loss": {"facts": 1.0, "background": 1.0},
+              "curve": [{"step": 5, "tokens": 0.5, "train_flops": flops / 2, "train_loss": 2.0,
+                         "accuracy": {"facts": acc / 2, "background": background / 2},
+                         "loss": {"facts": 1.0, "background": 1.0}}]}
+    return {"trial_id": trial_id, "status": "ok", "result": result}
+
+
+def test_a_candidate_that_misses_a_constraint_is_never_on_the_frontier():
+    objectives = [("acc/facts", "max"), ("train_flops", "min")]
+    entries = [entry("small", 1e9, 0.9, 0.1), entry("large", 1e10, 0.95, 0.5)]
+    free = {(c.trial_id, c.final) for c in frontier.front(frontier.candidates(entries, objectives), objectives)}
+    assert ("small", True) in free and ("small", False) in free
+    rule = [metrics.parse_constraint("acc/background >= 0.2")]
+    held = frontier.front(frontier.candidates(entries, objectives, True, rule), objectives)
+    # the large model's final (0.5) and its curve point (0.25) meet it; nothing of the small one
+    assert {(c.trial_id, c.final) for c in held} == {("large", True), ("large", False)}
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: real Ray, Optuna and MLflow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_constraint_changes_the_frontier_of_a_real_search(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    free = run_search(build_space(tree()), SearchOptions(
+        tracking_uri=uri, storage_path=str(tmp_path / "free"), experiment="free"))
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("free").experiment_id],
+                              "tags.`optimix.role` = 'trial'")
+    background = {json.loads(r.data.tags["optimix.point"])["model.d_model"]: r.data.metrics["acc/background"]
+                  for r in runs}
+    assert background[16] < background[64], background  # the setup: the larger model knows more
+    on_free = {json.loads(r.data.tags["optimix.point"])["model.d_model"] for r in runs
+               if r.data.tags["optimix.pareto"] == "true"}
+    assert 16 in on_free  # the cheapest model is on the unconstrained frontier
+    assert all("optimix.constraints_met" not in r.data.tags for r in runs)
+
+    bound = (background[16] + background[64]) / 2
+    rule = f"acc/background >= {bound:.6f}"
+    held = run_search(build_space(tree([rule])), SearchOptions(
+        tracking_uri=uri, storage_path=str(tmp_path / "held"), experiment="held"))
+    parent = client.get_run(held.parent_run_id)
+    assert parent.data.tags["optimix.constraints"] == str(metrics.parse_constraint(rule))
+    runs = {json.loads(r.data.tags["optimix.point"])["model.d_model"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("held").experiment_id], "tags.`optimix.role` = 'trial'")}
+    assert runs[16].data.tags["optimix.constraints_met"].startswith("false: acc/background >=")
+    assert runs[64].data.tags["optimix.constraints_met"] == "true"
+    assert runs[16].data.tags["optimix.pareto"] == "false" and runs[16].data.tags["optimix.status"] == "ok"
+    assert runs[64].data.tags["optimix.pareto"] == "true"
+    assert {r["run_id"] for r in held.frontier} <= {runs[64].info.run_id}
+    assert held.frontier  # the large model stands on it now
+
+    # Optuna's samplers were told: each trial carries its constraint values, <= 0 where met
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(held.state_dir) / "optuna.journal")))
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    told = sorted(t.user_attrs[metrics.CONSTRAINT_ATTR][0] for t in study.trials)
+    assert told[0] <= 0 < told[1]
+    if hasattr(optuna.Trial, "set_constraint"):  # Optuna 5: what its samplers read
+        assert sorted(v for t in study.trials for v in t.constraints.values()) == pytest.approx(told)
+    # and optimix check recomputes the frontier with the constraint: the tags agree
+    cli_main(["check", "--tracking-uri", uri, "--experiment", "held", "--storage-path", str(tmp_path / "held")])
