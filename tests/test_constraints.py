@@ -96,7 +96,7 @@ def ray_session():
 @pytest.mark.slow
 def test_a_constraint_changes_the_frontier_of_a_real_search(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    free = run_search(build_space(tree()), SearchOptions(
+    run_search(build_space(tree()), SearchOptions(
         tracking_uri=uri, storage_path=str(tmp_path / "free"), experiment="free"))
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("free").experiment_id],
