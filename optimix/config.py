@@ -126,21 +126,16 @@ class RareSpec(StrictModel):
     """One rare task's share and delivery (an entry of ``mixture.rare``)."""
 
     freq: float = Field(gt=0, le=1)
-    """Exact expected share of training sequences that belong to this task."""
     delivery: Literal["even", "bursts"] = "even"
     burst_period: int = Field(100, ge=2)
     burst_duty: float = Field(0.1, gt=0, le=1)
 
 
 class MixtureConfig(StrictModel):
-    """How training sequences are drawn from the tasks.
-
-    One rare task: ``rare_task`` and ``rare_freq`` (with ``delivery`` and the burst settings).
-    Several: ``rare: {facts: 0.02, rev: {freq: 0.01, delivery: bursts}}``, each a share (fixed
-    or a search dimension) or a section with its own delivery; the first is the primary one
-    (``rare_task`` / ``rare_freq`` then name it, for everything that reads one rare task).
-    The other tasks share what is left by their weights.
-    """
+    """How training sequences are drawn from the tasks: one rare task (``rare_task``,
+    ``rare_freq``) or several (``rare: {facts: 0.02, rev: {freq: 0.01, delivery: bursts}}``,
+    shares fixed or searched; the first is the primary one, which ``rare_task`` / ``rare_freq``
+    then name). The other tasks share what is left by their weights."""
 
     rare_task: str | None = None
     """Name of the task whose frequency is searched."""
@@ -159,18 +154,14 @@ class MixtureConfig(StrictModel):
     def _one_form(self) -> MixtureConfig:
         if self.rare is None:
             if self.rare_task is None:
-                raise KeyedError("rare_task", "give mixture.rare_task (one rare task) or mixture.rare (several)")
+                raise KeyedError("rare_task", "missing (or mixture.rare, for several rare tasks)")
             return self
         if not self.rare:
             raise KeyedError("rare", "name at least one rare task")
         for name, entry in self.rare.items():
             if isinstance(entry, float | int) and not 0 < entry <= 1:
                 raise KeyedError(f"rare.{name}", f"a share is in (0, 1], got {entry}")
-        total = sum(spec.freq for spec in self.rare_specs().values())
-        if total > 1 + 1e-12:
-            raise KeyedError("rare", f"the rare tasks' shares sum to {total:.6g}, more than 1")
-        name, first = next(iter(self.rare_specs().items()))
-        # rare_task / rare_freq name the primary rare task; given beside ``rare`` they must agree
+        name, first = next(iter(self.rare_specs().items()))  # the primary: rare_task / rare_freq
         if (self.rare_task not in (None, name)
                 or ("rare_freq" in self.model_fields_set and self.rare_freq != first.freq)):
             raise KeyedError("rare", "give mixture.rare or mixture.rare_task/rare_freq, not both")
@@ -180,11 +171,10 @@ class MixtureConfig(StrictModel):
     def rare_specs(self) -> dict[str, RareSpec]:
         """Every rare task's share and delivery, in order (one entry for the single-task form)."""
         if self.rare is None:
-            return {self.rare_task: RareSpec(freq=self.rare_freq, delivery=self.delivery,
-                                             burst_period=self.burst_period, burst_duty=self.burst_duty)}
-        return {name: entry if isinstance(entry, RareSpec) else RareSpec(
-            freq=float(entry), delivery=self.delivery, burst_period=self.burst_period,
-            burst_duty=self.burst_duty) for name, entry in self.rare.items()}
+            return {self.rare_task: RareSpec(freq=self.rare_freq, **self.model_dump(
+                include={"delivery", "burst_period", "burst_duty"}))}
+        return {name: entry if isinstance(entry, RareSpec) else RareSpec(freq=float(entry), **self.model_dump(
+            include={"delivery", "burst_period", "burst_duty"})) for name, entry in self.rare.items()}
 
 
 class ModelConfig(StrictModel):
@@ -367,7 +357,8 @@ class TrialConfig(StrictModel):
         for name, spec in specs.items():
             if spec.delivery == "bursts" and spec.freq > spec.burst_duty:
                 key = "mixture.burst_duty" if self.mixture.rare is None else f"mixture.rare.{name}.burst_duty"
-                raise KeyedError(key, f"{spec.burst_duty} is below the share {spec.freq}: "
+                share = "rare_freq=" if self.mixture.rare is None else "its share "
+                raise KeyedError(key, f"{spec.burst_duty} is below {share}{spec.freq}: "
                                  "a burst cannot carry more than all of its sequences")
         peak = sum(s.freq / s.burst_duty if s.delivery == "bursts" else s.freq for s in specs.values())
         if peak > 1 + 1e-12:  # overlapping bursts (and the even shares beside them) must fit a step

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimix.metrics import (
     CURVE,
+    MET,
     OBJECTIVES,
     PARENT,
     PARETO,
@@ -65,6 +66,8 @@ class TrialRecord:
     """Learning-curve steps of this trial on the frontier (besides its final result)."""
     curve: dict[int, dict[str, float]] = field(default_factory=dict)
     """Curve metrics (without the ``curve/`` prefix) at ``pareto_steps``, by step."""
+    constraints_met: bool | None = None
+    """Whether it met the search's outcome constraints (None: the search had none)."""
 
 
 @dataclass
@@ -126,6 +129,7 @@ def _trial(run: Run) -> TrialRecord:
         name=tags.get(RUN_NAME, ""),
         point=json.loads(tags.get(POINT, "{}")),
         pareto_steps=json.loads(tags.get(PARETO_STEPS, "[]")),
+        constraints_met=None if MET not in tags else tags[MET] == "true",
     )
 
 
