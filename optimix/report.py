@@ -154,6 +154,10 @@ def _answer(doc, metric: str) -> None:
     if "params" in query:
         what += f" at {query['params']:,.0f} params"
     click.echo(f"query       {what} ({doc['trials']['ok']} of {doc['trials']['recorded']} trials finished)")
+    if doc.get("constraints"):
+        c = doc["constraints"]
+        click.echo(f"constraints {c['met']} finished trials met the search's constraints, {c['missed']} missed: "
+                   f"answers only from those, predictions only at {', '.join(f'{n:,}' for n in c['sizes'])} params")
     obs = doc["observed"]
     click.echo("observed    " + ("no recorded trial answers it" if obs is None else
                f"{obs[metric]:.3f} by run {obs['run_id']} ({_config(obs['config'])}; "

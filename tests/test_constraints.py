@@ -135,3 +135,45 @@ def test_a_constraint_changes_the_frontier_of_a_real_search(tmp_path):
         assert sorted(v for t in study.trials for v in t.constraints.values()) == pytest.approx(told)
     # and optimix check recomputes the frontier with the constraint: the tags agree
     cli_main(["check", "--tracking-uri", uri, "--experiment", "held", "--storage-path", str(tmp_path / "held")])
+
+
+@pytest.mark.slow
+def test_plan_on_a_search_with_two_rare_tasks_and_a_constraint(tmp_path, capsys):
+    """A real search with two rare tasks, the background held to what only the larger model
+    reaches: optimix plan answers per rare task, over that task's own share, and only with
+    trials (and sizes) that met the constraint."""
+    from optimix import plan
+    from optimix.records import load_search
+
+    base = tree()
+    base["tasks"]["rev"] = {"kind": "reverse", "length": 2, "alphabet": 8}
+    base["mixture"] = {"rare": {"facts": {"dist": "choice", "values": [0.05, 0.2]}, "rev": 0.1}}
+    base["search"].update(sampler="grid", trials=4)
+    del base["search"]["points_to_evaluate"]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_search(build_space(base), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "a"),
+                                                experiment="free"))
+    record = load_search(uri, "free")
+    small = [t.metrics["acc/background"] for t in record.trials if t.metrics["params"] < 20_000]
+    large = [t.metrics["acc/background"] for t in record.trials if t.metrics["params"] > 20_000]
+    assert max(small) < min(large), (small, large)
+    base["search"]["constraints"] = [f"acc/background >= {(max(small) + min(large)) / 2:.6f}"]
+    run_search(build_space(base), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "b"),
+                                                experiment="held"))
+    record = load_search(uri, "held")
+    assert {t.constraints_met for t in record.trials} == {True, False}
+
+    head, table = plan.search_table(record, "facts")
+    assert sorted(set(table.rare_freq)) == [0.05, 0.2]  # the facts task's own share
+    head_rev, table_rev = plan.search_table(record, "rev")
+    assert set(table_rev.rare_freq) == {0.1} and head_rev["metric"] == "acc/rev"
+    from optimix import hardware
+
+    doc = plan.answer(table, metric="acc/facts", budget_flops=1e15, hardware=hardware.PROFILES["cpu"])
+    assert doc["constraints"]["met"] == 2 and doc["constraints"]["missed"] == 2
+    met = {t.run_id for t in record.trials if t.constraints_met}
+    assert doc["observed"]["run_id"] in met  # the cheap model's answer missed the constraint
+    if doc["predicted"] is not None:
+        assert doc["predicted"]["config"]["params"] in doc["constraints"]["sizes"]
+    cli_main(["plan", "--tracking-uri", uri, "--experiment", "held", "--task", "facts", "--budget-flops", "1e15"])
+    assert "met the search's constraints" in capsys.readouterr().out
