@@ -65,7 +65,8 @@ def validate(space: str, overrides: tuple[str, ...]) -> None:
     loaded = load_space(space, overrides)
     plan = plan_trial(loaded.base)
     click.echo(f"{space}: ok ({loaded.name})")
-    click.echo(f"  tasks: {', '.join(loaded.base.tasks)}; rare task: {loaded.base.mixture.rare_task}")
+    rare = list(loaded.base.mixture.rare_specs())
+    click.echo(f"  tasks: {', '.join(loaded.base.tasks)}; rare task{'s' if len(rare) > 1 else ''}: {', '.join(rare)}")
     if loaded.dimensions:
         click.echo("  search dimensions:")
         for key, dim in loaded.dimensions.items():
