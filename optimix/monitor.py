@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from optimix.metrics import Status
+from optimix.metrics import Status, aggregates, with_aggregates
 
 if TYPE_CHECKING:
     import torch
@@ -257,6 +257,7 @@ class TrialMonitor:
         tick = time.perf_counter()
         accuracy, task_loss = evaluate(model_of(k), self.tasksets[k], self.device, config.eval.batch_size,
                                        self.autocast, curve_tasks(config, step, self.steps))
+        accuracy, task_loss = with_aggregates(aggregates(config), accuracy, task_loss)
         self.eval_s += time.perf_counter() - tick
         point = CurvePoint(step, result.tokens, result.train_flops, self.values[k], result.train_s,
                            accuracy, task_loss)
