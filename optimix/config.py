@@ -149,6 +149,7 @@ class MixtureConfig(StrictModel):
     """Steps between the starts of two bursts."""
     burst_duty: float = Field(0.1, gt=0, le=1)
     """Fraction of each period that carries the burst."""
+    weights: dict[str, float] | None = None  # the other tasks' weights (``dist: simplex`` searches them)
 
     @model_validator(mode="after")
     def _one_form(self) -> MixtureConfig:
@@ -257,9 +258,8 @@ class SearchConfig(StrictModel):
     """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
     default: the rare task's accuracy (max) and training FLOPs (min)."""
     constraints: list[str] = Field(default_factory=list)
-    """Outcome constraints a trial must meet to count, e.g. ``["acc/background >= 0.2"]``
-    (``>=``, ``>``, ``<=``, ``<``): the samplers are told, a trial that misses one is tagged so
-    and never on the frontier."""
+    """Outcome constraints (``["acc/background >= 0.2"]``; ``>=``, ``>``, ``<=``, ``<``): told to
+    the samplers; a trial that misses one is tagged so and never on the frontier."""
     sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
     """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.search.frontier_sampler``:
     the most expected frontier gain per FLOP) when the objectives are one quality metric and
@@ -272,10 +272,9 @@ class SearchConfig(StrictModel):
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     save_models: Literal["frontier", "all", "none"] = "none"
     stack: int = Field(1, ge=1, le=256)
-    """Models trained together in one trial slot (``optimix.stacked``): up to this many
-    proposals that share everything but their per-model settings (seed, mixture, optimiser
-    settings) train as one stacked model in one process; on a GPU small models train many
-    times faster so. Each stays its own trial in Optuna, MLflow and the ledger."""
+    """Models trained together in one trial slot (``optimix.stacked``): up to this many proposals
+    that differ only in per-model settings (seed, mixture, optimiser) train as one stacked model
+    in one process, far faster on a GPU. Each stays its own trial in Optuna, MLflow, the ledger."""
     startup_trials: int | None = Field(None, ge=1)
     """Space-filling first points before the sampler's model takes over (tpe, gp); default: a quarter of
     the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
@@ -288,9 +287,8 @@ class SearchConfig(StrictModel):
     prune_from: float = Field(0.5, gt=0, le=1)
     """Pruning is considered only at curve points at least this far through training."""
     patience: int | None = Field(None, ge=1)
-    """Stop proposing once this many finished trials in a row have not moved the frontier
-    (none of their candidates, final result or learning-curve point, changed it; a failed
-    trial never does): running trials still finish, and the search says it stopped early.
+    """Stop proposing once this many finished trials in a row have not moved the frontier (no
+    candidate of theirs changed it; a failed trial never does): running trials still finish.
     Counted over the search's ledger, so across ``--resume`` too. Default: no such stop."""
 
 
@@ -348,18 +346,20 @@ class TrialConfig(StrictModel):
             if name not in self.tasks:
                 raise KeyedError(f"eval.curve_tasks.{i}", f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
         others = [n for n in self.tasks if n not in specs]
-        total = sum(spec.freq for spec in specs.values())
-        if total < 1 and not others:
-            what = "rare_freq" if len(specs) == 1 else "rare shares summing"
-            raise KeyedError("tasks", f"{what} < 1 needs at least one other task")
-        if others and sum(self.tasks[n].weight for n in others) <= 0:
+        bulk = self.mixture.weights or {n: self.tasks[n].weight for n in others}
+        if sorted(bulk) != sorted(others) or min(bulk.values(), default=0) < 0:
+            raise KeyedError("mixture.weights", f"weigh each non-rare task ({', '.join(others)}) by a number >= 0")
+        if sum(spec.freq for spec in specs.values()) < 1 and not others:
+            raise KeyedError("tasks", f"{'rare_freq' if len(specs) == 1 else 'rare shares summing'} < 1 "
+                             "needs at least one other task")
+        if others and sum(bulk.values()) <= 0:
             raise KeyedError("tasks", "the weights of the non-rare tasks sum to 0")
+        single = self.mixture.rare is None
         for name, spec in specs.items():
             if spec.delivery == "bursts" and spec.freq > spec.burst_duty:
-                key = "mixture.burst_duty" if self.mixture.rare is None else f"mixture.rare.{name}.burst_duty"
-                share = "rare_freq=" if self.mixture.rare is None else "its share "
-                raise KeyedError(key, f"{spec.burst_duty} is below {share}{spec.freq}: "
-                                 "a burst cannot carry more than all of its sequences")
+                raise KeyedError("mixture.burst_duty" if single else f"mixture.rare.{name}.burst_duty",
+                                 f"{spec.burst_duty} is below {'rare_freq=' if single else 'its share '}"
+                                 f"{spec.freq}: a burst cannot carry more than all of its sequences")
         peak = sum(s.freq / s.burst_duty if s.delivery == "bursts" else s.freq for s in specs.values())
         if peak > 1 + 1e-12:  # overlapping bursts (and the even shares beside them) must fit a step
             raise KeyedError("mixture.rare", f"at their densest the rare tasks would fill {peak:.3g} of a "

@@ -145,7 +145,8 @@ def build_tasks(config: TrialConfig) -> TaskSet:
         else:
             tasks[name] = _dataset_task(name, spec, vocab, rng, config.eval.size, *tables[name])
     seq_len = max(task.width for task in tasks.values())
-    weights = {name: spec.weight for name, spec in config.tasks.items()}
+    bulk = config.mixture.weights or {}
+    weights = {name: bulk.get(name, spec.weight) for name, spec in config.tasks.items()}
     return TaskSet(vocab=vocab, tasks=tasks, weights=weights, seq_len=seq_len)
 
 
