@@ -2,124 +2,33 @@
 
 Field names are the dotted keys of the search-space YAML, of ``--set`` and of the MLflow
 params (``model.d_model``). A config is validated once, when it is built; a problem becomes a
-``SpaceError`` whose message is one line naming the dotted key (``validated``). A leaf:
-pydantic and the standard library only (``optimix.space`` reads the files that fill it).
+``SpaceError`` whose message is one line naming the dotted key (``validated``). Pydantic and
+the standard library only, with ``config_base`` (the errors, the section base) and
+``task_specs`` (the task kinds); ``optimix.space`` reads the files that fill it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-class SpaceError(ValueError):
-    """A search space that cannot be used; the message is one line naming the key."""
-
-    def __init__(self, message: str):
-        # Keys and values can hold line breaks: keep the message on one line.
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
-
-
-class KeyedError(ValueError):
-    """A cross-field check that knows which dotted key is at fault."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
+from optimix.config_base import KeyedError as KeyedError  # re-exported: one import for callers
+from optimix.config_base import SpaceError as SpaceError
+from optimix.config_base import StrictModel as StrictModel
+from optimix.task_specs import _TASK_KINDS
+from optimix.task_specs import ArithmeticTask as ArithmeticTask
+from optimix.task_specs import DatasetTask as DatasetTask
+from optimix.task_specs import FactsTask as FactsTask
+from optimix.task_specs import SequenceTask as SequenceTask
+from optimix.task_specs import TaskSpec as TaskSpec
 
 # ---------------------------------------------------------------------------------------------
 # The typed trial config. Field names are the dotted keys of YAML, --set and MLflow params.
 
 
 MAX_TASK_NAME = 64
-
-
-class StrictModel(BaseModel):
-    """A config section: unknown keys and non-finite numbers are errors."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class SequenceTask(StrictModel):
-    """copy / reverse / sort: ``[TAG x1..xL SEP y1..yL]`` over ``alphabet`` symbols."""
-
-    kind: Literal["copy", "reverse", "sort"]
-    weight: float = Field(1.0, ge=0)
-    length: int = Field(6, ge=1, le=64)
-    alphabet: int = Field(16, ge=2, le=1024)
-
-
-class FactsTask(StrictModel):
-    """Key -> value facts (Gu et al. style fact recall; with ``zipf > 0`` a background).
-
-    ``n_facts`` random keys of ``key_len`` symbols, each mapped to ``value_len`` symbols.
-    Training samples facts with probability proportional to ``rank ** -zipf``: with
-    ``zipf = 1`` and thousands of facts the tail is never exhausted, so the task keeps
-    competing for capacity (a non-saturating background). Evaluation is recall of the
-    facts themselves (memorisation has no held-out inputs), on a uniform sample.
-    """
-
-    kind: Literal["facts"]
-    weight: float = Field(1.0, ge=0)
-    n_facts: int = Field(100, ge=1, le=10_000_000)
-    key_len: int = Field(3, ge=1, le=16)
-    value_len: int = Field(2, ge=1, le=16)
-    alphabet: int = Field(64, ge=2, le=1024)
-    zipf: float = Field(0.0, ge=0)
-
-
-class ArithmeticTask(StrictModel):
-    """The study's injected tasks as ``[TAG a b SEP label]`` (modadd: (a+b) mod p; compare: a<b).
-
-    A fixed ``eval_fraction`` of the (a, b) pairs is held out and never trained on.
-    ``heldout: unordered`` holds out (b, a) with every held-out (a, b), so that a model
-    cannot answer a held-out pair from its trained mirror (modadd commutes; compare's
-    answer for (b, a) gives (a, b)'s); ``ordered`` (the default) holds out ordered pairs.
-    """
-
-    kind: Literal["modadd", "compare"]
-    weight: float = Field(1.0, ge=0)
-    p: int = Field(23, ge=2, le=1024)
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    heldout: Literal["ordered", "unordered"] = "ordered"
-
-
-class DatasetTask(StrictModel):
-    """Prompt/answer rows from ``datasets``: a local file (JSON/CSV/Parquet, by its suffix or
-    its first bytes) or folder of data files, or a hub name. A path that exists is local;
-    loading makes it absolute (``_check_files``).
-
-    Text is tokenised by characters. ``eval: heldout`` (the default) holds out a share of the
-    distinct prompts: rows whose prompt occurs in the held-out part are removed from training,
-    so evaluation shares no input with training. ``eval: train`` scores the training rows
-    themselves (memorisation: a user's own facts, catalogue or API names), and says so.
-    """
-
-    kind: Literal["dataset"]
-    weight: float = Field(1.0, ge=0)
-    path: str
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    split: str = "train"
-    eval: Literal["heldout", "train"] = "heldout"
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    max_rows: int | None = Field(None, ge=2)
-    max_chars: int = Field(64, ge=1, le=1024)
-
-
-TaskSpec = Annotated[
-    SequenceTask | FactsTask | ArithmeticTask | DatasetTask, Field(discriminator="kind")
-]
-_TASK_KINDS = tuple(kind for task in get_args(get_args(TaskSpec)[0])
-                    for kind in get_args(task.model_fields["kind"].annotation))
-"""Every task ``kind``, in the order the task classes name them (for error messages)."""
 
 
 class RareSpec(StrictModel):
