@@ -224,7 +224,7 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
 def analyze_iso_flop(rows: list[dict]) -> list[dict]:
     """Per FLOPs budget: each size's best rare accuracy over the frequencies (seed mean), and
     the smallest against the largest model."""
-    from study_analysis import grid_table, mean_curve
+    from study_analysis import grid_table, mean_curve, threshold_interp
 
     out = []
     for experiment in sorted({r["experiment"] for r in rows}, key=lambda e: min(
@@ -236,9 +236,11 @@ def analyze_iso_flop(rows: list[dict]) -> list[dict]:
             curve = mean_curve(table, size, freqs)
             i = int(np.nanargmax(curve))
             trial = next(r for r in sub if r["params"] == size)
+            value, how = threshold_interp(freqs, curve)
             best.append({"params": size, "tokens": trial["tokens"], "steps": trial["steps"],
                          "train_flops": trial["train_flops"], "best_acc": float(curve[i]),
-                         "best_freq": freqs[i], "curve": [float(c) for c in curve]})
+                         "best_freq": freqs[i], "curve": [float(c) for c in curve],
+                         "threshold": value, "how": how})
         small, large = best[0], best[-1]
         out.append({"experiment": experiment, "budget_flops": float(np.median([r["train_flops"] for r in sub])),
                     "freqs": freqs, "seeds": sorted({r["seed"] for r in sub}), "sizes": best,
@@ -312,9 +314,11 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
         summary["iso_flop"] = result = analyze_iso_flop(data["iso_flop"])
         for budget in result:
             print(f"\niso-FLOP at {budget['budget_flops']:.3g} FLOPs (seeds {budget['seeds']}): best rare "
-                  "accuracy over the frequencies\n| params | tokens | steps | best accuracy | at f |\n| ---: | ---: | ---: | ---: | ---: |")
+                  "accuracy over the frequencies, and the threshold frequency at this budget\n"
+                  "| params | tokens | steps | best accuracy | at f | threshold f |\n| ---: | ---: | ---: | ---: | ---: | ---: |")
             for b in budget["sizes"]:
-                print(f"| {b['params']:,} | {b['tokens']:,} | {b['steps']:,} | {b['best_acc']:.2f} | {b['best_freq']:g} |")
+                print(f"| {b['params']:,} | {b['tokens']:,} | {b['steps']:,} | {b['best_acc']:.2f} | "
+                      f"{b['best_freq']:g} | {_show(b)} |")
         plots.plot_panels({f"{b['budget_flops']:.3g} training FLOPs": {
             f"{_label(p)} params": _ok(data["iso_flop"], experiment=b["experiment"], params=p)
             for p in sorted({r["params"] for r in _ok(data["iso_flop"], experiment=b["experiment"])})}
@@ -332,7 +336,8 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
             lines = {"5,000 background facts" if arm == "no_background" else "896,000 tokens (primary, seed 0)":
                      paired_primary(primary_rows, target)}
             for value in sorted({r[key] for r in data[arm]}, reverse=arm == "no_background"):
-                lines[f"{value:,} {x_name}"] = _ok(data[arm], target_params=target, **{key: value})
+                unit = x_name[:-1] if value == 1 else x_name  # "1 background fact"
+                lines[f"{value:,} {unit}"] = _ok(data[arm], target_params=target, **{key: value})
             panels[f"{_label(entry['params'])} params"] = lines
         plots.plot_panels(panels, "rare_per_item", out / f"{arm}.png",
                           "Rare accuracy against exposures per fact" + (

@@ -201,7 +201,13 @@ def plot_panels(panels: dict[str, dict[str, list[dict]]], x_key: str, path: Path
             ax.plot(xs, means, "-o", color=color, lw=1.6, ms=4, label=label)
             ax.scatter([r[x_key] for r in rows], [r["rare_acc"] for r in rows], color=color, s=9, alpha=0.35)
         ax.axhline(LEVEL, color="gray", ls="--", lw=0.8)
-        ax.set_xscale("log")
+        if x_key == "rare_freq":  # labelled at the grid's frequencies only
+            _freq_axis(ax, sorted({r[x_key] for rows in lines.values() for r in rows}))
+        else:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-0.03, 1.05)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(x_label, fontsize=8)
