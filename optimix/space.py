@@ -402,7 +402,7 @@ def _check_files(space: Space, base_dir: Path) -> None:
     tasks = space.tree.get("tasks")
     keys = []
     for name, task in (tasks.items() if isinstance(tasks, dict) else ()):
-        if not isinstance(task, dict) or task.get("kind") != "dataset" or "path" not in task:
+        if not isinstance(task, dict) or task.get("kind") not in ("dataset", "text") or "path" not in task:
             continue
         key = f"tasks.{name}.path"
         keys.append(key)

@@ -76,8 +76,25 @@ class DatasetTask(StrictModel):
     max_chars: int = Field(64, ge=1, le=1024)
 
 
+class TextTask(StrictModel):
+    """Real text from a local corpus, for language modelling: the lines of a text file, or a
+    ``column`` of JSON/CSV/Parquet rows, read through ``datasets``. Tokenised by a byte-level
+    BPE (``tokenizers``) trained on the training lines (``vocab_size``: bytes plus merges) and
+    saved with a model, so ``from_pretrained`` reloads both. Scored on held-out lines: loss
+    per token (perplexity = exp(loss)), and accuracy is next-token accuracy."""
+
+    kind: Literal["text"]
+    weight: float = Field(1.0, ge=0)
+    path: str
+    column: str = "text"
+    vocab_size: int = Field(512, ge=260, le=65536)
+    max_tokens: int = Field(32, ge=2, le=1024)
+    eval_fraction: float = Field(0.1, gt=0, lt=1)
+    max_rows: int | None = Field(None, ge=2)
+
+
 TaskSpec = Annotated[
-    SequenceTask | FactsTask | ArithmeticTask | DatasetTask, Field(discriminator="kind")
+    SequenceTask | FactsTask | ArithmeticTask | DatasetTask | TextTask, Field(discriminator="kind")
 ]
 _TASK_KINDS = tuple(kind for task in get_args(get_args(TaskSpec)[0])
                     for kind in get_args(task.model_fields["kind"].annotation))

@@ -32,6 +32,8 @@ from optimix.config import (
     SpaceError,
     TrialConfig,
 )
+from optimix.task_specs import TextTask
+from optimix.text_task import read_lines, split_lines, text_rows, train_bpe
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ class Vocab:
     task_names: tuple[str, ...]
     n_symbols: int
     chars: tuple[str, ...] = ()
+    pieces: tuple[str, ...] = ()
+    """Text tasks' BPE pieces, after every other token (``optimix.text_task``)."""
+    bpe: str = field(default="", repr=False)
+    """The BPE (``tokenizers`` JSON) that maps text to these ids, when there are pieces."""
 
     @property
     def tokens(self) -> list[str]:
@@ -59,11 +65,12 @@ class Vocab:
             + [f"<t:{name}>" for name in self.task_names]
             + [f"s{i}" for i in range(self.n_symbols)]
             + [f"<c:{ord(c):x}>" for c in self.chars]
+            + list(self.pieces)
         )
 
     @property
     def size(self) -> int:
-        return len(SPECIALS) + len(self.task_names) + self.n_symbols + len(self.chars)
+        return len(SPECIALS) + len(self.task_names) + self.n_symbols + len(self.chars) + len(self.pieces)
 
     def tag(self, task: str) -> int:
         return len(SPECIALS) + self.task_names.index(task)
@@ -85,6 +92,9 @@ class Vocab:
         from tokenizers import Tokenizer, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
 
+        if self.bpe:  # text tasks: the BPE, whose first ids are the tokens below
+            return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(self.bpe), pad_token="<pad>",
+                                           sep_token="<sep>", eos_token="<eos>")
         vocab = {token: i for i, token in enumerate(self.tokens)}
         core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
         core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -133,10 +143,14 @@ def build_tasks(config: TrialConfig) -> TaskSet:
     }
     chars = sorted({c for prompts, answers in tables.values() for text in (*prompts, *answers) for c in text})
     vocab = Vocab(names, max(_symbols_needed(spec) for spec in config.tasks.values()), tuple(chars))
+    vocab, texts = _with_text(config, vocab)
     tasks = {}
     for name, spec in config.tasks.items():
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        if isinstance(spec, SequenceTask):
+        if name in texts:
+            tasks[name] = Task(name, spec.kind, *text_rows(spec, vocab.tag(name), PAD, *texts[name], rng,
+                                                             config.eval.size))
+        elif isinstance(spec, SequenceTask):
             tasks[name] = _sequence_task(name, spec, vocab, rng, config.eval.size)
         elif isinstance(spec, FactsTask):
             tasks[name] = _facts_task(name, spec, vocab, rng, config.eval.size)
@@ -166,6 +180,22 @@ def cached_tasks(config: TrialConfig) -> TaskSet:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = build_tasks(config)
     return _CACHE[key]
+
+
+def _with_text(config: TrialConfig, vocab: Vocab) -> tuple[Vocab, dict[str, tuple]]:
+    """The vocabulary with the text tasks' BPE pieces, and per text task (tokenizer, training
+    lines, held-out lines): one BPE over every text task's training lines."""
+    texts = {name: spec for name, spec in config.tasks.items() if isinstance(spec, TextTask)}
+    if not texts:
+        return vocab, {}
+    splits = {name: split_lines(read_lines(name, spec), spec, np.random.default_rng(
+        [config.seed, zlib.crc32(name.encode()), 1])) for name, spec in texts.items()}
+    specials = vocab.tokens
+    tok = train_bpe([line for train, _ in splits.values() for line in train], specials,
+                    max(spec.vocab_size for spec in texts.values()))
+    pieces = tuple(tok.id_to_token(i) for i in range(len(specials), tok.get_vocab_size()))
+    vocab = Vocab(vocab.task_names, vocab.n_symbols, vocab.chars, pieces, tok.to_str())
+    return vocab, {name: (tok, *splits[name]) for name in texts}
 
 
 def _symbols_needed(spec) -> int:
