@@ -75,11 +75,22 @@ def rows_from_entries(entries: Sequence[Mapping[str, Any]],
 
 
 def frontier_plots(rows: Sequence[Mapping[str, Any]], objectives) -> dict[str, bytes]:
+    """``frontier.png`` and ``frontier.html`` (the first quality objective against the cost);
+    with more than two objectives, one more PNG per other objective (``frontier_<n>.png``),
+    each marking the n-dimensional frontier's points (a staircase would misdraw it)."""
     x, y = axes_for(objectives)
-    return {"frontier.png": png(rows, x, y), "frontier.html": html(rows, x, y)}
+    others = [m for m, _ in objectives if m not in (x, y)]
+    if not others:
+        return {"frontier.png": png(rows, x, y), "frontier.html": html(rows, x, y)}
+    n = len(objectives)
+    out = {"frontier.png": png(rows, x, y, step=False, dims=n), "frontier.html": html(rows, x, y)}
+    for i, other in enumerate(others, start=2):
+        out[f"frontier_{i}.png"] = png(rows, x, other, step=False, dims=n)
+    return out
 
 
-def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> bytes:
+def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "", step: bool = True,
+        dims: int = 2) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,8 +124,13 @@ def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> b
         n_final = len(front) - n_curve
         label = f"Pareto frontier ({n_final} final result{'s' * (n_final != 1)}"
         label += f", {n_curve} learning-curve point{'s' * (n_curve != 1)})" if n_curve else ")"
-        ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
-                lw=1.5, zorder=2, label=label)
+        if step:
+            ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
+                    lw=1.5, zorder=2, label=label)
+        else:  # an n-dimensional frontier seen in two of its dimensions: its points, ringed
+            ax.scatter([r[x] for r in front], [r[y] for r in front], s=160, facecolors="none",
+                       edgecolors="crimson", linewidths=1.5, zorder=4,
+                       label=label.replace("Pareto frontier", f"Pareto frontier in {dims} objectives"))
         ax.legend(loc="best", fontsize=8)  # the least covered corner
     if norm:
         fig.colorbar(sc, ax=ax, label="rare-task frequency")

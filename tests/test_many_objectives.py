@@ -83,5 +83,18 @@ def test_three_objectives_tag_the_n_dimensional_frontier(tmp_path):
     np.testing.assert_array_equal(tagged, expected)
     assert {row["run_id"] for row in summary.frontier} == {r.info.run_id for r, on in zip(runs, tagged, strict=True) if on}
     frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))
+    artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id)}
+    assert {"frontier.png", "frontier_2.png", "frontier.html"} <= artifacts
     assert {row["run_id"] for row in json.loads(open(frontier_file).read())} == {
         r.info.run_id for r, on in zip(runs, tagged, strict=True) if on}
+
+
+def test_three_objective_plots_mark_the_n_dimensional_frontier():
+    from optimix import plots
+
+    rows = [{"acc/a": a, "acc/b": b, "train_flops": f, "params": 1000.0, "name": str(i), "run_id": str(i),
+             "pareto": on, "rare_freq": 0.01} for i, (a, b, f, on) in enumerate(
+                 [(0.9, 0.1, 1e9, True), (0.1, 0.9, 2e9, True), (0.2, 0.05, 3e9, False)])]
+    out = plots.frontier_plots(rows, [("acc/a", "max"), ("acc/b", "max"), ("train_flops", "min")])
+    assert set(out) == {"frontier.png", "frontier.html", "frontier_2.png"}
+    assert all(out[k][:4] == b"\x89PNG" for k in ("frontier.png", "frontier_2.png"))
