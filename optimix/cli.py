@@ -91,7 +91,7 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         extra.append(f"seed={seed}")
     if device is not None:
         extra.append(f"train.device={device}")
-    config = load_space(space, extra).base
+    config = load_space(space, extra, ranges=False).base  # the one config it trains
     try:
         resolve_device(config.train.device)
     except ValueError as err:
