@@ -58,6 +58,8 @@ class CurvePoint:
     train_s: float
     accuracy: dict[str, float]
     loss: dict[str, float]
+    time_ms: int = 0
+    """When it was measured (Unix milliseconds): MLflow plots the curve on this time axis."""
 
 
 @dataclass
@@ -260,7 +262,7 @@ class TrialMonitor:
         accuracy, task_loss = with_aggregates(aggregates(config), accuracy, task_loss)
         self.eval_s += time.perf_counter() - tick
         point = CurvePoint(step, result.tokens, result.train_flops, self.values[k], result.train_s,
-                           accuracy, task_loss)
+                           accuracy, task_loss, int(time.time() * 1000))
         result.curve.append(point)
         result.accuracy, result.loss = accuracy, task_loss
         on_eval = self.on_evals[k]

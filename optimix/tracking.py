@@ -341,9 +341,10 @@ def _metrics(metrics: Mapping[str, Any], now_ms: int, step: int = 0) -> list[Met
 
 
 def _curve(curve: Sequence[Mapping[str, Any]], now_ms: int) -> list[Metric]:
+    """Each point at the time it was measured (``now_ms`` for a result that has none)."""
     items = []
     for point in curve:
-        items += _metrics(metrics.curve_values(point), now_ms, int(point["step"]))
+        items += _metrics(metrics.curve_values(point), int(point.get("time_ms") or now_ms), int(point["step"]))
     return items
 
 

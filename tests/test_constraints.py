@@ -121,6 +121,9 @@ def test_a_constraint_changes_the_frontier_of_a_real_search(tmp_path):
     assert runs[64].data.tags["optimix.constraints_met"] == "true"
     assert runs[16].data.tags["optimix.pareto"] == "false" and runs[16].data.tags["optimix.status"] == "ok"
     assert runs[64].data.tags["optimix.pareto"] == "true"
+    # curve points sit on MLflow's time axis at the time each was measured
+    history = sorted(client.get_metric_history(runs[64].info.run_id, "curve/train_loss"), key=lambda m: m.step)
+    assert len(history) == 2 and history[0].timestamp < history[1].timestamp
     assert {r["run_id"] for r in held.frontier} <= {runs[64].info.run_id}
     assert held.frontier  # the large model stands on it now
 
