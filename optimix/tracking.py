@@ -105,9 +105,13 @@ class Tracker:
                       lambda: self.client.get_experiment_by_name(experiment))
         if found is not None:
             self.experiment_id: str = found.experiment_id
+            if EXPERIMENT_KIND not in found.tags:  # an experiment made elsewhere: the UI infers
+                tries("tagging the experiment's kind", lambda: self.client.set_experiment_tag(
+                    self.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT))
         else:
             self.experiment_id = tries(f"creating experiment {experiment!r}",
-                                       lambda: self.client.create_experiment(experiment),
+                                       lambda: self.client.create_experiment(
+                                           experiment, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}),
                                        found=self._experiment_id)
 
     # -- parent run --------------------------------------------------------------------------
@@ -310,6 +314,11 @@ class Tracker:
             self.client.delete_run(run_id)
         except Exception as err:  # the next log_trial of the trial deletes it
             log.warning("could not delete half-made run %s of %s: %s", run_id, what, one_line(err))
+
+
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+"""MLflow 3 opens an experiment by its kind: optimix's open on their training runs, not on an
+empty GenAI traces page."""
 
 
 def _trial_tags(parent_id: str, record: Mapping[str, Any]) -> dict[str, str]:

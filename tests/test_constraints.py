@@ -114,6 +114,8 @@ def test_a_constraint_changes_the_frontier_of_a_real_search(tmp_path):
     held = run_search(build_space(tree([rule])), SearchOptions(
         tracking_uri=uri, storage_path=str(tmp_path / "held"), experiment="held"))
     parent = client.get_run(held.parent_run_id)
+    # MLflow 3 opens the experiment on its training runs, not on a GenAI traces page
+    assert client.get_experiment_by_name("held").tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.tags["optimix.constraints"] == str(metrics.parse_constraint(rule))
     runs = {json.loads(r.data.tags["optimix.point"])["model.d_model"]: r for r in client.search_runs(
         [client.get_experiment_by_name("held").experiment_id], "tags.`optimix.role` = 'trial'")}
