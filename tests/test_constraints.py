@@ -93,92 +93,85 @@ def ray_session():
         ray.shutdown()
 
 
-@pytest.mark.slow
-def test_a_constraint_changes_the_frontier_of_a_real_search(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_search(build_space(tree()), SearchOptions(
-        tracking_uri=uri, storage_path=str(tmp_path / "free"), experiment="free"))
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("free").experiment_id],
-                              "tags.`optimix.role` = 'trial'")
-    background = {json.loads(r.data.tags["optimix.point"])["model.d_model"]: r.data.metrics["acc/background"]
-                  for r in runs}
-    assert background[16] < background[64], background  # the setup: the larger model knows more
-    on_free = {json.loads(r.data.tags["optimix.point"])["model.d_model"] for r in runs
-               if r.data.tags["optimix.pareto"] == "true"}
-    assert 16 in on_free  # the cheapest model is on the unconstrained frontier
-    assert all("optimix.constraints_met" not in r.data.tags for r in runs)
-
-    bound = (background[16] + background[64]) / 2
-    rule = f"acc/background >= {bound:.6f}"
-    held = run_search(build_space(tree([rule])), SearchOptions(
-        tracking_uri=uri, storage_path=str(tmp_path / "held"), experiment="held"))
-    parent = client.get_run(held.parent_run_id)
-    # MLflow 3 opens the experiment on its training runs, not on a GenAI traces page
-    assert client.get_experiment_by_name("held").tags["mlflow.experimentKind"] == "custom_model_development"
-    assert parent.data.tags["optimix.constraints"] == str(metrics.parse_constraint(rule))
-    runs = {json.loads(r.data.tags["optimix.point"])["model.d_model"]: r for r in client.search_runs(
-        [client.get_experiment_by_name("held").experiment_id], "tags.`optimix.role` = 'trial'")}
-    assert runs[16].data.tags["optimix.constraints_met"].startswith("false: acc/background >=")
-    assert runs[64].data.tags["optimix.constraints_met"] == "true"
-    assert runs[16].data.tags["optimix.pareto"] == "false" and runs[16].data.tags["optimix.status"] == "ok"
-    assert runs[64].data.tags["optimix.pareto"] == "true"
-    # curve points sit on MLflow's time axis at the time each was measured
-    history = sorted(client.get_metric_history(runs[64].info.run_id, "curve/train_loss"), key=lambda m: m.step)
-    assert len(history) == 2 and history[0].timestamp < history[1].timestamp
-    assert {r["run_id"] for r in held.frontier} <= {runs[64].info.run_id}
-    assert held.frontier  # the large model stands on it now
-
-    # Optuna's samplers were told: each trial carries its constraint values, <= 0 where met
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(Path(held.state_dir) / "optuna.journal")))
-    (name,) = optuna.get_all_study_names(storage)
-    study = optuna.load_study(study_name=name, storage=storage)
-    told = sorted(t.user_attrs[metrics.CONSTRAINT_ATTR][0] for t in study.trials)
-    assert told[0] <= 0 < told[1]
-    if hasattr(optuna.Trial, "set_constraint"):  # Optuna 5: what its samplers read
-        assert sorted(v for t in study.trials for v in t.constraints.values()) == pytest.approx(told)
-    # and optimix check recomputes the frontier with the constraint: the tags agree
-    cli_main(["check", "--tracking-uri", uri, "--experiment", "held", "--storage-path", str(tmp_path / "held")])
-
-
-@pytest.mark.slow
-def test_plan_on_a_search_with_two_rare_tasks_and_a_constraint(tmp_path, capsys):
-    """A real search with two rare tasks, the background held to what only the larger model
-    reaches: optimix plan answers per rare task, over that task's own share, and only with
-    trials (and sizes) that met the constraint."""
-    from optimix import plan
-    from optimix.records import load_search
-
-    base = tree()
+def two_rare(constraints=()) -> dict:
+    """Two rare tasks (the facts' share searched), two model sizes: a 2 x 2 grid."""
+    base = tree(constraints)
     base["tasks"]["rev"] = {"kind": "reverse", "length": 2, "alphabet": 8}
     base["mixture"] = {"rare": {"facts": {"dist": "choice", "values": [0.05, 0.2]}, "rev": 0.1}}
     base["search"].update(sampler="grid", trials=4)
     del base["search"]["points_to_evaluate"]
+    return base
+
+
+def by_width(client: MlflowClient, experiment: str) -> dict[int, list]:
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              "tags.`optimix.role` = 'trial'")
+    out: dict[int, list] = {}
+    for r in runs:
+        out.setdefault(json.loads(r.data.tags["optimix.point"])["model.d_model"], []).append(r)
+    return out
+
+
+@pytest.mark.slow
+def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_path, capsys):
+    """Two real searches over the same grid (two rare tasks, two sizes): one free, one that
+    holds the background to a level only the larger model reached in the first. The frontier
+    loses the small model, every layer is told (MLflow tags, Optuna, optimix check), and
+    optimix plan answers per rare task, over that task's own share, only with what met it."""
+    from optimix import hardware, plan
+    from optimix.records import load_search
+
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_search(build_space(base), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "a"),
-                                                experiment="free"))
-    record = load_search(uri, "free")
-    small = [t.metrics["acc/background"] for t in record.trials if t.metrics["params"] < 20_000]
-    large = [t.metrics["acc/background"] for t in record.trials if t.metrics["params"] > 20_000]
-    assert max(small) < min(large), (small, large)
-    base["search"]["constraints"] = [f"acc/background >= {(max(small) + min(large)) / 2:.6f}"]
-    run_search(build_space(base), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "b"),
-                                                experiment="held"))
+    run_search(build_space(two_rare()), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "a"),
+                                                      experiment="free"))
+    client = MlflowClient(uri)
+    free = by_width(client, "free")
+    background = {w: [r.data.metrics["acc/background"] for r in runs] for w, runs in free.items()}
+    assert max(background[16]) < min(background[64]), background  # the setup: the larger model knows more
+    assert any(r.data.tags["optimix.pareto"] == "true" for r in free[16])  # the cheapest, unconstrained
+    assert all("optimix.constraints_met" not in r.data.tags for rs in free.values() for r in rs)
+
+    rule = f"acc/background >= {(max(background[16]) + min(background[64])) / 2:.6f}"
+    held = run_search(build_space(two_rare([rule])), SearchOptions(
+        tracking_uri=uri, storage_path=str(tmp_path / "b"), experiment="held"))
+    parent = client.get_run(held.parent_run_id)
+    # MLflow 3 opens the experiment on its training runs, not on a GenAI traces page
+    assert client.get_experiment_by_name("held").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.data.tags["optimix.constraints"] == str(metrics.parse_constraint(rule))
+    runs = by_width(client, "held")
+    assert all(r.data.tags["optimix.constraints_met"].startswith("false: acc/background >=") for r in runs[16])
+    assert all(r.data.tags["optimix.constraints_met"] == "true" for r in runs[64])
+    assert all(r.data.tags["optimix.pareto"] == "false" and r.data.tags["optimix.status"] == "ok"
+               for r in runs[16])
+    assert held.frontier and {r["run_id"] for r in held.frontier} <= {r.info.run_id for r in runs[64]}
+    # curve points sit on MLflow's time axis at the time each was measured
+    history = sorted(client.get_metric_history(runs[64][0].info.run_id, "curve/train_loss"), key=lambda m: m.step)
+    assert len(history) == 2 and history[0].timestamp < history[1].timestamp
+
+    # Optuna was told: each trial carries its constraint values, <= 0 where met
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(held.state_dir) / "optuna.journal")))
+    (name,) = optuna.get_all_study_names(storage)
+    told = sorted(t.user_attrs[metrics.CONSTRAINT_ATTR][0] for t in optuna.load_study(
+        study_name=name, storage=storage).trials)
+    assert told[1] <= 0 < told[2]
+    if hasattr(optuna.Trial, "set_constraint"):  # Optuna 5: what its samplers read
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert sorted(v for t in study.trials for v in t.constraints.values()) == pytest.approx(told)
+    # optimix check recomputes the frontier with the constraint: the tags agree
+    cli_main(["check", "--tracking-uri", uri, "--experiment", "held", "--storage-path", str(tmp_path / "b")])
+
     record = load_search(uri, "held")
     assert {t.constraints_met for t in record.trials} == {True, False}
-
-    head, table = plan.search_table(record, "facts")
+    _, table = plan.search_table(record, "facts")
     assert sorted(set(table.rare_freq)) == [0.05, 0.2]  # the facts task's own share
     head_rev, table_rev = plan.search_table(record, "rev")
     assert set(table_rev.rare_freq) == {0.1} and head_rev["metric"] == "acc/rev"
-    from optimix import hardware
-
     doc = plan.answer(table, metric="acc/facts", budget_flops=1e15, hardware=hardware.PROFILES["cpu"])
     assert doc["constraints"]["met"] == 2 and doc["constraints"]["missed"] == 2
-    met = {t.run_id for t in record.trials if t.constraints_met}
-    assert doc["observed"]["run_id"] in met  # the cheap model's answer missed the constraint
+    assert doc["observed"]["run_id"] in {t.run_id for t in record.trials if t.constraints_met}
     if doc["predicted"] is not None:
         assert doc["predicted"]["config"]["params"] in doc["constraints"]["sizes"]
+    capsys.readouterr()
     cli_main(["plan", "--tracking-uri", uri, "--experiment", "held", "--task", "facts", "--budget-flops", "1e15"])
     assert "met the search's constraints" in capsys.readouterr().out
