@@ -98,3 +98,19 @@ def test_three_objective_plots_mark_the_n_dimensional_frontier():
     out = plots.frontier_plots(rows, [("acc/a", "max"), ("acc/b", "max"), ("train_flops", "min")])
     assert set(out) == {"frontier.png", "frontier.html", "frontier_2.png"}
     assert all(out[k][:4] == b"\x89PNG" for k in ("frontier.png", "frontier_2.png"))
+
+
+def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
+    from optimix import plots
+
+    def row(freq, params, acc):
+        return {"acc/facts": acc, "train_flops": params * 10.0, "params": params, "rare_freq": freq,
+                "name": "t", "run_id": "r", "pareto": False}
+
+    grid = [row(f, n, a) for (f, n), a in zip([(0.01, 1e4), (0.04, 1e4), (0.01, 1e5), (0.04, 1e5)],
+                                              [0.1, 0.9, 0.6, 1.0], strict=True)]
+    assert plots.rare_map(grid, "acc/facts")[:4] == b"\x89PNG"
+    assert plots.rare_map([r for r in grid if r["params"] == 1e4], "acc/facts") is None
+    assert "rare_map.png" in plots.frontier_plots(grid, [("acc/facts", "max"), ("train_flops", "min")])
+    assert plots.words("acc/mean.facts.rev") == "mean accuracy over facts, rev"
+    assert plots.words("train_flops") == "training FLOPs"
