@@ -65,7 +65,8 @@ def validate(space: str, overrides: tuple[str, ...]) -> None:
     loaded = load_space(space, overrides)
     plan = plan_trial(loaded.base)
     click.echo(f"{space}: ok ({loaded.name})")
-    click.echo(f"  tasks: {', '.join(loaded.base.tasks)}; rare task: {loaded.base.mixture.rare_task}")
+    rare = list(loaded.base.mixture.rare_specs())
+    click.echo(f"  tasks: {', '.join(loaded.base.tasks)}; rare task{'s' if len(rare) > 1 else ''}: {', '.join(rare)}")
     if loaded.dimensions:
         click.echo("  search dimensions:")
         for key, dim in loaded.dimensions.items():
@@ -90,7 +91,7 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         extra.append(f"seed={seed}")
     if device is not None:
         extra.append(f"train.device={device}")
-    config = load_space(space, extra).base
+    config = load_space(space, extra, ranges=False).base  # the one config it trains
     try:
         resolve_device(config.train.device)
     except ValueError as err:
@@ -101,7 +102,9 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         doc["config"] = config.model_dump(mode="json")
         click.echo(json.dumps(doc, indent=2))
     else:
-        report.trial(result)
+        from optimix.tasks import scored_on
+
+        report.trial(result, {name: scored_on(spec) for name, spec in config.tasks.items()})
     if result.status == "failed":
         sys.exit(1)
 
@@ -170,19 +173,22 @@ def _resume_line(space: str) -> str:
 
 
 @cli.command()
-@click.option("--experiment", default=None, help="MLflow experiment (default: the latest one).")
+@click.option("--experiment", default=None,
+              help="MLflow experiment (default: the last search started from --storage-path).")
 @click.option("--tracking-uri", default=None)
 @click.option("--run-id", default=None, help="A search's parent run (default: the latest search).")
+@click.option("--storage-path", default="optimix_runs", show_default=True,
+              help="Without --experiment: the last search started from here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the frontier as one JSON list.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the frontier plot (.png or .html).")
-def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | None, as_json: bool,
-             plot_path: str | None) -> None:
+def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | None, storage_path: str,
+             as_json: bool, plot_path: str | None) -> None:
     """The Pareto frontier of a recorded search."""
     from optimix import frontier as front
     from optimix import plots
 
-    record = _load_search(tracking_uri, experiment, run_id)
+    record = _load_search(tracking_uri, experiment, run_id, storage_path)
     rows = front.recorded_rows(record.trials, record.objectives)
     rows.sort(key=lambda r: r.get(plots.axes_for(record.objectives)[0]) or 0)
     if plot_path and not any(t.status == "ok" for t in record.trials):
@@ -226,9 +232,12 @@ def check_command(experiment: str | None, tracking_uri: str | None, storage_path
 
 @cli.command("plan")
 @click.argument("space", required=False, type=click.Path(dir_okay=False))
-@click.option("--experiment", default=None, help="MLflow experiment (default: the latest one).")
+@click.option("--experiment", default=None,
+              help="MLflow experiment (default: the last search started from --storage-path).")
 @click.option("--tracking-uri", default=None)
 @click.option("--run-id", default=None, help="A search's parent run (default: the latest search).")
+@click.option("--storage-path", default="optimix_runs", show_default=True,
+              help="Without --experiment: the last search started from here.")
 @click.option("--budget-flops", type=float, default=None, help="Best accuracy for this many training FLOPs.")
 @click.option("--target-acc", type=float, default=None, help="Cheapest way to reach this accuracy.")
 @click.option("--task", default=None, help="Task to plan for (default: the search's rare-task objective).")
@@ -242,6 +251,7 @@ def check_command(experiment: str | None, tracking_uri: str | None, storage_path
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (and SPACE sampling).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def plan_command(space: str | None, experiment: str | None, tracking_uri: str | None, run_id: str | None,
+                 storage_path: str,
                  budget_flops: float | None, target_acc: float | None, task: str | None,
                  size: float | None, hardware: str | None, workers: int | None, validate_fit: bool, verify: bool,
                  seed: int, as_json: bool) -> None:
@@ -269,7 +279,7 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
         if budget_flops is None and target_acc is None and not validate_fit:
             raise SpaceError("give --budget-flops F or --target-acc A (or --validate)")
         profile = hw.resolve(hardware)
-        record = _load_search(tracking_uri, experiment, run_id)
+        record = _load_search(tracking_uri, experiment, run_id, storage_path)
         doc, table = planner.search_table(record, task)
         if budget_flops is not None or target_acc is not None:
             doc.update(planner.answer(table, metric=doc["metric"], budget_flops=budget_flops,
@@ -292,15 +302,20 @@ def _plan_space(path: str):
     return loaded, (section.model_dump() if section is not None else None)
 
 
-def _load_search(tracking_uri, experiment, run_id):
-    """A recorded search (``records.SearchRecord``); MLflow's failures as bad input."""
+def _load_search(tracking_uri, experiment, run_id, storage_path=None):
+    """A recorded search (``records.SearchRecord``); MLflow's failures as bad input. Which
+    search was taken, when none was named, goes to stderr (``--json`` keeps stdout clean)."""
     from optimix.mlflow_client import TrackingError
     from optimix.records import load_search
 
     try:
-        return load_search(tracking_uri, experiment, run_id)
+        record = load_search(tracking_uri, experiment, run_id, storage_path)
     except TrackingError as err:
         raise SpaceError(str(err)) from None
+    if record.picked:
+        click.echo(f"search {record.run_id} in experiment {record.experiment!r}: {record.picked} "
+                   "(name another with --experiment)", err=True)
+    return record
 
 
 def _plan_emit(doc, as_json: bool, printer) -> None:

@@ -2,37 +2,27 @@
 
 Field names are the dotted keys of the search-space YAML, of ``--set`` and of the MLflow
 params (``model.d_model``). A config is validated once, when it is built; a problem becomes a
-``SpaceError`` whose message is one line naming the dotted key (``validated``). A leaf:
-pydantic and the standard library only (``optimix.space`` reads the files that fill it).
+``SpaceError`` whose message is one line naming the dotted key (``validated``). Pydantic and
+the standard library only, with ``config_base`` (the errors, the section base) and
+``task_specs`` (the task kinds); ``optimix.space`` reads the files that fill it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-class SpaceError(ValueError):
-    """A search space that cannot be used; the message is one line naming the key."""
-
-    def __init__(self, message: str):
-        # Keys and values can hold line breaks: keep the message on one line.
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
-
-
-class KeyedError(ValueError):
-    """A cross-field check that knows which dotted key is at fault."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
+from optimix.config_base import KeyedError as KeyedError  # re-exported: one import for callers
+from optimix.config_base import SpaceError as SpaceError
+from optimix.config_base import StrictModel as StrictModel
+from optimix.task_specs import _TASK_KINDS
+from optimix.task_specs import ArithmeticTask as ArithmeticTask
+from optimix.task_specs import DatasetTask as DatasetTask
+from optimix.task_specs import FactsTask as FactsTask
+from optimix.task_specs import SequenceTask as SequenceTask
+from optimix.task_specs import TaskSpec as TaskSpec
 
 # ---------------------------------------------------------------------------------------------
 # The typed trial config. Field names are the dotted keys of YAML, --set and MLflow params.
@@ -41,97 +31,60 @@ class KeyedError(ValueError):
 MAX_TASK_NAME = 64
 
 
-class StrictModel(BaseModel):
-    """A config section: unknown keys and non-finite numbers are errors."""
+class RareSpec(StrictModel):
+    """One rare task's share and delivery (an entry of ``mixture.rare``)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class SequenceTask(StrictModel):
-    """copy / reverse / sort: ``[TAG x1..xL SEP y1..yL]`` over ``alphabet`` symbols."""
-
-    kind: Literal["copy", "reverse", "sort"]
-    weight: float = Field(1.0, ge=0)
-    length: int = Field(6, ge=1, le=64)
-    alphabet: int = Field(16, ge=2, le=1024)
-
-
-class FactsTask(StrictModel):
-    """Key -> value facts (Gu et al. style fact recall; with ``zipf > 0`` a background).
-
-    ``n_facts`` random keys of ``key_len`` symbols, each mapped to ``value_len`` symbols.
-    Training samples facts with probability proportional to ``rank ** -zipf``: with
-    ``zipf = 1`` and thousands of facts the tail is never exhausted, so the task keeps
-    competing for capacity (a non-saturating background). Evaluation is recall of the
-    facts themselves (memorisation has no held-out inputs), on a uniform sample.
-    """
-
-    kind: Literal["facts"]
-    weight: float = Field(1.0, ge=0)
-    n_facts: int = Field(100, ge=1, le=10_000_000)
-    key_len: int = Field(3, ge=1, le=16)
-    value_len: int = Field(2, ge=1, le=16)
-    alphabet: int = Field(64, ge=2, le=1024)
-    zipf: float = Field(0.0, ge=0)
-
-
-class ArithmeticTask(StrictModel):
-    """The study's injected tasks as ``[TAG a b SEP label]`` (modadd: (a+b) mod p; compare: a<b).
-
-    A fixed ``eval_fraction`` of the (a, b) pairs is held out and never trained on.
-    ``heldout: unordered`` holds out (b, a) with every held-out (a, b), so that a model
-    cannot answer a held-out pair from its trained mirror (modadd commutes; compare's
-    answer for (b, a) gives (a, b)'s); ``ordered`` (the default) holds out ordered pairs.
-    """
-
-    kind: Literal["modadd", "compare"]
-    weight: float = Field(1.0, ge=0)
-    p: int = Field(23, ge=2, le=1024)
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    heldout: Literal["ordered", "unordered"] = "ordered"
-
-
-class DatasetTask(StrictModel):
-    """Prompt/answer rows from ``datasets``: a local file (JSON/CSV/Parquet, by its suffix or
-    its first bytes) or folder of data files, or a hub name. A path that exists is local;
-    loading makes it absolute (``_check_files``).
-
-    Text is tokenised by characters. Rows whose prompt occurs in the held-out part are
-    removed from training, so evaluation shares no input with training.
-    """
-
-    kind: Literal["dataset"]
-    weight: float = Field(1.0, ge=0)
-    path: str
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    split: str = "train"
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    max_rows: int | None = Field(None, ge=2)
-    max_chars: int = Field(64, ge=1, le=1024)
-
-
-TaskSpec = Annotated[
-    SequenceTask | FactsTask | ArithmeticTask | DatasetTask, Field(discriminator="kind")
-]
-_TASK_KINDS = tuple(kind for task in get_args(get_args(TaskSpec)[0])
-                    for kind in get_args(task.model_fields["kind"].annotation))
-"""Every task ``kind``, in the order the task classes name them (for error messages)."""
+    freq: float = Field(gt=0, le=1)
+    delivery: Literal["even", "bursts"] = "even"
+    burst_period: int = Field(100, ge=2)
+    burst_duty: float = Field(0.1, gt=0, le=1)
 
 
 class MixtureConfig(StrictModel):
-    """How training sequences are drawn from the tasks."""
+    """How training sequences are drawn from the tasks: one rare task (``rare_task``,
+    ``rare_freq``) or several (``rare: {facts: 0.02, rev: {freq: 0.01, delivery: bursts}}``,
+    shares fixed or searched; the first is the primary one, which ``rare_task`` / ``rare_freq``
+    then name). The other tasks share what is left by their weights."""
 
-    rare_task: str
+    rare_task: str | None = None
     """Name of the task whose frequency is searched."""
     rare_freq: float = Field(0.01, gt=0, le=1)
     """Exact expected share of training sequences that belong to the rare task."""
+    rare: dict[str, float | RareSpec] | None = None
+    """Several rare tasks: name -> share, or name -> ``{freq, delivery, burst_period, burst_duty}``."""
     delivery: Literal["even", "bursts"] = "even"
     """``even``: spread uniformly; ``bursts``: same long-run share, packed into bursts."""
     burst_period: int = Field(100, ge=2)
     """Steps between the starts of two bursts."""
     burst_duty: float = Field(0.1, gt=0, le=1)
     """Fraction of each period that carries the burst."""
+    weights: dict[str, float] | None = None  # the other tasks' weights (``dist: simplex`` searches them)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MixtureConfig:
+        if self.rare is None:
+            if self.rare_task is None:
+                raise KeyedError("rare_task", "missing (or mixture.rare, for several rare tasks)")
+            return self
+        if not self.rare:
+            raise KeyedError("rare", "name at least one rare task")
+        for name, entry in self.rare.items():
+            if isinstance(entry, float | int) and not 0 < entry <= 1:
+                raise KeyedError(f"rare.{name}", f"a share is in (0, 1], got {entry}")
+        name, first = next(iter(self.rare_specs().items()))  # the primary: rare_task / rare_freq
+        if (self.rare_task not in (None, name)
+                or ("rare_freq" in self.model_fields_set and self.rare_freq != first.freq)):
+            raise KeyedError("rare", "give mixture.rare or mixture.rare_task/rare_freq, not both")
+        self.rare_task, self.rare_freq = name, first.freq
+        return self
+
+    def rare_specs(self) -> dict[str, RareSpec]:
+        """Every rare task's share and delivery, in order (one entry for the single-task form)."""
+        if self.rare is None:
+            return {self.rare_task: RareSpec(freq=self.rare_freq, **self.model_dump(
+                include={"delivery", "burst_period", "burst_duty"}))}
+        return {name: entry if isinstance(entry, RareSpec) else RareSpec(freq=float(entry), **self.model_dump(
+            include={"delivery", "burst_period", "burst_duty"})) for name, entry in self.rare.items()}
 
 
 class ModelConfig(StrictModel):
@@ -213,6 +166,9 @@ class SearchConfig(StrictModel):
     objectives: list[str] = Field(default_factory=list)
     """``metric:max|min`` pairs, e.g. ``[acc/facts:max, train_flops:min]``;
     default: the rare task's accuracy (max) and training FLOPs (min)."""
+    constraints: list[str] = Field(default_factory=list)
+    """Outcome constraints (``["acc/background >= 0.2"]``; ``>=``, ``>``, ``<=``, ``<``): told to
+    the samplers; a trial that misses one is tagged so and never on the frontier."""
     sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
     """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.search.frontier_sampler``:
     the most expected frontier gain per FLOP) when the objectives are one quality metric and
@@ -225,10 +181,9 @@ class SearchConfig(StrictModel):
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     save_models: Literal["frontier", "all", "none"] = "none"
     stack: int = Field(1, ge=1, le=256)
-    """Models trained together in one trial slot (``optimix.stacked``): up to this many
-    proposals that share everything but their per-model settings (seed, mixture, optimiser
-    settings) train as one stacked model in one process; on a GPU small models train many
-    times faster so. Each stays its own trial in Optuna, MLflow and the ledger."""
+    """Models trained together in one trial slot (``optimix.stacked``): up to this many proposals
+    that differ only in per-model settings (seed, mixture, optimiser) train as one stacked model
+    in one process, far faster on a GPU. Each stays its own trial in Optuna, MLflow, the ledger."""
     startup_trials: int | None = Field(None, ge=1)
     """Space-filling first points before the sampler's model takes over (tpe, gp); default: a quarter of
     the trials the budget is expected to buy (``optimix plan SPACE``), between 3 and 10."""
@@ -241,9 +196,8 @@ class SearchConfig(StrictModel):
     prune_from: float = Field(0.5, gt=0, le=1)
     """Pruning is considered only at curve points at least this far through training."""
     patience: int | None = Field(None, ge=1)
-    """Stop proposing once this many finished trials in a row have not moved the frontier
-    (none of their candidates, final result or learning-curve point, changed it; a failed
-    trial never does): running trials still finish, and the search says it stopped early.
+    """Stop proposing once this many finished trials in a row have not moved the frontier (no
+    candidate of theirs changed it; a failed trial never does): running trials still finish.
     Counted over the search's ledger, so across ``--resume`` too. Default: no such stop."""
 
 
@@ -292,25 +246,33 @@ class TrialConfig(StrictModel):
             if len(name) > MAX_TASK_NAME:  # it becomes MLflow keys (curve/loss/NAME), at most 250 long
                 raise KeyedError(f"tasks.{name[:20]}...", f"a task name is at most {MAX_TASK_NAME} characters "
                                   f"(this one has {len(name)})")
-        if self.mixture.rare_task not in self.tasks:
-            raise KeyedError(
-                "mixture.rare_task",
-                f"unknown task {self.mixture.rare_task!r} (tasks: {', '.join(self.tasks)})",
-            )
+        specs = self.mixture.rare_specs()
+        for name in specs:
+            if name not in self.tasks:
+                key = "mixture.rare_task" if self.mixture.rare is None else f"mixture.rare.{name}"
+                raise KeyedError(key, f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
         for i, name in enumerate(self.eval.curve_tasks or []):
             if name not in self.tasks:
                 raise KeyedError(f"eval.curve_tasks.{i}", f"unknown task {name!r} (tasks: {', '.join(self.tasks)})")
-        others = [n for n in self.tasks if n != self.mixture.rare_task]
-        if self.mixture.rare_freq < 1 and not others:
-            raise KeyedError("tasks", "rare_freq < 1 needs at least one other task")
-        if others and sum(self.tasks[n].weight for n in others) <= 0:
+        others = [n for n in self.tasks if n not in specs]
+        bulk = self.mixture.weights or {n: self.tasks[n].weight for n in others}
+        if sorted(bulk) != sorted(others) or min(bulk.values(), default=0) < 0:
+            raise KeyedError("mixture.weights", f"weigh each non-rare task ({', '.join(others)}) by a number >= 0")
+        if sum(spec.freq for spec in specs.values()) < 1 and not others:
+            raise KeyedError("tasks", f"{'rare_freq' if len(specs) == 1 else 'rare shares summing'} < 1 "
+                             "needs at least one other task")
+        if others and sum(bulk.values()) <= 0:
             raise KeyedError("tasks", "the weights of the non-rare tasks sum to 0")
-        if self.mixture.delivery == "bursts" and self.mixture.rare_freq > self.mixture.burst_duty:
-            raise KeyedError(
-                "mixture.burst_duty",
-                f"{self.mixture.burst_duty} is below rare_freq={self.mixture.rare_freq}: "
-                "a burst cannot carry more than all of its sequences",
-            )
+        single = self.mixture.rare is None
+        for name, spec in specs.items():
+            if spec.delivery == "bursts" and spec.freq > spec.burst_duty:
+                raise KeyedError("mixture.burst_duty" if single else f"mixture.rare.{name}.burst_duty",
+                                 f"{spec.burst_duty} is below {'rare_freq=' if single else 'its share '}"
+                                 f"{spec.freq}: a burst cannot carry more than all of its sequences")
+        peak = sum(s.freq / s.burst_duty if s.delivery == "bursts" else s.freq for s in specs.values())
+        if peak > 1 + 1e-12:  # overlapping bursts (and the even shares beside them) must fit a step
+            raise KeyedError("mixture.rare", f"at their densest the rare tasks would fill {peak:.3g} of a "
+                             "step's sequences: lower the shares or raise burst_duty")
         return self
 
     def get(self, key: str) -> Any:

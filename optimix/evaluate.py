@@ -40,11 +40,12 @@ def evaluate(model, taskset: TaskSet, device: torch.device, batch_size: int = 10
             logits = logits.float()
             scored = targets != IGNORE
             hits = (logits.argmax(-1) == targets) | ~scored
-            correct += int(hits.all(dim=1).sum())
+            # text: next-token accuracy over the scored pieces; else exact match of the answer
+            correct += int((hits & scored).sum()) if task.kind == "text" else int(hits.all(dim=1).sum())
             loss_sum += float(F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1),
                                               ignore_index=IGNORE, reduction="sum"))
             n_tokens += int(scored.sum())
-        accuracy[name] = correct / len(task.eval_ids)
+        accuracy[name] = correct / (max(n_tokens, 1) if task.kind == "text" else len(task.eval_ids))
         loss[name] = loss_sum / max(n_tokens, 1)
     model.train(was_training)
     return accuracy, loss

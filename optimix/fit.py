@@ -52,9 +52,13 @@ class TrialTable:
     status: np.ndarray
     train_s: np.ndarray
     """Seconds of training (NaN where not recorded): the recorded hardware's achieved rate."""
+    met: np.ndarray | None = None
+    """Whether each trial met the search's outcome constraints (all True without any)."""
 
     def __post_init__(self) -> None:
         n = len(self.run_id)
+        if self.met is None:
+            object.__setattr__(self, "met", np.ones(n, dtype=bool))
         for name in _COLUMNS[1:]:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"TrialTable.{name}: {len(getattr(self, name))} rows, run_id has {n}")
@@ -63,22 +67,24 @@ class TrialTable:
     def from_columns(cls, *, run_id: Iterable[str], rare_freq: Iterable[float],
                      params: Iterable[float], tokens: Iterable[float], train_flops: Iterable[float],
                      acc: Iterable[float], status: Iterable[str] | None = None,
-                     train_s: Iterable[float] | None = None) -> TrialTable:
+                     train_s: Iterable[float] | None = None, met: Iterable[bool] | None = None) -> TrialTable:
         run_id = np.asarray(list(run_id), dtype=object)
         status = np.asarray(list(status) if status is not None else ["ok"] * len(run_id), dtype=object)
         train_s = list(train_s) if train_s is not None else [math.nan] * len(run_id)
         as_float = {name: np.asarray(list(values), dtype=float) for name, values in
                     (("rare_freq", rare_freq), ("params", params), ("tokens", tokens),
                      ("train_flops", train_flops), ("acc", acc), ("train_s", train_s))}
-        return cls(run_id=run_id, status=status, **as_float)
+        met = None if met is None else np.asarray(list(met), dtype=bool)
+        return cls(run_id=run_id, status=status, met=met, **as_float)
 
     @classmethod
-    def from_records(cls, records: Iterable[Any], metric: str) -> TrialTable:
+    def from_records(cls, records: Iterable[Any], metric: str, freq_key: str = "mixture.rare_freq") -> TrialTable:
         """From ``records.TrialRecord``-like objects (``run_id``, ``status``, ``params``, ``metrics``).
 
-        ``rare_freq`` is the ``mixture.rare_freq`` param, ``params``, ``tokens`` and
+        ``rare_freq`` is the ``freq_key`` param (the primary rare task's ``mixture.rare_freq``,
+        or one of several rare tasks' ``mixture.rare.NAME``), ``params``, ``tokens`` and
         ``train_flops`` the metrics of those names, ``acc`` the metric ``metric``; a missing
-        value is NaN (failed trials have no accuracy).
+        value is NaN (failed trials have no accuracy). ``met``: the ``constraints_met`` tag.
         """
         rows = list(records)
 
@@ -90,13 +96,14 @@ class TrialTable:
 
         return cls.from_columns(
             run_id=[r.run_id for r in rows],
-            rare_freq=[num(r.params.get("mixture.rare_freq")) for r in rows],
+            rare_freq=[num(r.params.get(freq_key)) for r in rows],
             params=[num(r.metrics.get("params")) for r in rows],
             tokens=[num(r.metrics.get("tokens")) for r in rows],
             train_flops=[num(r.metrics.get("train_flops")) for r in rows],
             acc=[num(r.metrics.get(metric)) for r in rows],
             status=[r.status for r in rows],
             train_s=[num(r.metrics.get("train_s")) for r in rows],
+            met=[getattr(r, "constraints_met", None) is not False for r in rows],
         )
 
     def __len__(self) -> int:
@@ -117,7 +124,7 @@ class TrialTable:
         return self.take(self.usable_rows())
 
 
-_COLUMNS = ("run_id", "rare_freq", "params", "tokens", "train_flops", "acc", "status", "train_s")
+_COLUMNS = ("run_id", "rare_freq", "params", "tokens", "train_flops", "acc", "status", "train_s", "met")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from optimix import pareto
-from optimix.metrics import OK, PRUNED, curve_usable, final_metrics, point_metrics
+from optimix.metrics import (
+    OK,
+    PRUNED,
+    Constraint,
+    curve_usable,
+    final_metrics,
+    missed,
+    point_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,20 @@ class Candidate:
 
 
 def candidates(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
-               curve: bool = True) -> list[Candidate]:
+               curve: bool = True, constraints: Sequence[Constraint] = ()) -> list[Candidate]:
     """Candidates from ledger entries (``trial_id``, ``status``, ``result``).
 
     An ``ok`` trial gives its final result and, with ``curve``, each earlier curve point; a
     ``pruned`` trial gives its curve points only (it has no final result). Failed and
-    infeasible trials give nothing.
+    infeasible trials give nothing, and neither does a result or curve point that misses one
+    of the search's ``constraints``.
     """
-    curve = curve and curve_usable(objectives)
+    curve = curve and curve_usable([*objectives, *((c.metric, "") for c in constraints)])
+    out = [c for c in _all_candidates(entries, curve) if not missed(constraints, c.metrics)]
+    return out
+
+
+def _all_candidates(entries: Iterable[Mapping[str, Any]], curve: bool) -> list[Candidate]:
     out = []
     for e in entries:
         result = e["result"]
@@ -251,15 +265,15 @@ def recorded_rows(trials: Iterable[Any], objectives: Sequence[tuple[str, str]]) 
 
 
 def front_values(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
-                 curve: bool = True) -> frozenset[tuple[float, ...]]:
+                 curve: bool = True, constraints: Sequence[Constraint] = ()) -> frozenset[tuple[float, ...]]:
     """The objective values of ``front(candidates(entries, ...))`` as a set: where the
     frontier is, whichever of several tied candidates stands for a point."""
-    cands = front(candidates(entries, objectives, curve), objectives)
+    cands = front(candidates(entries, objectives, curve, constraints), objectives)
     return frozenset(tuple(float(x) for x in v) for v in values(cands, objectives))
 
 
 def since_moved(entries: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
-                curve: bool = True) -> int:
+                curve: bool = True, constraints: Sequence[Constraint] = ()) -> int:
     """Finished trials since the last one that moved the frontier; all of them if none did.
 
     ``entries`` are ledger entries in finishing order. A trial moved the frontier if the
@@ -269,9 +283,9 @@ def since_moved(entries: Sequence[Mapping[str, Any]], objectives: Sequence[tuple
     one, and a pruned one whose curve points are all beaten did not move it.
     """
     entries = list(entries)
-    after = front_values(entries, objectives, curve)
+    after = front_values(entries, objectives, curve, constraints)
     for k in range(len(entries), 0, -1):
-        before = front_values(entries[:k - 1], objectives, curve)
+        before = front_values(entries[:k - 1], objectives, curve, constraints)
         if before != after:
             return len(entries) - k
         after = before

@@ -16,7 +16,10 @@ name differently. Pure: the standard library and the typed configs only.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from optimix.config import Objective, SpaceError, TrialConfig
@@ -50,6 +53,8 @@ BUDGET = "optimix.budget_flops"
 NODE = "optimix.node"
 POINT = "optimix.point"
 STATE_DIR = "optimix.state_dir"
+CONSTRAINTS = "optimix.constraints"  # on the parent: the search's outcome constraints, ";"-joined
+MET = "optimix.constraints_met"  # on a trial: "true", or "false: <the constraints it missed>"
 ENDED = "optimix.ended"  # on the parent: finished, SIGINT, SIGTERM, or the error that ended it
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
@@ -63,6 +68,7 @@ TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger 
 FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
 SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
 RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
+CONSTRAINT_ATTR = "optimix.constraints"  # Optuna's convention: one value per constraint, <= 0 met
 CURVE_ATTR = "optimix.curve"  # [[log10 FLOPs, quality], ...] of a trial's learning-curve points
 
 # ---------------------------------------------------------------------------------------------
@@ -157,21 +163,73 @@ def parse_objectives_tag(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_AGGREGATE = re.compile(r"^(acc|loss)/(mean|min|max)(?:\(([^()]*)\)|\.(.+))$")
+
+
+def canonical(metric: str) -> str:
+    """An aggregate over tasks as optimix records it: ``acc/mean(facts,rev)`` (how a user may
+    write it) -> ``acc/mean.facts.rev`` (an MLflow metric name; task names hold no dots).
+    Any other metric as it is."""
+    match = _AGGREGATE.match(metric.strip())
+    if not match:
+        return metric
+    kind, how, listed, dotted = match.groups()
+    tasks = [t.strip() for t in (listed.split(",") if listed is not None else dotted.split("."))]
+    return f"{kind}/{how}." + ".".join(tasks)
+
+
+def aggregate_of(metric: str) -> tuple[str, str, list[str]] | None:
+    """``acc/mean.facts.rev`` -> (``acc``, ``mean``, [facts, rev]); None for any other metric."""
+    match = _AGGREGATE.match(metric)
+    if not match or match.group(3) is not None:
+        return None
+    return match.group(1), match.group(2), match.group(4).split(".")
+
+
+def aggregates(config: TrialConfig) -> list[str]:
+    """The aggregate metrics a trial computes: those its objectives and constraints name."""
+    named = [canonical(s.rpartition(":")[0]) for s in config.search.objectives]
+    named += [canonical(parse_constraint(c).metric) for c in config.search.constraints if _CONSTRAINT.match(c)]
+    return [m for m in dict.fromkeys(named) if aggregate_of(m)]
+
+
+def with_aggregates(names: Iterable[str], accuracy: Mapping[str, float],
+                    losses: Mapping[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """``accuracy`` and ``losses`` (by task) with each aggregate in ``names`` added under its
+    task-like key (``mean.facts.rev``), where every task it covers was evaluated."""
+    accuracy, losses = dict(accuracy), dict(losses)
+    how = {"mean": lambda v: sum(v) / len(v), "min": min, "max": max}
+    for name in names:
+        kind, op, tasks = aggregate_of(name)
+        source = accuracy if kind == "acc" else losses
+        if all(t in source for t in tasks):
+            source[name.partition("/")[2]] = float(how[op]([source[t] for t in tasks]))
+    return accuracy, losses
+
+
+def _known(config: TrialConfig, metric: str) -> bool:
+    names = metric_names(config.tasks)
+    if metric in {n for group in names.values() for n in group}:
+        return True
+    parts = aggregate_of(metric)
+    return parts is not None and len(parts[2]) >= 2 and all(t in config.tasks for t in parts[2])
+
+
 def parse_objectives(config: TrialConfig) -> list[Objective]:
-    """``search.objectives`` as typed pairs; default: rare-task accuracy up, FLOPs down."""
+    """``search.objectives`` as typed pairs; default: rare-task accuracy up, FLOPs down. An
+    objective may aggregate tasks: ``acc/mean(facts,rev):max`` (also ``min``, ``max``)."""
     specs = config.search.objectives or [f"{acc(config.mixture.rare_task)}:max", "train_flops:min"]
     out = []
     for i, spec in enumerate(specs):
         metric, sep, mode = spec.rpartition(":")
         if not sep or mode not in ("min", "max") or not metric:
             raise SpaceError(f"search.objectives.{i}: expected 'metric:max' or 'metric:min', got {spec!r}")
-        out.append(Objective(metric=metric, mode=mode))
+        out.append(Objective(metric=canonical(metric), mode=mode))
     if len({o.metric for o in out}) != len(out):
         raise SpaceError("search.objectives: a metric is named twice")
     names = metric_names(config.tasks)
-    known = {n for group in names.values() for n in group}
     for i, objective in enumerate(out):
-        if objective.metric not in known:
+        if not _known(config, objective.metric):
             raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
                              f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
     _check_search_fits(config, [(o.metric, o.mode) for o in out])
@@ -190,3 +248,74 @@ def _check_search_fits(config: TrialConfig, pairs: list[tuple[str, str]]) -> Non
             ("train_flops", "min") not in pairs or len(pairs) < 2 or not curve_usable(pairs)):
         raise SpaceError("search.prune: 'dominated' needs the objectives train_flops:min and "
                          "accuracies, losses or cost counts (known at every curve point)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcome constraints
+
+_CONSTRAINT = re.compile(r"^\s*([^<>=]+?)\s*(>=|<=|>|<)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op bound``: a trial counts only where every one holds."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, values: Mapping[str, float]) -> float:
+        """Optuna's convention: <= 0 where met (how far inside), > 0 by how much it misses;
+        ``inf`` where the metric is missing or NaN. A strict bound counts equality as a miss."""
+        value = values.get(self.metric, math.nan)
+        if not math.isfinite(value):
+            return math.inf
+        gap = self.bound - value if self.op in (">=", ">") else value - self.bound
+        return gap if gap != 0 or self.op in (">=", "<=") else 1e-12
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def violations(constraints: Sequence[Constraint], values: Mapping[str, float]) -> list[float]:
+    return [c.violation(values) for c in constraints]
+
+
+def missed(constraints: Sequence[Constraint], values: Mapping[str, float]) -> list[Constraint]:
+    return [c for c in constraints if c.violation(values) > 0]
+
+
+def parse_constraint(text: str, key: str = "search.constraints") -> Constraint:
+    match = _CONSTRAINT.match(str(text))
+    if not match:
+        raise SpaceError(f"{key}: expected 'metric >= value' (or <=, >, <), got {text!r}")
+    metric, op, bound = match.groups()
+    metric = canonical(metric)
+    try:
+        value = float(bound)
+    except ValueError:
+        raise SpaceError(f"{key}: {bound!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SpaceError(f"{key}: the bound must be a finite number, got {bound!r}")
+    return Constraint(metric, op, value)
+
+
+def parse_constraints(config: TrialConfig) -> list[Constraint]:
+    """``search.constraints`` as typed constraints on known metrics."""
+    names = metric_names(config.tasks)
+    out = []
+    for i, text in enumerate(config.search.constraints):
+        constraint = parse_constraint(text, f"search.constraints.{i}")
+        if not _known(config, constraint.metric):
+            raise SpaceError(f"search.constraints.{i}: unknown metric {constraint.metric!r} "
+                             f"(e.g. {', '.join(names['acc'][:2] + ['params'])})")
+        out.append(constraint)
+    return out
+
+
+def constraints_tag(constraints: Iterable[Constraint]) -> str:
+    return "; ".join(map(str, constraints))
+
+
+def parse_constraints_tag(text: str) -> list[Constraint]:
+    return [parse_constraint(part) for part in text.split(";") if part.strip()]

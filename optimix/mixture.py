@@ -5,8 +5,9 @@ The rare task's share is exact in expectation. Each sequence position ``i`` carr
 bursts for ``bursts``); with ``C(i)`` the cumulative density and one uniform offset ``u``,
 position ``i`` is rare when ``floor(C(i) + u)`` steps up. Any window then holds the sum of its
 densities, rounded up or down at random: the long-run frequency is ``f`` for both deliveries,
-and only *when* the rare task is seen differs (the study's matched-frequency test). The other
-tasks share the remaining sequences by their weights, drawn at random.
+and only *when* the rare task is seen differs (the study's matched-frequency test). Several
+rare tasks add their densities, and each rare position goes to the one furthest behind its
+own share. The other tasks share the remaining sequences by their weights, drawn at random.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from optimix.config import MixtureConfig
+from optimix.config import MixtureConfig, RareSpec
 from optimix.tasks import PAD, TaskSet, shift_targets
 
 CHUNK_STEPS = 64  # batches generated at a time: numpy work amortised, memory bounded
 
 
-def rare_density(index: np.ndarray, freq: float, mixture: MixtureConfig, batch_size: int) -> np.ndarray:
-    """Cumulative rare density ``C(i)`` at sequence positions ``index`` (inclusive)."""
+def rare_density(index: np.ndarray, freq: float, mixture: MixtureConfig | RareSpec,
+                 batch_size: int) -> np.ndarray:
+    """Cumulative rare density ``C(i)`` at sequence positions ``index`` (inclusive), for one
+    rare task with share ``freq`` and ``mixture``'s delivery."""
     index = index.astype(np.float64)
     if mixture.delivery == "even":
         return freq * (index + 1)
@@ -37,25 +40,45 @@ def assign(
     count: int,
     mixture: MixtureConfig,
     batch_size: int,
-    rare: int,
+    rare: int | list[int],
     weights: np.ndarray,
     offset: float,
     rng: np.random.Generator,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Task indices for sequences ``start .. start+count``; ``rare`` is the rare task's index.
+    """Task indices for sequences ``start .. start+count``.
 
     Args:
-        weights: sampling weights of all tasks (the rare task's entry is ignored).
+        rare: the rare tasks' indices, in the order of ``mixture.rare_specs()`` (one int for one).
+        weights: sampling weights of all tasks (the rare tasks' entries are ignored).
         offset: the run's uniform offset ``u`` (fixed for a run, so chunks join up exactly).
+        counts: with several rare tasks, how many sequences each has had before ``start``;
+            updated in place (``batches`` carries it from chunk to chunk).
+
+    The rare positions follow the rare tasks' summed density. With several, each rare
+    position goes to the task furthest behind its own cumulative density, so every task's
+    count stays within about one sequence of its exact share, bursts included.
     """
+    specs = list(mixture.rare_specs().values())
+    rare = [rare] if isinstance(rare, int | np.integer) else list(rare)
     index = np.arange(start - 1, start + count)
-    cumulative = rare_density(index, mixture.rare_freq, mixture, batch_size)
-    cumulative[0] = 0.0 if start == 0 else cumulative[0]
-    is_rare = np.diff(np.floor(cumulative + offset)) > 0
+    per_task = np.stack([rare_density(index, s.freq, s, batch_size) for s in specs])
+    if start == 0:
+        per_task[:, 0] = 0.0
+    is_rare = np.diff(np.floor(per_task.sum(axis=0) + offset)) > 0
+    out = np.empty(count, dtype=np.int64)
+    positions = np.flatnonzero(is_rare)
+    if len(specs) == 1:
+        out[positions] = rare[0]
+    else:
+        counts = np.round(per_task[:, 0]) if counts is None else counts
+        for p in positions:
+            k = int(np.argmax(per_task[:, p + 1] - counts))
+            counts[k] += 1
+            out[p] = rare[k]
     others = weights.astype(np.float64).copy()
     others[rare] = 0.0
-    out = np.full(count, rare, dtype=np.int64)
-    n_other = int((~is_rare).sum())
+    n_other = count - len(positions)
     if n_other:
         out[~is_rare] = rng.choice(len(weights), size=n_other, p=others / others.sum())
     return out
@@ -69,14 +92,15 @@ def batches(
     ``targets[:, t]`` is the answer token at ``t + 1``, or ``IGNORE`` (see ``shift_targets``).
     """
     names = list(taskset.tasks)
-    rare = names.index(mixture.rare_task)
+    rare = [names.index(name) for name in mixture.rare_specs()]
     weights = np.array([taskset.weights[n] for n in names])
     offset = rng.random()
+    counts = np.zeros(len(rare))
     width = taskset.seq_len
     for first in range(0, steps, CHUNK_STEPS):
         n_steps = min(CHUNK_STEPS, steps - first)
         n = n_steps * batch_size
-        which = assign(first * batch_size, n, mixture, batch_size, rare, weights, offset, rng)
+        which = assign(first * batch_size, n, mixture, batch_size, rare, weights, offset, rng, counts)
         ids = np.full((n, width), PAD, dtype=np.int64)
         mask = np.zeros((n, width), dtype=bool)
         for k, name in enumerate(names):

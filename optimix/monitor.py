@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from optimix.metrics import Status
+from optimix.metrics import Status, aggregates, with_aggregates
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +58,8 @@ class CurvePoint:
     train_s: float
     accuracy: dict[str, float]
     loss: dict[str, float]
+    time_ms: int = 0
+    """When it was measured (Unix milliseconds): MLflow plots the curve on this time axis."""
 
 
 @dataclass
@@ -257,9 +259,10 @@ class TrialMonitor:
         tick = time.perf_counter()
         accuracy, task_loss = evaluate(model_of(k), self.tasksets[k], self.device, config.eval.batch_size,
                                        self.autocast, curve_tasks(config, step, self.steps))
+        accuracy, task_loss = with_aggregates(aggregates(config), accuracy, task_loss)
         self.eval_s += time.perf_counter() - tick
         point = CurvePoint(step, result.tokens, result.train_flops, self.values[k], result.train_s,
-                           accuracy, task_loss)
+                           accuracy, task_loss, int(time.time() * 1000))
         result.curve.append(point)
         result.accuracy, result.loss = accuracy, task_loss
         on_eval = self.on_evals[k]

@@ -271,6 +271,26 @@ def hypervolume_2d(
     return float(np.sum(widths * heights))
 
 
+def hypervolume(values: np.ndarray, directions: Sequence[Direction], reference: Sequence[float]) -> float:
+    """The volume dominated by the points and bounded by ``reference``, in any number of
+    objectives (``moocore``'s exact algorithms; ``hypervolume_2d`` is the check in 2-D).
+
+    Same conventions as ``hypervolume_2d``: original units, rows that are not strictly better
+    than the reference in every objective (NaN rows included) contribute nothing.
+    """
+    import moocore
+
+    ref_arr = np.asarray(reference, dtype=float)
+    if ref_arr.shape != (len(directions),):
+        raise ValueError(f"reference must have {len(directions)} entries, got shape {ref_arr.shape}.")
+    loss = to_minimise(values, directions)
+    ref = to_minimise(ref_arr[np.newaxis, :], directions)[0]
+    inside = np.all(loss < ref, axis=1)
+    if not inside.any():
+        return 0.0
+    return float(moocore.hypervolume(loss[inside], ref=ref))
+
+
 def frontier_order(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
     """Indices of the non-dominated rows, sorted for plotting or tables.
 

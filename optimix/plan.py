@@ -20,7 +20,7 @@ fitted to the trials, with bootstrap intervals). All are over finished ``ok`` tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,51 +30,13 @@ from optimix.fit import N_BOOT, Fit, PlanError, TrialTable, fit, interval
 from optimix.fit import simulate_trials as simulate_trials  # re-exported for callers of plan.X
 from optimix.hardware import Hardware
 from optimix.outlook import space_outlook as space_outlook  # (the CLI, search proposals)
+from optimix.plan_table import choose_metric as choose_metric  # re-exported (tests, the CLI)
+from optimix.plan_table import constraint_sizes, constraints_doc
+from optimix.plan_table import search_table as search_table  # (the CLI, benchmarks)
 from optimix.validate import cross_validate as cross_validate  # (the CLI, benchmarks)
 
 TIE = 0.005
 """Predicted accuracies this close count as equal: the tie goes to the lower frequency, then fewer FLOPs."""
-
-
-def choose_metric(objectives: Iterable[tuple[str, str]], rare_tasks: Iterable[str],
-                  recorded: Iterable[str], task: str | None = None) -> str:
-    """The accuracy metric to plan for: ``acc/TASK``, else the search's rare-task objective.
-
-    ``rare_tasks`` are the trials' ``mixture.rare_task`` params, ``recorded`` the metric names
-    the trials logged. ``PlanError`` names what is missing.
-    """
-    recorded = set(recorded)
-    tasks = sorted(m.removeprefix("acc/") for m in recorded if m.startswith("acc/"))
-    if task is not None:
-        if f"acc/{task}" not in recorded:
-            raise PlanError(f"--task: no trial recorded acc/{task} (tasks: {', '.join(tasks) or 'none'})")
-        return f"acc/{task}"
-    accs = [m for m, mode in objectives if m.startswith("acc/") and mode == "max"]
-    if not accs:
-        raise PlanError("the search has no accuracy objective (acc/<task>:max): name the task with --task")
-    for rare in rare_tasks:
-        if f"acc/{rare}" in accs:
-            return f"acc/{rare}"
-    return accs[0]
-
-
-def search_table(record: Any, task: str | None = None) -> tuple[dict[str, Any], TrialTable]:
-    """The head of the answer's document and the trial table of a recorded search
-    (``records.SearchRecord``), for the metric ``choose_metric`` picks."""
-    where = f"search {record.run_id} in {record.experiment!r}"
-    if not record.objectives:
-        raise PlanError(f"{where} has no objectives recorded")
-    if not record.trials:
-        raise PlanError(f"{where} has no trial")
-    metric = choose_metric(
-        record.objectives, [t.params.get("mixture.rare_task", "") for t in record.trials],
-        {m for t in record.trials for m in t.metrics}, task)
-    table = TrialTable.from_records(record.trials, metric)
-    if not len(table.usable()):
-        raise PlanError(f"{where} has no finished trial with {metric}")
-    doc = {"experiment": record.experiment, "search_run_id": record.run_id,
-           "task": metric.removeprefix("acc/"), "metric": metric}
-    return doc, table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,18 +44,20 @@ def search_table(record: Any, task: str | None = None) -> tuple[dict[str, Any], 
 
 
 def best_under_budget(table: TrialTable, budget_flops: float) -> int | None:
-    """Row of the most accurate ok trial with ``train_flops <= budget`` (ties: fewer FLOPs)."""
+    """Row of the most accurate ok trial with ``train_flops <= budget`` (ties: fewer FLOPs)
+    among those that met the search's outcome constraints."""
     rows = table.usable_rows()
-    rows = rows[table.train_flops[rows] <= budget_flops]
+    rows = rows[(table.train_flops[rows] <= budget_flops) & table.met[rows]]
     if not len(rows):
         return None
     return int(rows[np.lexsort((table.train_flops[rows], -table.acc[rows]))[0]])
 
 
 def cheapest_reaching(table: TrialTable, target_acc: float) -> int | None:
-    """Row of the ok trial with the fewest FLOPs whose accuracy is ``>= target`` (ties: more accurate)."""
+    """Row of the ok trial with the fewest FLOPs whose accuracy is ``>= target`` (ties: more
+    accurate) among those that met the search's outcome constraints."""
     rows = table.usable_rows()
-    rows = rows[table.acc[rows] >= target_acc]
+    rows = rows[(table.acc[rows] >= target_acc) & table.met[rows]]
     if not len(rows):
         return None
     return int(rows[np.lexsort((-table.acc[rows], table.train_flops[rows]))[0]])
@@ -115,15 +79,21 @@ class Config:
                 "tokens": round(self.tokens), "train_flops": self.train_flops}
 
 
-def _sizes(model: Fit, params: float | None) -> np.ndarray:
-    return model.sizes if params is None else np.array([float(params)])
+def _sizes(model: Fit, params: float | None, allowed: np.ndarray | None = None) -> np.ndarray:
+    if params is not None:
+        return np.array([float(params)])
+    if allowed is None:
+        return model.sizes
+    return model.sizes[np.isclose(model.sizes[:, None], allowed[None, :], rtol=1e-6).any(axis=1)]
 
 
-def predict_under_budget(model: Fit, budget_flops: float, *,
-                         params: float | None = None) -> tuple[Config | None, list[str]]:
+def predict_under_budget(model: Fit, budget_flops: float, *, params: float | None = None,
+                         allowed: np.ndarray | None = None) -> tuple[Config | None, list[str]]:
     """The config with the best predicted accuracy for at most ``budget_flops`` (at ``params``
-    when given, else over the recorded sizes)."""
-    sizes = _sizes(model, params)
+    when given, else over the recorded sizes, or those ``allowed`` by the constraints)."""
+    sizes = _sizes(model, params, allowed)
+    if not len(sizes):
+        return None, ["no recorded size has a trial that met the search's constraints"]
     n, f = np.meshgrid(sizes, model.freqs, indexing="ij")
     fpt = model.fpt(sizes)
     if model.used[1]:  # spend the budget on tokens, or fewer when the fit says more do not help
@@ -143,12 +113,15 @@ def predict_under_budget(model: Fit, budget_flops: float, *,
     return _pick(f, n, t, flops, acc), []
 
 
-def predict_reaching(model: Fit, target_acc: float, *,
-                     params: float | None = None) -> tuple[Config | None, list[str]]:
-    """The cheapest config predicted to reach ``target_acc`` (at ``params`` when given)."""
+def predict_reaching(model: Fit, target_acc: float, *, params: float | None = None,
+                     allowed: np.ndarray | None = None) -> tuple[Config | None, list[str]]:
+    """The cheapest config predicted to reach ``target_acc`` (at ``params`` when given, else
+    over the recorded sizes, or those ``allowed`` by the constraints)."""
     if not 0 < target_acc < 1:
         return None, ["a target of 0 or 1 is a limit of the logistic model, never reached"]
-    sizes = _sizes(model, params)
+    sizes = _sizes(model, params, allowed)
+    if not len(sizes):
+        return None, ["no recorded size has a trial that met the search's constraints"]
     n, f = np.meshgrid(sizes, model.freqs, indexing="ij")
     if model.used[1]:
         t = np.broadcast_to(model.token_grid[:, None, None], (len(model.token_grid), *n.shape))
@@ -307,10 +280,13 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
                    else {"gpu_hours": None, "cost_usd": None})
         doc["hardware"] = hardware.to_dict()
         return doc
+    allowed = constraint_sizes(table)
+    if allowed is not None:
+        doc["constraints"] = constraints_doc(table, allowed)
     if budget_flops is not None:
-        config, why = predict_under_budget(model, budget_flops, params=params)
+        config, why = predict_under_budget(model, budget_flops, params=params, allowed=allowed)
     else:
-        config, why = predict_reaching(model, target_acc, params=params)
+        config, why = predict_reaching(model, target_acc, params=params, allowed=allowed)
     observed_config = (Config(float(table.params[row]), float(table.rare_freq[row]), float(table.tokens[row]),
                               float(table.train_flops[row])) if row is not None else None)
     recorded_wins = config is not None and _observed_is_better(

@@ -74,12 +74,76 @@ def rows_from_entries(entries: Sequence[Mapping[str, Any]],
     return frontier.tied(rows, objectives, identity)
 
 
+def words(metric: str) -> str:
+    """A metric named for an axis: ``acc/facts`` -> "accuracy on facts (exact match)"."""
+    fixed = {"train_flops": "training FLOPs", "params": "parameters", "tokens": "training tokens",
+             "non_embedding_params": "non-embedding parameters", "wall_s": "wall time (s)",
+             "train_s": "training time (s)", "tokens_per_s": "tokens per second"}
+    if metric in fixed:
+        return fixed[metric]
+    parts = metrics.aggregate_of(metric)
+    if parts:
+        kind, how, tasks = parts
+        return f"{how} {'accuracy' if kind == 'acc' else 'loss'} over {', '.join(tasks)}"
+    if metric.startswith(metrics.ACC):
+        return f"accuracy on {metrics.task_of(metric)}"
+    if metric.startswith(metrics.LOSS):
+        return f"loss on {metrics.task_of(metric)} (nats per token)"
+    return metric
+
+
+def rare_map(rows: Sequence[Mapping[str, Any]], quality: str) -> bytes | None:
+    """"Grow or boost?": each finished trial at (rare-task frequency, parameters), coloured and
+    labelled by ``quality``; None without two sizes or two frequencies to map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if not r.get("curve") and r.get(quality) is not None
+           and r.get("rare_freq", math.nan) > 0 and r.get("params", 0) > 0]
+    if len({r["rare_freq"] for r in pts}) < 2 or len({r["params"] for r in pts}) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
+    sc = ax.scatter([r["rare_freq"] for r in pts], [r["params"] for r in pts], c=[r[quality] for r in pts],
+                    cmap="viridis", s=260, marker="s", edgecolors=["crimson" if r.get("pareto") else "black"
+                                                                  for r in pts], linewidths=1.2)
+    for r in pts:
+        ax.annotate(f"{r[quality]:.2f}", (r["rare_freq"], r["params"]), ha="center", va="center", fontsize=7,
+                    color="white" if r[quality] < 0.5 * max(p[quality] for p in pts) else "black")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rare-task frequency (share of training sequences)")
+    ax.set_ylabel("model size (parameters)")
+    ax.set_title(f"Grow or boost? {words(quality)} by frequency and size (red edge: on the frontier)", fontsize=9)
+    fig.colorbar(sc, ax=ax, label=words(quality))
+    ax.grid(True, which="both", alpha=0.25)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def frontier_plots(rows: Sequence[Mapping[str, Any]], objectives) -> dict[str, bytes]:
+    """``frontier.png`` and ``frontier.html`` (the first quality objective against the cost);
+    with more than two objectives, one more PNG per other objective (``frontier_<n>.png``),
+    each marking the n-dimensional frontier's points (a staircase would misdraw it)."""
     x, y = axes_for(objectives)
-    return {"frontier.png": png(rows, x, y), "frontier.html": html(rows, x, y)}
+    others = [m for m, _ in objectives if m not in (x, y)]
+    grid = rare_map(rows, y) if y.startswith(metrics.ACC) else None
+    extra = {"rare_map.png": grid} if grid else {}
+    if not others:
+        return {"frontier.png": png(rows, x, y), "frontier.html": html(rows, x, y), **extra}
+    n = len(objectives)
+    out = {"frontier.png": png(rows, x, y, step=False, dims=n), "frontier.html": html(rows, x, y)}
+    for i, other in enumerate(others, start=2):
+        out[f"frontier_{i}.png"] = png(rows, x, other, step=False, dims=n)
+    return {**out, **extra}
 
 
-def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> bytes:
+def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "", step: bool = True,
+        dims: int = 2) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,17 +177,23 @@ def png(rows: Sequence[Mapping[str, Any]], x: str, y: str, title: str = "") -> b
         n_final = len(front) - n_curve
         label = f"Pareto frontier ({n_final} final result{'s' * (n_final != 1)}"
         label += f", {n_curve} learning-curve point{'s' * (n_curve != 1)})" if n_curve else ")"
-        ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
-                lw=1.5, zorder=2, label=label)
+        if step:
+            ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="crimson",
+                    lw=1.5, zorder=2, label=label)
+        else:  # an n-dimensional frontier seen in two of its dimensions: its points, ringed
+            ax.scatter([r[x] for r in front], [r[y] for r in front], s=160, facecolors="none",
+                       edgecolors="crimson", linewidths=1.5, zorder=4,
+                       label=label.replace("Pareto frontier", f"Pareto frontier in {dims} objectives"))
         ax.legend(loc="best", fontsize=8)  # the least covered corner
     if norm:
         fig.colorbar(sc, ax=ax, label="rare-task frequency")
     if min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
-    ax.set_xlabel(x + (" (training FLOPs)" if x == "train_flops" else ""))
-    ax.set_ylabel(y)
+    ax.set_xlabel(words(x))
+    ax.set_ylabel(words(y))
     ax.grid(True, alpha=0.3)
-    ax.set_title(title or f"{y} against {x}: marker size = parameters", fontsize=10)
+    ax.set_title(title or f"{words(y)} against {words(x)}: every finished trial, "
+                 "marker size = parameters", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -159,8 +229,8 @@ def html(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> bytes:
         fig.add_trace(go.Scatter(x=[r[x] for r in tied], y=[r[y] for r in tied], mode="text",
                                  text=[f"x{r['count']}" for r in tied], textposition="top right",
                                  showlegend=False, hoverinfo="skip"))
-    fig.update_layout(xaxis_title=x, yaxis_title=y, template="plotly_white",
-                      title=f"{y} against {x}")
+    fig.update_layout(xaxis_title=words(x), yaxis_title=words(y), template="plotly_white",
+                      title=f"{words(y)} against {words(x)}")
     if all(r[x] > 0 for r in rows):
         fig.update_xaxes(type="log")
     return fig.to_html(include_plotlyjs=True, full_html=True).encode()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimix.metrics import (
     CURVE,
+    MET,
     OBJECTIVES,
     PARENT,
     PARETO,
@@ -65,6 +66,8 @@ class TrialRecord:
     """Learning-curve steps of this trial on the frontier (besides its final result)."""
     curve: dict[int, dict[str, float]] = field(default_factory=dict)
     """Curve metrics (without the ``curve/`` prefix) at ``pareto_steps``, by step."""
+    constraints_met: bool | None = None
+    """Whether it met the search's outcome constraints (None: the search had none)."""
 
 
 @dataclass
@@ -74,13 +77,24 @@ class SearchRecord:
     objectives: list[tuple[str, str]]
     trials: list[TrialRecord] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    picked: str = ""
+    """How it was chosen when no experiment or run was named (empty when one was)."""
 
 
-def load_search(uri: str | None, experiment: str | None, run_id: str | None = None) -> SearchRecord:
-    """The latest search of an experiment (or ``run_id``) with all its trials."""
+def load_search(uri: str | None, experiment: str | None, run_id: str | None = None,
+                storage_path: str | None = None) -> SearchRecord:
+    """The latest search of an experiment (or ``run_id``) with all its trials. Without either,
+    the last search started from ``storage_path`` (its parent run is tagged with its state
+    folder there); failing that, the latest search of the experiment updated last. ``picked``
+    says which rule chose it."""
     uri = resolve_uri(uri)
     client = connect(uri)
     tries = Tries(redact_uri(uri))
+    picked = ""
+    if experiment is None and run_id is None and storage_path is not None:
+        run_id, experiment = _from_storage(client, tries, storage_path)
+        picked = (f"the last search started from {storage_path}" if run_id else
+                  f"no search was started from {storage_path}: the experiment updated last")
     found = _experiment(client, tries, experiment)
     if run_id:
         parent = tries(f"reading run {run_id}", lambda: client.get_run(run_id))
@@ -98,7 +112,21 @@ def load_search(uri: str | None, experiment: str | None, run_id: str | None = No
     for trial in trials:
         _read_curve(client, tries, trial)
     objectives = parse_objectives_tag(parent.data.tags.get(OBJECTIVES, ""))
-    return SearchRecord(parent.info.run_id, found.name, objectives, trials, dict(parent.data.tags))
+    return SearchRecord(parent.info.run_id, found.name, objectives, trials, dict(parent.data.tags), picked)
+
+
+def _from_storage(client: MlflowClient, tries: Tries, storage_path: str) -> tuple[str | None, str | None]:
+    """(parent run id, experiment name) of the search started last from ``storage_path``."""
+    root = str(Path(storage_path).resolve())
+    ids = [e.experiment_id for e in tries("listing experiments", client.search_experiments)]
+    if not ids:
+        return None, None
+    like = f"tags.`{STATE_DIR}` LIKE '{root.replace(chr(39), '_')}/%'"
+    runs = tries("looking up this storage path's searches", lambda: client.search_runs(
+        ids, f"{tag_is(ROLE, 'search')} and {like}", order_by=["attributes.start_time DESC"], max_results=1))
+    if not runs:
+        return None, None
+    return runs[0].info.run_id, client.get_experiment(runs[0].info.experiment_id).name
 
 
 def _experiment(client: MlflowClient, tries: Tries, name: str | None) -> Experiment:
@@ -126,6 +154,7 @@ def _trial(run: Run) -> TrialRecord:
         name=tags.get(RUN_NAME, ""),
         point=json.loads(tags.get(POINT, "{}")),
         pareto_steps=json.loads(tags.get(PARETO_STEPS, "[]")),
+        constraints_met=None if MET not in tags else tags[MET] == "true",
     )
 
 

@@ -154,6 +154,10 @@ def _answer(doc, metric: str) -> None:
     if "params" in query:
         what += f" at {query['params']:,.0f} params"
     click.echo(f"query       {what} ({doc['trials']['ok']} of {doc['trials']['recorded']} trials finished)")
+    if doc.get("constraints"):
+        c = doc["constraints"]
+        click.echo(f"constraints {c['met']} finished trials met the search's constraints, {c['missed']} missed: "
+                   f"answers only from those, predictions only at {', '.join(f'{n:,}' for n in c['sizes'])} params")
     obs = doc["observed"]
     click.echo("observed    " + ("no recorded trial answers it" if obs is None else
                f"{obs[metric]:.3f} by run {obs['run_id']} ({_config(obs['config'])}; "
@@ -286,8 +290,9 @@ def _hours(hours: float) -> str:
     return f"{hours * 60:.3g} min" if hours < 1 else f"{hours:.3g} h"
 
 
-def trial(result) -> None:
-    """``optimix train``: one trial's result."""
+def trial(result, scored: dict[str, str] | None = None) -> None:
+    """``optimix train``: one trial's result; ``scored``: per task, what its accuracy is scored on
+    (``held-out`` inputs or ``trained`` items, i.e. memorisation)."""
     shape = result.shape
     click.echo(f"status      {result.status}" + (f"  ({result.error})" if result.error else ""))
     click.echo(f"model       {result.params:,} params ({result.non_embedding_params:,} non-embedding), "
@@ -297,6 +302,8 @@ def trial(result) -> None:
     click.echo(f"time        {result.wall_s:.1f} s ({result.train_s:.1f} s training, "
                f"{result.tokens_per_s:,.0f} tokens/s)")
     if result.accuracy:
-        click.echo(f"{'task':<12}{'accuracy':>10}{'loss':>10}")
+        scored = scored or {}
+        click.echo(f"{'task':<12}{'accuracy':>10}{'loss':>10}  scored on")
         for name, acc in result.accuracy.items():
-            click.echo(f"{name:<12}{acc:>10.3f}{result.loss[name]:>10.3f}")
+            on = {"trained": "trained items (memorisation)", "held-out": "held-out inputs"}.get(scored.get(name), "")
+            click.echo(f"{name:<12}{acc:>10.3f}{result.loss[name]:>10.3f}  {on}".rstrip())

@@ -39,6 +39,7 @@ from optimix.config import (
     short_repr,
     validated,
 )
+from optimix.data_paths import local_path
 from optimix.metrics import parse_objectives
 
 # ---------------------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ in a frequency range of 0.003 to 0.1."""
 class Dimension(StrictModel):
     """One searched entry. ``grid`` lists the values the grid sampler uses."""
 
-    dist: Literal["uniform", "loguniform", "int", "choice"]
+    dist: Literal["uniform", "loguniform", "int", "choice", "simplex"]
     low: float | None = None
     high: float | None = None
     step: float | None = None
@@ -64,6 +65,14 @@ class Dimension(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> Dimension:
+        if self.dist == "simplex":
+            names = self.values or []
+            if len(names) < 2 or len(set(map(str, names))) != len(names):
+                raise KeyedError("values", "a simplex needs two or more distinct task names")
+            extra = [k for k in ("low", "high", "step", "default", "grid") if getattr(self, k) is not None]
+            if extra:
+                raise KeyedError(extra[0], "a simplex takes only values (the task names it weighs)")
+            return self
         if self.dist == "choice":
             if not self.values:
                 raise KeyedError("values", "a choice needs a non-empty list of values")
@@ -194,7 +203,7 @@ class Space:
         return _validate_at(self.tree, {**middles, **point})
 
 
-def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ranges: bool = True) -> Space:
     """Read, override and validate a search-space file; ``SpaceError`` on any problem."""
     path = Path(path)
     try:
@@ -208,7 +217,7 @@ def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except UnicodeDecodeError as err:
         raise SpaceError(f"{path}: not UTF-8 text (byte {err.start})") from None
     tree = parse_yaml(text, str(path))
-    space = build_space(tree, overrides)
+    space = build_space(tree, overrides, ranges)
     space.source = str(path)
     _check_files(space, path.parent)
     return space
@@ -234,8 +243,12 @@ def parse_yaml(text: str, where: str = "<string>") -> dict[str, Any]:
     return tree
 
 
-def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Space:
-    """Apply ``--set`` overrides to a parsed tree, find its dimensions and validate them."""
+def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] = (),
+                ranges: bool = True) -> Space:
+    """Apply ``--set`` overrides to a parsed tree, find its dimensions and validate them: the
+    config at their middles, and with ``ranges`` (a search) each across its range. ``optimix
+    train`` checks only the config it trains (``ranges=False``): a choice it does not take
+    (``delivery: bursts`` beside a share a burst cannot carry) is no error there."""
     tree = copy.deepcopy(dict(tree))
     for override in overrides:
         key, value = parse_override(override)
@@ -245,11 +258,14 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
     for key in dimensions:
         if key.split(".")[0] in ("search", "name", "hardware"):
             raise SpaceError(f"{key}: cannot be a search dimension")
+    simplexes = [k for k, v in flatten_dims(tree) if v.get("dist") == "simplex"]
+    if simplexes and (tree.get("search") or {}).get("sampler") == "grid":
+        raise SpaceError(f"{simplexes[0]}: the grid sampler cannot walk a simplex; choose another sampler")
     middles = {k: d.middle() for k, d in dimensions.items()}
     base = _validate_at(tree, middles)
     parse_objectives(base)
     # Type-check every dimension across its range: the error names the dimension's key.
-    for key, dim in dimensions.items():
+    for key, dim in dimensions.items() if ranges else ():
         for value in dim.candidates():
             _validate_at(tree, {**middles, key: value})
     return Space(base=base, dimensions=dimensions, tree=tree)
@@ -318,6 +334,17 @@ def _is_dimension(node: Any) -> bool:
     return isinstance(node, dict) and "dist" in node and not isinstance(node["dist"], dict)
 
 
+def flatten_dims(node: Any, prefix: str = "") -> list[tuple[str, dict]]:
+    """Every dimension node of a tree, by dotted key (a simplex as one)."""
+    out = []
+    for key, child in (node.items() if isinstance(node, dict) else ()):
+        if _is_dimension(child):
+            out.append((f"{prefix}{key}", child))
+        elif isinstance(child, dict):
+            out += flatten_dims(child, f"{prefix}{key}.")
+    return out
+
+
 def _collect_dimensions(node: Any, prefix: str, out: dict[str, Dimension]) -> None:
     if not isinstance(node, dict):
         return
@@ -326,7 +353,12 @@ def _collect_dimensions(node: Any, prefix: str, out: dict[str, Dimension]) -> No
             raise SpaceError(f"{prefix}{key!r}: keys must be strings")
         dotted = f"{prefix}{key}"
         if _is_dimension(child):
-            out[dotted] = validated(Dimension, child, prefix=f"{dotted}.")
+            dim = validated(Dimension, child, prefix=f"{dotted}.")
+            if dim.dist != "simplex":
+                out[dotted] = dim
+                continue
+            for name in dim.values:  # the samplers see one coordinate per task (_simplex_weights)
+                out[f"{dotted}.{name}"] = Dimension(dist="uniform", low=0.0, high=1.0)
         else:
             _collect_dimensions(child, f"{dotted}.", out)
 
@@ -342,8 +374,24 @@ def _substitute(node: Any, values: Mapping[str, Any], prefix: str) -> Any:
     out = {}
     for key, child in node.items():
         dotted = f"{prefix}{key}"
-        out[key] = values[dotted] if dotted in values else _substitute(child, values, f"{dotted}.")
+        if dotted in values:
+            out[key] = values[dotted]
+        elif _is_dimension(child) and child.get("dist") == "simplex":
+            out[key] = _simplex_weights([values.get(f"{dotted}.{n}", 0.5) for n in child["values"]], child["values"])
+        else:
+            out[key] = _substitute(child, values, f"{dotted}.")
     return out
+
+
+def _simplex_weights(coords: list[float], names: list[str]) -> dict[str, float]:
+    """A simplex dimension's weights from its coordinates in [0, 1]: ``-log(1 - u)``
+    normalised, so that uniform coordinates give a uniform (Dirichlet(1)) draw on the simplex,
+    and every proposal sums to 1."""
+    e = [-math.log(max(1.0 - min(max(float(u), 0.0), 1.0), 1e-12)) for u in coords]
+    total = sum(e)
+    if total <= 0:
+        return {str(n): 1.0 / len(names) for n in names}
+    return {str(n): v / total for n, v in zip(names, e, strict=True)}
 
 
 def _check_files(space: Space, base_dir: Path) -> None:
@@ -358,60 +406,26 @@ def _check_files(space: Space, base_dir: Path) -> None:
     tasks = space.tree.get("tasks")
     keys = []
     for name, task in (tasks.items() if isinstance(tasks, dict) else ()):
-        if not isinstance(task, dict) or task.get("kind") != "dataset" or "path" not in task:
+        if not isinstance(task, dict) or task.get("kind") not in ("dataset", "text") or "path" not in task:
             continue
         key = f"tasks.{name}.path"
         keys.append(key)
         node = task["path"]
         if not _is_dimension(node):
-            task["path"] = _local_path(node, key, base_dir)
+            task["path"] = local_path(node, key, base_dir)
             continue
         for entry in ("values", "grid"):
             if isinstance(node.get(entry), list):
-                node[entry] = [_local_path(v, f"{key}.{entry}.{i}", base_dir)
+                node[entry] = [local_path(v, f"{key}.{entry}.{i}", base_dir)
                                for i, v in enumerate(node[entry])]
         if node.get("default") is not None:
-            node["default"] = _local_path(node["default"], f"{key}.default", base_dir)
+            node["default"] = local_path(node["default"], f"{key}.default", base_dir)
         space.dimensions[key] = Dimension.model_validate(node)
     search = space.tree.get("search")
     points = search.get("points_to_evaluate") if isinstance(search, dict) else None
     for i, point in enumerate(points if isinstance(points, list) else ()):
         for key in keys:
             if isinstance(point, dict) and key in point:
-                point[key] = _local_path(point[key], f"search.points_to_evaluate.{i}.{key}", base_dir)
+                point[key] = local_path(point[key], f"search.points_to_evaluate.{i}.{key}", base_dir)
     if keys:
         space.base = _validate_at(space.tree, {k: d.middle() for k, d in space.dimensions.items()})
-
-
-def _local_path(value: Any, key: str, base_dir: Path) -> Any:
-    """A dataset path made absolute when it is local: it exists (a file or a folder, whatever
-    its suffix) or looks like a file path (then it must exist). Else a hub name, unchanged."""
-    if not isinstance(value, str):
-        return value  # the config's validation names a path that is not text
-    try:
-        resolved = resolve_data_path(value, base_dir)
-        exists = resolved.exists()
-    except (OSError, RuntimeError, ValueError) as err:
-        raise SpaceError(f"{key}: unusable path ({first_line(err)})") from None
-    if exists:
-        return str(resolved)
-    if _looks_local(value):
-        raise SpaceError(f"{key}: no such file {value!r}")
-    return value
-
-
-def _looks_local(path: str) -> bool:
-    """Whether a path that does not exist still names a file (a data suffix, or ``/``, ``.``,
-    ``~`` in front) rather than a hub dataset."""
-    return Path(path).suffix.lower() in _DATA_SUFFIXES or path.startswith(("/", ".", "~"))
-
-
-_DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet"}
-
-
-def resolve_data_path(path: str, base_dir: Path) -> Path:
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        here = (Path.cwd() / candidate).resolve()
-        candidate = here if here.exists() else (base_dir / candidate).resolve()
-    return candidate.resolve()

@@ -11,7 +11,8 @@ protects capacity; every task has one, so the comparison between tasks stays fai
 
 Held-out inputs: copy / reverse / sort evaluate on random inputs that training rejects;
 modadd / compare hold out a fixed share of the (a, b) pairs; datasets hold out a share of
-the distinct prompts. Facts are memorised, so they are evaluated on the facts themselves.
+the distinct prompts. Facts are memorised, so they are evaluated on the facts themselves, as
+is a dataset with ``eval: train`` (``scored_on`` says which a task is).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from optimix.config import (
     SpaceError,
     TrialConfig,
 )
+from optimix.task_specs import TextTask
+from optimix.text_task import read_lines, split_lines, text_rows, train_bpe
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,10 @@ class Vocab:
     task_names: tuple[str, ...]
     n_symbols: int
     chars: tuple[str, ...] = ()
+    pieces: tuple[str, ...] = ()
+    """Text tasks' BPE pieces, after every other token (``optimix.text_task``)."""
+    bpe: str = field(default="", repr=False)
+    """The BPE (``tokenizers`` JSON) that maps text to these ids, when there are pieces."""
 
     @property
     def tokens(self) -> list[str]:
@@ -58,11 +65,12 @@ class Vocab:
             + [f"<t:{name}>" for name in self.task_names]
             + [f"s{i}" for i in range(self.n_symbols)]
             + [f"<c:{ord(c):x}>" for c in self.chars]
+            + list(self.pieces)
         )
 
     @property
     def size(self) -> int:
-        return len(SPECIALS) + len(self.task_names) + self.n_symbols + len(self.chars)
+        return len(SPECIALS) + len(self.task_names) + self.n_symbols + len(self.chars) + len(self.pieces)
 
     def tag(self, task: str) -> int:
         return len(SPECIALS) + self.task_names.index(task)
@@ -84,6 +92,9 @@ class Vocab:
         from tokenizers import Tokenizer, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
 
+        if self.bpe:  # text tasks: the BPE, whose first ids are the tokens below
+            return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(self.bpe), pad_token="<pad>",
+                                           sep_token="<sep>", eos_token="<eos>")
         vocab = {token: i for i, token in enumerate(self.tokens)}
         core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
         core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -132,10 +143,14 @@ def build_tasks(config: TrialConfig) -> TaskSet:
     }
     chars = sorted({c for prompts, answers in tables.values() for text in (*prompts, *answers) for c in text})
     vocab = Vocab(names, max(_symbols_needed(spec) for spec in config.tasks.values()), tuple(chars))
+    vocab, texts = _with_text(config, vocab)
     tasks = {}
     for name, spec in config.tasks.items():
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        if isinstance(spec, SequenceTask):
+        if name in texts:
+            tasks[name] = Task(name, spec.kind, *text_rows(spec, vocab.tag(name), PAD, *texts[name], rng,
+                                                             config.eval.size))
+        elif isinstance(spec, SequenceTask):
             tasks[name] = _sequence_task(name, spec, vocab, rng, config.eval.size)
         elif isinstance(spec, FactsTask):
             tasks[name] = _facts_task(name, spec, vocab, rng, config.eval.size)
@@ -144,7 +159,8 @@ def build_tasks(config: TrialConfig) -> TaskSet:
         else:
             tasks[name] = _dataset_task(name, spec, vocab, rng, config.eval.size, *tables[name])
     seq_len = max(task.width for task in tasks.values())
-    weights = {name: spec.weight for name, spec in config.tasks.items()}
+    bulk = config.mixture.weights or {}
+    weights = {name: bulk.get(name, spec.weight) for name, spec in config.tasks.items()}
     return TaskSet(vocab=vocab, tasks=tasks, weights=weights, seq_len=seq_len)
 
 
@@ -164,6 +180,22 @@ def cached_tasks(config: TrialConfig) -> TaskSet:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = build_tasks(config)
     return _CACHE[key]
+
+
+def _with_text(config: TrialConfig, vocab: Vocab) -> tuple[Vocab, dict[str, tuple]]:
+    """The vocabulary with the text tasks' BPE pieces, and per text task (tokenizer, training
+    lines, held-out lines): one BPE over every text task's training lines."""
+    texts = {name: spec for name, spec in config.tasks.items() if isinstance(spec, TextTask)}
+    if not texts:
+        return vocab, {}
+    splits = {name: split_lines(read_lines(name, spec), spec, np.random.default_rng(
+        [config.seed, zlib.crc32(name.encode()), 1])) for name, spec in texts.items()}
+    specials = vocab.tokens
+    tok = train_bpe([line for train, _ in splits.values() for line in train], specials,
+                    max(spec.vocab_size for spec in texts.values()))
+    pieces = tuple(tok.id_to_token(i) for i in range(len(specials), tok.get_vocab_size()))
+    vocab = Vocab(vocab.task_names, vocab.n_symbols, vocab.chars, pieces, tok.to_str())
+    return vocab, {name: (tok, *splits[name]) for name in texts}
 
 
 def _symbols_needed(spec) -> int:
@@ -191,6 +223,12 @@ def _frame(tag: int, prompt: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray
     mask = np.zeros(ids.shape, dtype=bool)
     mask[:, ids.shape[1] - answer.shape[1] :] = True
     return ids, mask
+
+
+def scored_on(spec) -> str:
+    """What a task's accuracy measures: ``held-out`` inputs (a rule or a skill) or ``trained``
+    items (memorisation: ``facts``, and a ``dataset`` with ``eval: train``)."""
+    return "trained" if spec.kind == "facts" or getattr(spec, "eval", "heldout") == "train" else "held-out"
 
 
 def shift_targets(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -365,11 +403,14 @@ def _dataset_task(name, spec: DatasetTask, vocab: Vocab, rng, eval_size, prompts
     distinct = sorted(set(prompts))
     if len(distinct) < 2:
         raise SpaceError(f"tasks.{name}.path: needs at least 2 distinct prompts")
-    order = rng.permutation(len(distinct))
-    n_held = min(len(distinct) - 1, max(1, int(round(spec.eval_fraction * len(distinct)))))
-    held = {distinct[i] for i in order[:n_held]}
-    train_rows = [i for i, p in enumerate(prompts) if p not in held]
-    eval_rows = [i for i, p in enumerate(prompts) if p in held]
+    if spec.eval == "train":  # memorisation: trained on every row, scored on them
+        train_rows = eval_rows = list(range(len(prompts)))
+    else:
+        order = rng.permutation(len(distinct))
+        n_held = min(len(distinct) - 1, max(1, int(round(spec.eval_fraction * len(distinct)))))
+        held = {distinct[i] for i in order[:n_held]}
+        train_rows = [i for i, p in enumerate(prompts) if p not in held]
+        eval_rows = [i for i, p in enumerate(prompts) if p in held]
     lookup = {c: vocab.char0 + i for i, c in enumerate(vocab.chars)}
     width = 2 + max(len(p) for p in prompts) + max(len(a) for a in answers) + 1
     tag = vocab.tag(name)

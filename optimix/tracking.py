@@ -36,9 +36,11 @@ from optimix import faults, metrics
 from optimix.config import flatten as flatten  # imported from here elsewhere
 from optimix.metrics import (  # noqa: F401 (imported from here elsewhere too)
     BUDGET,
+    CONSTRAINTS,
     ENDED,
     ERROR,
     FAILED,
+    MET,
     NODE,
     OBJECTIVES,
     OK,
@@ -103,18 +105,24 @@ class Tracker:
                       lambda: self.client.get_experiment_by_name(experiment))
         if found is not None:
             self.experiment_id: str = found.experiment_id
+            if EXPERIMENT_KIND not in found.tags:  # an experiment made elsewhere: the UI infers
+                tries("tagging the experiment's kind", lambda: self.client.set_experiment_tag(
+                    self.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT))
         else:
             self.experiment_id = tries(f"creating experiment {experiment!r}",
-                                       lambda: self.client.create_experiment(experiment),
+                                       lambda: self.client.create_experiment(
+                                           experiment, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}),
                                        found=self._experiment_id)
 
     # -- parent run --------------------------------------------------------------------------
 
     def start_search(self, name: str, objectives: str, params: Mapping[str, Any],
-                     space_yaml: str, budget: float | None, state_dir: str) -> str:
+                     space_yaml: str, budget: float | None, state_dir: str, constraints: str = "") -> str:
         tries = self._tries()
         tags = {ROLE: "search", OBJECTIVES: objectives, BUDGET: "" if budget is None else f"{budget:g}",
                 STATE_DIR: state_dir}
+        if constraints:
+            tags[CONSTRAINTS] = constraints
         run_id = self._create_run(tries, "the search's parent run", name, tags, _now_ms(),
                                   lambda: self._search_runs(state_dir))
         try:
@@ -308,6 +316,11 @@ class Tracker:
             log.warning("could not delete half-made run %s of %s: %s", run_id, what, one_line(err))
 
 
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+"""MLflow 3 opens an experiment by its kind: optimix's open on their training runs, not on an
+empty GenAI traces page."""
+
+
 def _trial_tags(parent_id: str, record: Mapping[str, Any]) -> dict[str, str]:
     tags = {ROLE: "trial", PARENT: parent_id, TRIAL_ID: record["trial_id"], STATUS: record["status"],
             PARETO: "false", PARETO_STEPS: "[]"}
@@ -315,6 +328,8 @@ def _trial_tags(parent_id: str, record: Mapping[str, Any]) -> dict[str, str]:
         tags[ERROR] = record["error"][:4000]
     if record.get("node"):
         tags[NODE] = record["node"]
+    if record.get("missed") is not None:  # the search has outcome constraints
+        tags[MET] = "false: " + "; ".join(record["missed"]) if record["missed"] else "true"
     if record.get("point") is not None:
         tags[POINT] = json.dumps(record["point"])
     return tags
@@ -335,9 +350,10 @@ def _metrics(metrics: Mapping[str, Any], now_ms: int, step: int = 0) -> list[Met
 
 
 def _curve(curve: Sequence[Mapping[str, Any]], now_ms: int) -> list[Metric]:
+    """Each point at the time it was measured (``now_ms`` for a result that has none)."""
     items = []
     for point in curve:
-        items += _metrics(metrics.curve_values(point), now_ms, int(point["step"]))
+        items += _metrics(metrics.curve_values(point), int(point.get("time_ms") or now_ms), int(point["step"]))
     return items
 
 

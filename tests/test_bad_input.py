@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -526,3 +527,20 @@ def test_fuzz_bytes_through_load_space(raw):
         path = Path(folder) / "fuzz.yaml"
         path.write_bytes(raw)
         check(load_space, path)
+
+
+def test_train_takes_a_share_bursts_could_not_carry_when_it_delivers_evenly(tmp_path, capsys):
+    """A search over delivery checks every choice; optimix train checks only what it trains."""
+    space = tmp_path / "s.yaml"
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["mixture"].update(rare_freq=0.2, delivery={"dist": "choice", "values": ["even", "bursts"]},
+                           burst_duty=0.1)
+    tree["train"]["tokens"] = 2000
+    space.write_text(yaml.safe_dump(tree))
+    code, out, err = run_cli(["train", str(space), "--json"], capsys)
+    assert code == 0, err
+    import json
+
+    assert json.loads(out)["config"]["mixture"]["delivery"] == "even"
+    code, out, err = run_cli(["validate", str(space)], capsys)
+    assert code == 2 and "mixture.burst_duty: 0.1 is below rare_freq=0.2" in err

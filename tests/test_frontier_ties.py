@@ -104,7 +104,7 @@ def test_the_search_driver_ties_by_effective_config():
     })
     assert effective_key(space, SAME) != effective_key(space, OTHER)
     driver = Driver.__new__(Driver)  # only what frontier_rows reads
-    driver.space, driver.objectives, driver.curve = space, OBJ, True
+    driver.space, driver.objectives, driver.curve, driver.constraints = space, OBJ, True, []
     driver.entries = [entry("a", 0.5, 4.0, SAME), entry("b", 0.5, 4.0, OTHER),
                       entry("c", 0.5, 4.0, SAME)]
     rows = driver.frontier_rows()

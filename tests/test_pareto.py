@@ -525,3 +525,51 @@ def test_frontier_order_is_sorted_front(seed: int, k: int) -> None:
     first = values[order, 0]
     # Compare neighbours directly: np.diff would turn inf - inf into NaN.
     assert np.all(first[:-1] <= first[1:])
+
+
+# --------------------------------------------------------------------------- n-dimensional hypervolume
+
+
+def _union_volume(loss: np.ndarray, ref: np.ndarray) -> float:
+    """Exact volume of the union of boxes [point, ref] by inclusion-exclusion (small sets)."""
+    from itertools import combinations
+
+    total = 0.0
+    for k in range(1, len(loss) + 1):
+        for subset in combinations(range(len(loss)), k):
+            corner = loss[list(subset)].max(axis=0)
+            total += (-1) ** (k + 1) * float(np.prod(np.clip(ref - corner, 0, None)))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_nd_hypervolume_equals_the_2d_one(seed: int) -> None:
+    from optimix.pareto import hypervolume
+
+    rng = np.random.default_rng(seed)
+    values = np.column_stack([rng.random(30), rng.random(30) * 10])
+    for directions, ref in ((["max", "min"], (0.0, 11.0)), (["min", "min"], (1.2, 9.0))):
+        assert hypervolume(values, directions, ref) == pytest.approx(hypervolume_2d(values, directions, ref))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_3d_hypervolume_equals_inclusion_exclusion(seed: int) -> None:
+    from optimix.pareto import hypervolume, to_minimise
+
+    rng = np.random.default_rng(seed)
+    values = rng.random((7, 3))
+    directions = ["max", "max", "min"]  # two accuracies up, FLOPs down
+    ref = np.array([0.0, 0.0, 1.0])
+    loss, ref_loss = to_minimise(values, directions), to_minimise(ref[None, :], directions)[0]
+    assert hypervolume(values, directions, ref) == pytest.approx(_union_volume(loss, ref_loss))
+
+
+def test_nd_hypervolume_ignores_rows_at_or_past_the_reference_and_nan() -> None:
+    from optimix.pareto import hypervolume
+
+    values = np.array([[0.5, 0.5, 0.5], [np.nan, 0.9, 0.1], [1.0, 0.2, 0.3]])
+    directions = ["min", "min", "min"]
+    assert hypervolume(values, directions, (1.0, 1.0, 1.0)) == pytest.approx(0.125)
+    assert hypervolume(values[:0], directions, (1.0, 1.0, 1.0)) == 0.0
+    with pytest.raises(ValueError):
+        hypervolume(values, directions, (1.0, 1.0))

@@ -419,7 +419,7 @@ def fake_search(monkeypatch):
 
     state = {"records": quickstart_trials(), "objectives": [("acc/facts", "max"), ("train_flops", "min")]}
 
-    def load(uri, experiment, run_id=None):
+    def load(uri, experiment, run_id=None, storage_path=None):
         if experiment == "missing":
             raise records.TrackingError("--experiment: no experiment named 'missing' in sqlite:///x.db")
         return records.SearchRecord("parent", "tiny", state["objectives"], state["records"])

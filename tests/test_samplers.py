@@ -248,3 +248,60 @@ def test_the_first_points_leave_most_of_a_small_budget_to_the_sampler():
     tree["search"]["budget_flops"] = None  # without a budget, the whole design
     free = build_space(tree)
     assert startup_points(free, 0) == startup_design(free, startup_trials(free), 0)
+
+
+def simplex_tree(sampler: str) -> dict:
+    """A whole bulk mixture searched: three tasks' weights on the simplex, beside a rare share."""
+    tree = space_tree(sampler)
+    tree["tasks"]["sort"] = {"kind": "sort", "length": 3, "alphabet": 8}
+    tree["tasks"]["reverse"] = {"kind": "reverse", "length": 3, "alphabet": 8}
+    tree["mixture"]["weights"] = {"dist": "simplex", "values": ["copy", "sort", "reverse"]}
+    return tree
+
+
+@pytest.mark.parametrize("sampler", ["auto", "frontier", "tpe", "gp", "nsga2", "random"])
+def test_simplex_proposals_sum_to_one(sampler):
+    space = build_space(simplex_tree(sampler))
+    assert {k for k in space.dimensions if k.startswith("mixture.weights.")} == {
+        "mixture.weights.copy", "mixture.weights.sort", "mixture.weights.reverse"}
+    assert space.base.mixture.weights == pytest.approx({"copy": 1 / 3, "sort": 1 / 3, "reverse": 1 / 3})
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, 0))
+    dists = distributions(space)
+    spread = []
+    for i in range(12):
+        trial = study.ask(dists)
+        weights = space.resolve(trial.params).mixture.weights
+        assert abs(sum(weights.values()) - 1) <= 1e-9 and min(weights.values()) >= 0
+        spread.append(weights["copy"])
+        study.tell(trial, [i / 12, trial_flops(space, trial.params)])
+    assert max(spread) - min(spread) > 0.1  # the samplers move over the simplex
+
+
+def test_simplex_weights_drive_the_mixture():
+    from optimix.tasks import build_tasks
+
+    space = build_space(simplex_tree("random"))
+    config = space.resolve({"mixture.weights.copy": 0.9, "mixture.weights.sort": 0.0,
+                            "mixture.weights.reverse": 0.5})
+    weights = build_tasks(config).weights
+    assert weights["sort"] == 0.0 and weights["copy"] > weights["reverse"] > 0
+    assert sum(weights[n] for n in ("copy", "sort", "reverse")) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"values": ["copy"]}, "mixture.weights.values: a simplex needs two or more distinct task names"),
+    ({"values": ["copy", "sort", "reverse"], "low": 0}, "mixture.weights.low: a simplex takes only values"),
+    ({"values": ["copy", "sort"]}, "mixture.weights: weigh each non-rare task"),
+])
+def test_bad_simplexes_name_their_key(change, message):
+    from optimix.config import SpaceError
+
+    tree = simplex_tree("random")
+    tree["mixture"]["weights"] = {"dist": "simplex", **change}
+    with pytest.raises(SpaceError, match="^" + message):
+        build_space(tree)
+    if change.get("values") == ["copy", "sort", "reverse"]:
+        return
+    grid = simplex_tree("grid")
+    with pytest.raises(SpaceError, match="^mixture.weights: the grid sampler cannot walk a simplex"):
+        build_space(grid)

@@ -103,7 +103,7 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
         {(run, True) for run in finals} | {(run, False) for run in steps}
 
     artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id)}
-    assert {"frontier.json", "frontier.png", "frontier.html", "space.yaml"} <= artifacts
+    assert {"frontier.json", "frontier.png", "frontier.html", "rare_map.png", "space.yaml"} <= artifacts
     frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))
     assert json.loads(Path(frontier_file).read_text()) == summary.frontier
 

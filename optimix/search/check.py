@@ -206,7 +206,7 @@ def _check_pareto(record: Record, trials: Sequence[LedgerTrial]) -> list[Violati
     if not objs:
         return [Violation("pareto", f"parent run {record.parent.run_id} has no {metrics.OBJECTIVES} "
                                     "tag: the frontier cannot be recomputed")]
-    cands = frontier.candidates([t.entry for t in trials], objs, record.curve_candidates)
+    cands = frontier.candidates([t.entry for t in trials], objs, record.curve_candidates, record.constraints)
     expected = frontier.membership(cands, objs)
     first_run: dict[str, RunRecord] = {}
     for run in record.children:

@@ -91,6 +91,13 @@ class Record:
         return metrics.parse_objectives_tag(self.parent.tags.get(metrics.OBJECTIVES, ""))
 
     @property
+    def constraints(self) -> list[metrics.Constraint]:
+        """The search's outcome constraints, as its parent run is tagged (none without one)."""
+        if self.parent is None:
+            return []
+        return metrics.parse_constraints_tag(self.parent.tags.get(metrics.CONSTRAINTS, ""))
+
+    @property
     def curve_candidates(self) -> bool:
         """``search.curve_candidates``: from the state's space, else the parent's params."""
         space = self.state.get("space")

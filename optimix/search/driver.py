@@ -56,6 +56,7 @@ class Driver:
         self.tracker = tracker
         self.parent_id = parent_id
         self.objectives = objectives
+        self.constraints = metrics.parse_constraints(space.base)
         self.progress_fn = progress
         self._shown_frontier = -1
         self.entries: list[dict] = []
@@ -83,8 +84,8 @@ class Driver:
     def replay(self, entries: list[dict]) -> None:
         """Take up the finished trials of earlier attempts: log any MLflow missed, once."""
         self.entries.extend(entries)
-        self.since_moved = frontier.since_moved(self.entries, self.objectives, self.curve)
-        self._front_values = frontier.front_values(self.entries, self.objectives, self.curve)
+        self.since_moved = frontier.since_moved(self.entries, self.objectives, self.curve, self.constraints)
+        self._front_values = frontier.front_values(self.entries, self.objectives, self.curve, self.constraints)
         self._sync()
 
     # -- as trials start and end (Tune's loop) -------------------------------------------------
@@ -108,6 +109,8 @@ class Driver:
             "result": doc,
             "node": doc.get("node"),
         }
+        if self.constraints and entry["status"] == metrics.OK:
+            entry["missed"] = [str(c) for c in metrics.missed(self.constraints, metrics.final_metrics(doc))]
         if doc.get("model_dir"):  # "all": uploaded with the run; "frontier": at the end, if on it
             entry["model_dir"] = doc["model_dir"]
         faults.kill_at("before_ledger")
@@ -132,7 +135,7 @@ class Driver:
     def _count_moves(self) -> None:
         """``since_moved`` after the latest entry: 0 if it moved the frontier, else one more
         (``frontier.since_moved``, kept one entry at a time)."""
-        now = frontier.front_values(self.entries, self.objectives, self.curve)
+        now = frontier.front_values(self.entries, self.objectives, self.curve, self.constraints)
         self.since_moved = 0 if now != self._front_values else self.since_moved + 1
         self._front_values = now
 
@@ -190,7 +193,7 @@ class Driver:
         self.unsynced = 0
 
     def candidates(self) -> list[frontier.Candidate]:
-        return frontier.candidates(self.entries, self.objectives, self.curve)
+        return frontier.candidates(self.entries, self.objectives, self.curve, self.constraints)
 
     def frontier_rows(self) -> list[dict]:
         """The frontier's rows, tied final results one row each (``frontier.tied``)."""

@@ -39,7 +39,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from optimix.metrics import CURVE_ATTR
+from optimix.metrics import CONSTRAINT_ATTR, CURVE_ATTR
 from optimix.space import Dimension
 
 NEAR = 0.02  # a candidate this close to a tried point in every scaled dimension is a near-repeat
@@ -62,7 +62,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
                  n_startup: int = 3, n_candidates: int = 384, seed: int | None = None,
                  key: Callable[[dict[str, Any]], str | None] = lambda p: None,
                  budget_limit: float | None = None, n_trials: int = 100, prior_sd: float = 0.1,
-                 ceiling: float = math.inf):
+                 ceiling: float = math.inf, constraints: int = 0):
         if list(dimensions) != list(distributions):
             raise ValueError("the dimensions and the distributions must name the same entries")
         self._dims = dict(dimensions)
@@ -78,6 +78,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self._n_trials = n_trials
         self._prior_sd = prior_sd
         self._ceiling = ceiling if maximize else math.inf
+        self._constraints = constraints
         self._rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
 
@@ -104,7 +105,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         y = self._sign * np.array([_quality(t, self._q) for t in done])
         gp = _GP.fit(x, y, self._prior_sd)
 
-        front = _front_points([t for t in trials if t.state != TrialState.RUNNING], self._sign)
+        front = _front_points([t for t in trials if t.state != TrialState.RUNNING
+                               and _met(t, self._constraints)], self._sign)
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
         for t in running:  # kriging believer: a running trial will land near the GP's mean
             mean, _ = gp.predict(np.array([self._encode(t.params)]))
@@ -122,9 +124,29 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         mean, sd = gp.predict(np.array([self._encode(c) for c in candidates]))
         reference = math.log10(max([float(costs.max()), *(10 ** p[0] for p in front)]) * 1.0001)
         gain = expected_gain(mean, sd, np.log10(costs), front, reference, self._ceiling)
+        gain = gain * self._feasible(done, x, np.array([self._encode(c) for c in candidates]))
         if not (gain > 0).any():
             return {}
         return candidates[int(np.argmax(gain / costs ** self.cost_weight(len(done))))]
+
+    def _feasible(self, done: Sequence[FrozenTrial], x: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """The probability that a candidate meets every outcome constraint: a GP per
+        constraint over the values ``searcher.tell`` stored (<= 0 met), as in constrained
+        expected improvement (Gardner et al. 2014). 1 without constraints."""
+        from statistics import NormalDist
+
+        p = np.ones(len(at))
+        rows = [i for i, t in enumerate(done) if CONSTRAINT_ATTR in t.user_attrs]
+        if not self._constraints or len(rows) < 2:
+            return p
+        values = np.array([done[i].user_attrs[CONSTRAINT_ATTR] for i in rows], dtype=float)
+        cdf = np.vectorize(NormalDist().cdf)
+        for k in range(values.shape[1]):
+            slack = np.clip(values[:, k], -1e6, 1e6)
+            gp = _GP.fit(x[rows], slack, 1e-3)
+            mean, sd = gp.predict(at)
+            p *= cdf(-mean / np.maximum(sd, 1e-9))
+        return p
 
     def cost_weight(self, n_done: int) -> float:
         """alpha in gain / FLOPs**alpha: the share of the budget left (of the trials, without a
@@ -191,6 +213,15 @@ def _quality(trial: FrozenTrial, q: int) -> float | None:
     if trial.state == TrialState.PRUNED and trial.user_attrs.get(CURVE_ATTR):
         return float(trial.user_attrs[CURVE_ATTR][-1][1])
     return None
+
+
+def _met(trial: FrozenTrial, constraints: int) -> bool:
+    """Whether a finished trial met the outcome constraints (one that stored no values, a
+    pruned trial, is not known to have met them)."""
+    if not constraints:
+        return True
+    values = trial.user_attrs.get(CONSTRAINT_ATTR)
+    return values is not None and all(v <= 0 for v in values)
 
 
 def _front_points(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, float]]:

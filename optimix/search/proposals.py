@@ -123,6 +123,7 @@ def make_sampler(space: Space, seed: int):
     import optuna
 
     name = sampler_name(space)
+    constraints = metrics.parse_constraints(space.base)
     if name == "frontier":
         from optimix.search.frontier_sampler import FrontierSampler
 
@@ -144,14 +145,30 @@ def make_sampler(space: Space, seed: int):
         return FrontierSampler(space.dimensions, distributions(space), q, objectives[q][1] == "max",
                                cost, n_startup=n_startup(space, seed), seed=seed, key=key,
                                budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space),
-                               ceiling=1.0 if objectives[q][0].startswith("acc/") else math.inf)
+                               ceiling=1.0 if objectives[q][0].startswith("acc/") else math.inf,
+                               constraints=len(constraints))
+    # Optuna 5 reads what ``searcher.tell`` set with ``Trial.set_constraint``; before it, a
+    # sampler asks its ``constraints_func``
+    told = ({"constraints_func": ConstraintValues(len(constraints))}
+            if constraints and not hasattr(optuna.Trial, "set_constraint") else {})
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(space, seed))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(space, seed), **told)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup(space, seed))
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup(space, seed), **told)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, **told)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+class ConstraintValues:
+    """Optuna's ``constraints_func``: the values ``searcher.tell`` stored on the trial (<= 0
+    met); a trial with none stored (pruned before its end) counts as missing every one."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, trial) -> list[float]:
+        return list(trial.user_attrs.get(metrics.CONSTRAINT_ATTR, [1.0] * self.n))
 
 
 def grid_points(space: Space, seed: int) -> list[dict[str, Any]]:

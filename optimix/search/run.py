@@ -154,6 +154,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
             f"{space.name}-search", metrics.objectives_tag(objectives),
             {**flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
             yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
+            metrics.constraints_tag(metrics.parse_constraints(space.base)),
         )
         saved = {"parent_run_id": parent_id, "experiment": experiment,
                  "tracking_uri": tracking.redact_uri(tracker.uri), "attempts": -1}
@@ -304,7 +305,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     study = optuna.create_study(study_name=saved["experiment"], storage=storage, sampler=sampler,
                                 directions=["maximize" if d == "max" else "minimize" for _, d in objectives],
                                 load_if_exists=True)
-    reconcile(study, storage, driver.entries, objectives)
+    reconcile(study, storage, driver.entries, objectives, driver.constraints)
     done = len(driver.entries)
     remaining = search.trials - done
     grid = grid_points(space, seed) if search.sampler == "grid" else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,7 @@ class OptimixSearcher(Searcher):
         self.space = space
         self.dists = distributions(space)
         self.objectives = objectives
+        self.constraints = metrics.parse_constraints(space.base)
         self.budget = budget
         self.record = record
         self.record_lost = record_lost
@@ -272,7 +273,7 @@ class OptimixSearcher(Searcher):
         return entries
 
     def _tell(self, ot_trial, entry: Mapping[str, Any]) -> None:
-        tell(self.study, ot_trial, entry, self.objectives)
+        tell(self.study, ot_trial, entry, self.objectives, self.constraints)
 
     def requeue(self, ot_trial, reason: str) -> None:
         """FAIL (never left RUNNING), and the same point queued to run again."""
@@ -317,8 +318,10 @@ def _never() -> bool:
     return False
 
 
-def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, str]]) -> None:
-    """Tell Optuna a trial's outcome as the ledger ``entry`` records it."""
+def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, str]],
+         constraints: Sequence[metrics.Constraint] = ()) -> None:
+    """Tell Optuna a trial's outcome as the ledger ``entry`` records it (with ``constraints``,
+    how far it is from each, for the samplers' ``constraints_func``)."""
     from optuna.trial import TrialState
 
 
@@ -329,6 +332,12 @@ def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, 
         ot_trial.set_user_attr(CURVE_ATTR, curve_points(entry, objectives))
     if status == metrics.OK:
         values = metrics.final_metrics(result)
+        if constraints:  # finite: Optuna's storage keeps JSON numbers
+            told = [min(v, 1e12) for v in metrics.violations(constraints, values)]
+            ot_trial.set_user_attr(metrics.CONSTRAINT_ATTR, told)
+            if hasattr(ot_trial, "set_constraint"):  # Optuna 5; earlier, the constraints_func
+                for constraint, value in zip(constraints, told, strict=True):
+                    ot_trial.set_constraint(str(constraint), value)
         missing = [m for m, _ in objectives if not math.isfinite(values.get(m, math.nan))]
         if not missing:
             study.tell(ot_trial, [optuna_value(m, values[m]) for m, _ in objectives])
@@ -352,7 +361,8 @@ def curve_points(entry: Mapping[str, Any], objectives: list[tuple[str, str]]) ->
     return points
 
 
-def reconcile(study, storage, entries: list[dict], objectives: list[tuple[str, str]]) -> None:
+def reconcile(study, storage, entries: list[dict], objectives: list[tuple[str, str]],
+              constraints: Sequence[metrics.Constraint] = ()) -> None:
     """Optuna trials a killed driver left RUNNING, set right by the ledger.
 
     A trial in the ledger was killed between its ledger line and Optuna's tell: Optuna is
@@ -368,7 +378,7 @@ def reconcile(study, storage, entries: list[dict], objectives: list[tuple[str, s
         trial = optuna.Trial(study, _storage_id(study, storage, frozen.number))
         entry = by_id.get(frozen.user_attrs.get(TRIAL_ID_ATTR, ""))
         if entry is not None:
-            tell(study, trial, entry, objectives)
+            tell(study, trial, entry, objectives, constraints)
             continue
         trial.set_user_attr(SKIPPED_ATTR, "the driver stopped while it ran")
         study.tell(trial, state=TrialState.FAIL)

@@ -1,0 +1,177 @@
+"""Outcome constraints (``search.constraints``): parsed with one-line errors, told to the
+samplers, and a trial that misses one is tagged so and never on the frontier. The end-to-end
+test runs two real searches over the same points, one without and one with a constraint
+placed between what the two models measured, and shows the frontier change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from optimix import frontier, metrics
+from optimix.cli import main as cli_main
+from optimix.config import SpaceError
+from optimix.search import SearchOptions, run_search
+from optimix.space import build_space
+
+
+def tree(constraints=(), sampler: str = "tpe") -> dict:
+    points = [{"model.d_model": 16}, {"model.d_model": 64}]
+    return {
+        "name": "constrained",
+        "tasks": {"background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
+                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
+        "mixture": {"rare_task": "facts", "rare_freq": 0.2},
+        "model": {"d_model": {"dist": "choice", "values": [16, 64]}, "n_layer": 1, "n_head": 2},
+        "train": {"tokens": 40_000, "batch_size": 32, "threads": 1, "lr": 0.01},
+        "eval": {"points": 2, "size": 128},
+        "search": {"trials": 2, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": sampler,
+                   "points_to_evaluate": points, "constraints": list(constraints)},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and the frontier, on ledger entries
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("acc/background => 0.2", "search.constraints.0: expected 'metric >= value'"),
+    ("acc/nope >= 0.2", "search.constraints.0: unknown metric 'acc/nope'"),
+    ("acc/background >= high", "search.constraints.0: 'high' is not a number"),
+    ("acc/background >= nan", "search.constraints.0: the bound must be a finite number"),
+])
+def test_bad_constraints_name_their_key(text, message):
+    with pytest.raises(SpaceError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        metrics.parse_constraints(build_space(tree([text])).base)
+
+
+def test_violation_is_optuna_style_and_strict_bounds_miss_on_equality():
+    c = metrics.parse_constraint("acc/background >= 0.2")
+    assert c.violation({"acc/background": 0.1}) == pytest.approx(0.1)
+    assert c.violation({"acc/background": 0.3}) == pytest.approx(-0.1)
+    assert c.violation({}) == float("inf")
+    assert metrics.parse_constraint("params < 1000").violation({"params": 1000.0}) > 0
+    assert metrics.parse_constraints_tag("acc/a >= 0.2; params < 1e+06") == [
+        metrics.Constraint("acc/a", ">=", 0.2), metrics.Constraint("params", "<", 1e6)]
+
+
+def entry(trial_id: str, flops: float, acc: float, background: float) -> dict:
+    result = {"train_flops": flops, "params": 1.0, "non_embedding_params": 1.0, "tokens": 1.0,
+              "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0, "steps": 10,
+              "accuracy": {"facts": acc, "background": background}, "loss": {"facts": 1.0, "background": 1.0},
+              "curve": [{"step": 5, "tokens": 0.5, "train_flops": flops / 2, "train_loss": 2.0,
+                         "accuracy": {"facts": acc / 2, "background": background / 2},
+                         "loss": {"facts": 1.0, "background": 1.0}}]}
+    return {"trial_id": trial_id, "status": "ok", "result": result}
+
+
+def test_a_candidate_that_misses_a_constraint_is_never_on_the_frontier():
+    objectives = [("acc/facts", "max"), ("train_flops", "min")]
+    entries = [entry("small", 1e9, 0.9, 0.1), entry("large", 1e10, 0.95, 0.5)]
+    free = {(c.trial_id, c.final) for c in frontier.front(frontier.candidates(entries, objectives), objectives)}
+    assert ("small", True) in free and ("small", False) in free
+    rule = [metrics.parse_constraint("acc/background >= 0.2")]
+    held = frontier.front(frontier.candidates(entries, objectives, True, rule), objectives)
+    # the large model's final (0.5) and its curve point (0.25) meet it; nothing of the small one
+    assert {(c.trial_id, c.final) for c in held} == {("large", True), ("large", False)}
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: real Ray, Optuna and MLflow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def two_rare(constraints=()) -> dict:
+    """Two rare tasks (the facts' share searched), two model sizes: a 2 x 2 grid."""
+    base = tree(constraints)
+    base["tasks"]["rev"] = {"kind": "reverse", "length": 2, "alphabet": 8}
+    base["mixture"] = {"rare": {"facts": {"dist": "choice", "values": [0.05, 0.2]}, "rev": 0.1}}
+    base["search"].update(sampler="grid", trials=4)
+    del base["search"]["points_to_evaluate"]
+    return base
+
+
+def by_width(client: MlflowClient, experiment: str) -> dict[int, list]:
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              "tags.`optimix.role` = 'trial'")
+    out: dict[int, list] = {}
+    for r in runs:
+        out.setdefault(json.loads(r.data.tags["optimix.point"])["model.d_model"], []).append(r)
+    return out
+
+
+@pytest.mark.slow
+def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_path, capsys):
+    """Two real searches over the same grid (two rare tasks, two sizes): one free, one that
+    holds the background to a level only the larger model reached in the first. The frontier
+    loses the small model, every layer is told (MLflow tags, Optuna, optimix check), and
+    optimix plan answers per rare task, over that task's own share, only with what met it."""
+    from optimix import hardware, plan
+    from optimix.records import load_search
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_search(build_space(two_rare()), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "a"),
+                                                      experiment="free"))
+    client = MlflowClient(uri)
+    free = by_width(client, "free")
+    background = {w: [r.data.metrics["acc/background"] for r in runs] for w, runs in free.items()}
+    assert max(background[16]) < min(background[64]), background  # the setup: the larger model knows more
+    assert any(r.data.tags["optimix.pareto"] == "true" for r in free[16])  # the cheapest, unconstrained
+    assert all("optimix.constraints_met" not in r.data.tags for rs in free.values() for r in rs)
+
+    rule = f"acc/background >= {(max(background[16]) + min(background[64])) / 2:.6f}"
+    held = run_search(build_space(two_rare([rule])), SearchOptions(
+        tracking_uri=uri, storage_path=str(tmp_path / "b"), experiment="held"))
+    parent = client.get_run(held.parent_run_id)
+    # MLflow 3 opens the experiment on its training runs, not on a GenAI traces page
+    assert client.get_experiment_by_name("held").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.data.tags["optimix.constraints"] == str(metrics.parse_constraint(rule))
+    runs = by_width(client, "held")
+    assert all(r.data.tags["optimix.constraints_met"].startswith("false: acc/background >=") for r in runs[16])
+    assert all(r.data.tags["optimix.constraints_met"] == "true" for r in runs[64])
+    assert all(r.data.tags["optimix.pareto"] == "false" and r.data.tags["optimix.status"] == "ok"
+               for r in runs[16])
+    assert held.frontier and {r["run_id"] for r in held.frontier} <= {r.info.run_id for r in runs[64]}
+    # curve points sit on MLflow's time axis at the time each was measured
+    history = sorted(client.get_metric_history(runs[64][0].info.run_id, "curve/train_loss"), key=lambda m: m.step)
+    assert len(history) == 2 and history[0].timestamp < history[1].timestamp
+
+    # Optuna was told: each trial carries its constraint values, <= 0 where met
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(held.state_dir) / "optuna.journal")))
+    (name,) = optuna.get_all_study_names(storage)
+    told = sorted(t.user_attrs[metrics.CONSTRAINT_ATTR][0] for t in optuna.load_study(
+        study_name=name, storage=storage).trials)
+    assert told[1] <= 0 < told[2]
+    if hasattr(optuna.Trial, "set_constraint"):  # Optuna 5: what its samplers read
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert sorted(v for t in study.trials for v in t.constraints.values()) == pytest.approx(told)
+    # optimix check recomputes the frontier with the constraint: the tags agree
+    cli_main(["check", "--tracking-uri", uri, "--experiment", "held", "--storage-path", str(tmp_path / "b")])
+
+    record = load_search(uri, "held")
+    assert {t.constraints_met for t in record.trials} == {True, False}
+    _, table = plan.search_table(record, "facts")
+    assert sorted(set(table.rare_freq)) == [0.05, 0.2]  # the facts task's own share
+    head_rev, table_rev = plan.search_table(record, "rev")
+    assert set(table_rev.rare_freq) == {0.1} and head_rev["metric"] == "acc/rev"
+    doc = plan.answer(table, metric="acc/facts", budget_flops=1e15, hardware=hardware.PROFILES["cpu"])
+    assert doc["constraints"]["met"] == 2 and doc["constraints"]["missed"] == 2
+    assert doc["observed"]["run_id"] in {t.run_id for t in record.trials if t.constraints_met}
+    if doc["predicted"] is not None:
+        assert doc["predicted"]["config"]["params"] in doc["constraints"]["sizes"]
+    capsys.readouterr()
+    cli_main(["plan", "--tracking-uri", uri, "--experiment", "held", "--task", "facts", "--budget-flops", "1e15"])
+    assert "met the search's constraints" in capsys.readouterr().out
