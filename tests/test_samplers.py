@@ -305,3 +305,33 @@ def test_bad_simplexes_name_their_key(change, message):
     grid = simplex_tree("grid")
     with pytest.raises(SpaceError, match="^mixture.weights: the grid sampler cannot walk a simplex"):
         build_space(grid)
+
+
+def test_the_frontier_sampler_weighs_its_gain_by_the_chance_of_meeting_the_constraints():
+    """Trials at the small width miss an outcome constraint, the others meet it: the sampler's
+    GP over the stored constraint values puts a low chance of meeting it on small-width
+    candidates and a high one on wide ones, and its frontier leaves the misses out."""
+    from optimix.metrics import CONSTRAINT_ATTR
+    from optimix.search.frontier_sampler import _met
+
+    tree = space_tree("frontier")
+    tree["search"]["constraints"] = ["acc/copy >= 0.5"]
+    space = build_space(tree)
+    sampler = make_sampler(space, 0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    dists = distributions(space)
+    for i in range(10):
+        trial = study.ask(dists)
+        wide = trial.params["model.d_model"] >= 48
+        trial.set_user_attr(CONSTRAINT_ATTR, [-0.3 if wide else 0.4])  # <= 0: met
+        flops = trial_flops(space, trial.params)
+        trial.set_user_attr("optimix.curve", [[float(np.log10(flops)), 0.5]])
+        study.tell(trial, [0.9 if not wide else 0.5, float(np.log10(flops))])
+    done = study.get_trials(deepcopy=False)
+    assert [_met(t, 1) for t in done] == [t.params["model.d_model"] >= 48 for t in done]
+    x = np.array([sampler._encode(t.params) for t in done])
+    narrow = {**done[0].params, "model.d_model": 16}
+    wide = {**done[0].params, "model.d_model": 64}
+    p = sampler._feasible(done, x, np.array([sampler._encode(narrow), sampler._encode(wide)]))
+    assert p[0] < 0.2 < 0.8 < p[1]
+    assert all(_met(t, 0) for t in done)  # without constraints every trial counts
