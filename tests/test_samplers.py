@@ -320,7 +320,7 @@ def test_the_frontier_sampler_weighs_its_gain_by_the_chance_of_meeting_the_const
     sampler = make_sampler(space, 0)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     dists = distributions(space)
-    for i in range(10):
+    for _ in range(10):
         trial = study.ask(dists)
         wide = trial.params["model.d_model"] >= 48
         trial.set_user_attr(CONSTRAINT_ATTR, [-0.3 if wide else 0.4])  # <= 0: met
