@@ -114,3 +114,22 @@ def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
     assert "rare_map.png" in plots.frontier_plots(grid, [("acc/facts", "max"), ("train_flops", "min")])
     assert plots.words("acc/mean.facts.rev") == "mean accuracy over facts, rev"
     assert plots.words("train_flops") == "training FLOPs"
+
+
+def test_pruning_and_the_default_sampler_in_three_objectives():
+    """A curve point is pruned only when one candidate beats it, at no more FLOPs, in every
+    other objective; ``auto`` picks Optuna's GP for three objectives, TPE past that."""
+    from optimix import frontier
+    from optimix.search.proposals import sampler_name
+
+    objectives = [("acc/a", "max"), ("acc/b", "max"), ("train_flops", "min")]
+    cands = [frontier.Candidate("x", 10, 10, True, {"acc/a": 0.9, "acc/b": 0.2, "train_flops": 1e9})]
+    point = {"acc/a": 0.3, "acc/b": 0.5, "train_flops": 2e9}
+    assert not frontier.dominated_at_equal_flops(point, cands, objectives, 0.05)  # better on b
+    cands.append(frontier.Candidate("y", 10, 10, True, {"acc/a": 0.5, "acc/b": 0.7, "train_flops": 2e9}))
+    assert frontier.dominated_at_equal_flops(point, cands, objectives, 0.05)
+    assert not frontier.dominated_at_equal_flops({**point, "train_flops": 1.5e9}, cands, objectives, 0.05)
+    three = build_space(tree(["acc/facts:max", "acc/rev:max", "train_flops:min"], sampler="auto"))
+    four = build_space(tree(["acc/facts:max", "acc/rev:max", "acc/background:max", "train_flops:min"],
+                            sampler="auto"))
+    assert sampler_name(three) == "gp" and sampler_name(four) == "tpe"
