@@ -182,13 +182,23 @@ def _resume_line(space: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the frontier as one JSON list.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the frontier plot (.png or .html).")
+@click.option("--register", "register_as", default=None, metavar="NAME",
+              help="Register a frontier model in MLflow's model registry as NAME.")
+@click.option("--run", "trial_run", default=None, metavar="ID",
+              help="With --register: this trial's model (run or trial id; default: the frontier's "
+                   "best in the first objective).")
 def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | None, storage_path: str,
-             as_json: bool, plot_path: str | None) -> None:
+             as_json: bool, plot_path: str | None, register_as: str | None, trial_run: str | None) -> None:
     """The Pareto frontier of a recorded search."""
     from optimix import frontier as front
     from optimix import plots
 
+    if trial_run is not None and register_as is None:
+        raise SpaceError("--run: names the trial whose model --register registers; give --register NAME")
     record = _load_search(tracking_uri, experiment, run_id, storage_path)
+    if register_as is not None:
+        _register(record, tracking_uri, register_as, trial_run)
+        return
     rows = front.recorded_rows(record.trials, record.objectives)
     rows.sort(key=lambda r: r.get(plots.axes_for(record.objectives)[0]) or 0)
     if plot_path and not any(t.status == "ok" for t in record.trials):
@@ -316,6 +326,27 @@ def _load_search(tracking_uri, experiment, run_id, storage_path=None):
         click.echo(f"search {record.run_id} in experiment {record.experiment!r}: {record.picked} "
                    "(name another with --experiment)", err=True)
     return record
+
+
+def _register(record, tracking_uri: str | None, name: str, trial_run: str | None) -> None:
+    """``optimix frontier --register``: one trial's MLflow model as a new registered version."""
+    from optimix import serving
+    from optimix.mlflow_client import connect, resolve_uri
+
+    client = connect(resolve_uri(tracking_uri))
+    try:
+        trial = serving.pick_trial(client, record, trial_run)
+    except ValueError as err:
+        raise SpaceError(str(err)) from None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = serving.register(client, trial.run_id, name)
+    except MlflowException as err:
+        raise SpaceError(f"--register: {str(err).splitlines()[0]}") from None
+    values = ", ".join(f"{m}={trial.metrics[m]:.3g}" for m, _ in record.objectives if m in trial.metrics)
+    click.echo(f"registered {name!r} version {version.version}: run {trial.run_id} ({trial.name}; {values})")
+    click.echo(f"serve it:  mlflow models serve -m models:/{name}/{version.version} --env-manager local")
 
 
 def _plan_emit(doc, as_json: bool, printer) -> None:

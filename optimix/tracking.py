@@ -207,8 +207,7 @@ class Tracker:
         send_items(self.client, tries, run_id, _curve(result.get("curve", []), now),
                    f"the learning curve of {what}")
         if with_model and record.get("model_dir"):
-            tries(f"uploading the model of {what}",
-                  lambda: self.client.log_artifacts(run_id, record["model_dir"], "model"))
+            self._log_model(tries, run_id, record["model_dir"], what)
         tries(f"finishing the run of {what}", lambda: self.client.set_terminated(
             run_id, "FINISHED" if status in (OK, PRUNED) else "FAILED"))
 
@@ -230,8 +229,16 @@ class Tracker:
         return len(strays)
 
     def log_model(self, run_id: str, model_dir: str) -> None:
-        self._tries()(f"uploading the model of run {run_id}",
-                      lambda: self.client.log_artifacts(run_id, model_dir, "model"))
+        self._log_model(self._tries(), run_id, model_dir, f"run {run_id}")
+
+    def _log_model(self, tries: Tries, run_id: str, model_dir: str, what: str) -> None:
+        """The run's ``model``: an MLflow pyfunc (``optimix.serving``) that ``mlflow models
+        serve`` serves and the registry takes, its ``save_pretrained`` folder inside."""
+        from optimix import serving
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = serving.pyfunc_model(model_dir, Path(tmp) / "model")
+            tries(f"uploading the model of {what}", lambda: self.client.log_artifacts(run_id, str(local), "model"))
 
     def set_frontier_tags(self, membership: Mapping[str, tuple[bool, Sequence[int]]]) -> None:
         """Per run: whether its final result is on the frontier, and which of its

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optimix import serving
 from optimix.config import TrainConfig, TrialConfig
 from optimix.model import Shape, shape_for
 from optimix.monitor import (  # the trial's records and device check, re-exported from here
@@ -136,3 +137,4 @@ def save_model(model, taskset: TaskSet, path: str | Path) -> None:
     path = Path(path)
     model.save_pretrained(path)
     taskset.vocab.to_hf_tokenizer().save_pretrained(path)
+    serving.write_card(taskset, path)  # how each task's prompts are written, for serving

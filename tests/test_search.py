@@ -265,6 +265,8 @@ def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
         assert has_model == (run.data.tags["optimix.pareto"] == "true")
         if has_model:
             local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / run.info.run_id))
+            assert (Path(local) / "MLmodel").exists()  # an MLflow model, the save_pretrained folder inside
+            [local] = (Path(local) / "artifacts").iterdir()
             model = AutoModelForCausalLM.from_pretrained(local)
             tokenizer = AutoTokenizer.from_pretrained(local)
             assert sum(p.numel() for p in model.parameters()) == run.data.metrics["params"]

@@ -1,0 +1,169 @@
+"""Frontier models as MLflow models: registered by ``optimix frontier --register`` and served by
+``mlflow models serve`` on loopback, answering prompts as the model does in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from test_search import tiny_space_tree
+
+from optimix.search import SearchOptions, run_search
+from optimix.space import build_space
+
+from cluster_fixtures import base_env, free_port, kill_sessions
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+OPTIMIX = str(Path(sys.executable).with_name("optimix"))
+PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # its uvicorn, as activated
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A real search that keeps its frontier's models: (tracking URI, storage path, parent run)."""
+    root = tmp_path_factory.mktemp("serving")
+    points = [{"mixture.rare_freq": 0.3, "model.d_model": 32},
+              {"mixture.rare_freq": 0.02, "model.d_model": 16},
+              {"mixture.rare_freq": 0.1, "model.d_model": 16}]
+    tree = tiny_space_tree(trials=3, sampler="random", max_concurrent=1, points_to_evaluate=points,
+                           save_models="frontier")
+    tree["train"].update(fault="none", tokens=60_000)
+    uri, storage = f"sqlite:///{root}/mlflow.db", str(root / "runs")
+    summary = run_search(build_space(tree), SearchOptions(tracking_uri=uri, storage_path=storage))
+    yield uri, storage, summary.parent_run_id
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def optimix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([OPTIMIX, *args], cwd=cwd, env=base_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, tracking_uri: str, timeout: float = 120):
+    """``mlflow models serve`` on 127.0.0.1 in the test's own environment; yields its URL."""
+    port = free_port()
+    log_path = Path(tracking_uri.removeprefix("sqlite:///")).with_name(f"serve-{port}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([MLFLOW, "models", "serve", "-m", model_uri, "--env-manager", "local",
+                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                env=base_env(MLFLOW_TRACKING_URI=tracking_uri, PATH=PATH), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:  # up when /ping answers
+            assert proc.poll() is None, f"mlflow models serve exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ping", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+            assert time.monotonic() < deadline, f"not serving in {timeout} s:\n{log_path.read_text()[-4000:]}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        assert not kill_sessions([proc.pid], grace_s=5.0), "mlflow models serve outlived the test"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def invoke(url: str, rows: list[dict]) -> tuple[int, dict]:
+    body = json.dumps({"dataframe_records": rows}).encode()
+    request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_a_registered_frontier_model_is_served_and_answers_as_it_does_in_process(searched, tmp_path):
+    import mlflow.pyfunc
+
+    uri, storage, parent = searched
+    client = MlflowClient(uri)
+    done = optimix("frontier", "--tracking-uri", uri, "--storage-path", storage, "--register", "tiny-best",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "registered 'tiny-best' version 1: run " in done.stdout
+    run_id = done.stdout.split("run ", 1)[1].split()[0]
+    trial = client.get_run(run_id)
+    assert trial.data.tags["mlflow.parentRunId"] == parent and trial.data.tags["optimix.pareto"] == "true"
+    best = max(r.data.metrics["acc/facts"] for r in client.search_runs(
+        [trial.info.experiment_id], "tags.`optimix.pareto` = 'true'"))
+    assert trial.data.metrics["acc/facts"] == best  # the frontier's best in the first objective
+    [version] = client.search_model_versions("name = 'tiny-best'")
+    assert version.run_id == run_id
+
+    folder = next(Path(client.download_artifacts(run_id, "model/artifacts", str(tmp_path))).iterdir())
+    card = json.loads((folder / "optimix.json").read_text())["tasks"]
+    rows = [{"task": name, "prompt": spec["example"]["prompt"]} for name, spec in card.items()]
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.pyfunc.load_model("models:/tiny-best/1").predict(rows)
+    with model_server("models:/tiny-best/1", uri) as url:
+        status, served = invoke(url, rows)
+        assert status == 200, served
+        bad_status, bad = invoke(url, [{"task": "nope", "prompt": "s1"}])
+    assert served["predictions"] == local
+    right = teacher_forced_right(folder, card)
+    assert any(right.values()) and not all(right.values()), right  # both ways, in this search
+    for row, answer in zip(rows, served["predictions"], strict=True):
+        spec = card[row["task"]]
+        assert len(answer.split()) == spec["answer_tokens"]
+        # Greedy decoding follows the true answer exactly as long as the model, shown the true
+        # prefix, predicts each next token: the whole answer is right iff every one is.
+        assert (answer == spec["example"]["answer"]) == right[row["task"]], (row, answer, spec)
+    assert bad_status >= 400 and "'nope' is not one of this model's tasks" in json.dumps(bad)
+
+
+@pytest.mark.slow
+def test_register_names_a_trial_and_refuses_one_that_kept_no_model(searched, tmp_path):
+    uri, storage, parent = searched
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    kept = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
+    bare = [r for r in runs if r.data.tags["optimix.pareto"] != "true"]
+    done = optimix("frontier", "--tracking-uri", uri, "--storage-path", storage, "--register", "pick",
+                   "--run", kept[-1].data.tags["optimix.trial_id"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"run {kept[-1].info.run_id}" in done.stdout
+    if bare:  # off the frontier: no model was kept
+        refused = optimix("frontier", "--tracking-uri", uri, "--storage-path", storage, "--register", "pick",
+                          "--run", bare[0].info.run_id, cwd=tmp_path)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().splitlines()[-1].startswith(f"error: --run: run {bare[0].info.run_id} kept no")
+    stray = optimix("frontier", "--tracking-uri", uri, "--storage-path", storage, "--run", "x", cwd=tmp_path)
+    assert stray.returncode != 0 and "--register" in stray.stderr and "Traceback" not in stray.stderr
+
+
+def teacher_forced_right(folder: Path, card: dict) -> dict[str, bool]:
+    """Per task: whether the model, shown the example's true answer so far, predicts each next
+    answer token (optimix's own accuracy, on that one item), with transformers directly."""
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    out = {}
+    for name, spec in card.items():
+        prompt, answer = spec["example"]["prompt"].split(), spec["example"]["answer"].split()
+        ids = tokenizer.convert_tokens_to_ids([f"<t:{name}>", *prompt, "<sep>", *answer])
+        with torch.no_grad():
+            predicted = model(input_ids=torch.tensor([ids])).logits[0].argmax(-1).tolist()
+        out[name] = predicted[len(ids) - len(answer) - 1: -1] == ids[len(ids) - len(answer):]
+    return out
