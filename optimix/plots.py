@@ -108,11 +108,16 @@ def rare_map(rows: Sequence[Mapping[str, Any]], quality: str) -> bytes | None:
     sc = ax.scatter([r["rare_freq"] for r in pts], [r["params"] for r in pts], c=[r[quality] for r in pts],
                     cmap="viridis", s=260, marker="s", edgecolors=["crimson" if r.get("pareto") else "black"
                                                                   for r in pts], linewidths=1.2)
-    for r in pts:
-        ax.annotate(f"{r[quality]:.2f}", (r["rare_freq"], r["params"]), ha="center", va="center", fontsize=7,
-                    color="white" if r[quality] < 0.5 * max(p[quality] for p in pts) else "black")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.figure.canvas.draw()  # scales and limits final: label positions in pixels
+    labelled: list[Any] = []
+    for r in sorted(pts, key=lambda r: -r[quality]):  # a cell hidden under another goes unlabelled
+        at = ax.transData.transform((r["rare_freq"], r["params"]))
+        if all(math.dist(at, other) > 24 for other in labelled):
+            labelled.append(at)
+            ax.annotate(f"{r[quality]:.2f}", (r["rare_freq"], r["params"]), ha="center", va="center",
+                        fontsize=7, color="white" if r[quality] < 0.5 * max(p[quality] for p in pts) else "black")
     ax.set_xlabel("rare-task frequency (share of training sequences)")
     ax.set_ylabel("model size (parameters)")
     ax.set_title(f"Grow or boost? {words(quality)} by frequency and size (red edge: on the frontier)", fontsize=9)
