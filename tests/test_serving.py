@@ -152,8 +152,8 @@ def test_register_names_a_trial_and_refuses_one_that_kept_no_model(searched, tmp
 
 
 def teacher_forced_right(folder: Path, card: dict) -> dict[str, bool]:
-    """Per task: whether the model, shown the example's true answer so far, predicts each next
-    answer token (optimix's own accuracy, on that one item), with transformers directly."""
+    """Per task with an example: whether the model, shown the example's true answer so far,
+    predicts each next answer token (and a dataset answer's end), with transformers directly."""
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -161,9 +161,53 @@ def teacher_forced_right(folder: Path, card: dict) -> dict[str, bool]:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
     out = {}
     for name, spec in card.items():
-        prompt, answer = spec["example"]["prompt"].split(), spec["example"]["answer"].split()
+        if "example" not in spec:
+            continue
+        prompt, answer = spec["example"]["prompt"], spec["example"]["answer"]
+        if spec["input"] == "chars":
+            prompt, answer = [f"<c:{ord(c):x}>" for c in prompt], [f"<c:{ord(c):x}>" for c in answer] + ["<eos>"]
+        else:
+            prompt, answer = prompt.split(), answer.split()
         ids = tokenizer.convert_tokens_to_ids([f"<t:{name}>", *prompt, "<sep>", *answer])
         with torch.no_grad():
             predicted = model(input_ids=torch.tensor([ids])).logits[0].argmax(-1).tolist()
         out[name] = predicted[len(ids) - len(answer) - 1: -1] == ids[len(ids) - len(answer):]
     return out
+
+
+def test_a_saved_model_answers_every_kind_of_task_in_process(tmp_path):
+    """Without a server: the pyfunc that a run's ``model`` holds, loaded by MLflow, on a
+    synthetic, a dataset and a text task."""
+    import mlflow.pyfunc
+
+    from optimix import serving
+    from optimix.train import run_trial
+
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"prompt": f"{a}+{b}", "answer": str(a + b)}) + "\n"
+                                               for a in range(12) for b in range(12)))
+    (tmp_path / "prose.txt").write_text("".join(f"the {w} sees the {v} at dawn.\n"
+                                                for w in ("cat", "dog", "owl", "fox") for v in ("emu", "yak", "elk")) * 20)
+    tree = {"name": "serve",
+            "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
+                      "qa": {"kind": "dataset", "path": str(tmp_path / "qa.jsonl")},
+                      "prose": {"kind": "text", "path": str(tmp_path / "prose.txt"), "vocab_size": 300,
+                                "max_tokens": 12}},
+            "mixture": {"rare_task": "qa", "rare_freq": 0.3},
+            "model": {"d_model": 32, "n_layer": 2, "n_head": 2},
+            "train": {"tokens": 40_000, "batch_size": 32, "lr": 0.01, "threads": 1, "device": "cpu"},
+            "eval": {"points": 1, "size": 32}}
+    result = run_trial(build_space(tree).base, save_dir=tmp_path / "hf")
+    assert result.status == "ok", result.error
+    model = mlflow.pyfunc.load_model(str(serving.pyfunc_model(tmp_path / "hf", tmp_path / "pyfunc")))
+    card = json.loads((tmp_path / "hf" / "optimix.json").read_text())["tasks"]
+    assert card["qa"]["input"] == "chars" and card["prose"]["input"] == "text" and "example" not in card["prose"]
+    rows = [{"task": n, "prompt": spec["example"]["prompt"]} for n, spec in card.items() if "example" in spec]
+    answers = model.predict(rows)
+    right = teacher_forced_right(tmp_path / "hf", card)
+    for row, answer in zip(rows, answers, strict=True):
+        assert (answer == card[row["task"]]["example"]["answer"]) == right[row["task"]], (row, answer)
+    assert card["qa"]["example"]["answer"].isdigit()
+    [more] = model.predict([{"task": "prose", "prompt": "the cat sees"}])
+    assert isinstance(more, str) and more.strip()  # a continuation, within the line's budget
+    with pytest.raises(Exception, match="not in this model's vocabulary"):
+        model.predict([{"task": "copy", "prompt": "s1 zz"}])
