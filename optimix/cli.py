@@ -338,12 +338,10 @@ def _register(record, tracking_uri: str | None, name: str, trial_run: str | None
         trial = serving.pick_trial(client, record, trial_run)
     except ValueError as err:
         raise SpaceError(str(err)) from None
-    from mlflow.exceptions import MlflowException
-
     try:
         version = serving.register(client, trial.run_id, name)
-    except MlflowException as err:
-        raise SpaceError(f"--register: {str(err).splitlines()[0]}") from None
+    except ValueError as err:
+        raise SpaceError(str(err)) from None
     values = ", ".join(f"{m}={trial.metrics[m]:.3g}" for m, _ in record.objectives if m in trial.metrics)
     click.echo(f"registered {name!r} version {version.version}: run {trial.run_id} ({trial.name}; {values})")
     click.echo(f"serve it:  mlflow models serve -m models:/{name}/{version.version} --env-manager local")

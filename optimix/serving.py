@@ -80,16 +80,20 @@ def _requirements() -> list[str]:
 
 
 def register(client, run_id: str, name: str) -> Any:
-    """A new version of registered model ``name`` from run ``run_id``'s ``model``."""
+    """A new version of registered model ``name`` from run ``run_id``'s ``model``; MLflow's
+    refusal (a name it does not take, say) as a one-line ``ValueError``."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name)
+        try:
+            client.create_registered_model(name)
+        except MlflowException as err:
+            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
+        source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
+        return client.create_model_version(name, source, run_id=run_id)
     except MlflowException as err:
-        if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
-            raise
-    source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
-    return client.create_model_version(name, source, run_id=run_id)
+        raise ValueError(f"--register: {str(err).splitlines()[0]}") from None
 
 
 def pick_trial(client, record, run: str | None):

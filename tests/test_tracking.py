@@ -107,7 +107,7 @@ def sqlite_uri(tmp_path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # The modules that talk to MLflow
 
-MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py"}
+MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py", "serving.py", "served_model.py"}
 
 
 def test_only_the_tracking_modules_import_mlflow():
