@@ -84,6 +84,7 @@ def validate(space: str, overrides: tuple[str, ...]) -> None:
 def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str | None,
           as_json: bool) -> None:
     """Train and evaluate one trial at each dimension's default (no Ray, no MLflow)."""
+    from optimix import hub
     from optimix.train import resolve_device, run_trial
 
     extra = list(overrides)
@@ -91,7 +92,7 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         extra.append(f"seed={seed}")
     if device is not None:
         extra.append(f"train.device={device}")
-    config = load_space(space, extra, ranges=False).base  # the one config it trains
+    config = hub.pin_config(load_space(space, extra, ranges=False).base)  # the one config it trains
     try:
         resolve_device(config.train.device)
     except ValueError as err:
