@@ -91,9 +91,7 @@ def pin_space(space, folder: Path, recorded: Mapping[str, Mapping[str, Any]] | N
             commit = resolve(name, spec.path, spec.revision)
         pins[name] = {"path": spec.path, "revision": spec.revision, "commit": commit, "split": spec.split,
                       "file": str(snapshot(name, spec, commit, folder))}
-        if spec.revision != commit:
-            log.warning("tasks.%s: %r pinned to commit %s%s (tasks.%s.revision)", name, spec.path, commit,
-                        f" ({spec.revision})" if spec.revision else "", name)
+        _say_pinned(name, spec, commit)
     if not pins:
         return space, pins
     tree = {**tree, "tasks": {**tree["tasks"]}}
@@ -122,10 +120,16 @@ def pin_config(config: TrialConfig) -> TrialConfig:
     for name, spec in config.tasks.items():
         if isinstance(spec, DatasetTask) and is_hub(spec.path):
             commit = resolve(name, spec.path, spec.revision)
-            if commit != spec.revision:
-                log.warning("tasks.%s: %r pinned to commit %s (tasks.%s.revision)", name, spec.path, commit, name)
+            _say_pinned(name, spec, commit)
             tasks[name] = spec.model_copy(update={"revision": commit})
     return config.model_copy(update={"tasks": tasks})
+
+
+def _say_pinned(name: str, spec: DatasetTask, commit: str) -> None:
+    """One line on stderr (a warning) when the commit read is not the revision written."""
+    if spec.revision != commit:
+        asked = f"revision {spec.revision!r}" if spec.revision else "the default branch"
+        log.warning("tasks.%s.revision: %r pinned to commit %s (%s)", name, spec.path, commit, asked)
 
 
 def resolve(name: str, path: str, revision: str | None) -> str:

@@ -347,7 +347,7 @@ def _arithmetic_task(name, spec: ArithmeticTask, vocab: Vocab, rng, eval_size) -
 
 
 def _load_table(name: str, spec: DatasetTask) -> tuple[list[str], list[str]]:
-    """Prompt and answer columns through ``datasets`` (local JSON/CSV/Parquet, a hub name)."""
+    """Prompt and answer columns through ``datasets`` (local JSON/CSV/Parquet, or a hub name)."""
     try:
         return _read_table(spec)
     except SpaceError as err:

@@ -90,7 +90,7 @@ def test_the_snapshot_is_written_once_and_trials_read_it_in_place_of_the_hub(sou
     assert np.array_equal(a.tasks["qa"].sample(rng_a, 64)[0], b.tasks["qa"].sample(rng_b, 64)[0])
 
 
-def test_pin_space_keeps_a_recorded_commit_and_records_it_in_the_space(tmp_path):
+def test_pin_space_keeps_a_recorded_commit_and_records_it_in_the_space(tmp_path, caplog):
     """A space naming a hub dataset at a branch, resumed: the recorded commit (its snapshot
     already written) is taken without asking the hub, and the space carries it."""
     folder = tmp_path / "datasets"
@@ -108,6 +108,8 @@ def test_pin_space_keeps_a_recorded_commit_and_records_it_in_the_space(tmp_path)
     assert pinned.base.tasks["qa"].revision == COMMIT and pinned.tree["tasks"]["qa"]["revision"] == COMMIT
     assert pinned.resolve({}).tasks["qa"].revision == COMMIT
     assert space.tree["tasks"]["qa"]["revision"] == "main"  # the space given is left as it was
+    assert [r.getMessage() for r in caplog.records if r.name == "optimix.hub"] == [
+        f"tasks.qa.revision: '{HUB_NAME}' pinned to commit {COMMIT} (revision 'main')"]
 
 
 @pytest.mark.parametrize("qa, message", [
