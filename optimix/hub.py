@@ -47,7 +47,8 @@ def use(pins: Mapping[str, Mapping[str, Any]]) -> None:
     """Read these snapshots (``pin_space``'s record: task -> path, commit, split, file) in
     place of the hub, in this process."""
     for pin in pins.values():
-        _SNAPSHOTS[(pin["path"], pin["commit"], pin["split"])] = pin["file"]
+        if pin["file"]:
+            _SNAPSHOTS[(pin["path"], pin["commit"], pin["split"])] = pin["file"]
 
 
 def local_copy(path: str, revision: str | None, split: str) -> str | None:
@@ -62,11 +63,12 @@ def load(path: str, revision: str | None, split: str):
     return datasets.load_dataset(path, revision=revision, split=split)
 
 
-def pin_space(space, folder: Path, recorded: Mapping[str, Mapping[str, Any]] | None = None):
+def pin_space(space, folder: Path | None, recorded: Mapping[str, Mapping[str, Any]] | None = None):
     """(the space with every hub task's ``revision`` set to its commit, the record of the
     pins: task -> path, revision asked for, commit, split, snapshot file). A pin in
     ``recorded`` (an earlier attempt's) is kept when it asked for the same path, revision and
-    split; every snapshot is written once and registered here (``use``)."""
+    split; every snapshot is written once and registered here (``use``). Without a ``folder``
+    (``optimix validate``, planning before a search) commits only: no snapshot."""
     tree, base, pins = space.tree, space.base, {}
     for name, spec in base.tasks.items():
         if not isinstance(spec, DatasetTask):
@@ -85,12 +87,13 @@ def pin_space(space, folder: Path, recorded: Mapping[str, Mapping[str, Any]] | N
         same = (before.get("path"), before.get("revision"), before.get("split")) == asked
         if same:
             commit = before["commit"]
-        elif _is_commit(spec.revision) and snapshot_file(folder, spec.path, spec.revision, spec.split).exists():
+        elif _is_commit(spec.revision) and folder and snapshot_file(folder, spec.path, spec.revision,
+                                                                    spec.split).exists():
             commit = spec.revision  # pinned by the user, and saved by an earlier search
         else:
             commit = resolve(name, spec.path, spec.revision)
         pins[name] = {"path": spec.path, "revision": spec.revision, "commit": commit, "split": spec.split,
-                      "file": str(snapshot(name, spec, commit, folder))}
+                      "file": str(snapshot(name, spec, commit, folder)) if folder else ""}
         _say_pinned(name, spec, commit)
     if not pins:
         return space, pins

@@ -147,6 +147,8 @@ def test_a_path_dimension_cannot_choose_a_hub_dataset_in_a_search(tmp_path):
 @pytest.mark.parametrize("command, env, message", [
     ("search", {"HF_ENDPOINT": "http://127.0.0.1:9"},
      f"error: tasks.qa.path: cannot reach the hub for '{HUB_NAME}' ("),
+    ("validate", {"HF_ENDPOINT": "http://127.0.0.1:9"},
+     f"error: tasks.qa.path: cannot reach the hub for '{HUB_NAME}' ("),
     ("train", {"HF_HUB_OFFLINE": "1"},
      f"error: tasks.qa.path: HF_HUB_OFFLINE is set and the cache has no copy of '{HUB_NAME}' at 'main'; "
      "unset it, or use a local file\n"),
