@@ -60,9 +60,10 @@ def cli(verbose: bool) -> None:
 @_space_options
 def validate(space: str, overrides: tuple[str, ...]) -> None:
     """Check a search-space file and summarise it."""
+    from optimix import hub
     from optimix.train import plan_trial
 
-    loaded = load_space(space, overrides)
+    loaded, _ = hub.pin_space(load_space(space, overrides), None)  # a hub dataset at one commit
     plan = plan_trial(loaded.base)
     click.echo(f"{space}: ok ({loaded.name})")
     rare = list(loaded.base.mixture.rare_specs())
@@ -84,6 +85,7 @@ def validate(space: str, overrides: tuple[str, ...]) -> None:
 def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str | None,
           as_json: bool) -> None:
     """Train and evaluate one trial at each dimension's default (no Ray, no MLflow)."""
+    from optimix import hub
     from optimix.train import resolve_device, run_trial
 
     extra = list(overrides)
@@ -91,7 +93,7 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         extra.append(f"seed={seed}")
     if device is not None:
         extra.append(f"train.device={device}")
-    config = load_space(space, extra, ranges=False).base  # the one config it trains
+    config = hub.pin_config(load_space(space, extra, ranges=False).base)  # the one config it trains
     try:
         resolve_device(config.train.device)
     except ValueError as err:
@@ -306,8 +308,10 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
 
 
 def _plan_space(path: str):
-    """The space and its ``hardware:`` section, if any."""
-    loaded = load_space(path)
+    """The space (hub datasets at one commit each) and its ``hardware:`` section, if any."""
+    from optimix import hub
+
+    loaded, _ = hub.pin_space(load_space(path), None)
     section = loaded.base.hardware
     return loaded, (section.model_dump() if section is not None else None)
 

@@ -25,6 +25,19 @@ def local_path(value: Any, key: str, base_dir: Path) -> Any:
     return value
 
 
+def check_revision(name: str, task: dict) -> None:
+    """A dataset task's ``revision`` belongs to one fixed hub name (after ``local_path``)."""
+    if task.get("kind") != "dataset" or task.get("revision") is None:
+        return
+    key, path = f"tasks.{name}.revision", task.get("path")
+    if isinstance(task["revision"], dict):
+        raise SpaceError(f"{key}: cannot be a search dimension (a search reads one snapshot)")
+    if isinstance(path, dict):
+        raise SpaceError(f"{key}: needs a fixed hub dataset in tasks.{name}.path, not a search dimension")
+    if isinstance(path, str) and Path(path).is_absolute():
+        raise SpaceError(f"{key}: only a hub dataset has a revision; {path!r} is a local path")
+
+
 def _looks_local(path: str) -> bool:
     """Whether a path that does not exist still names a file (a data suffix, or ``/``, ``.``,
     ``~`` in front) rather than a hub dataset."""

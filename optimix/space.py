@@ -39,7 +39,7 @@ from optimix.config import (
     short_repr,
     validated,
 )
-from optimix.data_paths import local_path
+from optimix.data_paths import check_revision, local_path
 from optimix.metrics import parse_objectives
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +413,8 @@ def _check_files(space: Space, base_dir: Path) -> None:
         node = task["path"]
         if not _is_dimension(node):
             task["path"] = local_path(node, key, base_dir)
+        check_revision(name, task)
+        if not _is_dimension(node):
             continue
         for entry in ("values", "grid"):
             if isinstance(node.get(entry), list):

@@ -62,6 +62,9 @@ class DatasetTask(StrictModel):
     distinct prompts: rows whose prompt occurs in the held-out part are removed from training,
     so evaluation shares no input with training. ``eval: train`` scores the training rows
     themselves (memorisation: a user's own facts, catalogue or API names), and says so.
+
+    ``revision`` (a hub dataset only: a branch, tag or commit) is what a search pins; it
+    resolves it to a commit, records that here and reads one snapshot (``optimix.hub``).
     """
 
     kind: Literal["dataset"]
@@ -70,6 +73,7 @@ class DatasetTask(StrictModel):
     prompt_column: str = "prompt"
     answer_column: str = "answer"
     split: str = "train"
+    revision: str | None = Field(None, min_length=1)
     eval: Literal["heldout", "train"] = "heldout"
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     max_rows: int | None = Field(None, ge=2)

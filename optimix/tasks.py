@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optimix import hub
 from optimix.config import (
     ArithmeticTask,
     DatasetTask,
@@ -369,8 +370,10 @@ def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
     datasets.disable_progress_bars()
     if builder:
         table = datasets.load_dataset(builder, data_files=spec.path, split="train")
-    else:  # a folder of data files, or a hub name
-        table = datasets.load_dataset(spec.path, split=spec.split)
+    elif snapshot := hub.local_copy(spec.path, spec.revision, spec.split):  # a search's copy of a hub dataset
+        table = datasets.load_dataset("parquet", data_files=snapshot, split="train")
+    else:  # a folder of data files, or a hub name (at the commit ``hub.pin_config`` resolved)
+        table = hub.load(spec.path, spec.revision, spec.split)
     for field_name, column in (("prompt_column", spec.prompt_column), ("answer_column", spec.answer_column)):
         if column not in table.column_names:
             raise SpaceError(f"{field_name}: no column {column!r} in {spec.path} "

@@ -27,12 +27,12 @@ from typing import Any
 
 import yaml
 
-from optimix import metrics, tracking
+from optimix import hub, metrics, tracking
 from optimix.budget import check_budget, effective_key
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
 from optimix.search.driver import Driver, Progress
-from optimix.search.ledger import SearchState
+from optimix.search.ledger import SearchState, slug
 from optimix.search.proposals import grid_size
 from optimix.space import Space
 
@@ -103,23 +103,36 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
-    _check_space(space)
-    cheapest = check_budget(space)
     experiment = options.experiment or space.name
     seed = space.base.seed if options.seed is None else options.seed
     if "://" in options.storage_path:
         raise SpaceError(f"--storage-path: {options.storage_path!r} is a URI; give a file-system "
                          "path (on a cluster, a shared mount such as NFS)")
     storage = Path(options.storage_path).expanduser().resolve()
+    space, pins = _pin_datasets(space, storage, experiment, options.resume)  # before any data is read
+    _check_space(space)
+    cheapest = check_budget(space)
 
     tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
     state = SearchState.latest(storage, experiment) if options.resume else SearchState.create(storage, experiment)
     state.acquire()
     try:
-        saved = _open_state(space, state, tracker, objectives, seed, experiment, options.resume)
+        saved = _open_state(space, state, tracker, objectives, seed, experiment, options.resume, pins)
         return _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started)
     finally:
         state.release()
+
+
+def _pin_datasets(space: Space, storage: Path, experiment: str, resume: bool) -> tuple[Space, dict]:
+    """The space with its hub datasets pinned to commits and saved once under
+    ``<storage>/<experiment>/datasets/`` (``optimix.hub``); a resume keeps the recorded commits."""
+    recorded = {}
+    if resume:
+        try:
+            recorded = (SearchState.latest(storage, experiment).read() or {}).get("datasets", {})
+        except SpaceError:
+            pass  # no search to resume: said below, where the state is opened
+    return hub.pin_space(space, storage / slug(experiment) / "datasets", recorded)
 
 
 def _check_space(space: Space) -> None:
@@ -140,9 +153,9 @@ def _check_space(space: Space) -> None:
                                  f"dimension ({dim.dist} {where})")
 
 
-def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> dict:
+def _open_state(space, state, tracker, objectives, seed, experiment, resume, pins) -> dict:
     """The state of a new search, or of the one ``--resume`` takes up (refused if its space
-    differs in anything but ``RESUMABLE``)."""
+    differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.hub``)."""
     saved = state.read() if resume else None
     if saved is not None and "space" in saved:
         _check_same_space(saved["space"], space.tree)
@@ -152,7 +165,8 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
         parent_id = tracker.find_search(str(state.path)) if resume else None
         parent_id = parent_id or tracker.start_search(
             f"{space.name}-search", metrics.objectives_tag(objectives),
-            {**flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed},
+            {**flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed,
+             **{f"tasks.{name}.revision": pin["commit"] for name, pin in pins.items()}},
             yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
             metrics.constraints_tag(metrics.parse_constraints(space.base)),
         )
@@ -160,7 +174,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume) -> 
                  "tracking_uri": tracking.redact_uri(tracker.uri), "attempts": -1}
     if resume:
         tracker.reopen_search(saved["parent_run_id"])
-    saved.update(space=space.tree, status="running", attempts=saved["attempts"] + 1)
+    saved.update(space=space.tree, status="running", attempts=saved["attempts"] + 1, datasets=pins)
     state.write(saved)
     return saved
 
@@ -338,7 +352,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
     models_dir = str(state.path / "models") if search.save_models != "none" else None
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, space=space, models_dir=models_dir,
-                                                 board=driver.board),
+                                                 board=driver.board, snapshots=saved.get("datasets")),
                             {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
                                     max_concurrent_trials=search.max_concurrent, reuse_actors=True),

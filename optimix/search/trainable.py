@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from optimix import frontier, metrics
+from optimix import frontier, hub, metrics
 from optimix.metrics import GROUP_KEY, PROGRESS_KEY, RESULT_KEY, STATUS_KEY
 from optimix.space import Space
 
@@ -24,11 +24,14 @@ log = logging.getLogger(__name__)
 
 
 
-def trainable(point: dict, space: Space, models_dir: str | None, board=None) -> None:
-    """Ray Tune's function trainable: train ``point`` (or a stacked group), report once."""
+def trainable(point: dict, space: Space, models_dir: str | None, board=None, snapshots=None) -> None:
+    """Ray Tune's function trainable: train ``point`` (or a stacked group), report once.
+    ``snapshots``: the search's copies of its hub datasets, read in their place (``optimix.hub``)."""
     started_at = time.time()
     import ray
     from ray import tune
+
+    hub.use(snapshots or {})
 
     context = tune.get_context()
     trial_id = context.get_trial_id()
