@@ -175,9 +175,12 @@ def start_server(store_dir: Path, port: int, log_path: Path) -> subprocess.Popen
     log(f"starting {' '.join(cmd)} (cwd={store_dir}, log={log_path})")
     logf = open(log_path, "wb")
     try:
+        # A process group of its own (stopped as one), in this script's session: whoever runs
+        # the script in a session of its own (the test does) can end everything it started.
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         return subprocess.Popen(
             cmd, cwd=store_dir, stdout=logf, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, **group,
         )
     finally:
         logf.close()
@@ -504,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Chromium binary (default: Debian's /usr/bin/chromium)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server / each page")
     args = ap.parse_args(argv)
+    # SIGTERM (a test's timeout) unwinds like an error, so the server and browser are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not (args.out or args.runs_out or args.landing_out):
         ap.error("nothing to do: give --runs-out, --out and/or --landing-out")
 
