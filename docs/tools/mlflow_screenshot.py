@@ -23,8 +23,10 @@ the store folder), waits for ``/health`` and drives headless Chromium
 * ``--out``: the compare-runs page of the search's trials, once the
   parallel-coordinates plot and the run table have rendered.
 
-It prints a JSON report on stdout (``--report FILE`` writes it too): the
-landing page (``tab``, ``workflowType``, ``training_runs``) and, for the runs
+``--link URL`` also reports where that link lands (e.g. the one ``optimix
+search`` prints). It prints a JSON report on stdout (``--report FILE`` writes
+it too): the landing page (``tab``, ``workflowType``, ``training_runs``), the
+link's (``link``, same fields) and, for the runs
 table, ``parent_row``, ``parent_expander``, ``nested_trials`` (rows nested
 under the search), ``nested_trials_in_view`` and ``trials``. The mlflow
 server's process group and the browser are always shut down; log lines go to
@@ -455,11 +457,15 @@ def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_
     return {"url": url[len(base):], "heading": heading, "file": str(out), **seen}
 
 
-def check_landing(ctx, base, exp_id, timeout_ms: int, out: Path | None) -> dict:
+def check_landing(ctx, base, exp_id, timeout_ms: int, out: Path | None, link: str | None = None) -> dict:
     """Open the experiment the way its link in MLflow's experiment list does (``#/experiments/ID``,
-    in a browser that never chose GenAI or Model training) and report where MLflow lands."""
+    in a browser that never chose GenAI or Model training), or by ``link`` (a URL or its
+    ``/#/...`` part), and report where MLflow lands."""
     page = ctx.new_page()
-    url = f"{base}/#/experiments/{exp_id}"
+    if link:
+        url = base + "/#" + link.split("#", 1)[1]
+    else:
+        url = f"{base}/#/experiments/{exp_id}"
     log(f"opening {url}")
     page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
     prefix = f"#/experiments/{exp_id}/"
@@ -494,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="PNG of the experiment's runs table with the search's trials nested under it")
     ap.add_argument("--landing-out", type=Path,
                     help="PNG of the page the experiment's plain link (#/experiments/ID) lands on")
+    ap.add_argument("--link", help="also report where this link (e.g. the one `optimix search` prints; "
+                    "only its #/... part is used) lands, in the same fresh browser")
     ap.add_argument("--min-nested", type=int, default=10,
                     help="fail unless at least this many trial rows (or all trials, if fewer) are "
                          "nested under the search in the runs table (default: 10)")
@@ -555,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
                     ctx.add_init_script(init_script(ASSISTANT_CLOSED))
                     # First, while the browser has stored nothing else about the experiment.
                     report["landing"] = check_landing(ctx, base, exp_id, timeout_ms, args.landing_out)
+                    if args.link:
+                        report["link"] = check_landing(ctx, base, exp_id, timeout_ms, None, args.link)
                     if args.runs_out:
                         report["runs"] = shoot_runs(ctx, base, exp_id, parent, children, metrics,
                                                     args.runs_out, timeout_ms, args.min_nested, others)
