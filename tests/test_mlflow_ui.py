@@ -2,7 +2,7 @@
 (``mlflow ui`` on loopback, Debian's Chromium driven by Playwright) against the store of a tiny
 quickstart search run through the command line (real Ray, real MLflow in SQLite).
 
-It needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright`` package
+The browser tests (slow) need ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright`` package
 (``pip install playwright``; never ``playwright install``). Without them the tests skip, except
 where ``CI`` is set (``.ci/run`` installs both), where they fail.
 """
@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from optimix import report
+from optimix.search.run import SearchSummary
+
 from cluster_fixtures import (
     ROOT,
     base_env,
@@ -28,8 +31,6 @@ from cluster_fixtures import (
     run_in_session,
     short_tmp,
 )
-
-pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "docs" / "tools" / "mlflow_screenshot.py"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -66,6 +67,7 @@ class Shot:
     stderr: str
     wall_s: float
     trials: int
+    link: str
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +86,14 @@ def shot(browser, tmp_path_factory) -> Shot:
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.describe()
+    # "  then http://127.0.0.1:5000/#/experiments/ID/runs?workflowType=machine_learning -> ..."
+    then = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("  then ")]
+    assert len(then) == 1, done.describe()
 
     runs_png, report_json = root / "runs.png", root / "report.json"
     args = [sys.executable, str(SCRIPT), "--store-dir", str(root), "--experiment", EXPERIMENT,
             "--runs-out", str(runs_png), "--report", str(report_json), "--chromium", browser,
-            "--width", str(WIDTH), "--height", str(HEIGHT), "--timeout", "90"]
+            "--width", str(WIDTH), "--height", str(HEIGHT), "--timeout", "90", "--link", then[0]]
     sessions: list[int] = []
     try:
         ran = run_in_session(args, env=base_env(), cwd=root, timeout=240, sessions=sessions)
@@ -98,7 +103,7 @@ def shot(browser, tmp_path_factory) -> Shot:
         left = kill_sessions(sessions, grace_s=5.0)
     assert ran.returncode == 0, ran.describe()
     assert not left, f"processes of the screenshot script outlived it: {left}\n{ran.describe()}"
-    return Shot(json.loads(report_json.read_text()), runs_png, ran.stderr, ran.wall_s, len(POINTS))
+    return Shot(json.loads(report_json.read_text()), runs_png, ran.stderr, ran.wall_s, len(POINTS), then[0])
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -107,6 +112,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+@pytest.mark.slow
 def test_runs_table_shows_the_trials_nested_under_the_search(shot):
     runs = shot.report["runs"]
     assert shot.report["trials"] == shot.trials
@@ -121,12 +127,23 @@ def test_runs_table_shows_the_trials_nested_under_the_search(shot):
     assert f"search {runs['parent_name']!r} with {shot.trials} of {shot.trials} trials nested" in shot.stderr
 
 
+@pytest.mark.slow
 def test_screenshot_is_a_real_page(shot):
     assert png_size(shot.runs_png) == (WIDTH, HEIGHT)
     # A blank or error page compresses to a few KB; the table with its text is far larger.
     assert shot.runs_png.stat().st_size > 40_000, shot.runs_png.stat().st_size
 
 
+@pytest.mark.slow
+def test_the_link_optimix_prints_opens_the_training_runs(shot):
+    link = shot.report["link"]
+    assert shot.link == (f"http://127.0.0.1:5000/#/experiments/{shot.report['experiment_id']}"
+                         "/runs?workflowType=machine_learning")
+    assert link["training_runs"] and link["heading"] == "Runs", link
+    assert link["workflowType"] == "machine_learning", link
+
+
+@pytest.mark.slow
 def test_experiment_link_lands_on_the_training_runs(shot):
     """The issue's ask: the experiment opens on its runs, not on an empty GenAI page. optimix
     tags its experiments ``mlflow.experimentKind=custom_model_development``, but MLflow 3.17's
@@ -140,3 +157,19 @@ def test_experiment_link_lands_on_the_training_runs(shot):
         pytest.xfail(f"MLflow {mlflow.__version__} opens a new browser on {landing['url']} "
                      f"({landing['heading']!r}), whatever the experiment's kind tag")
     assert landing["tab"] == "runs", landing
+
+
+def summary(**fields) -> SearchSummary:
+    base = dict(experiment="x", parent_run_id="p", tracking_uri="sqlite:///m.db", state_dir="/s",
+                objectives=[("acc/facts", "max"), ("train_flops", "min")], frontier=[], trials=1,
+                ok=1, pruned=0, failed=0, spent_flops=1.0, interrupted_flops=0.0, budget_flops=None,
+                wall_s=1.0)
+    return SearchSummary(**{**base, **fields})
+
+
+def test_the_summary_links_the_runs_table_not_the_genai_pages():
+    assert report.ui_runs_link(summary(experiment_id="7")) == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")
+    assert report.ui_runs_link(summary(experiment_id="7", tracking_uri="https://mlflow.example:8443/")) == (
+        "https://mlflow.example:8443/#/experiments/7/runs?workflowType=machine_learning")
+    assert report.ui_runs_link(summary()) == "http://127.0.0.1:5000 -> Model training -> x"
