@@ -9,10 +9,12 @@ where ``CI`` is set (``.ci/run`` installs both), where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import struct
 import sys
 from dataclasses import dataclass
@@ -95,15 +97,37 @@ def shot(browser, tmp_path_factory) -> Shot:
             "--runs-out", str(runs_png), "--report", str(report_json), "--chromium", browser,
             "--width", str(WIDTH), "--height", str(HEIGHT), "--timeout", "90", "--link", then[0]]
     sessions: list[int] = []
+    scratch = root / "tmp"  # the script's temp folder, Chromium's profile in it
+    scratch.mkdir()
     try:
-        ran = run_in_session(args, env=base_env(), cwd=root, timeout=240, sessions=sessions)
+        ran = run_in_session(args, env=base_env(TMPDIR=str(scratch)), cwd=root, timeout=240,
+                             sessions=sessions)
     finally:
-        # The script stops mlflow ui and Chromium itself; whatever of its session is left
-        # (after a failure or a timeout) is ended here, and must not have been left.
-        left = kill_sessions(sessions, grace_s=5.0)
+        # The script stops mlflow ui and Chromium itself, also on SIGTERM. Whatever is left
+        # (of its session, or Chromium, which Playwright starts in a session of its own) is
+        # ended here, and must not have been left.
+        left = kill_sessions(sessions, grace_s=5.0) + kill_mentioning(root)
     assert ran.returncode == 0, ran.describe()
     assert not left, f"processes of the screenshot script outlived it: {left}\n{ran.describe()}"
     return Shot(json.loads(report_json.read_text()), runs_png, ran.stderr, ran.wall_s, len(POINTS), then[0])
+
+
+def kill_mentioning(folder: Path) -> list[int]:
+    """SIGKILL the processes whose command line names ``folder`` or that run in it; their pids."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if str(folder) in cmdline or Path(cwd).is_relative_to(folder):
+            found.append(int(entry))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+    return found
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -203,6 +203,55 @@ def wait_health(proc: subprocess.Popen, base: str, timeout: float) -> None:
     raise TimeoutError(f"mlflow ui did not answer {base}/health within {timeout:.0f}s")
 
 
+def browser_groups(marker: str) -> set[int]:
+    """Process groups of the processes whose command line holds ``marker`` (this run's Chromium
+    profile folder). Playwright starts Chromium in a session of its own, so ending this
+    script's session does not end the browser; this finds it."""
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            if marker.encode() in cmdline:
+                groups.add(os.getpgid(int(entry)))
+        except (OSError, ProcessLookupError):
+            continue
+    return groups
+
+
+def kill_browser(marker: str, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
+    """End every process group of this run's Chromium (SIGTERM, then SIGKILL)."""
+    for sig in signals:
+        groups = browser_groups(marker)
+        if not groups:
+            return
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and browser_groups(marker):
+            time.sleep(0.1)
+
+
+def stop_on_sigterm(proc: subprocess.Popen, marker: str) -> None:
+    """On SIGTERM (a test's timeout), stop the server and the browser from the handler itself
+    (an exception raised there can be swallowed inside Playwright's event loop), then exit."""
+    def handler(signum, frame):
+        log(f"signal {signum}: killing mlflow ui and Chromium")
+        try:
+            kill_browser(marker, (signal.SIGKILL,))
+            os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_server)
+        except (ProcessLookupError, PermissionError):
+            pass
+        finally:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     try:
         pgid = os.getpgid(proc.pid)
@@ -515,8 +564,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="Chromium binary (default: Debian's /usr/bin/chromium)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server / each page")
     args = ap.parse_args(argv)
-    # SIGTERM (a test's timeout) unwinds like an error, so the server and browser are stopped.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not (args.out or args.runs_out or args.landing_out):
         ap.error("nothing to do: give --runs-out, --out and/or --landing-out")
 
@@ -546,13 +593,15 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     timeout_ms = int(args.timeout * 1000)
     with tempfile.TemporaryDirectory(prefix="mlflow-shot-") as tmp:
+        profile = str(Path(tmp) / "profile")
         proc = start_server(store_dir, port, Path(tmp) / "mlflow-ui.log")
+        stop_on_sigterm(proc, profile)
         try:
             wait_health(proc, base, args.timeout)
             log(f"mlflow ui is up at {base}")
             with sync_playwright() as pw:
                 ctx = pw.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"),  # fresh, empty user-data-dir
+                    profile,  # fresh, empty user-data-dir
                     executable_path=args.chromium,
                     headless=True,
                     args=CHROMIUM_ARGS,
@@ -580,8 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                 log("mlflow ui log tail:\n" + "\n".join(tail))
             raise
         finally:
+            kill_browser(profile)  # whatever of Chromium outlived ctx.close()
             stop_server(proc)
-            log("mlflow ui stopped")
+            log("mlflow ui and Chromium stopped")
     text = json.dumps(report, indent=2)
     print(text, flush=True)
     if args.report:
