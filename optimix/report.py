@@ -72,8 +72,20 @@ def search_summary(summary) -> None:
     click.echo(f"\nMLflow: parent run {summary.parent_run_id} in experiment {summary.experiment!r}")
     click.echo(f"  open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
                if not uri.startswith("http") else f"  open the UI:  {uri}")
-    click.echo(f"  then http://127.0.0.1:5000 -> {summary.experiment} -> select runs -> Compare")
+    click.echo(f"  then {ui_runs_link(summary)} -> select runs -> Compare")
     click.echo(f"  resume:       add --resume (state in {shown_path(summary.state_dir)})")
+
+
+def ui_runs_link(summary) -> str:
+    """Where the MLflow UI shows the search's runs. MLflow 3.17 opens an experiment by the workflow
+    the browser last chose, GenAI (traces) unless the user picked Model training, whatever the
+    experiment's ``mlflow.experimentKind`` tag says; ``workflowType=machine_learning`` opens
+    the runs table, with each search's trials nested under it."""
+    uri = summary.tracking_uri
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    if summary.experiment_id is None:
+        return f"{base} -> Model training -> {summary.experiment}"
+    return f"{base}/#/experiments/{summary.experiment_id}/runs?workflowType=machine_learning"
 
 
 def interrupted(summary, signal_name: str, resume_line: str) -> None:

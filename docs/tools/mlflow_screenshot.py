@@ -1,14 +1,36 @@
 #!/usr/bin/env python
-"""Screenshot the MLflow UI's "compare runs" page for the trials of an optimix search.
+"""Screenshot the MLflow UI on the trials of an optimix search, and check what it shows.
 
 The script starts ``mlflow ui`` on 127.0.0.1 (a free port, working directory =
-the store folder), waits for ``/health``, opens the compare-runs page for the
-child runs of one optimix search in headless Chromium (driven by Playwright),
-waits until the parallel-coordinates plot and the run table have rendered, and
-saves a screenshot. Optionally it also saves a screenshot of the experiment's
-runs table, filtered to the search's trials, with columns for the objectives,
-the searched parameters and the ``optimix.pareto`` / ``optimix.status`` tags.
-The mlflow server's process group and the browser are always shut down.
+the store folder), waits for ``/health`` and drives headless Chromium
+(Playwright) through up to three pages:
+
+* ``--landing-out``: the experiment's plain link (``#/experiments/ID``, what
+  MLflow's experiment list links to) in a browser that never chose between
+  "GenAI" and "Model training"; it reports where MLflow lands (always checked,
+  the PNG is optional). MLflow 3.17 decides this by the workflow it remembers
+  in the browser (GenAI unless the user picked Model training) and lands a new
+  browser on the GenAI overview whatever the experiment's
+  ``mlflow.experimentKind`` tag says; ``?workflowType=machine_learning`` in the
+  link opens the runs table.
+* ``--runs-out``: the experiment's runs table in the "Model training" view,
+  sorted by start time (the only order in which MLflow nests child runs), the
+  search's run expanded with its trials nested under it, with columns for the
+  objectives, the searched parameters and the ``optimix.pareto`` /
+  ``optimix.status`` tags. It waits until the search's row and at least
+  ``--min-nested`` trial rows (or all trials, if fewer) nested under it are in
+  the page, and fails saying what it saw otherwise.
+* ``--out``: the compare-runs page of the search's trials, once the
+  parallel-coordinates plot and the run table have rendered.
+
+``--link URL`` also reports where that link lands (e.g. the one ``optimix
+search`` prints). It prints a JSON report on stdout (``--report FILE`` writes
+it too): the landing page (``tab``, ``workflowType``, ``training_runs``), the
+link's (``link``, same fields) and, for the runs
+table, ``parent_row``, ``parent_expander``, ``nested_trials`` (rows nested
+under the search), ``nested_trials_in_view`` and ``trials``. The mlflow
+server's process group and the browser are always shut down; log lines go to
+stderr. ``tests/test_mlflow_ui.py`` runs it on a small real search.
 
 Requirements (nothing is downloaded at run time, so it works offline):
 
@@ -16,24 +38,23 @@ Requirements (nothing is downloaded at run time, so it works offline):
   another binary can be given with ``--chromium``). Do NOT run
   ``playwright install``; the system Chromium is used.
 * The Playwright Python package in the same environment as mlflow:
-  ``/work/venv/bin/pip install playwright``.
+  ``pip install playwright`` (in the ``test`` extra).
 
-Run it (from the repository root)::
+Run it (from the repository root) on the quickstart's store::
 
-    /work/venv/bin/python docs/tools/mlflow_screenshot.py \\
-        --store-dir /tmp/qs --experiment quickstart \\
-        --parent f83e5c3edb0f4e9588482f60f3158c9f \\
-        --out docs/images/mlflow_compare.png \\
-        --runs-out docs/images/mlflow_runs.png
+    python docs/tools/mlflow_screenshot.py --store-dir /tmp/qs \\
+        --runs-out docs/images/mlflow_runs.png --out docs/images/mlflow_compare.png
 
 ``--store-dir`` is the folder holding ``mlflow.db`` (and the ``mlruns``
-artifact folder); ``--parent RUN_ID`` picks the search (default: the latest
-run tagged ``optimix.role=search`` in the experiment, whatever its size, so
-pass ``--parent`` when the store holds several searches). The
-parallel-coordinates plot keeps MLflow's default parameter axes and shows the
-search objectives as metric axes (read from the parent's ``optimix.objectives``
-tag, or given with ``--metrics``); the last metric listed colours the lines,
-so by default the first objective (e.g. ``acc/facts``) does.
+artifact folder); ``--experiment`` names the experiment (default
+``quickstart``); ``--parent RUN_ID`` picks the search (default: the latest run
+tagged ``optimix.role=search`` in the experiment). When the experiment holds
+other top-level runs, the runs table is filtered to the search's trials
+(MLflow still shows their parent, expanded). The parallel-coordinates plot
+keeps MLflow's default parameter axes and shows the search objectives as
+metric axes (read from the parent's ``optimix.objectives`` tag, or given with
+``--metrics``); the last metric listed colours the lines, so by default the
+first objective (e.g. ``acc/facts``) does.
 """
 
 from __future__ import annotations
@@ -134,6 +155,15 @@ def resolve_runs(store_dir: Path, experiment: str, parent: str | None, metrics: 
     return exp.experiment_id, parent, [c.info.run_id for c in children], metrics, children
 
 
+def other_top_level_runs(store_dir: Path, exp_id: str, parent: str) -> int:
+    """Active runs of the experiment other than ``parent`` that have no parent run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store_dir / 'mlflow.db'}")
+    runs = client.search_runs([exp_id], max_results=5000)
+    return sum(r.info.run_id != parent and "mlflow.parentRunId" not in r.data.tags for r in runs)
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -147,9 +177,12 @@ def start_server(store_dir: Path, port: int, log_path: Path) -> subprocess.Popen
     log(f"starting {' '.join(cmd)} (cwd={store_dir}, log={log_path})")
     logf = open(log_path, "wb")
     try:
+        # A process group of its own (stopped as one), in this script's session: whoever runs
+        # the script in a session of its own (the test does) can end everything it started.
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         return subprocess.Popen(
             cmd, cwd=store_dir, stdout=logf, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, **group,
         )
     finally:
         logf.close()
@@ -168,6 +201,55 @@ def wait_health(proc: subprocess.Popen, base: str, timeout: float) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"mlflow ui did not answer {base}/health within {timeout:.0f}s")
+
+
+def browser_groups(marker: str) -> set[int]:
+    """Process groups of the processes whose command line holds ``marker`` (this run's Chromium
+    profile folder). Playwright starts Chromium in a session of its own, so ending this
+    script's session does not end the browser; this finds it."""
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            if marker.encode() in cmdline:
+                groups.add(os.getpgid(int(entry)))
+        except (OSError, ProcessLookupError):
+            continue
+    return groups
+
+
+def kill_browser(marker: str, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
+    """End every process group of this run's Chromium (SIGTERM, then SIGKILL)."""
+    for sig in signals:
+        groups = browser_groups(marker)
+        if not groups:
+            return
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and browser_groups(marker):
+            time.sleep(0.1)
+
+
+def stop_on_sigterm(proc: subprocess.Popen, marker: str) -> None:
+    """On SIGTERM (a test's timeout), stop the server and the browser from the handler itself
+    (an exception raised there can be swallowed inside Playwright's event loop), then exit."""
+    def handler(signum, frame):
+        log(f"signal {signum}: killing mlflow ui and Chromium")
+        try:
+            kill_browser(marker, (signal.SIGKILL,))
+            os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_server)
+        except (ProcessLookupError, PermissionError):
+            pass
+        finally:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -249,10 +331,74 @@ def shoot_compare(ctx, base, exp_id, run_ids, metrics, out: Path, timeout_ms: in
     page.close()
 
 
-def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_ms: int) -> None:
-    varying = sorted(
+RUN_NAME_COL = "attributes.`Run Name`"
+
+# Each rendered row of the runs table: its run id, index, the run-name link's text and left edge
+# (a nested row's link is indented), whether its name cell holds an expand/collapse button, and
+# whether it lies within the window (what the screenshot shows).
+ROWS_JS = """() => {
+  const seen = {};
+  for (const r of document.querySelectorAll('.ag-row[row-id]')) {
+    const cell = r.querySelector('[col-id="attributes.`Run Name`"]');
+    if (!cell) continue;  // the row's other half (the grid splits pinned and scrolling columns)
+    const a = cell.querySelector('a[href*="/runs/"]');
+    const box = r.getBoundingClientRect();
+    seen[r.getAttribute('row-id')] = {
+      id: r.getAttribute('row-id'), index: Number(r.getAttribute('row-index')),
+      name: a ? a.innerText.trim() : null, x: a ? a.getBoundingClientRect().left : null,
+      expander: !!cell.querySelector('button'),
+      in_view: box.top >= 0 && box.bottom <= window.innerHeight,
+    };
+  }
+  return Object.values(seen).sort((p, q) => p.index - q.index);
+}"""
+
+
+def nesting(rows: list[dict], parent: str, child_ids: set[str]) -> dict:
+    """What the rendered rows show of the search: its row, and its trials' rows nested under it
+    (after it, link indented further than the parent's)."""
+    top = next((r for r in rows if r["id"] == parent), None)
+    nested = [
+        r for r in rows
+        if top is not None and r["id"] in child_ids and r["index"] > top["index"]
+        and r["x"] is not None and top["x"] is not None and r["x"] > top["x"] + 4
+    ]
+    return {
+        "rows": len(rows),
+        "parent_row": top is not None,
+        "parent_name": top["name"] if top else None,
+        "parent_expander": bool(top and top["expander"]),
+        "nested_trials": len(nested),
+        "nested_trials_in_view": sum(r["in_view"] for r in nested),
+        "indent_px": round(nested[0]["x"] - top["x"], 1) if nested else None,
+        "trials": len(child_ids),
+        "first_nested": [r["name"] for r in nested[:3]],
+    }
+
+
+def wait_nested(page, parent: str, child_ids: set[str], want: int, timeout_ms: int) -> dict:
+    """Poll the DOM until the parent row and ``want`` nested trial rows are there; fail clearly."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        seen = nesting(page.evaluate(ROWS_JS), parent, child_ids)
+        if seen["parent_row"] and seen["parent_expander"] and seen["nested_trials"] >= want:
+            return seen
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"runs table: expected the search run {parent} with at least {want} of its "
+                f"{len(child_ids)} trials nested under it, saw {json.dumps(seen)}")
+        page.wait_for_timeout(500)
+
+
+def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_ms: int,
+               min_nested: int, others: int) -> dict:
+    """The experiment's runs table ("Model training" view), sorted by start time so that MLflow
+    nests each trial under its search, with the search expanded. ``others``: the number of
+    other top-level runs in the experiment; when there are some, the table is filtered to the
+    search's trials (MLflow then fetches their parent and still nests them)."""
+    varying = sorted(  # the searched params (shape.* are the shapes they built)
         k for k in set().union(*(c.data.params for c in children))
-        if len({c.data.params.get(k) for c in children}) > 1
+        if len({c.data.params.get(k) for c in children}) > 1 and not k.startswith("shape.")
     )
     objectives = list(reversed(metrics))  # primary objective first
     columns = (
@@ -260,12 +406,13 @@ def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_
         + [f"params.`{p}`" for p in varying]
         + ["tags.`optimix.pareto`", "tags.`optimix.status`"]
     )
-    search_filter = f"tags.mlflow.parentRunId = '{parent}'"
-    order_key = f"metrics.`{objectives[0]}`" if objectives else "attributes.start_time"
+    # MLflow nests child runs under their parent only when the table is sorted by start time.
+    search_filter = f"tags.mlflow.parentRunId = '{parent}'" if others else ""
+    order_key = "attributes.start_time"
     state = {
         "searchFilter": search_filter,
         "orderByKey": order_key,
-        "orderByAsc": False,
+        "orderByAsc": True,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
         "datasetsFilter": [],
@@ -297,20 +444,22 @@ def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_
     )
     query = urllib.parse.urlencode(
         {
+            "workflowType": "machine_learning",  # the "Model training" sidebar
             "searchFilter": search_filter,
             "orderByKey": order_key,
-            "orderByAsc": "false",
-            "workflowType": "machine_learning",  # the "Model training" sidebar
+            "orderByAsc": "true",
         },
         quote_via=urllib.parse.quote,
     )
     url = f"{base}/#/experiments/{exp_id}/runs?{query}"
-    name = children[-1].data.tags.get("mlflow.runName", children[-1].info.run_id)
+    child_ids = {c.info.run_id for c in children}
+    want = min(min_nested, len(children))
 
-    def wait_rows() -> None:
+    def wait_rows() -> dict:
         page.get_by_text("matching runs").first.wait_for(timeout=timeout_ms)
-        page.get_by_text(name, exact=False).first.wait_for(timeout=timeout_ms)
+        seen = wait_nested(page, parent, child_ids, want, timeout_ms)
         page.wait_for_timeout(1000)
+        return seen
 
     log(f"opening {url}")
     page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
@@ -323,15 +472,19 @@ def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_
             ".map(e => e.getAttribute('col-id'))"
         )
         log(f"runs table columns: {col_ids}")
+        names = [c.data.tags.get("mlflow.runName", "") for c in children]
         widths = {}
         for cid in col_ids:
-            if "Run Name" in cid:
-                widths[cid] = 270
-            elif cid.startswith("params."):
+            if cid == RUN_NAME_COL:  # the trials' names, indented one level
+                widths[cid] = max(200, min(380, 7 * max(map(len, names)) + 84))
+            elif cid.startswith("params."):  # long floats may be cut: the run names carry them
                 longest = max(len(str(c.data.params.get(cid[8:-1], ""))) for c in children)
-                widths[cid] = max(110, min(175, 8 * longest + 24))
+                widths[cid] = max(120, min(130, 8 * longest + 24))
             elif cid.startswith("metrics."):
-                widths[cid] = 120
+                shown = [f"{v:.12g}" for c in children if (v := c.data.metrics.get(cid[9:-1])) is not None]
+                widths[cid] = max(95, min(130, 8 * max(map(len, shown), default=0) + 30))
+            elif cid.startswith("tags."):
+                widths[cid] = 112
         if widths:
             page.evaluate(
                 "([k, order, widths]) => { const s = JSON.parse(localStorage.getItem(k) || '{}');"
@@ -339,14 +492,48 @@ def shoot_runs(ctx, base, exp_id, parent, children, metrics, out: Path, timeout_
                 [key, col_ids, widths],
             )
             page.reload(wait_until="domcontentloaded", timeout=timeout_ms)
-            wait_rows()
     except Exception as e:  # keep the default widths rather than fail
         log(f"warning: could not widen columns: {e!r}")
+    seen = wait_rows()
+    heading = page.locator("h2, h1").first.inner_text(timeout=timeout_ms).strip()
     page.mouse.move(0, 0)
-    page.wait_for_timeout(1000)
+    page.wait_for_timeout(500)
+    seen = wait_nested(page, parent, child_ids, want, timeout_ms)  # as screenshotted
     page.screenshot(path=str(out))
-    log(f"wrote {out}")
+    log(f"wrote {out}: search {seen['parent_name']!r} with {seen['nested_trials']} of "
+        f"{len(children)} trials nested under it ({seen['nested_trials_in_view']} in view)")
     page.close()
+    return {"url": url[len(base):], "heading": heading, "file": str(out), **seen}
+
+
+def check_landing(ctx, base, exp_id, timeout_ms: int, out: Path | None, link: str | None = None) -> dict:
+    """Open the experiment the way its link in MLflow's experiment list does (``#/experiments/ID``,
+    in a browser that never chose GenAI or Model training), or by ``link`` (a URL or its
+    ``/#/...`` part), and report where MLflow lands."""
+    page = ctx.new_page()
+    if link:
+        url = base + "/#" + link.split("#", 1)[1]
+    else:
+        url = f"{base}/#/experiments/{exp_id}"
+    log(f"opening {url}")
+    page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
+    prefix = f"#/experiments/{exp_id}/"
+    page.wait_for_function(f"location.hash.startsWith({json.dumps(prefix)})", timeout=timeout_ms)
+    heading = page.locator("h2, h1").first.inner_text(timeout=timeout_ms).strip()
+    page.wait_for_timeout(1500)
+    hash_ = page.evaluate("location.hash")
+    path, _, query = hash_[len(prefix):].partition("?")
+    tab = path.split("/")[0]
+    workflow = urllib.parse.parse_qs(query).get("workflowType", [None])[0]
+    if out is not None:
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(out))
+        log(f"wrote {out}")
+    page.close()
+    result = {"url": "/" + hash_, "tab": tab, "workflowType": workflow, "heading": heading,
+              "training_runs": tab == "runs"}
+    log(f"landing page of the experiment: {json.dumps(result)}")
+    return result
 
 
 # --------------------------------------------------------------------------- main
@@ -356,18 +543,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store-dir", required=True, type=Path, help="folder holding mlflow.db and mlruns/")
     ap.add_argument("--experiment", default="quickstart", help="experiment name (default: quickstart)")
-    ap.add_argument("--out", required=True, type=Path, help="PNG for the compare-runs page")
+    ap.add_argument("--out", type=Path, help="PNG for the compare-runs page")
     ap.add_argument("--parent", help="search (parent) run id; default: latest run tagged optimix.role=search")
-    ap.add_argument("--runs-out", type=Path, help="optional PNG of the experiment's runs table, filtered to the trials")
+    ap.add_argument("--runs-out", type=Path,
+                    help="PNG of the experiment's runs table with the search's trials nested under it")
+    ap.add_argument("--landing-out", type=Path,
+                    help="PNG of the page the experiment's plain link (#/experiments/ID) lands on")
+    ap.add_argument("--link", help="also report where this link (e.g. the one `optimix search` prints; "
+                    "only its #/... part is used) lands, in the same fresh browser")
+    ap.add_argument("--min-nested", type=int, default=10,
+                    help="fail unless at least this many trial rows (or all trials, if fewer) are "
+                         "nested under the search in the runs table (default: 10)")
+    ap.add_argument("--report", type=Path, help="also write the JSON report (printed on stdout) here")
     ap.add_argument("--metrics", help="comma-separated metrics for the parallel-coordinates plot (last one colours it); "
                     "default: the search objectives, first objective last")
-    ap.add_argument("--width", type=int, default=1600)
-    ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument("--width", type=int, default=1680)
+    ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--port", type=int, default=0, help="port for mlflow ui (default: a free one)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium",
                     help="Chromium binary (default: Debian's /usr/bin/chromium)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server / each page")
     args = ap.parse_args(argv)
+    if not (args.out or args.runs_out or args.landing_out):
+        ap.error("nothing to do: give --runs-out, --out and/or --landing-out")
 
     store_dir = args.store_dir.resolve()
     if not (store_dir / "mlflow.db").exists():
@@ -381,23 +579,29 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     exp_id, parent, run_ids, metrics, children = resolve_runs(store_dir, args.experiment, args.parent, metrics)
-    log(f"experiment {args.experiment} ({exp_id}), search {parent}, {len(run_ids)} trials, metrics {metrics}")
+    others = other_top_level_runs(store_dir, exp_id, parent)
+    log(f"experiment {args.experiment} ({exp_id}), search {parent}, {len(run_ids)} trials, metrics {metrics}, "
+        f"{others} other top-level runs")
 
-    outs = [args.out] + ([args.runs_out] if args.runs_out else [])
+    outs = [o for o in (args.out, args.runs_out, args.landing_out) if o]
     for o in outs:
         o.parent.mkdir(parents=True, exist_ok=True)
 
+    report: dict = {"experiment": args.experiment, "experiment_id": exp_id, "parent": parent,
+                    "trials": len(run_ids)}
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
     timeout_ms = int(args.timeout * 1000)
     with tempfile.TemporaryDirectory(prefix="mlflow-shot-") as tmp:
+        profile = str(Path(tmp) / "profile")
         proc = start_server(store_dir, port, Path(tmp) / "mlflow-ui.log")
+        stop_on_sigterm(proc, profile)
         try:
             wait_health(proc, base, args.timeout)
             log(f"mlflow ui is up at {base}")
             with sync_playwright() as pw:
                 ctx = pw.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"),  # fresh, empty user-data-dir
+                    profile,  # fresh, empty user-data-dir
                     executable_path=args.chromium,
                     headless=True,
                     args=CHROMIUM_ARGS,
@@ -406,9 +610,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 try:
                     ctx.add_init_script(init_script(ASSISTANT_CLOSED))
-                    shoot_compare(ctx, base, exp_id, run_ids, metrics, args.out, timeout_ms)
+                    # First, while the browser has stored nothing else about the experiment.
+                    report["landing"] = check_landing(ctx, base, exp_id, timeout_ms, args.landing_out)
+                    if args.link:
+                        report["link"] = check_landing(ctx, base, exp_id, timeout_ms, None, args.link)
                     if args.runs_out:
-                        shoot_runs(ctx, base, exp_id, parent, children, metrics, args.runs_out, timeout_ms)
+                        report["runs"] = shoot_runs(ctx, base, exp_id, parent, children, metrics,
+                                                    args.runs_out, timeout_ms, args.min_nested, others)
+                    if args.out:
+                        shoot_compare(ctx, base, exp_id, run_ids, metrics, args.out, timeout_ms)
+                        report["compare"] = {"file": str(args.out)}
                 finally:
                     ctx.close()
         except Exception:
@@ -418,8 +629,13 @@ def main(argv: list[str] | None = None) -> int:
                 log("mlflow ui log tail:\n" + "\n".join(tail))
             raise
         finally:
+            kill_browser(profile)  # whatever of Chromium outlived ctx.close()
             stop_server(proc)
-            log("mlflow ui stopped")
+            log("mlflow ui and Chromium stopped")
+    text = json.dumps(report, indent=2)
+    print(text, flush=True)
+    if args.report:
+        args.report.write_text(text + "\n")
     return 0
 
 

@@ -85,6 +85,8 @@ class SearchSummary:
     frontier when it stopped proposing (at least ``patience``)."""
     moved_since_stalled: bool = False
     """A trial still running when the search stopped proposing moved the frontier after all."""
+    experiment_id: str | None = None
+    """The MLflow experiment's id (for a link to its runs in the MLflow UI)."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -225,7 +227,8 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         state_dir=str(state.path), objectives=objectives, frontier=rows, trials=len(driver.entries), ok=n_ok,
         pruned=n_pruned, failed=len(driver.entries) - n_ok - n_pruned, spent_flops=total,
         interrupted_flops=driver.lost_flops, budget_flops=search.budget_flops, wall_s=time.perf_counter() - started,
-        patience=search.patience, stalled=driver.stalled, moved_since_stalled=driver.moved_since_stalled())
+        patience=search.patience, stalled=driver.stalled, moved_since_stalled=driver.moved_since_stalled(),
+        experiment_id=tracker.experiment_id)
     if ended == "interrupted":
         raise SearchInterrupted(reason, summary)
     return summary
