@@ -1,0 +1,37 @@
+"""pyproject.toml's floors are the releases .ci/floors tests: each library in .ci/floors.txt
+has its floor in pyproject equal to the pinned release, and every library optimix builds on
+has one there."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKED = {"optuna", "transformers", "mlflow", "ray", "datasets"}
+
+
+def _pins() -> dict[str, str]:
+    lines = (ROOT / ".ci" / "floors.txt").read_text().splitlines()
+    pins = [line.split("#")[0].strip() for line in lines]
+    return dict(pin.split("==") for pin in pins if pin)
+
+
+def _floors() -> dict[str, str]:
+    """``name>=version`` of pyproject's dependencies (extras dropped: ``ray[tune]`` is ray)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
+    found = re.findall(r'^\s*"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?>=([^,;"]+)', block, re.M)
+    return {name.lower(): version for name, version in found}
+
+
+def test_pyproject_floors_are_the_releases_the_floors_step_installs():
+    pins, floors = _pins(), _floors()
+    assert set(pins) == CHECKED
+    assert {name: floors.get(name) for name in pins} == pins
+
+
+def test_the_ci_runs_the_floors_step():
+    run = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^bash \.ci/floors$", run, re.M)
+    assert "-c .ci/floors.txt" in (ROOT / ".ci" / "floors").read_text()
