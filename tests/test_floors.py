@@ -35,3 +35,17 @@ def test_the_ci_runs_the_floors_step():
     run = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^bash \.ci/floors$", run, re.M)
     assert "-c .ci/floors.txt" in (ROOT / ".ci" / "floors").read_text()
+
+
+def test_the_ray_tune_calls_optimix_makes_exist_in_the_installed_ray():
+    """The fast suite starts no Ray, so what the search calls on ``ray.tune`` is checked by
+    name here (Ray 2.40 has no ``tune.RunConfig``, ``tune.report`` or ``tune.get_context``)."""
+    from ray import tune
+
+    called = set()
+    for path in (ROOT / "optimix").rglob("*.py"):
+        text = path.read_text()
+        if "from ray import tune" in text:
+            called |= set(re.findall(r"(?<![\w.])tune\.([A-Za-z_]\w*)", text))
+    assert {"RunConfig", "FailureConfig", "report", "get_context", "Tuner"} <= called
+    assert sorted(name for name in called if not hasattr(tune, name)) == []
