@@ -47,9 +47,11 @@ def cli(verbose: bool) -> None:
     if not verbose:
         # Start-up notices of the libraries underneath, not news at every run: MLflow creating
         # the tables of a new SQLite store; Ray saying that its in-process instance uses token
-        # authentication (it does; the README's security section says so).
+        # authentication (it does; the README's security section says so). MLflow 3.9 (the
+        # floor) lets alembic's own notices about that store through as well.
         # A filter, not a level: MLflow's and Ray's logging set-up resets their loggers' levels.
-        for name in ("mlflow.store.db.utils", "ray._private.authentication.authentication_token_setup"):
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration", "alembic.runtime.plugins",
+                     "ray._private.authentication.authentication_token_setup"):
             logging.getLogger(name).addFilter(_errors_only)
     # Tune's advice after an interruption (``Tuner.restore(...)``) is not how an optimix search
     # is taken up: the CLI prints the ``--resume`` line instead.

@@ -205,7 +205,7 @@ class StackedLlama(nn.Module):
 
 def _check_supported(config: LlamaConfig) -> None:
     """The Llama features ``StackedLlama`` implements; anything else is refused, not ignored."""
-    rope = (config.rope_parameters or {}).get("rope_type", "default")
+    rope = _rope(config).get("rope_type", "default")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     problems = [
         what for what, bad in [
@@ -223,9 +223,17 @@ def _check_supported(config: LlamaConfig) -> None:
         raise ValueError(f"StackedLlama does not support: {', '.join(problems)}")
 
 
+def _rope(config: LlamaConfig) -> dict:
+    """The config's RoPE settings: transformers 5's ``rope_parameters`` (with ``rope_theta``
+    inside); before it, ``rope_scaling`` (None for the default RoPE) beside ``rope_theta``."""
+    if hasattr(config, "rope_parameters"):
+        return dict(config.rope_parameters or {})
+    return {"rope_type": "default", **(config.rope_scaling or {}), "rope_theta": config.rope_theta}
+
+
 def _inv_freq(config: LlamaConfig) -> torch.Tensor:
     """RoPE inverse frequencies, as ``LlamaRotaryEmbedding.compute_default_rope_parameters``."""
-    base = config.rope_parameters["rope_theta"]
+    base = _rope(config)["rope_theta"]
     dim = config.hidden_size // config.num_attention_heads
     return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
 

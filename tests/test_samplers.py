@@ -335,3 +335,39 @@ def test_the_frontier_sampler_weighs_its_gain_by_the_chance_of_meeting_the_const
     p = sampler._feasible(done, x, np.array([sampler._encode(narrow), sampler._encode(wide)]))
     assert p[0] < 0.2 < 0.8 < p[1]
     assert all(_met(t, 0) for t in done)  # without constraints every trial counts
+
+
+@pytest.mark.parametrize("objectives", [
+    ["acc/facts:max", "train_flops:min"],
+    ["acc/facts:max", "acc/copy:max", "train_flops:min"],
+])
+@pytest.mark.parametrize("sampler", ["auto", "gp", "tpe", "nsga2"])
+def test_samplers_learn_from_constraints_with_several_objectives(sampler, objectives):
+    """Told as a search tells them (``searcher.tell``), outcomes with an outcome constraint
+    reach each sampler that takes constraints, past its first points: Optuna's GPSampler takes
+    constraints with several objectives only from Optuna 4.5 on (4.4 refuses them)."""
+    from optimix.metrics import parse_constraints, parse_objectives
+    from optimix.search.searcher import tell
+
+    tree = space_tree(sampler)
+    tree["search"].update(objectives=objectives, constraints=["acc/copy >= 0.5"], startup_trials=3)
+    space = build_space(tree)
+    if sampler == "auto":  # the sampler the auto pick gives a small search
+        assert make_sampler(space, 0).__class__.__name__ == (
+            "FrontierSampler" if len(objectives) == 2 else "GPSampler")
+    pairs = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    constraints = parse_constraints(space.base)
+    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for _, m in pairs],
+                                sampler=make_sampler(space, 0))
+    dists = distributions(space)
+    for i in range(5):
+        trial = study.ask(dists)
+        space.resolve(trial.params)
+        wide = trial.params["model.d_model"] >= 48
+        flops = trial_flops(space, trial.params)
+        result = {"train_flops": flops, "params": 1e4, "non_embedding_params": 1e4, "tokens": 1e4,
+                  "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1e4,
+                  "accuracy": {"facts": i / 5, "copy": 0.7 if wide else 0.2}, "loss": {}}
+        tell(study, trial, {"trial_id": str(i), "status": "ok", "result": result}, pairs, constraints)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 5

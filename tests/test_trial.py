@@ -271,13 +271,16 @@ def test_flops_formula_matches_torch_flop_counter(shape_kw):
     """Counted by both: every matmul (q/k/v/o, MLP, lm head), QK^T and AV, forward and
     backward. Not counted by either: embedding lookup, norms, RoPE, softmax, activations."""
     from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaForCausalLM
 
     from optimix.model import Shape, default_d_ff
 
     d = shape_kw["d_model"]
     shape = Shape(d, shape_kw["n_layer"], shape_kw["n_head"], default_d_ff(d), 150, shape_kw["n_ctx"])
-    model = build_model(shape, seed=0)
-    model.config._attn_implementation = "eager"  # plain matmuls, which the counter sees
+    config = build_model(shape, seed=0).config
+    config._attn_implementation = "eager"  # plain matmuls, which the counter sees
+    # A new model of that config: transformers 4.45 picks a model's attention when it is made
+    model = LlamaForCausalLM(config)
     x = torch.randint(0, 150, (4, shape.n_ctx))
     with FlopCounterMode(display=False) as counter:
         model(input_ids=x).logits.float().sum().backward()
