@@ -32,9 +32,13 @@ Cases (``--cases``):
   ledger, a few MLflow requests meet ``5xx_after_commit`` (on ``runs/create``), ``429`` or
   ``hang``; the search finishes or exits 3; the proxy back to ok, ``--resume`` (if needed);
 - ``load``: 8 trials finishing together, each logging a 5-point learning curve;
-- ``bookkeeping``: ``--bookkeeping-trials`` near-instant trials, 8 at a time.
+- ``bookkeeping``: ``--bookkeeping-trials`` near-instant trials, 8 at a time;
+- ``hostile``: what a hostile user tries (``benchmarks/hostile.py``: credentials in the
+  tracking URI, colliding experiment names, two searches creating one store, malformed
+  ledgers, tampering, bad seeds and unschedulable trials, ...), one run per probe.
 
-    python benchmarks/faults.py [--cases baseline,kill,signal,concurrent,proxy,load,bookkeeping]
+    python benchmarks/faults.py [--cases baseline,kill,signal,concurrent,proxy,load,bookkeeping,hostile]
+        [--probes credentials,...]
         [--repeats 5] [--proxy-repeats 1] [--seed 0] [--bookkeeping-trials 1000]
 
 Prints one row per case and writes ``docs/reliability_results.json``.
@@ -73,7 +77,7 @@ from cluster_fixtures import OPTIMIX, base_env, frontier_by_hand, kill_sessions,
 from mlflow_proxy import FaultyProxy  # noqa: E402
 
 EXPERIMENT = "faults"
-CASES = ("baseline", "kill", "signal", "concurrent", "proxy", "load", "bookkeeping")
+CASES = ("baseline", "kill", "signal", "concurrent", "proxy", "load", "bookkeeping", "hostile")
 # The search every fault case stops: 4 trials of a second or two each, 2 at a time, with
 # the default sampler (``auto``), so that a resumed sampler that proposes a trained point
 # again shows as a ``repeat`` violation.
@@ -195,9 +199,9 @@ class Workdir:
              timeout: float = SEARCH_TIMEOUT_S) -> Done:
         return self.finish(self.start(args, env), timeout)
 
-    def state(self) -> SearchState | None:
+    def state(self, experiment: str = EXPERIMENT) -> SearchState | None:
         try:
-            return SearchState.latest(self.storage, EXPERIMENT)
+            return SearchState.latest(self.storage, experiment)
         except Exception:  # not there yet
             return None
 
@@ -212,10 +216,10 @@ class Workdir:
             return self.call(self.search_args())
         return self.call(self.search_args("--resume"))
 
-    def check(self, trials: int, curve_points: int | None = None) -> None:
+    def check(self, trials: int, curve_points: int | None = None, experiment: str = EXPERIMENT) -> None:
         """``optimix check``, then what the case adds to it; violations go to the run."""
         v = self.run.violations
-        done = self.call([OPTIMIX, "check", "--experiment", EXPERIMENT, "--tracking-uri", self.uri,
+        done = self.call([OPTIMIX, "check", "--experiment", experiment, "--tracking-uri", self.uri,
                           "--storage-path", str(self.storage), "--json"], timeout=180)
         if done.returncode not in (0, 1):
             v.append(f"optimix check: exit {done.returncode}: {_last_line(done.stderr)}")
@@ -229,13 +233,13 @@ class Workdir:
         self.run.trials = report["trials"]
         if report["trials"] != trials:
             v.append(f"trials: {report['trials']} in the ledger, {trials} planned")
-        state = self.state()
+        state = self.state(experiment)
         for i, line in enumerate(state.ledger.read_text().splitlines() if state else []):
             try:
                 json.loads(line)
             except json.JSONDecodeError:
                 v.append(f"ledger: line {i + 1} is not whole JSON: {line[:80]!r}")
-        v += hand_check(self.hand_uri or self.uri, report["parent_run_id"], curve_points)
+        v += hand_check(self.hand_uri or self.uri, report["parent_run_id"], curve_points, experiment)
 
     def close(self, keep: bool) -> None:
         if keep and self.run.violations:
@@ -244,14 +248,15 @@ class Workdir:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def hand_check(uri: str, parent_id: str | None, curve_points: int | None) -> list[str]:
+def hand_check(uri: str, parent_id: str | None, curve_points: int | None,
+               experiment: str = EXPERIMENT) -> list[str]:
     """The test suite's frontier, computed from what MLflow logged, against the tags."""
     from mlflow.tracking import MlflowClient
 
     if parent_id is None:
         return []
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp = client.get_experiment_by_name(experiment)
     runs, token = [], None
     while True:
         page = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'",
@@ -563,10 +568,11 @@ def rows(runs: list[Run]) -> list[dict]:
         mine = [r for r in runs if r.case == case]
         recover = [r.recover_s for r in mine if r.recover_s is not None]
         walls = [r.wall_s for r in mine if r.wall_s is not None]
-        exits = Counter(r.exit for r in mine)
+        exits = Counter(r.exit for r in mine if r.exit is not None)  # (a probe runs many commands)
         out.append({
             "case": case, "runs": len(mine), "landed": sum(r.landed for r in mine),
-            "exits": ", ".join(f"{code}x{n}" for code, n in sorted(exits.items(), key=lambda kv: str(kv[0]))),
+            "exits": ", ".join(f"{code}x{n}" for code, n in sorted(exits.items(), key=lambda kv: str(kv[0])))
+            or "-",
             "violations": sum(len(r.violations) for r in mine),
             "runs_with_violations": sum(bool(r.violations) for r in mine),
             "recover_median_s": round(statistics.median(recover), 1) if recover else None,
@@ -577,14 +583,14 @@ def rows(runs: list[Run]) -> list[dict]:
 
 
 def table(summary: list[dict]) -> str:
-    head = (f"{'case':<26}{'runs':>5}{'landed':>8}  {'first exits':<16}{'violations':>11}"
+    head = (f"{'case':<34}{'runs':>5}{'landed':>8}  {'first exits':<16}{'violations':>11}"
             f"{'recover med':>13}{'recover max':>13}{'wall med':>10}")
     lines = [head, "-" * len(head)]
     for r in summary:
         med = "-" if r["recover_median_s"] is None else f"{r['recover_median_s']:.1f} s"
         top = "-" if r["recover_max_s"] is None else f"{r['recover_max_s']:.1f} s"
         wall = "-" if r["wall_median_s"] is None else f"{r['wall_median_s']:.1f} s"
-        lines.append(f"{r['case']:<26}{r['runs']:>5}{r['landed']:>8}  {r['exits']:<16}{r['violations']:>11}"
+        lines.append(f"{r['case']:<34}{r['runs']:>5}{r['landed']:>8}  {r['exits']:<16}{r['violations']:>11}"
                      f"{med:>13}{top:>13}{wall:>10}")
     return "\n".join(lines)
 
@@ -624,6 +630,7 @@ def main() -> None:
     parser.add_argument("--signal-from", choices=("lock", "trial"), default="lock",
                         help="signals count their delay from the driver's lock, or from the first "
                              "trial in the ledger")
+    parser.add_argument("--probes", default="", help="hostile probes to run (default: all)")
     parser.add_argument("--load-trials", type=int, default=8)
     parser.add_argument("--bookkeeping-trials", type=int, default=1000)
     parser.add_argument("--keep", action=argparse.BooleanOptionalAction, default=True,
@@ -700,6 +707,12 @@ def main() -> None:
         add(burst_run(f"load ({args.load_trials} together)", args.load_trials, args.load_trials, 5, args.keep))
     if "bookkeeping" in cases and args.bookkeeping_trials:
         add(burst_run(f"bookkeeping ({args.bookkeeping_trials})", args.bookkeeping_trials, 8, 1, args.keep))
+    if "hostile" in cases:
+        from hostile import PROBES  # benchmarks/hostile.py: one run per probe
+
+        for run in PROBES:
+            if not args.probes or run.__name__ in args.probes.split(","):
+                add(run(args.keep))
 
     doc = document(window, True)
     summary, after = doc["cases"], doc["optimix_digest"]["end"]
