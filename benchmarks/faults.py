@@ -56,279 +56,40 @@ import os
 import platform
 import random
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from optimix.faults import POINTS  # noqa: E402
-from optimix.search.ledger import SearchState  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fault_workdir import (  # noqa: E402
+    ROOT,
+    TINY,
+    Run,
+    Workdir,
+    completed,
+    interrupted_record,
+    last_line,
+    no_traceback,
+    wait_for,
+)
 
-from cluster_fixtures import OPTIMIX, base_env, frontier_by_hand, kill_sessions, mlflow_server  # noqa: E402
+from optimix.faults import POINTS  # noqa: E402
+
+from cluster_fixtures import mlflow_server  # noqa: E402
 from mlflow_proxy import FaultyProxy  # noqa: E402
 
-EXPERIMENT = "faults"
 CASES = ("baseline", "kill", "signal", "concurrent", "proxy", "load", "bookkeeping", "hostile")
-# The search every fault case stops: 4 trials of a second or two each, 2 at a time, with
-# the default sampler (``auto``), so that a resumed sampler that proposes a trained point
-# again shows as a ``repeat`` violation.
-TINY = {
-    "name": EXPERIMENT,
-    "tasks": {
-        "copy": {"kind": "copy", "length": 3, "alphabet": 8},
-        "background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
-        "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16},
-    },
-    "mixture": {"rare_task": "facts", "rare_freq": {"dist": "loguniform", "low": 0.01, "high": 0.3}},
-    "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
-    "train": {"tokens": 12_000, "batch_size": 32, "threads": 1},
-    "eval": {"points": 2, "size": 32},
-    "search": {"trials": 4, "max_concurrent": 2, "cpus_per_trial": 1},
-}
 # How often an uninterrupted TINY search reaches each kill point: once per trial, except the
 # frontier tags, rewritten for two or more runs at once (what ``mid_tags`` needs) once or twice.
 VISITS = {point: TINY["search"]["trials"] for point in POINTS} | {"mid_tags": 2}
 # (mode, path, times) of the proxy case
 PROXY_FAULTS = (("5xx_after_commit", "runs/create", 3), ("429", "", 3), ("hang", "", 2))
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-TIMED_OUT = 124
-SEARCH_TIMEOUT_S = 300.0
-
-
-@dataclass
-class Run:
-    """One run of a case: the fault, whether it landed, and what came of it."""
-
-    case: str
-    fault: str
-    landed: bool = False
-    """The fault hit the search (it was killed, interrupted, refused, or MLflow faulted)."""
-    exit: int | None = None
-    """The exit status of the search the fault hit (negative: the signal that ended it)."""
-    recover_s: float | None = None
-    """Wall time of the ``--resume`` that completed the search (None: none was needed)."""
-    wall_s: float | None = None
-    trials: int | None = None
-    before: int | None = None
-    """Trials in the ledger when the fault landed (kills: when the driver died)."""
-    violations: list[str] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-    kept: str | None = None
-    """The run's folder, kept when it found a violation."""
-    notes: dict = field(default_factory=dict)
-
-
-@dataclass
-class Done:
-    """A finished command."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    wall_s: float
-
-
-@dataclass
-class Started:
-    """A running command: its process (the leader of its own session) and output files."""
-
-    proc: subprocess.Popen
-    out: Path
-    err: Path
-    at: float
-
-
-class Workdir:
-    """One search's folder: the space, the MLflow store, the search state, Ray's temp dir."""
-
-    def __init__(self, tree: dict, run: Run):
-        self.root = Path(tempfile.mkdtemp(prefix="ofx", dir="/tmp"))  # short: Ray's socket paths
-        self.space = self.root / "space.yaml"
-        self.space.write_text(json.dumps(tree))  # JSON is YAML
-        self.uri = f"sqlite:///{self.root}/mlflow.db"
-        self.hand_uri: str | None = None  # where frontier_by_hand reads (default: uri)
-        self.storage = self.root / "runs"
-        self.env = base_env(RAY_TMPDIR=str(self.root / "ray"))
-        self.run = run
-        self.n = 0
-
-    def search_args(self, *extra: str) -> list[str]:
-        return [OPTIMIX, "search", str(self.space), "--tracking-uri", self.uri,
-                "--storage-path", str(self.storage), *extra]
-
-    def start(self, args: list[str], env: dict[str, str] | None = None) -> Started:
-        """Start a command in a session of its own, its output to files (never a full pipe)."""
-        env = env or {}
-        self.run.commands.append(" ".join([*(f"{k}={v}" for k, v in env.items()), shlex.join(args)]))
-        self.n += 1
-        out, err = self.root / f"cmd{self.n}.out", self.root / f"cmd{self.n}.err"
-        with open(out, "w") as fo, open(err, "w") as fe:
-            proc = subprocess.Popen(args, cwd=self.root, env={**self.env, **env}, stdout=fo, stderr=fe,
-                                    start_new_session=True)
-        return Started(proc, out, err, time.monotonic())
-
-    def finish(self, started: Started, timeout: float = SEARCH_TIMEOUT_S) -> Done:
-        """Wait for the command, then end whatever it left in its session."""
-        proc = started.proc
-        try:
-            proc.wait(timeout=max(1.0, started.at + timeout - time.monotonic()))
-            code = proc.returncode
-        except subprocess.TimeoutExpired:
-            code = TIMED_OUT
-        wall = time.monotonic() - started.at
-        kill_sessions([proc.pid], grace_s=3.0)
-        proc.wait()
-        out, err = started.out.read_text(errors="replace"), started.err.read_text(errors="replace")
-        for text in (out, err):
-            if "database is locked" in text:
-                self.run.violations.append(f"'database is locked' in the output of: {shlex.join(proc.args)}")
-        if code == TIMED_OUT:
-            self.run.violations.append(f"timed out after {timeout:.0f} s: {shlex.join(proc.args)}")
-        return Done(code, out, err, wall)
-
-    def call(self, args: list[str], env: dict[str, str] | None = None,
-             timeout: float = SEARCH_TIMEOUT_S) -> Done:
-        return self.finish(self.start(args, env), timeout)
-
-    def state(self, experiment: str = EXPERIMENT) -> SearchState | None:
-        try:
-            return SearchState.latest(self.storage, experiment)
-        except Exception:  # not there yet
-            return None
-
-    def ledger_trials(self) -> int:
-        state = self.state()
-        return 0 if state is None else sum("trial_id" in e for e in state.entries())
-
-    def resume(self) -> Done:
-        """``--resume`` when the search got far enough to have a folder, else a new start."""
-        if self.state() is None:
-            self.run.notes["restarted"] = "no search folder yet: started anew"
-            return self.call(self.search_args())
-        return self.call(self.search_args("--resume"))
-
-    def check(self, trials: int, curve_points: int | None = None, experiment: str = EXPERIMENT) -> None:
-        """``optimix check``, then what the case adds to it; violations go to the run."""
-        v = self.run.violations
-        done = self.call([OPTIMIX, "check", "--experiment", experiment, "--tracking-uri", self.uri,
-                          "--storage-path", str(self.storage), "--json"], timeout=180)
-        if done.returncode not in (0, 1):
-            v.append(f"optimix check: exit {done.returncode}: {_last_line(done.stderr)}")
-            return
-        report = json.loads(done.stdout)
-        v += [f"{x['kind']}: {x['detail']}" for x in report["violations"]]
-        if report["violations"] and done.returncode != 1:
-            v.append(f"optimix check: exit {done.returncode} with violations")
-        if report["running"]:
-            v.append("optimix check: the search still counts as running")
-        self.run.trials = report["trials"]
-        if report["trials"] != trials:
-            v.append(f"trials: {report['trials']} in the ledger, {trials} planned")
-        state = self.state(experiment)
-        for i, line in enumerate(state.ledger.read_text().splitlines() if state else []):
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                v.append(f"ledger: line {i + 1} is not whole JSON: {line[:80]!r}")
-        v += hand_check(self.hand_uri or self.uri, report["parent_run_id"], curve_points, experiment)
-
-    def close(self, keep: bool) -> None:
-        if keep and self.run.violations:
-            self.run.kept = str(self.root)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-def hand_check(uri: str, parent_id: str | None, curve_points: int | None,
-               experiment: str = EXPERIMENT) -> list[str]:
-    """The test suite's frontier, computed from what MLflow logged, against the tags."""
-    from mlflow.tracking import MlflowClient
-
-    if parent_id is None:
-        return []
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                                  max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    out = []
-    try:
-        finals, steps = frontier_by_hand(client, runs)
-    except KeyError as err:  # a run without the tags or metrics a logged trial has
-        return [f"frontier-by-hand: a child run lacks {err}"]
-    tagged = {r.info.run_id for r in runs if r.data.tags.get("optimix.pareto") == "true"}
-    if tagged != finals:
-        out.append(f"frontier-by-hand: pareto tags {sorted(tagged)} != {sorted(finals)}")
-    tagged_steps = {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
-                    if r.data.tags.get("optimix.pareto_steps", "[]") != "[]"}
-    if tagged_steps != steps:
-        out.append(f"frontier-by-hand: pareto_steps tags {tagged_steps} != {steps}")
-    if curve_points:
-        for r in runs:
-            n = len(client.get_metric_history(r.info.run_id, "curve/acc/facts"))
-            if n != curve_points:
-                out.append(f"curve: run {r.info.run_id} has {n} of {curve_points} learning-curve points")
-    return out
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1][:300] if lines else ""
-
-
-def _no_traceback(w: Workdir, done: Done, what: str) -> None:
-    if "Traceback" in done.stderr:
-        at = done.stderr.index("Traceback")
-        w.run.violations.append(f"{what}: a traceback on stderr: {done.stderr[at:at + 300]!r}")
-
-
-def _completed(w: Workdir, done: Done, what: str) -> None:
-    """A search that must end normally (the resume, or one no fault stopped)."""
-    if done.returncode != 0:
-        w.run.violations.append(f"{what}: exit {done.returncode}: {_last_line(done.stderr)}")
-    _no_traceback(w, done, what)
-
-
-def _interrupted_record(w: Workdir, saved: dict, sig: signal.Signals) -> list[str]:
-    """What an interrupted search leaves: state ``interrupted``, its parent run KILLED and
-    tagged ``optimix.ended`` with the signal's name."""
-    from mlflow.tracking import MlflowClient
-
-    out = []
-    if saved.get("status") != "interrupted":
-        out.append(f"state.json: status {saved.get('status')!r} after {sig.name}, not 'interrupted'")
-    if saved.get("parent_run_id"):
-        parent = MlflowClient(w.uri).get_run(saved["parent_run_id"])
-        ended = parent.data.tags.get("optimix.ended")
-        if parent.info.status != "KILLED" or ended != sig.name:
-            out.append(f"parent run: {parent.info.status}, optimix.ended {ended!r} after {sig.name}")
-    return out
-
-
-def _wait_for(cond: Callable[[], bool], started: Started, timeout: float) -> bool:
-    """Poll ``cond`` until it holds (True), or the process ends or time runs out (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        if started.proc.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +123,7 @@ def baseline_run(keep: bool) -> Run:
             run.notes["lock_to_exit_s"] = round(ended - taken, 1)
         if first_trial is not None:
             run.notes["first_trial_to_release_s"] = round((released or ended) - first_trial, 1)
-        _completed(w, done, "search")
+        completed(w, done, "search")
         w.check(TINY["search"]["trials"])
     except Exception as err:
         run.violations.append(f"benchmark: {type(err).__name__}: {err}")
@@ -380,17 +141,17 @@ def kill_run(point: str, nth: int, keep: bool) -> Run:
             # every run first (it cannot know what a killed driver left): one visit.
             run.notes["not_reached"] = f"{point}:{nth} not reached in the search; killed in a --resume"
             run.fault += f" (not reached; then {point}:1 in a --resume)"
-            _completed(w, first, "search")
+            completed(w, first, "search")
             first = w.call(w.search_args("--resume"), env={"OPTIMIX_KILL_AT": f"{point}:1"})
         run.exit, run.wall_s, run.before = first.returncode, round(first.wall_s, 1), w.ledger_trials()
         run.landed = first.returncode == -signal.SIGKILL
         if run.landed:
             done = w.resume()
             run.recover_s = round(done.wall_s, 1)
-            _completed(w, done, "--resume")
+            completed(w, done, "--resume")
         else:  # the N-th visit never came: an uninterrupted search
             run.notes.setdefault("not_reached", True)
-            _completed(w, first, "search")
+            completed(w, first, "search")
         w.check(TINY["search"]["trials"])
     except Exception as err:  # the benchmark's own failure: a violation to look at, not a crash
         run.violations.append(f"benchmark: {type(err).__name__}: {err}")
@@ -410,7 +171,7 @@ def signal_run(sig: signal.Signals, delay_s: float, start: str, keep: bool) -> R
         proc = first.proc
         started = ((lambda: (s := w.state()) is not None and s.running()) if start == "lock"
                    else (lambda: w.ledger_trials() >= 1))
-        if _wait_for(started, first, 180):
+        if wait_for(started, first, 180):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=delay_s)
         sent = proc.poll() is None
@@ -426,29 +187,29 @@ def signal_run(sig: signal.Signals, delay_s: float, start: str, keep: bool) -> R
         run.notes["status"] = saved.get("status")
         if not sent:
             run.notes["ended_first"] = True
-            _completed(w, first, "search")
+            completed(w, first, "search")
         elif saved.get("status") == "finished":
             # The search had ended (its records complete) when the signal came: the process
             # may exit 0, as interrupted, or by the signal; nothing is left to resume.
             run.notes["after_the_end"] = True
-            _no_traceback(w, first, f"the search ended before {sig.name}")
+            no_traceback(w, first, f"the search ended before {sig.name}")
             if first.returncode not in (0, EXIT_SIGNAL[sig], -sig):
                 run.violations.append(f"exit {first.returncode} after {sig.name} at the end: "
-                                      f"{_last_line(first.stderr)}")
+                                      f"{last_line(first.stderr)}")
         else:
             run.landed = True
-            _no_traceback(w, first, f"the search interrupted by {sig.name}")
+            no_traceback(w, first, f"the search interrupted by {sig.name}")
             if first.returncode != EXIT_SIGNAL[sig]:
                 run.violations.append(f"exit {first.returncode} after {sig.name}, not {EXIT_SIGNAL[sig]}: "
-                                      f"{_last_line(first.stderr)}")
+                                      f"{last_line(first.stderr)}")
             elif f"interrupted by {sig.name}" not in first.stderr or "resume with:" not in first.stderr:
                 run.violations.append(f"no 'interrupted by {sig.name}' and 'resume with:' lines: "
                                       f"{first.stderr[-300:]!r}")
             else:
-                run.violations += _interrupted_record(w, saved, sig)
+                run.violations += interrupted_record(w, saved, sig)
             done = w.resume()
             run.recover_s = round(done.wall_s, 1)
-            _completed(w, done, "--resume")
+            completed(w, done, "--resume")
         w.check(TINY["search"]["trials"])
     except Exception as err:
         run.violations.append(f"benchmark: {type(err).__name__}: {err}")
@@ -461,7 +222,7 @@ def concurrent_run(delay_s: float, keep: bool) -> Run:
     w = Workdir(TINY, run)
     try:
         first = w.start(w.search_args())
-        if _wait_for(lambda: (s := w.state()) is not None and s.running(), first, 180):
+        if wait_for(lambda: (s := w.state()) is not None and s.running(), first, 180):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 first.proc.wait(timeout=delay_s)
         run.before = w.ledger_trials()
@@ -480,7 +241,7 @@ def concurrent_run(delay_s: float, keep: bool) -> Run:
         run.exit = second.returncode
         first_done = w.finish(first)
         run.wall_s = round(first_done.wall_s, 1)
-        _completed(w, first_done, "the first search")
+        completed(w, first_done, "the first search")
         if second.returncode == 2:
             run.landed = True
             if "still running" not in second.stderr:
@@ -492,8 +253,8 @@ def concurrent_run(delay_s: float, keep: bool) -> Run:
         else:
             run.violations.append(f"the second driver: exit {second.returncode}, not 2 (the first "
                                   f"{'had released' if first_released else 'held'} the lock): "
-                                  f"{_last_line(second.stderr)}")
-        _no_traceback(w, second, "the second driver")
+                                  f"{last_line(second.stderr)}")
+        no_traceback(w, second, "the second driver")
         w.check(TINY["search"]["trials"])
     except Exception as err:
         run.violations.append(f"benchmark: {type(err).__name__}: {err}")
@@ -509,28 +270,28 @@ def proxy_run(mode: str, path: str, times: int, keep: bool) -> Run:
         with mlflow_server(w.root / "server") as server, FaultyProxy(server.uri) as proxy:
             w.uri, w.hand_uri = proxy.url, server.uri
             started = w.start(w.search_args())
-            _wait_for(lambda: w.ledger_trials() >= 1, started, 180)
+            wait_for(lambda: w.ledger_trials() >= 1, started, 180)
             proxy.set(mode, path, times)
             run.before = w.ledger_trials()
             first = w.finish(started)
             run.exit, run.wall_s, run.landed = first.returncode, round(first.wall_s, 1), proxy.faulted > 0
             run.notes["faulted_requests"] = proxy.faulted
             proxy.set("ok")
-            _no_traceback(w, first, "the search")
+            no_traceback(w, first, "the search")
             saved = (w.state().read() if w.state() else None) or {}
             run.notes["status"] = saved.get("status")
             if first.returncode == 3:
-                if "--resume" not in _last_line(first.stderr) or "kept" not in first.stderr:
+                if "--resume" not in last_line(first.stderr) or "kept" not in first.stderr:
                     run.violations.append(f"exit 3 without the kept/--resume lines: {first.stderr[-300:]!r}")
                 if saved.get("status") == "finished":  # MLflow lacks trials: not a finished search
                     run.violations.append("state.json: status 'finished' after exit 3 (MLflow unreachable "
                                           "at the end)")
                 done = w.resume()
                 run.recover_s = round(done.wall_s, 1)
-                _completed(w, done, "--resume")
+                completed(w, done, "--resume")
             elif first.returncode != 0:
                 run.violations.append(f"the search: exit {first.returncode}, not 0 or 3: "
-                                      f"{_last_line(first.stderr)}")
+                                      f"{last_line(first.stderr)}")
             w.check(TINY["search"]["trials"])
     except Exception as err:
         run.violations.append(f"benchmark: {type(err).__name__}: {err}")
@@ -549,7 +310,7 @@ def burst_run(case: str, trials: int, concurrent: int, points: int, keep: bool) 
     try:
         done = w.call(w.search_args(), timeout=3600)
         run.exit, run.wall_s = done.returncode, round(done.wall_s, 1)
-        _completed(w, done, "search")
+        completed(w, done, "search")
         w.check(trials, curve_points=points if trials <= 50 else None)
     except Exception as err:
         run.violations.append(f"benchmark: {type(err).__name__}: {err}")

@@ -1,6 +1,6 @@
 """Hostile probes: what a user trying to break optimix tries, each through the real CLI and
 judged by ``optimix check`` plus the promise the probe names. Run by ``benchmarks/faults.py
---cases hostile`` (one run per probe); each returns a ``faults.Run`` whose violations are the
+--cases hostile`` (one run per probe); each returns a ``fault_workdir.Run`` whose violations are the
 broken promises.
 
 The probes (one per defect found by a hostile review, each with its test in ``tests/``):
@@ -38,16 +38,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from faults import (
+from fault_workdir import (
     OPTIMIX,
     TINY,
     Done,
     Run,
     Workdir,
-    _completed,
-    _last_line,
-    _no_traceback,
-    _wait_for,
+    completed,
+    last_line,
+    no_traceback,
+    wait_for,
 )
 
 from cluster_fixtures import mlflow_server
@@ -91,8 +91,8 @@ def tiny(trials: int, **changes) -> dict:
 def _refused(w: Workdir, done: Done, what: str, *, code: int = 2) -> None:
     """Bad input: exit ``code``, one line on stderr, no traceback."""
     if done.returncode != code:
-        w.run.violations.append(f"{what}: exit {done.returncode}, not {code}: {_last_line(done.stderr)}")
-    _no_traceback(w, done, what)
+        w.run.violations.append(f"{what}: exit {done.returncode}, not {code}: {last_line(done.stderr)}")
+    no_traceback(w, done, what)
     lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
     if done.returncode == code and len(lines) != 1:
         w.run.violations.append(f"{what}: not one 'error:' line: {done.stderr[-300:]!r}")
@@ -117,14 +117,14 @@ def credentials(w: Workdir) -> None:
     with mlflow_server(w.root / "server") as server:
         w.uri, w.hand_uri = server.uri.replace("http://", f"http://alice:{secret}@"), server.uri
         outputs = [w.call(w.search_args())]
-        _completed(w, outputs[0], "search")
+        completed(w, outputs[0], "search")
         started = w.start(w.search_args("--resume", "--set", "search.trials=4"))
-        _wait_for(lambda: w.ledger_trials() >= 3, started, 180)
+        wait_for(lambda: w.ledger_trials() >= 3, started, 180)
         if started.proc.poll() is None:
             os.killpg(started.proc.pid, signal.SIGINT)
         outputs.append(w.finish(started))
         outputs.append(w.resume())
-        _completed(w, outputs[-1], "--resume")
+        completed(w, outputs[-1], "--resume")
         for done in outputs:
             if secret in done.stdout + done.stderr:
                 line = next(x for x in (done.stdout + done.stderr).splitlines() if secret in x)
@@ -139,11 +139,11 @@ def credentials(w: Workdir) -> None:
 def experiment_names(w: Workdir) -> None:
     """--experiment "rt b" and --experiment rt_b, then "rt b" --resume"""
     for name in ("rt b", "rt_b"):
-        _completed(w, w.call(w.search_args("--experiment", name)), f"search {name!r}")
+        completed(w, w.call(w.search_args("--experiment", name)), f"search {name!r}")
     paths = {name: w.state(name) for name in ("rt b", "rt_b")}
     if None in paths.values() or paths["rt b"].path == paths["rt_b"].path:
         w.run.violations.append(f"state folders: {({k: str(v and v.path) for k, v in paths.items()})}")
-    _completed(w, w.call(w.search_args("--experiment", "rt b", "--resume", "--set", "search.trials=3")),
+    completed(w, w.call(w.search_args("--experiment", "rt b", "--resume", "--set", "search.trials=3")),
                "'rt b' --resume")
     w.check(3, experiment="rt b")
     w.check(2, experiment="rt_b")
@@ -154,7 +154,7 @@ def new_store_race(w: Workdir) -> None:
     """two searches started together on a store that does not exist yet"""
     started = [w.start(w.search_args("--experiment", name)) for name in ("A", "B")]
     for name, s in zip(("A", "B"), started, strict=True):
-        _completed(w, w.finish(s), f"search {name}")
+        completed(w, w.finish(s), f"search {name}")
     for name in ("A", "B"):
         w.check(2, experiment=name)
 
@@ -186,7 +186,7 @@ def joint_infeasible(w: Workdir) -> None:
     _use(w, tiny(4, **{"mixture.rare_freq": {"dist": "choice", "values": [0.05, 0.2]},
                        "mixture.delivery": {"dist": "choice", "values": ["even", "bursts"]},
                        "mixture.burst_duty": 0.1, "model.d_model": 16, "search.sampler": "grid"}))
-    _completed(w, w.call(w.search_args()), "search")
+    completed(w, w.call(w.search_args()), "search")
     w.check(4)
 
 
@@ -196,30 +196,30 @@ def check_while_running(w: Workdir) -> None:
     _use(w, tiny(6))
     started = w.start(w.search_args())
     checks = 0
-    _wait_for(lambda: w.ledger_trials() >= 1, started, 180)
+    wait_for(lambda: w.ledger_trials() >= 1, started, 180)
     while started.proc.poll() is None:
         done = w.call([OPTIMIX, "check", "--experiment", "faults", "--tracking-uri", w.uri,
                        "--storage-path", str(w.storage), "--json"], timeout=120)
         checks += 1
         if done.returncode not in (0, 1) or not done.stdout.strip():
-            w.run.violations.append(f"check during the search: exit {done.returncode}: {_last_line(done.stderr)}")
+            w.run.violations.append(f"check during the search: exit {done.returncode}: {last_line(done.stderr)}")
             continue
         found = json.loads(done.stdout)["violations"]
         w.run.violations += [f"during the search: {v['kind']}: {v['detail']}" for v in found]
     w.run.notes["checks_during"] = checks
-    _completed(w, w.finish(started), "search")
+    completed(w, w.finish(started), "search")
     w.check(6)
 
 
 @probe
 def run_id_alone(w: Workdir) -> None:
     """frontier and plan --run-id of a search that is not the latest, no --experiment"""
-    _completed(w, w.call(w.search_args("--experiment", "first")), "search first")
-    _completed(w, w.call(w.search_args("--experiment", "second")), "search second")
+    completed(w, w.call(w.search_args("--experiment", "first")), "search first")
+    completed(w, w.call(w.search_args("--experiment", "second")), "search second")
     parent = w.state("first").read()["parent_run_id"]
     common = ["--tracking-uri", w.uri, "--storage-path", str(w.storage), "--run-id", parent]
     done = w.call([OPTIMIX, "frontier", *common, "--json"], timeout=120)
-    _completed(w, done, "frontier --run-id")
+    completed(w, done, "frontier --run-id")
     if done.returncode == 0 and not json.loads(done.stdout):
         w.run.violations.append("frontier --run-id: an empty frontier for a search with finished trials")
     done = w.call([OPTIMIX, "frontier", *common], timeout=120)
@@ -234,18 +234,18 @@ def deleted_child(w: Workdir) -> None:
     """a child run deleted in MLflow, then --resume"""
     from mlflow.tracking import MlflowClient
 
-    _completed(w, w.call(w.search_args()), "search")
+    completed(w, w.call(w.search_args()), "search")
     client = MlflowClient(w.uri)
     parent = w.state().read()["parent_run_id"]
     exp = client.get_experiment_by_name("faults")
     child = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")[0]
     client.delete_run(child.info.run_id)
     done = w.call(w.search_args("--resume"))
-    _no_traceback(w, done, "--resume")
+    no_traceback(w, done, "--resume")
     if done.returncode == 0:
         w.check(2)
     elif "--resume" not in done.stderr and child.info.run_id not in done.stderr:
-        w.run.violations.append(f"--resume failed without saying what is missing: {_last_line(done.stderr)}")
+        w.run.violations.append(f"--resume failed without saying what is missing: {last_line(done.stderr)}")
 
 
 @probe
@@ -265,7 +265,7 @@ def malformed_ledger(w: Workdir) -> None:
     """null, a FLOPs count 'abc' and [1,2,3] in the ledger: check, then --resume"""
     from mlflow.tracking import MlflowClient
 
-    _completed(w, w.call(w.search_args()), "search")
+    completed(w, w.call(w.search_args()), "search")
     ledger = w.state().ledger
     whole = ledger.read_text()
     first = json.loads(whole.splitlines()[0])
@@ -274,7 +274,7 @@ def malformed_ledger(w: Workdir) -> None:
         ledger.write_text(whole + bad + "\n")
         done = w.call([OPTIMIX, "check", "--experiment", "faults", "--tracking-uri", w.uri,
                        "--storage-path", str(w.storage)], timeout=120)
-        _no_traceback(w, done, f"check with {bad[:30]!r}")
+        no_traceback(w, done, f"check with {bad[:30]!r}")
         if done.returncode != 1:
             w.run.violations.append(f"check with {bad[:30]!r} in the ledger: exit {done.returncode}, not 1")
         _refused(w, w.call(w.search_args("--resume")), f"--resume with {bad[:30]!r}")
@@ -298,7 +298,7 @@ def null_answer(w: Workdir) -> None:
         done = w.call(args, timeout=120)
         _refused(w, done, args[1])
         if "21" not in done.stderr:  # the row, counted from 1
-            w.run.violations.append(f"{args[1]}: the message names no row: {_last_line(done.stderr)}")
+            w.run.violations.append(f"{args[1]}: the message names no row: {last_line(done.stderr)}")
 
 
 @probe
@@ -313,9 +313,9 @@ def long_text_line(w: Workdir) -> None:
     t0 = time.monotonic()
     done = w.call([OPTIMIX, "validate", str(w.space)], timeout=120)
     w.run.wall_s = round(time.monotonic() - t0, 1)
-    _no_traceback(w, done, "validate")
+    no_traceback(w, done, "validate")
     if done.returncode not in (0, 2):
-        w.run.violations.append(f"validate: exit {done.returncode}: {_last_line(done.stderr)}")
+        w.run.violations.append(f"validate: exit {done.returncode}: {last_line(done.stderr)}")
 
 
 @probe
@@ -336,7 +336,7 @@ def all_failed(w: Workdir) -> None:
     """every trial diverges (learning rate 1e6)"""
     _use(w, tiny(2, **{"train.lr": 1e6}))
     done = w.call(w.search_args())
-    _no_traceback(w, done, "search")
+    no_traceback(w, done, "search")
     if done.returncode == 0:
         w.run.violations.append("a search whose every trial failed exited 0")
     w.check(2)
@@ -347,7 +347,7 @@ def tampered(w: Workdir) -> None:
     """an accuracy edited in MLflow, a point edited in the ledger, state.json deleted"""
     from mlflow.tracking import MlflowClient
 
-    _completed(w, w.call(w.search_args()), "search")
+    completed(w, w.call(w.search_args()), "search")
     state = w.state()
     saved, whole = state.read(), state.ledger.read_text()
     client = MlflowClient(w.uri)
@@ -357,7 +357,7 @@ def tampered(w: Workdir) -> None:
     def caught(what: str) -> None:
         done = w.call([OPTIMIX, "check", "--experiment", "faults", "--tracking-uri", w.uri,
                        "--storage-path", str(w.storage)], timeout=120)
-        _no_traceback(w, done, f"check after {what}")
+        no_traceback(w, done, f"check after {what}")
         if done.returncode != 1:
             w.run.violations.append(f"check missed {what} (exit {done.returncode})")
 
