@@ -104,36 +104,36 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
 
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Everything that can be refused is, before anything is written (an experiment, a state
+    # folder, a parent run): objectives, constraints, the storage, the search to resume.
     objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    constraints = metrics.parse_constraints(space.base)
     experiment = options.experiment or space.name
     seed = space.base.seed if options.seed is None else options.seed
     if "://" in options.storage_path:
         raise SpaceError(f"--storage-path: {options.storage_path!r} is a URI; give a file-system "
                          "path (on a cluster, a shared mount such as NFS)")
     storage = Path(options.storage_path).expanduser().resolve()
-    space, pins = _pin_datasets(space, storage, experiment, options.resume)  # before any data is read
+    resumed = SearchState.latest(storage, experiment) if options.resume else None  # none: refused
+    space, pins = _pin_datasets(space, storage, experiment, resumed)  # before any data is read
     _check_space(space)
     cheapest = check_budget(space)
 
     tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
-    state = SearchState.latest(storage, experiment) if options.resume else SearchState.create(storage, experiment)
+    state = resumed or SearchState.create(storage, experiment)
     state.acquire()
     try:
-        saved = _open_state(space, state, tracker, objectives, seed, experiment, options.resume, pins)
+        saved = _open_state(space, state, tracker, objectives, constraints, seed, experiment, options.resume,
+                            pins)
         return _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started)
     finally:
         state.release()
 
 
-def _pin_datasets(space: Space, storage: Path, experiment: str, resume: bool) -> tuple[Space, dict]:
+def _pin_datasets(space: Space, storage: Path, experiment: str, resumed: SearchState | None) -> tuple[Space, dict]:
     """The space with its hub datasets pinned to commits and saved once under
     ``<storage>/<experiment>/datasets/`` (``optimix.hub``); a resume keeps the recorded commits."""
-    recorded = {}
-    if resume:
-        try:
-            recorded = (SearchState.latest(storage, experiment).read() or {}).get("datasets", {})
-        except SpaceError:
-            pass  # no search to resume: said below, where the state is opened
+    recorded = (resumed.read() or {}).get("datasets", {}) if resumed is not None else {}
     return hub.pin_space(space, storage / slug(experiment) / "datasets", recorded)
 
 
@@ -155,7 +155,7 @@ def _check_space(space: Space) -> None:
                                  f"dimension ({dim.dist} {where})")
 
 
-def _open_state(space, state, tracker, objectives, seed, experiment, resume, pins) -> dict:
+def _open_state(space, state, tracker, objectives, constraints, seed, experiment, resume, pins) -> dict:
     """The state of a new search, or of the one ``--resume`` takes up (refused if its space
     differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.hub``)."""
     saved = state.read() if resume else None
@@ -170,7 +170,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume, pin
             {**flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed,
              **{f"tasks.{name}.revision": pin["commit"] for name, pin in pins.items()}},
             yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
-            metrics.constraints_tag(metrics.parse_constraints(space.base)),
+            metrics.constraints_tag(constraints),
         )
         saved = {"parent_run_id": parent_id, "experiment": experiment,
                  "tracking_uri": tracking.redact_uri(tracker.uri), "attempts": -1}
