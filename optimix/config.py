@@ -227,7 +227,9 @@ class TrialConfig(StrictModel):
     """Everything one trial needs: the fixed point of a search space."""
 
     name: str = Field("optimix", min_length=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Seeds data, model and sampler: below 2**32, as Optuna's samplers (numpy's RandomState)
+    need it."""
     tasks: dict[str, TaskSpec]
     mixture: MixtureConfig
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -217,6 +217,8 @@ OVERRIDES = [
     (["seed=.e5"], ["seed: input should be a valid integer"], None),
     (["no\nequals"], ["--set no\\nequals: expected KEY=VALUE"], None),
     ([".=1"], ["--set .=1: '.' has an empty part"], None),
+    (["seed=4294967296"], ["seed: input should be less than or equal to 4294967295, got 4294967296"], None),
+    (["seed=" + "9" * 26], ["seed: input should be less than or equal to 4294967295"], None),
 ]
 OVERRIDE_CASES = [
     pytest.param(overrides, expects, id=repr(overrides)[:40],
@@ -261,6 +263,19 @@ def test_cli_validate_after_load(overrides: list[str], expects: list[str], capsy
         args += ["--set", override]
     code, out, err = run_cli(args, capsys)
     assert_cli_bad_input(code, out, err, expects)
+
+
+@pytest.mark.parametrize("command", [["validate"], ["train"], ["train", "--seed", "9" * 26],
+                                     ["search", "--seed", "4294967296"]])
+def test_a_seed_out_of_range_is_refused_by_every_command_before_anything_runs(command, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [command[0], str(QUICKSTART), *command[1:], "--set", "train.tokens=2000"]
+    if "--seed" not in command:
+        args += ["--set", "seed=4294967296"]
+    code, out, err = run_cli(args, capsys)
+    assert_cli_bad_input(code, out, err, ["seed: input should be less than or equal to 4294967295"])
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no state folder
 
 
 def test_task_named_dist_is_a_task():
