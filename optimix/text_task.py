@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimix.config import SpaceError
+from optimix.config import SpaceError, short_repr
 from optimix.task_specs import TextTask
 
 _BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
@@ -38,8 +38,13 @@ def read_lines(name: str, spec: TextTask) -> list[str]:
     if spec.column not in table.column_names:
         raise SpaceError(f"tasks.{name}.column: no column {spec.column!r} in {spec.path} "
                          f"(columns: {', '.join(table.column_names)})")
-    lines = [str(text).strip() for text in table[spec.column]]
-    lines = [line for line in lines if line][: spec.max_rows]
+    lines = []
+    for row, text in enumerate(table[spec.column], start=1):
+        if not isinstance(text, str):  # a null would be trained as the text "None"
+            raise SpaceError(f"tasks.{name}.column: {spec.path} row {row} is not text ({short_repr(text)})")
+        if text.strip():
+            lines.append(text.strip())
+    lines = lines[: spec.max_rows]
     if len(lines) < 2:
         raise SpaceError(f"tasks.{name}.path: needs at least 2 non-empty lines")
     return lines

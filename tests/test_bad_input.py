@@ -278,6 +278,49 @@ def test_a_seed_out_of_range_is_refused_by_every_command_before_anything_runs(co
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no state folder
 
 
+DATASET_ROWS = [
+    ([{"prompt": "a", "answer": "x"}, {"prompt": "b", "answer": None}],
+     "tasks.rows.answer_column: {path} row 2 has no answer (null)"),
+    ([{"prompt": "a", "answer": "x"}, {"prompt": None, "answer": "y"}],
+     "tasks.rows.prompt_column: {path} row 2 has no prompt (null)"),
+    ([{"prompt": "", "answer": "x"}, {"prompt": "b", "answer": "y"}],
+     "tasks.rows.prompt_column: {path} row 1 has no prompt ('')"),
+    ([{"prompt": "a", "answer": "x"}, {"prompt": "b", "answer": ["y"]}],
+     "tasks.rows.answer_column: {path} row 2 has no answer (['y'])"),
+    ([{"prompt": "a" * 70, "answer": "x"}, {"prompt": "b" * 80, "answer": "y"}, {"prompt": "c", "answer": "z"}],
+     "tasks.rows.max_chars: 64 leaves 1 of 3 rows of {path} (1 distinct prompts); a dataset task needs "
+     "2 or more: raise max_chars"),
+]
+
+
+@pytest.mark.parametrize(("rows", "expect"), DATASET_ROWS, ids=["null-answer", "null-prompt", "empty-prompt",
+                                                                  "list-answer", "max-chars"])
+def test_a_dataset_row_without_a_prompt_or_answer_is_refused_naming_file_and_row(rows, expect, tmp_path,
+                                                                                   capsys):
+    import json
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    space = tmp_path / "s.yaml"
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["tasks"]["rows"] = {"kind": "dataset", "path": str(data), "eval": "train"}
+    space.write_text(yaml.safe_dump(tree))
+    for command in ("validate", "train"):
+        code, out, err = run_cli([command, str(space), "--set", "train.tokens=2000"], capsys)
+        assert_cli_bad_input(code, out, err, [expect.format(path=data)])
+
+
+def test_a_csv_with_an_empty_answer_cell_is_refused(tmp_path):
+    data = tmp_path / "rows.csv"
+    data.write_text("prompt,answer\na,1\nb,\nc,3\n")
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["tasks"]["rows"] = {"kind": "dataset", "path": str(data)}
+    from optimix.tasks import build_tasks
+
+    with pytest.raises(SpaceError, match=r"^tasks\.rows\.answer_column: .*rows\.csv row 2 has no answer"):
+        build_tasks(build_space(tree).base)
+
+
 def test_task_named_dist_is_a_task():
     tree = copy.deepcopy(QUICKSTART_TREE)
     tree["tasks"]["dist"] = tree["tasks"].pop("copy")

@@ -88,3 +88,13 @@ def test_a_missing_corpus_or_column_is_bad_input(tmp_path):
         build_tasks(build_space(tree(tmp_path / "c.jsonl")).base)
     with pytest.raises(SpaceError, match=r"^tasks\.prose\.path: no such file"):
         build_tasks(build_space(tree(tmp_path / "missing.txt")).base)
+
+
+def test_a_null_line_in_a_json_corpus_is_refused_naming_its_row(tmp_path):
+    from optimix.config import SpaceError
+
+    lines = corpus(tmp_path / "c.jsonl", n=10)
+    rows = [{"body": line} for line in lines[:3]] + [{"body": None}] + [{"body": line} for line in lines[3:]]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SpaceError, match=r"^tasks\.prose\.column: .*c\.jsonl row 4 is not text \(None\)$"):
+        build_tasks(build_space(tree(tmp_path / "c.jsonl", column="body")).base)
