@@ -201,8 +201,10 @@ class SearchConfig(StrictModel):
     trials: int = Field(16, ge=1, le=1_000_000)
     budget_flops: float | None = Field(None, gt=0)
     max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    cpus_per_trial: float = Field(1.0, gt=0, le=4096)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    """Per trial (Ray's resources); more than any one node has is refused when the search
+    starts (no trial could ever be placed), and these bounds are beyond any machine."""
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     save_models: Literal["frontier", "all", "none"] = "none"
     stack: int = Field(1, ge=1, le=256)

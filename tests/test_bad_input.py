@@ -217,6 +217,8 @@ OVERRIDES = [
     (["seed=.e5"], ["seed: input should be a valid integer"], None),
     (["no\nequals"], ["--set no\\nequals: expected KEY=VALUE"], None),
     ([".=1"], ["--set .=1: '.' has an empty part"], None),
+    (["search.cpus_per_trial=1e300"], ["search.cpus_per_trial: input should be less than or equal to 4096"], None),
+    (["search.gpus_per_trial=1e9"], ["search.gpus_per_trial: input should be less than or equal to 64"], None),
     (["seed=4294967296"], ["seed: input should be less than or equal to 4294967295, got 4294967296"], None),
     (["seed=" + "9" * 26], ["seed: input should be less than or equal to 4294967295"], None),
 ]

@@ -154,6 +154,17 @@ def test_a_budget_below_the_cheapest_trial_is_bad_input():
         run_search(build_space(tree), SearchOptions(storage_path="/nonexistent"))
 
 
+def test_more_cpus_or_gpus_per_trial_than_any_node_has_are_refused_before_anything_is_written(tmp_path):
+    """Tune would wait for them forever (asking again every minute)."""
+    for key, value, resource in (("cpus_per_trial", 4000, "CPUs"), ("gpus_per_trial", 8, "GPUs")):
+        with pytest.raises(SpaceError, match=rf"^search\.{key}: {value} per trial, but the largest node of "
+                                             rf"the Ray cluster has \d+ {resource} \(1 live nodes\)"):
+            run_search(build_space(tiny_space_tree(**{key: value})),
+                       SearchOptions(storage_path=str(tmp_path / "runs"),
+                                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no state folder, no parent run
+
+
 def test_grid_needs_values_for_a_continuous_dimension():
     with pytest.raises(SpaceError, match="mixture.rare_freq.grid"):
         run_search(build_space(tiny_space_tree(sampler="grid")), SearchOptions(storage_path="/nonexistent"))

@@ -119,6 +119,9 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     _check_space(space)
     cheapest = check_budget(space)
 
+    _tune_environment()
+    _start_ray(options)
+    _check_resources(space.base.search)  # before the experiment, the state folder, the parent run
     tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
     state = resumed or SearchState.create(storage, experiment)
     state.acquire()
@@ -342,10 +345,6 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
                                out_of_patience=driver.out_of_patience)
     if hasattr(sampler, "budget_left"):  # the frontier sampler prices its proposals
         sampler.budget_left = budget.left
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
-    # A failed trial reports no objective values (never a made-up score): Tune must accept that.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the interruption is ours: see _Interrupt
     _start_ray(options)
     if search.prune == "dominated":
         from optimix import frontier
@@ -378,6 +377,28 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
             driver.board = None
         for trial_id in list(searcher.live):  # stopped without an outcome: run again later
             searcher.conclude(trial_id, None, None)
+
+
+def _tune_environment() -> None:
+    """How Tune runs for optimix, set before Ray starts (its processes inherit it)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
+    # A failed trial reports no objective values (never a made-up score): Tune must accept that.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the interruption is ours: see _Interrupt
+
+
+def _check_resources(search) -> None:
+    """Refuse per-trial CPUs or GPUs that no live node of the Ray cluster has: Tune would wait
+    for them forever. (An autoscaling cluster's nodes count once they are up.)"""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for key, resource, asked in (("search.cpus_per_trial", "CPU", search.cpus_per_trial),
+                                 ("search.gpus_per_trial", "GPU", search.gpus_per_trial)):
+        most = max((float(node.get(resource, 0.0)) for node in nodes), default=0.0)
+        if asked > most + 1e-9:
+            raise SpaceError(f"{key}: {asked:g} per trial, but the largest node of the Ray cluster has "
+                             f"{most:g} {resource}s ({len(nodes)} live nodes): no trial could ever start")
 
 
 def _start_ray(options: SearchOptions) -> None:
