@@ -115,6 +115,42 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
     assert states.count("COMPLETE") == 4 and states.count("FAIL") == 3 and "RUNNING" not in states
 
 
+def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_goes_on(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """Dimensions valid one by one but not together (a share of 0.2 delivered in bursts of
+    duty 0.1): those grid points are infeasible trials in the ledger, Optuna and MLflow, with
+    the reason, never trained and charged nothing; the search finishes, ``optimix check``
+    passes, and ``--resume`` finds nothing left to run."""
+    from optimix.search import check
+
+    monkeypatch.chdir(tmp_path)
+    tree = tiny_space_tree(sampler="grid", trials=10)
+    tree["train"].pop("fault")
+    tree["mixture"] = {"rare_task": "facts", "rare_freq": {"dist": "choice", "values": [0.05, 0.2]},
+                       "delivery": {"dist": "choice", "values": ["even", "bursts"]}, "burst_duty": 0.1}
+    tree["model"]["d_model"] = 16
+    (tmp_path / "s.json").write_text(json.dumps(tree))
+    args = ["search", "s.json", "--storage-path", "runs", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    for extra in ([], ["--resume"]):
+        try:
+            cli_main([*args, *extra])
+        except SystemExit as done:
+            assert done.code in (0, None), capsys.readouterr().err
+    record = check.read("runs", "tiny", None)
+    assert check.check(record) == []
+    entries = {json.dumps(t.point, sort_keys=True): t for t in record.ledger}
+    assert len(entries) == len(record.ledger) == 4
+    bad = entries[json.dumps({"mixture.delivery": "bursts", "mixture.rare_freq": 0.2}, sort_keys=True)]
+    assert bad.status == "infeasible" and bad.train_flops == 0
+    assert bad.entry["error"] == ("mixture.burst_duty: 0.1 is below rare_freq=0.2: a burst cannot carry "
+                                  "more than all of its sequences")
+    assert sorted(t.status for t in record.ledger) == ["infeasible", "ok", "ok", "ok"]
+    run = next(r for r in record.children if r.trial_id == bad.trial_id)
+    assert run.tags["optimix.status"] == "infeasible" and "burst_duty" in run.tags["optimix.error"]
+    told = [ot for ot in record.optuna if ot.trial_id == bad.trial_id]
+    assert [ot.state for ot in told] == ["FAIL"]
+
+
 def test_optimix_frontier_reads_back_what_the_search_tagged(tmp_path, capsys):
     tree = tiny_space_tree(trials=3, sampler="random")
     tree["train"]["fault"] = "none"

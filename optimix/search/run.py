@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from optimix import hub, metrics, tracking
-from optimix.budget import check_budget, effective_key
+from optimix.budget import check_budget
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
 from optimix.search.driver import Driver, Progress
@@ -315,7 +315,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
 
     from optimix.search.driver import callback_class
     from optimix.search.proposals import attempt_seed, grid_points, make_sampler, startup_points
-    from optimix.search.searcher import Budget, OptimixSearcher, SignalStopper, reconcile
+    from optimix.search.searcher import Budget, OptimixSearcher, SignalStopper, point_key, reconcile
     from optimix.search.trainable import board_class, trainable
 
     search = space.base.search
@@ -339,10 +339,10 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
             study.enqueue_trial(point)
     known = {}
     for e in driver.entries:
-        known[effective_key(space, e["point"])] = e["trial_id"]
+        known[point_key(space, e["point"])] = e["trial_id"]
     searcher = OptimixSearcher(study, space, objectives, budget, driver.record, remaining, known,
                                grid=grid, seed=attempt_seed(seed, attempt), record_lost=driver.record_lost,
-                               out_of_patience=driver.out_of_patience)
+                               out_of_patience=driver.out_of_patience, record_infeasible=driver.record_infeasible)
     if hasattr(sampler, "budget_left"):  # the frontier sampler prices its proposals
         sampler.budget_left = budget.left
     _start_ray(options)
