@@ -604,3 +604,19 @@ def test_train_takes_a_share_bursts_could_not_carry_when_it_delivers_evenly(tmp_
     assert json.loads(out)["config"]["mixture"]["delivery"] == "even"
     code, out, err = run_cli(["validate", str(space)], capsys)
     assert code == 2 and "mixture.burst_duty: 0.1 is below rare_freq=0.2" in err
+
+
+def test_validate_warns_of_corners_of_the_space_that_cannot_be_built(tmp_path, capsys):
+    """Valid one by one, not together: loaded (a search records such points infeasible), and
+    ``optimix validate`` says so in one warning line."""
+    space = tmp_path / "s.yaml"
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["mixture"].update(rare_freq={"dist": "uniform", "low": 0.01, "high": 0.2, "default": 0.05},
+                           delivery={"dist": "choice", "values": ["even", "bursts"]}, burst_duty=0.1)
+    space.write_text(yaml.safe_dump(tree))
+    code, out, err = run_cli(["validate", str(space)], capsys)
+    assert code == 0 and ": ok (quickstart)" in out
+    assert err.count("\n") == 1 and err.startswith("warning: 3 of 12 corners of the space cannot be built")
+    assert "mixture.burst_duty: 0.1 is below rare_freq=0.2" in err
+    code, out, err = run_cli(["validate", str(QUICKSTART)], capsys)
+    assert code == 0 and err == ""
