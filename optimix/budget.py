@@ -44,6 +44,23 @@ def cost_corners(dimensions: Mapping[str, Dimension], limit: int) -> list[dict[s
     return [dict(c) for c in itertools.islice(itertools.product(*options), limit)]
 
 
+def unbuildable_corners(space: Space, limit: int = 256) -> tuple[int, list[tuple[dict[str, Any], str]]]:
+    """Combinations of every dimension's ends (each range's low and high, every choice), at
+    most ``limit``: (how many were tried, those whose config cannot be built, with why). A
+    search records such points as infeasible; ``optimix validate`` warns of them."""
+    options = [[(key, v) for v in (dim.values if dim.dist == "choice" else (dim.low, dim.high))]
+               for key, dim in space.dimensions.items()]
+    tried, bad = 0, []
+    for combo in itertools.islice(itertools.product(*options), limit):
+        tried += 1
+        point = {k: int(v) if space.dimensions[k].dist == "int" else v for k, v in combo}
+        try:
+            space.resolve(point)
+        except SpaceError as err:
+            bad.append((point, str(err)))
+    return tried, bad
+
+
 def cheapest_flops(space: Space) -> float:
     """The cheapest trial the space allows (cost dims at each end, every choice)."""
     best = math.inf

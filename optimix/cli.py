@@ -63,6 +63,7 @@ def cli(verbose: bool) -> None:
 def validate(space: str, overrides: tuple[str, ...]) -> None:
     """Check a search-space file and summarise it."""
     from optimix import hub
+    from optimix.budget import unbuildable_corners
     from optimix.train import plan_trial
 
     loaded, _ = hub.pin_space(load_space(space, overrides), None)  # a hub dataset at one commit
@@ -77,6 +78,11 @@ def validate(space: str, overrides: tuple[str, ...]) -> None:
             click.echo(f"    {key}: {dim.dist} {where} (train uses {dim.middle()})")
     click.echo(f"  default trial: {plan.shape.params:,} params, {plan.tokens:,} tokens, "
                f"{plan.train_flops:.3g} FLOPs")
+    tried, bad = unbuildable_corners(loaded)
+    if bad:
+        point, why = bad[0]
+        click.echo(f"warning: {len(bad)} of {tried} corners of the space cannot be built (a search records "
+                   f"such points as infeasible), e.g. {json.dumps(point)}: {why}", err=True)
 
 
 @cli.command()

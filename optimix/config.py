@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from optimix.config_base import KeyedError as KeyedError  # re-exported: one import for callers
 from optimix.config_base import SpaceError as SpaceError
@@ -34,10 +34,17 @@ MAX_TASK_NAME = 64
 class RareSpec(StrictModel):
     """One rare task's share and delivery (an entry of ``mixture.rare``)."""
 
-    freq: float = Field(gt=0, le=1)
+    freq: float
     delivery: Literal["even", "bursts"] = "even"
     burst_period: int = Field(100, ge=2)
     burst_duty: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("freq")
+    @classmethod
+    def _a_share(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"a share is in (0, 1], got {value}")
+        return value
 
 
 class MixtureConfig(StrictModel):
@@ -59,6 +66,24 @@ class MixtureConfig(StrictModel):
     burst_duty: float = Field(0.1, gt=0, le=1)
     """Fraction of each period that carries the burst."""
     weights: dict[str, float] | None = None  # the other tasks' weights (``dist: simplex`` searches them)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rare_entries(cls, data: Any) -> Any:
+        """An entry of ``mixture.rare`` is a share or a mapping: its error names its own key
+        (``rare.facts.freq``), not the first form pydantic tried (``rare.facts.float``)."""
+        rare = data.get("rare") if isinstance(data, Mapping) else None
+        for name, entry in rare.items() if isinstance(rare, Mapping) else ():
+            if isinstance(entry, Mapping):
+                try:
+                    RareSpec.model_validate(entry)
+                except ValidationError as err:
+                    key, _, message = str(_one_line_error(err, f"rare.{name}.")).partition(": ")
+                    raise KeyedError(key, message) from None
+            elif isinstance(entry, bool) or not isinstance(entry, int | float):
+                raise KeyedError(f"rare.{name}", "a share in (0, 1], or {freq, delivery, burst_period, "
+                                 f"burst_duty}}, got {short_repr(entry)}")
+        return data
 
     @model_validator(mode="after")
     def _one_form(self) -> MixtureConfig:
@@ -176,8 +201,10 @@ class SearchConfig(StrictModel):
     trials: int = Field(16, ge=1, le=1_000_000)
     budget_flops: float | None = Field(None, gt=0)
     max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    cpus_per_trial: float = Field(1.0, gt=0, le=4096)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    """Per trial (Ray's resources); more than any one node has is refused when the search
+    starts (no trial could ever be placed), and these bounds are beyond any machine."""
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     save_models: Literal["frontier", "all", "none"] = "none"
     stack: int = Field(1, ge=1, le=256)
@@ -227,7 +254,9 @@ class TrialConfig(StrictModel):
     """Everything one trial needs: the fixed point of a search space."""
 
     name: str = Field("optimix", min_length=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Seeds data, model and sampler: below 2**32, as Optuna's samplers (numpy's RandomState)
+    need it."""
     tasks: dict[str, TaskSpec]
     mixture: MixtureConfig
     model: ModelConfig = Field(default_factory=ModelConfig)

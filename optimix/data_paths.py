@@ -53,3 +53,12 @@ def resolve_data_path(path: str, base_dir: Path) -> Path:
         here = (Path.cwd() / candidate).resolve()
         candidate = here if here.exists() else (base_dir / candidate).resolve()
     return candidate.resolve()
+
+
+def sniff_builder(path: Path) -> str:
+    """The ``datasets`` builder for a file without a known suffix, from its first bytes."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    return "json" if head.lstrip()[:1] in (b"{", b"[") else "csv"

@@ -207,12 +207,25 @@ def with_aggregates(names: Iterable[str], accuracy: Mapping[str, float],
     return accuracy, losses
 
 
-def _known(config: TrialConfig, metric: str) -> bool:
+def _unknown(config: TrialConfig, metric: str) -> str | None:
+    """Why ``metric`` is not one a trial of ``config`` records, or None if it is one."""
     names = metric_names(config.tasks)
     if metric in {n for group in names.values() for n in group}:
-        return True
+        return None
     parts = aggregate_of(metric)
-    return parts is not None and len(parts[2]) >= 2 and all(t in config.tasks for t in parts[2])
+    if parts is None:
+        return (f"unknown metric {metric!r} (e.g. "
+                f"{', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
+    tasks = parts[2]
+    missing = [t for t in tasks if t not in config.tasks]
+    if missing:
+        return f"unknown task {missing[0]!r} in {metric!r} (tasks: {', '.join(config.tasks)})"
+    if len(set(tasks)) != len(tasks):
+        return f"{metric!r} names a task twice"
+    if len(tasks) < 2:
+        return (f"{metric!r} aggregates one task: an aggregate needs two or more "
+                f"(or name {parts[0]}/{tasks[0]} itself)")
+    return None
 
 
 def parse_objectives(config: TrialConfig) -> list[Objective]:
@@ -227,11 +240,10 @@ def parse_objectives(config: TrialConfig) -> list[Objective]:
         out.append(Objective(metric=canonical(metric), mode=mode))
     if len({o.metric for o in out}) != len(out):
         raise SpaceError("search.objectives: a metric is named twice")
-    names = metric_names(config.tasks)
     for i, objective in enumerate(out):
-        if not _known(config, objective.metric):
-            raise SpaceError(f"search.objectives.{i}: unknown metric {objective.metric!r} "
-                             f"(e.g. {', '.join(names['acc'][:2] + ['train_flops', 'params'])})")
+        why = _unknown(config, objective.metric)
+        if why:
+            raise SpaceError(f"search.objectives.{i}: {why}")
     _check_search_fits(config, [(o.metric, o.mode) for o in out])
     return out
 
@@ -302,13 +314,12 @@ def parse_constraint(text: str, key: str = "search.constraints") -> Constraint:
 
 def parse_constraints(config: TrialConfig) -> list[Constraint]:
     """``search.constraints`` as typed constraints on known metrics."""
-    names = metric_names(config.tasks)
     out = []
     for i, text in enumerate(config.search.constraints):
         constraint = parse_constraint(text, f"search.constraints.{i}")
-        if not _known(config, constraint.metric):
-            raise SpaceError(f"search.constraints.{i}: unknown metric {constraint.metric!r} "
-                             f"(e.g. {', '.join(names['acc'][:2] + ['params'])})")
+        why = _unknown(config, constraint.metric)
+        if why:
+            raise SpaceError(f"search.constraints.{i}: {why}")
         out.append(constraint)
     return out
 

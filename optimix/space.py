@@ -40,7 +40,7 @@ from optimix.config import (
     validated,
 )
 from optimix.data_paths import check_revision, local_path
-from optimix.metrics import parse_objectives
+from optimix.metrics import parse_constraints, parse_objectives
 
 # ---------------------------------------------------------------------------------------------
 # Search dimensions
@@ -263,7 +263,8 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
         raise SpaceError(f"{simplexes[0]}: the grid sampler cannot walk a simplex; choose another sampler")
     middles = {k: d.middle() for k, d in dimensions.items()}
     base = _validate_at(tree, middles)
-    parse_objectives(base)
+    parse_objectives(base)  # objectives and constraints are checked whole here, once: a search
+    parse_constraints(base)  # that starts has nothing left to refuse in them
     # Type-check every dimension across its range: the error names the dimension's key.
     for key, dim in dimensions.items() if ranges else ():
         for value in dim.candidates():

@@ -32,7 +32,9 @@ from optimix.config import (
     SequenceTask,
     SpaceError,
     TrialConfig,
+    short_repr,
 )
+from optimix.data_paths import sniff_builder
 from optimix.task_specs import TextTask
 from optimix.text_task import read_lines, split_lines, text_rows, train_bpe
 
@@ -366,7 +368,7 @@ def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
     if path.is_absolute():  # local whatever its suffix: the space makes local paths absolute
         if not path.exists():
             raise SpaceError(f"path: no such file or folder {spec.path!r}")
-        builder = None if path.is_dir() else builder or _sniff(path)
+        builder = None if path.is_dir() else builder or sniff_builder(path)
     datasets.disable_progress_bars()
     if builder:
         table = datasets.load_dataset(builder, data_files=spec.path, split="train")
@@ -380,26 +382,33 @@ def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
                              f"(columns: {', '.join(table.column_names)})")
     if spec.max_rows:
         table = table.select(range(min(spec.max_rows, len(table))))
-    prompts = [str(p) for p in table[spec.prompt_column]]
-    answers = [str(a) for a in table[spec.answer_column]]
+    prompts = _cells(spec, "prompt_column", table[spec.prompt_column])
+    answers = _cells(spec, "answer_column", table[spec.answer_column])
     keep = [i for i, (p, a) in enumerate(zip(prompts, answers, strict=True))
-            if len(p) <= spec.max_chars and 0 < len(a) <= spec.max_chars]
+            if len(p) <= spec.max_chars and len(a) <= spec.max_chars]
     if len(keep) < len(prompts):
+        distinct = len({prompts[i] for i in keep})
+        if distinct < 2:  # said here: "needs 2 distinct prompts" would hide why
+            raise SpaceError(f"max_chars: {spec.max_chars} leaves {len(keep)} of {len(prompts)} rows of "
+                             f"{spec.path} ({distinct} distinct prompts); a dataset task needs 2 or more: "
+                             "raise max_chars")
         log.warning("%s: %d rows longer than max_chars=%d left out", spec.path,
                     len(prompts) - len(keep), spec.max_chars)
     return [prompts[i] for i in keep], [answers[i] for i in keep]
 
 
+def _cells(spec: DatasetTask, field_name: str, column: list) -> list[str]:
+    """A column's cells as text; a null, NaN (an empty CSV cell), empty or non-scalar one is
+    refused naming its row (1: the first data row), not trained as the text ``"None"``."""
+    for row, cell in enumerate(column, start=1):
+        if not isinstance(cell, str | int | float) or cell != cell or cell in ("", float("inf"), float("-inf")):
+            what = field_name.removesuffix("_column")
+            raise SpaceError(f"{field_name}: {spec.path} row {row} has no {what} "
+                             f"({'null' if cell is None else short_repr(cell)})")
+    return [str(cell) for cell in column]
+
+
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def _sniff(path: Path) -> str:
-    """The ``datasets`` builder for a file without a known suffix, from its first bytes."""
-    with path.open("rb") as f:
-        head = f.read(4096)
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    return "json" if head.lstrip()[:1] in (b"{", b"[") else "csv"
 
 
 def _dataset_task(name, spec: DatasetTask, vocab: Vocab, rng, eval_size, prompts, answers) -> Task:

@@ -11,11 +11,13 @@ A sequence is ``[TAG t1 .. tn]`` (at most ``max_tokens`` pieces), every piece sc
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from optimix.config import SpaceError
+from optimix.config import SpaceError, short_repr
 from optimix.task_specs import TextTask
 
 _BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
@@ -38,8 +40,13 @@ def read_lines(name: str, spec: TextTask) -> list[str]:
     if spec.column not in table.column_names:
         raise SpaceError(f"tasks.{name}.column: no column {spec.column!r} in {spec.path} "
                          f"(columns: {', '.join(table.column_names)})")
-    lines = [str(text).strip() for text in table[spec.column]]
-    lines = [line for line in lines if line][: spec.max_rows]
+    lines = []
+    for row, text in enumerate(table[spec.column], start=1):
+        if not isinstance(text, str):  # a null would be trained as the text "None"
+            raise SpaceError(f"tasks.{name}.column: {spec.path} row {row} is not text ({short_repr(text)})")
+        if text.strip():
+            lines.append(text.strip())
+    lines = lines[: spec.max_rows]
     if len(lines) < 2:
         raise SpaceError(f"tasks.{name}.path: needs at least 2 non-empty lines")
     return lines
@@ -54,8 +61,29 @@ def split_lines(lines: list[str], spec: TextTask, rng: np.random.Generator) -> t
             [line for i, line in enumerate(lines) if i in held])
 
 
+BPE_RUN = 256
+"""The longest run of non-space (or of space) characters BPE training reads whole: a longer
+run is cut into pieces of this many characters. BPE merges inside one pre-token (a word), and
+the cost of learning them grows with the square of its length: a 5 MB line with no space
+would take hours. A word of up to ``BPE_RUN`` characters is read as it is, so a corpus
+without such runs trains the same tokenizer; encoding is not cut."""
+
+_LONG_RUN = re.compile(rf"\S{{{BPE_RUN + 1},}}|\s{{{BPE_RUN + 1},}}")
+
+
+def bpe_pieces(line: str) -> Iterator[str]:
+    """``line`` as BPE training reads it: whole, or cut inside its runs longer than ``BPE_RUN``."""
+    start = 0
+    for run in _LONG_RUN.finditer(line):
+        for cut in range(run.start() + BPE_RUN, run.end(), BPE_RUN):
+            yield line[start:cut]
+            start = cut
+    yield line[start:]
+
+
 def train_bpe(corpus: list[str], specials: list[str], vocab_size: int):
-    """A byte-level BPE over ``corpus`` whose first ids are ``specials``, in order."""
+    """A byte-level BPE over ``corpus`` whose first ids are ``specials``, in order; its cost
+    near-linear in the corpus's size (``BPE_RUN``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -63,7 +91,7 @@ def train_bpe(corpus: list[str], specials: list[str], vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=len(specials) + vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
+    tok.train_from_iterator((piece for line in corpus for piece in bpe_pieces(line)), trainer)
     if [tok.token_to_id(t) for t in specials] != list(range(len(specials))):
         raise RuntimeError("the BPE did not give optimix's tokens their ids")  # a tokenizers change
     return tok

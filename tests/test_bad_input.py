@@ -217,6 +217,10 @@ OVERRIDES = [
     (["seed=.e5"], ["seed: input should be a valid integer"], None),
     (["no\nequals"], ["--set no\\nequals: expected KEY=VALUE"], None),
     ([".=1"], ["--set .=1: '.' has an empty part"], None),
+    (["search.cpus_per_trial=1e300"], ["search.cpus_per_trial: input should be less than or equal to 4096"], None),
+    (["search.gpus_per_trial=1e9"], ["search.gpus_per_trial: input should be less than or equal to 64"], None),
+    (["seed=4294967296"], ["seed: input should be less than or equal to 4294967295, got 4294967296"], None),
+    (["seed=" + "9" * 26], ["seed: input should be less than or equal to 4294967295"], None),
 ]
 OVERRIDE_CASES = [
     pytest.param(overrides, expects, id=repr(overrides)[:40],
@@ -261,6 +265,62 @@ def test_cli_validate_after_load(overrides: list[str], expects: list[str], capsy
         args += ["--set", override]
     code, out, err = run_cli(args, capsys)
     assert_cli_bad_input(code, out, err, expects)
+
+
+@pytest.mark.parametrize("command", [["validate"], ["train"], ["train", "--seed", "9" * 26],
+                                     ["search", "--seed", "4294967296"]])
+def test_a_seed_out_of_range_is_refused_by_every_command_before_anything_runs(command, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [command[0], str(QUICKSTART), *command[1:], "--set", "train.tokens=2000"]
+    if "--seed" not in command:
+        args += ["--set", "seed=4294967296"]
+    code, out, err = run_cli(args, capsys)
+    assert_cli_bad_input(code, out, err, ["seed: input should be less than or equal to 4294967295"])
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no state folder
+
+
+DATASET_ROWS = [
+    ([{"prompt": "a", "answer": "x"}, {"prompt": "b", "answer": None}],
+     "tasks.rows.answer_column: {path} row 2 has no answer (null)"),
+    ([{"prompt": "a", "answer": "x"}, {"prompt": None, "answer": "y"}],
+     "tasks.rows.prompt_column: {path} row 2 has no prompt (null)"),
+    ([{"prompt": "", "answer": "x"}, {"prompt": "b", "answer": "y"}],
+     "tasks.rows.prompt_column: {path} row 1 has no prompt ('')"),
+    ([{"prompt": "a", "answer": "x"}, {"prompt": "b", "answer": ["y"]}],
+     "tasks.rows.answer_column: {path} row 2 has no answer (['y'])"),
+    ([{"prompt": "a" * 70, "answer": "x"}, {"prompt": "b" * 80, "answer": "y"}, {"prompt": "c", "answer": "z"}],
+     "tasks.rows.max_chars: 64 leaves 1 of 3 rows of {path} (1 distinct prompts); a dataset task needs "
+     "2 or more: raise max_chars"),
+]
+
+
+@pytest.mark.parametrize(("rows", "expect"), DATASET_ROWS, ids=["null-answer", "null-prompt", "empty-prompt",
+                                                                  "list-answer", "max-chars"])
+def test_a_dataset_row_without_a_prompt_or_answer_is_refused_naming_file_and_row(rows, expect, tmp_path,
+                                                                                   capsys):
+    import json
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    space = tmp_path / "s.yaml"
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["tasks"]["rows"] = {"kind": "dataset", "path": str(data), "eval": "train"}
+    space.write_text(yaml.safe_dump(tree))
+    for command in ("validate", "train"):
+        code, out, err = run_cli([command, str(space), "--set", "train.tokens=2000"], capsys)
+        assert_cli_bad_input(code, out, err, [expect.format(path=data)])
+
+
+def test_a_csv_with_an_empty_answer_cell_is_refused(tmp_path):
+    data = tmp_path / "rows.csv"
+    data.write_text("prompt,answer\na,1\nb,\nc,3\n")
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["tasks"]["rows"] = {"kind": "dataset", "path": str(data)}
+    from optimix.tasks import build_tasks
+
+    with pytest.raises(SpaceError, match=r"^tasks\.rows\.answer_column: .*rows\.csv row 2 has no answer"):
+        build_tasks(build_space(tree).base)
 
 
 def test_task_named_dist_is_a_task():
@@ -544,3 +604,19 @@ def test_train_takes_a_share_bursts_could_not_carry_when_it_delivers_evenly(tmp_
     assert json.loads(out)["config"]["mixture"]["delivery"] == "even"
     code, out, err = run_cli(["validate", str(space)], capsys)
     assert code == 2 and "mixture.burst_duty: 0.1 is below rare_freq=0.2" in err
+
+
+def test_validate_warns_of_corners_of_the_space_that_cannot_be_built(tmp_path, capsys):
+    """Valid one by one, not together: loaded (a search records such points infeasible), and
+    ``optimix validate`` says so in one warning line."""
+    space = tmp_path / "s.yaml"
+    tree = yaml.safe_load(QUICKSTART.read_text())
+    tree["mixture"].update(rare_freq={"dist": "uniform", "low": 0.01, "high": 0.2, "default": 0.05},
+                           delivery={"dist": "choice", "values": ["even", "bursts"]}, burst_duty=0.1)
+    space.write_text(yaml.safe_dump(tree))
+    code, out, err = run_cli(["validate", str(space)], capsys)
+    assert code == 0 and ": ok (quickstart)" in out
+    assert err.count("\n") == 1 and err.startswith("warning: 3 of 12 corners of the space cannot be built")
+    assert "mixture.burst_duty: 0.1 is below rare_freq=0.2" in err
+    code, out, err = run_cli(["validate", str(QUICKSTART)], capsys)
+    assert code == 0 and err == ""

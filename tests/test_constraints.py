@@ -49,6 +49,67 @@ def test_bad_constraints_name_their_key(text, message):
         metrics.parse_constraints(build_space(tree([text])).base)
 
 
+@pytest.mark.parametrize(("key", "values", "message"), [
+    ("constraints", ["acc/nope >= 0.1"], "search.constraints.0: unknown metric 'acc/nope'"),
+    ("constraints", ["params < 1e9", "acc/facts => 0.1"], "search.constraints.1: expected 'metric >= value'"),
+    ("constraints", ["acc/facts >= nan"], "search.constraints.0: the bound must be a finite number"),
+    ("constraints", ["acc/facts >= inf"], "search.constraints.0: the bound must be a finite number"),
+    ("constraints", ["acc/mean(facts) >= 0.1"], "search.constraints.0: 'acc/mean.facts' aggregates one task"),
+    ("constraints", ["acc/mean(facts,facts) >= 0.1"], "search.constraints.0: 'acc/mean.facts.facts' names a task twice"),
+    ("constraints", ["loss/max(facts,nope) <= 2"], "search.constraints.0: unknown task 'nope'"),
+    ("objectives", ["acc/mean(facts):max", "train_flops:min"], "search.objectives.0: 'acc/mean.facts' aggregates one"),
+    ("objectives", ["acc/facts:max", "acc/min(nope,facts):max"], "search.objectives.1: unknown task 'nope'"),
+])
+def test_bad_constraints_and_objectives_are_refused_when_the_space_is_loaded(key, values, message):
+    """``optimix validate`` (the loader) refuses them: a search never starts with one."""
+    bad = tree()
+    bad["search"][key] = values
+    with pytest.raises(SpaceError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        build_space(bad)
+
+
+def test_an_aggregate_of_two_tasks_loads():
+    good = tree(["acc/mean(facts,background) >= 0.1"])
+    assert metrics.parse_constraints(build_space(good).base)[0].metric == "acc/mean.facts.background"
+
+
+def test_a_search_refused_for_its_constraints_writes_nothing(tmp_path, capsys, monkeypatch):
+    """Refused before an experiment, a state folder or a parent run exists; so a --resume
+    after it finds no search to take up, and writes nothing either."""
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(tree()))
+    common = ["--storage-path", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+              "--set", "train.tokens=2000"]
+    for extra in ([], ["--resume"]):
+        with pytest.raises(SystemExit) as done:
+            cli_main(["search", str(space), *common, *extra, "--set", 'search.constraints=["acc/nope >= 0.1"]'])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert err == "error: search.constraints.0: unknown metric 'acc/nope' (e.g. acc/background, " \
+                      "acc/facts, train_flops, params)\n"
+    with pytest.raises(SystemExit) as done:
+        cli_main(["search", str(space), *common, "--resume"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --resume: no search of 'constrained' under ")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_resume_refuses_when_the_latest_search_folder_is_gone(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(tree()))
+    (tmp_path / "runs" / "constrained").mkdir(parents=True)
+    (tmp_path / "runs" / "constrained" / "latest").write_text("20260101T000000000000Z")
+    with pytest.raises(SystemExit) as done:
+        cli_main(["search", str(space), "--storage-path", str(tmp_path / "runs"), "--resume",
+                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: the latest search of 'constrained' (") and err.count("\n") == 1
+    assert "is gone" in err and not (tmp_path / "mlflow.db").exists()
+
+
 def test_violation_is_optuna_style_and_strict_bounds_miss_on_equality():
     c = metrics.parse_constraint("acc/background >= 0.2")
     assert c.violation({"acc/background": 0.1}) == pytest.approx(0.1)

@@ -115,6 +115,42 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
     assert states.count("COMPLETE") == 4 and states.count("FAIL") == 3 and "RUNNING" not in states
 
 
+def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_goes_on(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """Dimensions valid one by one but not together (a share of 0.2 delivered in bursts of
+    duty 0.1): those grid points are infeasible trials in the ledger, Optuna and MLflow, with
+    the reason, never trained and charged nothing; the search finishes, ``optimix check``
+    passes, and ``--resume`` finds nothing left to run."""
+    from optimix.search import check
+
+    monkeypatch.chdir(tmp_path)
+    tree = tiny_space_tree(sampler="grid", trials=10)
+    tree["train"].pop("fault")
+    tree["mixture"] = {"rare_task": "facts", "rare_freq": {"dist": "choice", "values": [0.05, 0.2]},
+                       "delivery": {"dist": "choice", "values": ["even", "bursts"]}, "burst_duty": 0.1}
+    tree["model"]["d_model"] = 16
+    (tmp_path / "s.json").write_text(json.dumps(tree))
+    args = ["search", "s.json", "--storage-path", "runs", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    for extra in ([], ["--resume"]):
+        try:
+            cli_main([*args, *extra])
+        except SystemExit as done:
+            assert done.code in (0, None), capsys.readouterr().err
+    record = check.read("runs", "tiny", None)
+    assert check.check(record) == []
+    entries = {json.dumps(t.point, sort_keys=True): t for t in record.ledger}
+    assert len(entries) == len(record.ledger) == 4
+    bad = entries[json.dumps({"mixture.delivery": "bursts", "mixture.rare_freq": 0.2}, sort_keys=True)]
+    assert bad.status == "infeasible" and bad.train_flops == 0
+    assert bad.entry["error"] == ("mixture.burst_duty: 0.1 is below rare_freq=0.2: a burst cannot carry "
+                                  "more than all of its sequences")
+    assert sorted(t.status for t in record.ledger) == ["infeasible", "ok", "ok", "ok"]
+    run = next(r for r in record.children if r.trial_id == bad.trial_id)
+    assert run.tags["optimix.status"] == "infeasible" and "burst_duty" in run.tags["optimix.error"]
+    told = [ot for ot in record.optuna if ot.trial_id == bad.trial_id]
+    assert [ot.state for ot in told] == ["FAIL"]
+
+
 def test_optimix_frontier_reads_back_what_the_search_tagged(tmp_path, capsys):
     tree = tiny_space_tree(trials=3, sampler="random")
     tree["train"]["fault"] = "none"
@@ -152,6 +188,17 @@ def test_a_budget_below_the_cheapest_trial_is_bad_input():
     tree["search"]["budget_flops"] = 1e3
     with pytest.raises(SpaceError, match="search.budget_flops: .* below the cheapest trial"):
         run_search(build_space(tree), SearchOptions(storage_path="/nonexistent"))
+
+
+def test_more_cpus_or_gpus_per_trial_than_any_node_has_are_refused_before_anything_is_written(tmp_path):
+    """Tune would wait for them forever (asking again every minute)."""
+    for key, value, resource in (("cpus_per_trial", 4000, "CPUs"), ("gpus_per_trial", 8, "GPUs")):
+        with pytest.raises(SpaceError, match=rf"^search\.{key}: {value} per trial, but the largest node of "
+                                             rf"the Ray cluster has \d+ {resource} \(1 live nodes\)"):
+            run_search(build_space(tiny_space_tree(**{key: value})),
+                       SearchOptions(storage_path=str(tmp_path / "runs"),
+                                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no state folder, no parent run
 
 
 def test_grid_needs_values_for_a_continuous_dimension():

@@ -88,3 +88,54 @@ def test_a_missing_corpus_or_column_is_bad_input(tmp_path):
         build_tasks(build_space(tree(tmp_path / "c.jsonl")).base)
     with pytest.raises(SpaceError, match=r"^tasks\.prose\.path: no such file"):
         build_tasks(build_space(tree(tmp_path / "missing.txt")).base)
+
+
+def test_a_null_line_in_a_json_corpus_is_refused_naming_its_row(tmp_path):
+    from optimix.config import SpaceError
+
+    lines = corpus(tmp_path / "c.jsonl", n=10)
+    rows = [{"body": line} for line in lines[:3]] + [{"body": None}] + [{"body": line} for line in lines[3:]]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SpaceError, match=r"^tasks\.prose\.column: .*c\.jsonl row 4 is not text \(None\)$"):
+        build_tasks(build_space(tree(tmp_path / "c.jsonl", column="body")).base)
+
+
+def test_a_corpus_without_long_runs_trains_the_same_bpe_as_tokenizers_alone(tmp_path):
+    """``BPE_RUN`` cuts only runs longer than it: an ordinary corpus's tokenizer is unchanged."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from optimix.text_task import BPE_RUN, train_bpe
+
+    lines = corpus(tmp_path / "c.txt", n=400) + ["x" * BPE_RUN + " and " + "-" * BPE_RUN]
+    specials = ["<pad>", "<t:prose>"]
+    ours = train_bpe(lines, specials, 300)
+    plain = Tokenizer(models.BPE())
+    plain.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    plain.decoder = decoders.ByteLevel()
+    plain.train_from_iterator(lines, trainers.BpeTrainer(
+        vocab_size=len(specials) + 300, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    assert ours.to_str() == plain.to_str()
+
+
+def test_one_very_long_line_trains_in_seconds(tmp_path, capsys):
+    """A 5 MB line without a space took hours (BPE learns merges inside a word in time
+    quadratic in its length); cut into ``BPE_RUN`` pieces it takes seconds. The bound is loose
+    so that a loaded machine does not flake it; it was minutes at 5 MB."""
+    import time
+
+    from optimix.cli import main as cli_main
+
+    lines = corpus(tmp_path / "c.txt", n=200)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    long_line = "".join(np.random.default_rng(0).choice(letters, 5_000_000))
+    (tmp_path / "c.txt").write_text("\n".join(lines[:100] + [long_line] + lines[100:]) + "\n")
+    space = tmp_path / "s.json"
+    space.write_text(json.dumps(tree(tmp_path / "c.txt")))
+    started = time.perf_counter()
+    try:
+        cli_main(["validate", str(space)])
+    except SystemExit as done:
+        assert done.code in (0, None), capsys.readouterr().err
+    assert time.perf_counter() - started < 30
+    assert ": ok (text)" in capsys.readouterr().out

@@ -113,6 +113,23 @@ class Driver:
             entry["missed"] = [str(c) for c in metrics.missed(self.constraints, metrics.final_metrics(doc))]
         if doc.get("model_dir"):  # "all": uploaded with the run; "frontier": at the end, if on it
             entry["model_dir"] = doc["model_dir"]
+        return self._append(entry)
+
+    def record_infeasible(self, trial_id: str, point: Mapping[str, Any], reason: str) -> dict:
+        """The ledger entry of a point whose config cannot be built (``reason``: the
+        ``SpaceError``, e.g. a share a burst cannot carry): infeasible, never trained, no FLOPs.
+        Its params are the point's values (there is no config to flatten)."""
+        doc = {"status": metrics.INFEASIBLE, "error": reason, "params": 0, "non_embedding_params": 0,
+               "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}, "wall_s": 0.0, "train_s": 0.0,
+               "tokens_per_s": 0.0, "steps": 0, "planned_steps": 0, "curve": []}
+        entry = {"trial_id": trial_id, "index": len(self.entries), "name": trial_name(len(self.entries), point),
+                 "status": metrics.INFEASIBLE, "error": reason, "point": dict(point), "params": dict(point),
+                 "result": doc, "node": None}
+        self._append(entry)
+        self.finished(trial_id)  # to MLflow, like a trial that ran
+        return entry
+
+    def _append(self, entry: dict) -> dict:
         faults.kill_at("before_ledger")
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
         self.entries.append({**entry, "run_id": None})

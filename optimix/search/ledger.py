@@ -68,6 +68,9 @@ class SearchState:
             stamp = (root / "latest").read_text().strip()
         except OSError:
             raise SpaceError(f"--resume: no search of {experiment!r} under {storage}") from None
+        if not stamp or not (root / stamp).is_dir():
+            raise SpaceError(f"--resume: the latest search of {experiment!r} ({root / stamp}) is gone; "
+                             "drop --resume for a new search")
         return cls(root / stamp)
 
     @property

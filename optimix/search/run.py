@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from optimix import hub, metrics, tracking
-from optimix.budget import check_budget, effective_key
+from optimix.budget import check_budget
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
 from optimix.search.driver import Driver, Progress
@@ -104,36 +104,39 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
 
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Everything that can be refused is, before anything is written (an experiment, a state
+    # folder, a parent run): objectives, constraints, the storage, the search to resume.
     objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
+    constraints = metrics.parse_constraints(space.base)
     experiment = options.experiment or space.name
     seed = space.base.seed if options.seed is None else options.seed
     if "://" in options.storage_path:
         raise SpaceError(f"--storage-path: {options.storage_path!r} is a URI; give a file-system "
                          "path (on a cluster, a shared mount such as NFS)")
     storage = Path(options.storage_path).expanduser().resolve()
-    space, pins = _pin_datasets(space, storage, experiment, options.resume)  # before any data is read
+    resumed = SearchState.latest(storage, experiment) if options.resume else None  # none: refused
+    space, pins = _pin_datasets(space, storage, experiment, resumed)  # before any data is read
     _check_space(space)
     cheapest = check_budget(space)
 
+    _tune_environment()
+    _start_ray(options)
+    _check_resources(space.base.search)  # before the experiment, the state folder, the parent run
     tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
-    state = SearchState.latest(storage, experiment) if options.resume else SearchState.create(storage, experiment)
+    state = resumed or SearchState.create(storage, experiment)
     state.acquire()
     try:
-        saved = _open_state(space, state, tracker, objectives, seed, experiment, options.resume, pins)
+        saved = _open_state(space, state, tracker, objectives, constraints, seed, experiment, options.resume,
+                            pins)
         return _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started)
     finally:
         state.release()
 
 
-def _pin_datasets(space: Space, storage: Path, experiment: str, resume: bool) -> tuple[Space, dict]:
+def _pin_datasets(space: Space, storage: Path, experiment: str, resumed: SearchState | None) -> tuple[Space, dict]:
     """The space with its hub datasets pinned to commits and saved once under
     ``<storage>/<experiment>/datasets/`` (``optimix.hub``); a resume keeps the recorded commits."""
-    recorded = {}
-    if resume:
-        try:
-            recorded = (SearchState.latest(storage, experiment).read() or {}).get("datasets", {})
-        except SpaceError:
-            pass  # no search to resume: said below, where the state is opened
+    recorded = (resumed.read() or {}).get("datasets", {}) if resumed is not None else {}
     return hub.pin_space(space, storage / slug(experiment) / "datasets", recorded)
 
 
@@ -155,7 +158,7 @@ def _check_space(space: Space) -> None:
                                  f"dimension ({dim.dist} {where})")
 
 
-def _open_state(space, state, tracker, objectives, seed, experiment, resume, pins) -> dict:
+def _open_state(space, state, tracker, objectives, constraints, seed, experiment, resume, pins) -> dict:
     """The state of a new search, or of the one ``--resume`` takes up (refused if its space
     differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.hub``)."""
     saved = state.read() if resume else None
@@ -170,7 +173,7 @@ def _open_state(space, state, tracker, objectives, seed, experiment, resume, pin
             {**flatten({"search": space.base.search.model_dump(mode="json")}), "seed": seed,
              **{f"tasks.{name}.revision": pin["commit"] for name, pin in pins.items()}},
             yaml.safe_dump(space.tree, sort_keys=False), space.base.search.budget_flops, str(state.path),
-            metrics.constraints_tag(metrics.parse_constraints(space.base)),
+            metrics.constraints_tag(constraints),
         )
         saved = {"parent_run_id": parent_id, "experiment": experiment,
                  "tracking_uri": tracking.redact_uri(tracker.uri), "attempts": -1}
@@ -312,7 +315,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
 
     from optimix.search.driver import callback_class
     from optimix.search.proposals import attempt_seed, grid_points, make_sampler, startup_points
-    from optimix.search.searcher import Budget, OptimixSearcher, SignalStopper, reconcile
+    from optimix.search.searcher import Budget, OptimixSearcher, SignalStopper, point_key, reconcile
     from optimix.search.trainable import board_class, trainable
 
     search = space.base.search
@@ -336,16 +339,12 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
             study.enqueue_trial(point)
     known = {}
     for e in driver.entries:
-        known[effective_key(space, e["point"])] = e["trial_id"]
+        known[point_key(space, e["point"])] = e["trial_id"]
     searcher = OptimixSearcher(study, space, objectives, budget, driver.record, remaining, known,
                                grid=grid, seed=attempt_seed(seed, attempt), record_lost=driver.record_lost,
-                               out_of_patience=driver.out_of_patience)
+                               out_of_patience=driver.out_of_patience, record_infeasible=driver.record_infeasible)
     if hasattr(sampler, "budget_left"):  # the frontier sampler prices its proposals
         sampler.budget_left = budget.left
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
-    # A failed trial reports no objective values (never a made-up score): Tune must accept that.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the interruption is ours: see _Interrupt
     _start_ray(options)
     if search.prune == "dominated":
         from optimix import frontier
@@ -378,6 +377,28 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
             driver.board = None
         for trial_id in list(searcher.live):  # stopped without an outcome: run again later
             searcher.conclude(trial_id, None, None)
+
+
+def _tune_environment() -> None:
+    """How Tune runs for optimix, set before Ray starts (its processes inherit it)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no console tables: the CLI shows progress
+    # A failed trial reports no objective values (never a made-up score): Tune must accept that.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the interruption is ours: see _Interrupt
+
+
+def _check_resources(search) -> None:
+    """Refuse per-trial CPUs or GPUs that no live node of the Ray cluster has: Tune would wait
+    for them forever. (An autoscaling cluster's nodes count once they are up.)"""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for key, resource, asked in (("search.cpus_per_trial", "CPU", search.cpus_per_trial),
+                                 ("search.gpus_per_trial", "GPU", search.gpus_per_trial)):
+        most = max((float(node.get(resource, 0.0)) for node in nodes), default=0.0)
+        if asked > most + 1e-9:
+            raise SpaceError(f"{key}: {asked:g} per trial, but the largest node of the Ray cluster has "
+                             f"{most:g} {resource}s ({len(nodes)} live nodes): no trial could ever start")
 
 
 def _start_ray(options: SearchOptions) -> None:

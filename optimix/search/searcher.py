@@ -63,6 +63,8 @@ _AFFORDABLE_AFTER = 3  # proposals refused before a random point that fits is qu
 Recorder = Callable[[str, Mapping[str, Any], dict], dict]
 # (trial_id, FLOPs) of an attempt stopped before it finished: compute spent, no result
 LostRecorder = Callable[[str, float], None]
+# (trial_id, point, reason) of a point whose config cannot be built -> its ledger entry
+InfeasibleRecorder = Callable[[str, Mapping[str, Any], str], dict]
 
 
 @dataclass
@@ -92,7 +94,8 @@ class OptimixSearcher(Searcher):
                  record: Recorder, points_left: int, known: Mapping[str, str],
                  grid: list[dict[str, Any]] | None = None, seed: int = 0,
                  record_lost: LostRecorder | None = None,
-                 out_of_patience: Callable[[], bool] | None = None):
+                 out_of_patience: Callable[[], bool] | None = None,
+                 record_infeasible: InfeasibleRecorder | None = None):
         super().__init__()
         self.study = study
         self.space = space
@@ -102,6 +105,7 @@ class OptimixSearcher(Searcher):
         self.budget = budget
         self.record = record
         self.record_lost = record_lost
+        self.record_infeasible = record_infeasible
         self.points_left = points_left
         self.seen = dict(known)  # effective key -> the trial that trains it
         self.grid = grid
@@ -123,7 +127,11 @@ class OptimixSearcher(Searcher):
         not_now = None if self.budget.reserved else Searcher.FINISHED
         if self._dry == (len(self.seen), self.budget.left()):
             return not_now  # nothing new could be found, and nothing has changed since
-        for attempt in range(_MAX_TRIES):
+        attempt = -1
+        while attempt + 1 < _MAX_TRIES:
+            attempt += 1
+            if self.points_left <= 0:
+                return Searcher.FINISHED
             if self.budget.left() < self.budget.cheapest:
                 return not_now
             if self.grid is not None:
@@ -135,8 +143,10 @@ class OptimixSearcher(Searcher):
                 self._dry = (len(self.seen), self.budget.left())
                 return not_now
             ot_trial = self.study.ask(self.dists)
+            points_left = self.points_left
             member = self._admit(ot_trial, trial_id)
             if member is None:
+                attempt -= self.points_left < points_left  # an infeasible point is a trial, not a miss
                 continue
             members = [member]
             if self.stack > 1:
@@ -158,7 +168,13 @@ class OptimixSearcher(Searcher):
             cost = trial_flops(self.space, point)
             key = effective_key(self.space, point)
         except SpaceError as err:
-            self._skip(ot_trial, str(err))
+            key = point_key(self.space, point)
+            if key in self.seen:
+                self._skip(ot_trial, f"the same point as trial {self.seen[key]}")
+            elif self.record_infeasible is None:
+                self._skip(ot_trial, str(err))
+            else:
+                self._infeasible(ot_trial, point, key, str(err))
             return None
         if key in self.seen:
             self._skip(ot_trial, f"trains the same model as trial {self.seen[key]}")
@@ -172,6 +188,18 @@ class OptimixSearcher(Searcher):
         self.points_left -= 1
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         return _Member(trial_id, point, ot_trial)
+
+    def _infeasible(self, ot_trial, point: dict[str, Any], key: str, reason: str) -> None:
+        """A point whose config cannot be built (dimensions valid one by one, not together):
+        an infeasible trial in the ledger, then Optuna (FAIL), then MLflow; never trained, no
+        FLOPs; it counts as one of the search's trials, and the search goes on."""
+        trial_id = f"infeasible-{ot_trial.number}"
+        self.seen[key] = trial_id
+        self.points_left -= 1
+        ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        entry = self.record_infeasible(trial_id, point, reason)
+        self._tell(ot_trial, entry)
+        log.info("trial %s is infeasible: %s", trial_id, reason)
 
     def _fill_group(self, trial_id: str, first: _Member) -> list[_Member]:
         """Up to ``stack - 1`` more points that share ``first``'s shape and length (every
@@ -201,13 +229,17 @@ class OptimixSearcher(Searcher):
     def _next_grid_point(self, wanted: Callable[[dict], bool]) -> dict[str, Any] | None:
         left = self.budget.left()
         for point in self.grid:
-            if wanted(point) and effective_key(self.space, point) not in self.seen \
-                    and trial_flops(self.space, point) <= left:
-                return point
+            if not wanted(point) or point_key(self.space, point) in self.seen:
+                continue
+            try:
+                if trial_flops(self.space, point) <= left:
+                    return point
+            except SpaceError:
+                return point  # infeasible: recorded so when it is asked for (``_admit``)
         return None
 
     def _grid_left(self) -> bool:
-        return any(effective_key(self.space, p) not in self.seen for p in self.grid)
+        return any(point_key(self.space, p) not in self.seen for p in self.grid)
 
     def _enqueue_affordable(self) -> bool:
         """The sampler keeps proposing what cannot run (too dear, or trained already): queue
@@ -312,6 +344,15 @@ class SignalStopper(Stopper):
 
     def __getstate__(self) -> dict:  # Tune pickles its run config; that copy is never used
         return {"interrupted": _never}
+
+
+def point_key(space: Space, point: Mapping[str, Any]) -> str:
+    """What the trial at ``point`` trains (``budget.effective_key``); for a point whose config
+    cannot be built, the point itself."""
+    try:
+        return effective_key(space, point)
+    except SpaceError:
+        return "infeasible:" + json.dumps(dict(point), sort_keys=True, default=str)
 
 
 def _never() -> bool:
