@@ -93,6 +93,24 @@ def redact_uri(uri: str) -> str:
     return f"{scheme}://{host}{slash}{path}"
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite path made absolute (from the working directory): the
+    same store, named the same from anywhere."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):].startswith("/") or uri == prefix:
+        return uri
+    return prefix + os.path.abspath(uri[len(prefix):])
+
+
+def same_store(a: str, b: str) -> bool:
+    """Whether two tracking URIs (either redacted) name one store: credentials, query and
+    fragment aside, relative SQLite paths taken from the working directory."""
+    def bare(uri: str) -> str:
+        return redact_uri(absolute_uri(uri)).replace("://***@", "://", 1).rstrip("/")
+
+    return bare(a) == bare(b)
+
+
 def use_http_defaults() -> None:
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)

@@ -394,6 +394,57 @@ def test_an_experiment_name_never_leaves_the_storage_path(tmp_path, name):
     assert state.path.parent.parent == (tmp_path / "runs").resolve()
 
 
+@pytest.mark.parametrize(("a", "b"), [("rt b", "rt_b"), ("rt/b", "rt_b"), ("rt b", "rt/b"), (".x", "x"),
+                                      ("a" * 300, "a" * 301), ("", "search")])
+def test_two_experiment_names_never_share_a_state_folder(tmp_path, a, b):
+    first, second = SearchState.create(tmp_path, a), SearchState.create(tmp_path, b)
+    assert first.path.parent != second.path.parent
+    assert SearchState.latest(tmp_path, a).path == first.path
+    assert SearchState.latest(tmp_path, b).path == second.path
+
+
+@pytest.mark.parametrize("name", ["records", "rt_b", "quickstart-2.v1"])
+def test_a_name_that_is_a_folder_name_keeps_its_folder(tmp_path, name):
+    """Searches recorded before names got their own folders still ``--resume``."""
+    assert SearchState.create(tmp_path, name).path.parent == tmp_path.resolve() / name
+
+
+def cli_search(capsys, *args: str) -> tuple[int | str | None, str]:
+    """``optimix search ARGS`` in this process: exit status and stderr."""
+    from optimix.cli import main
+
+    try:
+        main(["search", *args])
+        code = 0
+    except SystemExit as err:
+        code = err.code
+    return code, capsys.readouterr().err
+
+
+def test_a_resume_of_another_experiment_or_store_is_refused_before_anything_is_written(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(space_tree()))
+    storage, here, elsewhere = tmp_path / "runs", tmp_path / "here.db", tmp_path / "elsewhere.db"
+    state = SearchState.create(storage, "rt_b")
+    # As an optimix that gave "rt b" and "rt_b" one folder left it: a search of "rt b" there.
+    state.write({"experiment": "rt b", "parent_run_id": "p", "tracking_uri": f"sqlite:///{here}",
+                 "attempts": 0})
+    common = ("--storage-path", str(storage), "--resume")
+
+    code, err = cli_search(capsys, str(space), "--experiment", "rt b", *common, "--tracking-uri", f"sqlite:///{here}")
+    assert code == 2 and err.startswith("error: --resume: no search of 'rt b'") and err.count("\n") == 1, err
+    code, err = cli_search(capsys, str(space), "--experiment", "rt_b", *common, "--tracking-uri", f"sqlite:///{here}")
+    assert code == 2 and err.startswith("error: --experiment:") and "'rt b'" in err and err.count("\n") == 1, err
+
+    state.write({**state.read(), "experiment": "rt_b"})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, err = cli_search(capsys, str(space), "--experiment", "rt_b", *common,
+                           "--tracking-uri", f"sqlite:///{elsewhere}")
+    assert code == 2 and err.startswith("error: --tracking-uri:") and err.count("\n") == 1, err
+    assert str(here) in err and str(elsewhere) in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no store, no folder
+
+
 def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
     state = SearchState(tmp_path)
     state.append({"trial_id": "a", "n": 1})
