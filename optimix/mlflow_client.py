@@ -45,7 +45,10 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     # A server that accepts a request and never answers costs this many seconds, not minutes.
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # MLflow's "View run ... at: URL" lines on stdout (``connect``).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+_NO_RUN_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 CALL_BUDGET_S = 30.0
 """A call starts no new try that could end later than this after the call began."""
 WAIT_BUDGET_S = 10.0
@@ -118,11 +121,21 @@ def use_http_defaults() -> None:
 
 def connect(uri: str) -> MlflowClient:
     """MLflow's client of the store at ``uri``, with its own retries off (unless the
-    environment says otherwise): an unreachable server costs seconds, not minutes."""
+    environment says otherwise): an unreachable server costs seconds, not minutes.
+
+    MLflow's client prints a "View run ... at: <the tracking URI>" line on stdout each time
+    a run on a server ends, credentials in the URI included: optimix prints its own link, so
+    those lines are off, and always off when the URI carries credentials."""
     from mlflow.tracking import MlflowClient
 
     use_http_defaults()
+    if _has_userinfo(uri):
+        os.environ[_NO_RUN_URLS] = "true"
     return MlflowClient(tracking_uri=uri)
+
+
+def _has_userinfo(uri: str) -> bool:
+    return redact_uri(uri) != uri.split("#", 1)[0].split("?", 1)[0]
 
 
 def probe(uri: str, timeout_s: float = 5.0) -> None:

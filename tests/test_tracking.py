@@ -10,8 +10,12 @@ back) leaves exactly one complete child run.
 from __future__ import annotations
 
 import ast
+import base64
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +28,15 @@ from mlflow.tracking import MlflowClient
 from optimix import metrics, mlflow_client, records, tracking
 from optimix.tracking import Tracker, TrackingError, TrackingRejected
 
-from cluster_fixtures import free_port, mlflow_server
+from cluster_fixtures import (
+    OPTIMIX,
+    QUICKSTART,
+    TINY_OVERRIDES,
+    base_env,
+    free_port,
+    kill_sessions,
+    mlflow_server,
+)
 from mlflow_proxy import FaultyProxy
 
 TASKS = ("copy", "facts")
@@ -274,6 +286,52 @@ def test_mlflow_errors_through_a_uri_with_credentials_do_not_show_them(proxy, tm
         records.load_search(uri, tracker.experiment)
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in caplog.text
+
+
+def test_the_resume_line_shows_no_credentials(monkeypatch):
+    from optimix.cli import _resume_line
+
+    monkeypatch.setattr(sys, "argv", ["optimix", "search", "q.yaml", "--tracking-uri",
+                                      "http://bob:hunter2@127.0.0.1:5000", "--address=ray://u:pw@h:1"])
+    line = _resume_line("q.yaml")
+    assert "hunter2" not in line and ":pw@" not in line, line
+    assert line.endswith("q.yaml --tracking-uri 'http://***@127.0.0.1:5000' '--address=ray://***@h:1' --resume")
+
+
+@pytest.mark.slow
+def test_a_search_through_a_uri_with_credentials_sends_them_and_prints_them_nowhere(proxy, tmp_path):
+    """A real search, interrupted once a trial is in MLflow, then resumed: the password goes
+    to the server (HTTP basic authentication) and to no line of the output; MLflow's own
+    "View run ... at: URL" lines are off."""
+    uri = proxy.url.replace("http://", "http://alice:s3cr3tPW@")
+    experiment = f"cred-{uuid.uuid4().hex[:8]}"
+    args = [OPTIMIX, "search", str(QUICKSTART), *[x for o in TINY_OVERRIDES for x in ("--set", o)],
+            "--trials", "3", "--max-concurrent", "1", "--tracking-uri", uri, "--experiment", experiment,
+            "--storage-path", str(tmp_path / "runs")]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        ledger = tmp_path / "runs" / experiment
+        while not any('"logged"' in p.read_text() for p in ledger.glob("*/results.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == 130, err
+    assert "resume with:" in err and "'http://***@127.0.0.1:" in err, err
+    resumed = subprocess.run([*args, "--resume"], cwd=tmp_path, env=base_env(), capture_output=True, text=True,
+                             timeout=240, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for text in (out, err, resumed.stdout, resumed.stderr):
+        assert "s3cr3tPW" not in text and "View run" not in text, text
+    sent = base64.b64encode(b"alice:s3cr3tPW").decode()
+    assert proxy.authorizations == {"", f"Basic {sent}"}  # "": the /health probe
+    client = MlflowClient(proxy.url)
+    exp = client.get_experiment_by_name(experiment)
+    assert len(client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'trial'")) == 3
 
 
 # ---------------------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
             raise
         ended, reason = "interrupted", "SIGTERM"
     except Exception as err:
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+        reason = tracking.one_line(err)  # one line, no credentials
         raise
     finally:
         if not interrupt.finishing:
