@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import json
 import logging
 import os
 import signal
@@ -286,6 +287,41 @@ def test_mlflow_errors_through_a_uri_with_credentials_do_not_show_them(proxy, tm
         records.load_search(uri, tracker.experiment)
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in caplog.text
+
+
+def cli(capsys, *args: str) -> tuple[int | str | None, str, str]:
+    """``optimix ARGS`` in this process: exit status, stdout, stderr."""
+    from optimix.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as err:
+        code = err.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_run_id_alone_finds_its_own_experiment_and_must_be_a_searchs_parent(tmp_path, capsys):
+    uri = sqlite_uri(tmp_path)
+    first = Tracker(uri, "first")
+    parent = start_parent(first, tmp_path / "a")
+    child = first.log_trial(parent, trial_record("0"))
+    first.set_frontier_tags({child: (True, [])})
+    later = Tracker(uri, "later")  # the experiment updated last, with a search of no trial
+    start_parent(later, tmp_path / "b")
+
+    code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--run-id", parent, "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == [child], (out, err)
+    code, out, err = cli(capsys, "plan", "--tracking-uri", uri, "--run-id", parent, "--budget-flops", "1e6")
+    assert code == 0 and out.startswith(f"experiment first, search {parent}:"), (out, err)
+    assert "(1 of 1 trials finished)" in out, out  # too few to fit: the point is which it read
+    for run_id, extra, says in ((child, (), "not an optimix search's parent run"),
+                                ("0123456789abcdef0123456789abcdef", (), "no run"),
+                                (parent, ("--experiment", "later"), "of experiment 'first', not of 'later'")):
+        code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--run-id", run_id, *extra)
+        assert code == 2 and out == "" and err.startswith("error: --run-id:") and says in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_the_resume_line_shows_no_credentials(monkeypatch):
