@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from optimix.mlflow_store import StoreError, open_sqlite, sqlite_path
+
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -131,7 +133,12 @@ def connect(uri: str) -> MlflowClient:
     use_http_defaults()
     if _has_userinfo(uri):
         os.environ[_NO_RUN_URLS] = "true"
-    return MlflowClient(tracking_uri=uri)
+    if sqlite_path(uri) is None:
+        return MlflowClient(tracking_uri=uri)
+    try:
+        return open_sqlite(uri)  # created or migrated by one process at a time
+    except StoreError as err:
+        raise TrackingError(_scrub(str(err))) from None
 
 
 def _has_userinfo(uri: str) -> bool:

@@ -384,6 +384,55 @@ def test_what_the_in_process_ray_listens_on_is_what_the_readme_says(tmp_path, ra
 
 
 # ---------------------------------------------------------------------------------------------
+# Two searches on one new SQLite store
+
+
+def lock_waiters(lock: Path) -> int:
+    """Processes blocked on a ``flock`` of ``lock`` (``/proc/locks`` marks them ``->``)."""
+    inode = f":{os.stat(lock).st_ino} "
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines() if "->" in line and inode in line)
+
+
+def test_two_searches_started_at_once_on_a_new_sqlite_store_both_succeed(tmp_path):
+    """Both searches are held at the store's lock (this test holds it) and let go together:
+    both open the new store at once, as two commands started together would."""
+    import fcntl
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cluster_fixtures import optimix_search
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    lock = Path(f"{db}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(optimix_search, tmp_path, "--trials", "2", "--max-concurrent", "1",
+                                "--experiment", name, "--tracking-uri", uri, "--storage-path", str(tmp_path / "runs"),
+                                env=base_env(), timeout=300) for name in ("A", "B")]
+            deadline = time.monotonic() + 120
+            while lock_waiters(lock) < 2:
+                assert not any(r.done() for r in runs), [r.result().describe() for r in runs if r.done()]
+                assert time.monotonic() < deadline, "the two searches never both waited for the store's lock"
+                time.sleep(0.1)
+            os.close(fd)  # both go
+            fd = -1
+            done = [r.result() for r in runs]
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    for run in done:
+        assert run.returncode == 0, run.describe()
+        assert "Traceback" not in run.stderr and "resume with" not in run.stderr, run.describe()
+    client = MlflowClient(uri)
+    for name in ("A", "B"):
+        exp = client.get_experiment_by_name(name)
+        assert len(client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'trial'")) == 2, name
+        assert len(SearchState.latest(tmp_path / "runs", name).trials()) == 2
+
+
+# ---------------------------------------------------------------------------------------------
 # Small things that records depend on (fast)
 
 

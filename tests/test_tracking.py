@@ -120,7 +120,7 @@ def sqlite_uri(tmp_path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # The modules that talk to MLflow
 
-MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py", "serving.py", "served_model.py"}
+MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py", "mlflow_store.py", "serving.py", "served_model.py"}
 
 
 def test_only_the_tracking_modules_import_mlflow():
@@ -322,6 +322,39 @@ def test_a_run_id_alone_finds_its_own_experiment_and_must_be_a_searchs_parent(tm
         code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--run-id", run_id, *extra)
         assert code == 2 and out == "" and err.startswith("error: --run-id:") and says in err, err
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_sqlite_store_left_half_migrated_is_finished_or_refused_in_one_line(tmp_path, capsys):
+    """What two processes migrating one new store at once left behind (before the store's
+    lock): copies of tables beside them, a schema behind MLflow's, a table only in its copy."""
+    import sqlite3
+
+    uri = sqlite_uri(tmp_path)
+    tracker = Tracker(uri, "half")
+    parent = start_parent(tracker, tmp_path / "state")
+    tracker.log_trial(parent, trial_record("0"))
+
+    def sql(*statements: str) -> list:
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:
+            return [db.execute(statement).fetchall() for statement in statements][-1]
+
+    sql("CREATE TABLE _alembic_tmp_metrics AS SELECT * FROM metrics")  # a copy left beside its table
+    code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--experiment", "half")
+    assert code == 0 and "1 trials" in out, (out, err)
+    assert sql("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp_%'") == []
+
+    head = sql("SELECT version_num FROM alembic_version")[0][0]
+    sql("UPDATE alembic_version SET version_num = 'before'")  # a store stuck at an older schema
+    for args in (("frontier",), ("plan", "--budget-flops", "1e9")):  # new processes: MLflow keeps a store it opened
+        done = subprocess.run([OPTIMIX, *args, "--tracking-uri", uri, "--experiment", "half"], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path, env=base_env())
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and f"mlflow db upgrade {uri}" in done.stderr, (args, done.stderr)
+    sql(f"UPDATE alembic_version SET version_num = '{head}'",
+        "CREATE TABLE _alembic_tmp_params AS SELECT * FROM params", "DROP TABLE params")
+    with pytest.raises(TrackingError) as caught:
+        mlflow_client.connect(uri)
+    assert "_alembic_tmp_params holds its rows" in str(caught.value) and "mlflow db upgrade" in str(caught.value)
 
 
 def test_the_resume_line_shows_no_credentials(monkeypatch):
