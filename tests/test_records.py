@@ -181,6 +181,35 @@ def test_resume_extends_a_search_without_training_any_point_twice_and_retags_the
     assert recorded.parent().info.status == "FINISHED"
 
 
+def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_path):
+    """Runs deleted in MLflow after the search: one deleted (restored as it was), one also
+    purged by ``mlflow gc`` (logged again). The resume runs from another folder without
+    --tracking-uri: the store is the one the search recorded."""
+    search = Search(tmp_path, space_tree())
+    done = search.run()
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(search.uri)
+    (deleted, deleted_run), (purged, purged_run) = [(t["trial_id"], t["run_id"]) for t in search.state().trials()[:2]]
+    client.delete_run(deleted_run)
+    client.delete_run(purged_run)
+    gc = subprocess.run([str(Path(OPTIMIX).parent / "mlflow"), "gc", "--backend-store-uri", search.uri,
+                         "--tracking-uri", search.uri,
+                         "--run-ids", purged_run], capture_output=True, text=True, timeout=120, env=search.env)
+    assert gc.returncode == 0, gc.stderr
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = subprocess.run([OPTIMIX, "search", str(search.space), "--storage-path", str(search.storage),
+                              "--resume"], cwd=elsewhere, env=search.env, capture_output=True, text=True,
+                             timeout=240, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (elsewhere / "mlflow.db").exists()
+    runs = {t["trial_id"]: t["run_id"] for t in search.state().trials()}
+    assert runs[deleted] == deleted_run and client.get_run(deleted_run).info.lifecycle_stage == "active"
+    assert runs[purged] != purged_run and client.get_run(runs[purged]).info.status == "FINISHED"
+    assert_clean(search, 3)
+
+
 def test_a_space_with_fewer_points_than_trials_ends_when_every_point_has_run(tmp_path):
     tree = space_tree(trials=20)
     tree["mixture"]["rare_freq"]["values"] = [0.1, 0.3]
