@@ -164,8 +164,9 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
     except Exception as err:  # a crash of the search itself: say so, keep what finished
         report.end_progress()
         logging.getLogger(__name__).info("search crashed", exc_info=True)
-        text = str(err).strip().splitlines()
-        click.echo(f"error: the search stopped: {type(err).__name__}: {text[0] if text else ''} "
+        from optimix.mlflow_client import one_line  # no credentials in what is shown
+
+        click.echo(f"error: the search stopped: {one_line(err)} "
                    "(finished trials are kept; -v shows the traceback)", err=True)
         click.echo(resume_line, err=True)
         sys.exit(EXIT_CRASH)
@@ -174,12 +175,22 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
 
 
 def _resume_line(space: str) -> str:
-    """The command that takes an interrupted search up: this one, with ``--resume``."""
+    """The command that takes an interrupted search up: this one, with ``--resume``.
+    Credentials in a URI show as ``***`` (put them back, or give them to MLflow as
+    ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``)."""
     import shlex
+
+    from optimix.mlflow_client import redact_uri
+
+    def shown(arg: str) -> str:
+        if "://" not in arg:
+            return arg
+        option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        return f"{option}{eq}{redact_uri(value)}"
 
     argv = sys.argv[sys.argv.index("search") + 1:] if "search" in sys.argv else [space]
     args = [*argv, *([] if "--resume" in argv else ["--resume"])]
-    return "resume with:  optimix search " + " ".join(shlex.quote(a) for a in args)
+    return "resume with:  optimix search " + " ".join(shlex.quote(shown(a)) for a in args)
 
 
 @cli.command()

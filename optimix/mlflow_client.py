@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from optimix.mlflow_store import StoreError, open_sqlite, sqlite_path
+
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -45,7 +47,10 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     # A server that accepts a request and never answers costs this many seconds, not minutes.
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # MLflow's "View run ... at: URL" lines on stdout (``connect``).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+_NO_RUN_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 CALL_BUDGET_S = 30.0
 """A call starts no new try that could end later than this after the call began."""
 WAIT_BUDGET_S = 10.0
@@ -93,6 +98,24 @@ def redact_uri(uri: str) -> str:
     return f"{scheme}://{host}{slash}{path}"
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite path made absolute (from the working directory): the
+    same store, named the same from anywhere."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):].startswith("/") or uri == prefix:
+        return uri
+    return prefix + os.path.abspath(uri[len(prefix):])
+
+
+def same_store(a: str, b: str) -> bool:
+    """Whether two tracking URIs (either redacted) name one store: credentials, query and
+    fragment aside, relative SQLite paths taken from the working directory."""
+    def bare(uri: str) -> str:
+        return redact_uri(absolute_uri(uri)).replace("://***@", "://", 1).rstrip("/")
+
+    return bare(a) == bare(b)
+
+
 def use_http_defaults() -> None:
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -100,11 +123,26 @@ def use_http_defaults() -> None:
 
 def connect(uri: str) -> MlflowClient:
     """MLflow's client of the store at ``uri``, with its own retries off (unless the
-    environment says otherwise): an unreachable server costs seconds, not minutes."""
+    environment says otherwise): an unreachable server costs seconds, not minutes.
+
+    MLflow's client prints a "View run ... at: <the tracking URI>" line on stdout each time
+    a run on a server ends, credentials in the URI included: optimix prints its own link, so
+    those lines are off, and always off when the URI carries credentials."""
     from mlflow.tracking import MlflowClient
 
     use_http_defaults()
-    return MlflowClient(tracking_uri=uri)
+    if _has_userinfo(uri):
+        os.environ[_NO_RUN_URLS] = "true"
+    if sqlite_path(uri) is None:
+        return MlflowClient(tracking_uri=uri)
+    try:
+        return open_sqlite(uri)  # created or migrated by one process at a time
+    except StoreError as err:
+        raise TrackingError(_scrub(str(err))) from None
+
+
+def _has_userinfo(uri: str) -> bool:
+    return redact_uri(uri) != uri.split("#", 1)[0].split("?", 1)[0]
 
 
 def probe(uri: str, timeout_s: float = 5.0) -> None:

@@ -95,10 +95,10 @@ def load_search(uri: str | None, experiment: str | None, run_id: str | None = No
         run_id, experiment = _from_storage(client, tries, storage_path)
         picked = (f"the last search started from {storage_path}" if run_id else
                   f"no search was started from {storage_path}: the experiment updated last")
-    found = _experiment(client, tries, experiment)
     if run_id:
-        parent = tries(f"reading run {run_id}", lambda: client.get_run(run_id))
+        parent, found = _search_run(client, tries, run_id, experiment)
     else:
+        found = _experiment(client, tries, experiment)
         parents = tries("looking up the latest search", lambda: client.search_runs(
             [found.experiment_id], tag_is(ROLE, "search"),
             order_by=["attributes.start_time DESC"], max_results=1))
@@ -127,6 +127,33 @@ def _from_storage(client: MlflowClient, tries: Tries, storage_path: str) -> tupl
     if not runs:
         return None, None
     return runs[0].info.run_id, client.get_experiment(runs[0].info.experiment_id).name
+
+
+def _search_run(client: MlflowClient, tries: Tries, run_id: str, experiment: str | None) -> tuple[Run, Experiment]:
+    """The parent run ``run_id`` of a search and its own experiment (which ``experiment``, if
+    given, must name); anything else is one line."""
+    from mlflow.exceptions import MlflowException
+
+    def get() -> Run | None:
+        try:
+            return client.get_run(run_id)
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    parent = tries(f"reading run {run_id}", get)
+    if parent is None or parent.info.lifecycle_stage == "deleted":
+        raise TrackingError(f"--run-id: no run {run_id} in {tries.display_uri}")
+    if parent.data.tags.get(ROLE) != "search":
+        raise TrackingError(f"--run-id: run {run_id} is not an optimix search's parent run "
+                            f"({ROLE}={parent.data.tags.get(ROLE, 'unset')})")
+    found = tries(f"reading the experiment of run {run_id}",
+                  lambda: client.get_experiment(parent.info.experiment_id))
+    if experiment is not None and found.name != experiment:
+        raise TrackingError(f"--run-id: run {run_id} is a search of experiment {found.name!r}, "
+                            f"not of {experiment!r}")
+    return parent, found
 
 
 def _experiment(client: MlflowClient, tries: Tries, name: str | None) -> Experiment:

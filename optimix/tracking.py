@@ -228,6 +228,34 @@ class Tracker:
             self._delete(tries, run.info.run_id, f"trial {trial}")
         return len(strays)
 
+    def restore_trials(self, parent_id: str, logged: Mapping[str, str]) -> set[str]:
+        """The ledger's runs (``logged``: trial_id -> run id) deleted in MLflow since are
+        restored; returns the trials whose run is gone for good (purged, or refused), which
+        ``log_trial`` then logs again."""
+        from mlflow.entities import ViewType
+
+        tries = self._tries()
+        runs = all_pages(lambda token: tries("listing the search's runs", lambda: self.client.search_runs(
+            [self.experiment_id], filter_string=tag_is(PARENT, parent_id), run_view_type=ViewType.ALL,
+            max_results=PAGE_SIZE, page_token=token)))
+        by_id = {r.info.run_id: r for r in runs}
+        gone = set()
+        for trial_id, run_id in logged.items():
+            run = by_id.get(run_id)
+            if run is not None and run.info.lifecycle_stage == "deleted":
+                log.warning("restoring run %s of trial %s: it was deleted in MLflow", run_id, trial_id)
+                try:
+                    tries(f"restoring run {run_id} of trial {trial_id}", lambda r=run_id: self.client.restore_run(r))
+                    continue
+                except TrackingRejected as err:
+                    log.warning("%s; logging trial %s again", err, trial_id)
+            elif run is not None:
+                continue
+            else:
+                log.warning("run %s of trial %s is gone from MLflow: logging the trial again", run_id, trial_id)
+            gone.add(trial_id)
+        return gone
+
     def log_model(self, run_id: str, model_dir: str) -> None:
         self._log_model(self._tries(), run_id, model_dir, f"run {run_id}")
 

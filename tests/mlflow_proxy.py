@@ -58,6 +58,8 @@ class FaultyProxy:
         self.upstream = (parts.hostname, parts.port)
         self.url = ""
         self.faulted = 0
+        self.authorizations: set[str] = set()
+        """Every ``Authorization`` header the proxy was sent (empty string: none)."""
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._server: _Server | None = None
@@ -143,6 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.server.proxy
+        with proxy._lock:
+            proxy.authorizations.add(self.headers.get("Authorization", ""))
         body = self._read_body()
         mode = proxy.fault_for(self.path)
         if mode == "refuse":

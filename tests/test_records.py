@@ -181,6 +181,35 @@ def test_resume_extends_a_search_without_training_any_point_twice_and_retags_the
     assert recorded.parent().info.status == "FINISHED"
 
 
+def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_path):
+    """Runs deleted in MLflow after the search: one deleted (restored as it was), one also
+    purged by ``mlflow gc`` (logged again). The resume runs from another folder without
+    --tracking-uri: the store is the one the search recorded."""
+    search = Search(tmp_path, space_tree())
+    done = search.run()
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(search.uri)
+    (deleted, deleted_run), (purged, purged_run) = [(t["trial_id"], t["run_id"]) for t in search.state().trials()[:2]]
+    client.delete_run(deleted_run)
+    client.delete_run(purged_run)
+    gc = subprocess.run([str(Path(OPTIMIX).parent / "mlflow"), "gc", "--backend-store-uri", search.uri,
+                         "--tracking-uri", search.uri,
+                         "--run-ids", purged_run], capture_output=True, text=True, timeout=120, env=search.env)
+    assert gc.returncode == 0, gc.stderr
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = subprocess.run([OPTIMIX, "search", str(search.space), "--storage-path", str(search.storage),
+                              "--resume"], cwd=elsewhere, env=search.env, capture_output=True, text=True,
+                             timeout=240, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (elsewhere / "mlflow.db").exists()
+    runs = {t["trial_id"]: t["run_id"] for t in search.state().trials()}
+    assert runs[deleted] == deleted_run and client.get_run(deleted_run).info.lifecycle_stage == "active"
+    assert runs[purged] != purged_run and client.get_run(runs[purged]).info.status == "FINISHED"
+    assert_clean(search, 3)
+
+
 def test_a_space_with_fewer_points_than_trials_ends_when_every_point_has_run(tmp_path):
     tree = space_tree(trials=20)
     tree["mixture"]["rare_freq"]["values"] = [0.1, 0.3]
@@ -384,6 +413,55 @@ def test_what_the_in_process_ray_listens_on_is_what_the_readme_says(tmp_path, ra
 
 
 # ---------------------------------------------------------------------------------------------
+# Two searches on one new SQLite store
+
+
+def lock_waiters(lock: Path) -> int:
+    """Processes blocked on a ``flock`` of ``lock`` (``/proc/locks`` marks them ``->``)."""
+    inode = f":{os.stat(lock).st_ino} "
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines() if "->" in line and inode in line)
+
+
+def test_two_searches_started_at_once_on_a_new_sqlite_store_both_succeed(tmp_path):
+    """Both searches are held at the store's lock (this test holds it) and let go together:
+    both open the new store at once, as two commands started together would."""
+    import fcntl
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cluster_fixtures import optimix_search
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    lock = Path(f"{db}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(optimix_search, tmp_path, "--trials", "2", "--max-concurrent", "1",
+                                "--experiment", name, "--tracking-uri", uri, "--storage-path", str(tmp_path / "runs"),
+                                env=base_env(), timeout=300) for name in ("A", "B")]
+            deadline = time.monotonic() + 120
+            while lock_waiters(lock) < 2:
+                assert not any(r.done() for r in runs), [r.result().describe() for r in runs if r.done()]
+                assert time.monotonic() < deadline, "the two searches never both waited for the store's lock"
+                time.sleep(0.1)
+            os.close(fd)  # both go
+            fd = -1
+            done = [r.result() for r in runs]
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    for run in done:
+        assert run.returncode == 0, run.describe()
+        assert "Traceback" not in run.stderr and "resume with" not in run.stderr, run.describe()
+    client = MlflowClient(uri)
+    for name in ("A", "B"):
+        exp = client.get_experiment_by_name(name)
+        assert len(client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'trial'")) == 2, name
+        assert len(SearchState.latest(tmp_path / "runs", name).trials()) == 2
+
+
+# ---------------------------------------------------------------------------------------------
 # Small things that records depend on (fast)
 
 
@@ -392,6 +470,57 @@ def test_an_experiment_name_never_leaves_the_storage_path(tmp_path, name):
     state = SearchState.create(tmp_path / "runs", name[:200])
     assert (tmp_path / "runs").resolve() in state.path.parents
     assert state.path.parent.parent == (tmp_path / "runs").resolve()
+
+
+@pytest.mark.parametrize(("a", "b"), [("rt b", "rt_b"), ("rt/b", "rt_b"), ("rt b", "rt/b"), (".x", "x"),
+                                      ("a" * 300, "a" * 301), ("", "search")])
+def test_two_experiment_names_never_share_a_state_folder(tmp_path, a, b):
+    first, second = SearchState.create(tmp_path, a), SearchState.create(tmp_path, b)
+    assert first.path.parent != second.path.parent
+    assert SearchState.latest(tmp_path, a).path == first.path
+    assert SearchState.latest(tmp_path, b).path == second.path
+
+
+@pytest.mark.parametrize("name", ["records", "rt_b", "quickstart-2.v1"])
+def test_a_name_that_is_a_folder_name_keeps_its_folder(tmp_path, name):
+    """Searches recorded before names got their own folders still ``--resume``."""
+    assert SearchState.create(tmp_path, name).path.parent == tmp_path.resolve() / name
+
+
+def cli_search(capsys, *args: str) -> tuple[int | str | None, str]:
+    """``optimix search ARGS`` in this process: exit status and stderr."""
+    from optimix.cli import main
+
+    try:
+        main(["search", *args])
+        code = 0
+    except SystemExit as err:
+        code = err.code
+    return code, capsys.readouterr().err
+
+
+def test_a_resume_of_another_experiment_or_store_is_refused_before_anything_is_written(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(space_tree()))
+    storage, here, elsewhere = tmp_path / "runs", tmp_path / "here.db", tmp_path / "elsewhere.db"
+    state = SearchState.create(storage, "rt_b")
+    # As an optimix that gave "rt b" and "rt_b" one folder left it: a search of "rt b" there.
+    state.write({"experiment": "rt b", "parent_run_id": "p", "tracking_uri": f"sqlite:///{here}",
+                 "attempts": 0})
+    common = ("--storage-path", str(storage), "--resume")
+
+    code, err = cli_search(capsys, str(space), "--experiment", "rt b", *common, "--tracking-uri", f"sqlite:///{here}")
+    assert code == 2 and err.startswith("error: --resume: no search of 'rt b'") and err.count("\n") == 1, err
+    code, err = cli_search(capsys, str(space), "--experiment", "rt_b", *common, "--tracking-uri", f"sqlite:///{here}")
+    assert code == 2 and err.startswith("error: --experiment:") and "'rt b'" in err and err.count("\n") == 1, err
+
+    state.write({**state.read(), "experiment": "rt_b"})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, err = cli_search(capsys, str(space), "--experiment", "rt_b", *common,
+                           "--tracking-uri", f"sqlite:///{elsewhere}")
+    assert code == 2 and err.startswith("error: --tracking-uri:") and err.count("\n") == 1, err
+    assert str(here) in err and str(elsewhere) in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no store, no folder
 
 
 def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):

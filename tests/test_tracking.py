@@ -10,8 +10,13 @@ back) leaves exactly one complete child run.
 from __future__ import annotations
 
 import ast
+import base64
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +29,15 @@ from mlflow.tracking import MlflowClient
 from optimix import metrics, mlflow_client, records, tracking
 from optimix.tracking import Tracker, TrackingError, TrackingRejected
 
-from cluster_fixtures import free_port, mlflow_server
+from cluster_fixtures import (
+    OPTIMIX,
+    QUICKSTART,
+    TINY_OVERRIDES,
+    base_env,
+    free_port,
+    kill_sessions,
+    mlflow_server,
+)
 from mlflow_proxy import FaultyProxy
 
 TASKS = ("copy", "facts")
@@ -107,7 +120,7 @@ def sqlite_uri(tmp_path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # The modules that talk to MLflow
 
-MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py", "serving.py", "served_model.py"}
+MLFLOW_MODULES = {"tracking.py", "records.py", "mlflow_client.py", "mlflow_store.py", "serving.py", "served_model.py"}
 
 
 def test_only_the_tracking_modules_import_mlflow():
@@ -274,6 +287,120 @@ def test_mlflow_errors_through_a_uri_with_credentials_do_not_show_them(proxy, tm
         records.load_search(uri, tracker.experiment)
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in caplog.text
+
+
+def cli(capsys, *args: str) -> tuple[int | str | None, str, str]:
+    """``optimix ARGS`` in this process: exit status, stdout, stderr."""
+    from optimix.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as err:
+        code = err.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_run_id_alone_finds_its_own_experiment_and_must_be_a_searchs_parent(tmp_path, capsys):
+    uri = sqlite_uri(tmp_path)
+    first = Tracker(uri, "first")
+    parent = start_parent(first, tmp_path / "a")
+    child = first.log_trial(parent, trial_record("0"))
+    first.set_frontier_tags({child: (True, [])})
+    later = Tracker(uri, "later")  # the experiment updated last, with a search of no trial
+    start_parent(later, tmp_path / "b")
+
+    code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--run-id", parent, "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == [child], (out, err)
+    code, out, err = cli(capsys, "plan", "--tracking-uri", uri, "--run-id", parent, "--budget-flops", "1e6")
+    assert code == 0 and out.startswith(f"experiment first, search {parent}:"), (out, err)
+    assert "(1 of 1 trials finished)" in out, out  # too few to fit: the point is which it read
+    for run_id, extra, says in ((child, (), "not an optimix search's parent run"),
+                                ("0123456789abcdef0123456789abcdef", (), "no run"),
+                                (parent, ("--experiment", "later"), "of experiment 'first', not of 'later'")):
+        code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--run-id", run_id, *extra)
+        assert code == 2 and out == "" and err.startswith("error: --run-id:") and says in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_sqlite_store_left_half_migrated_is_finished_or_refused_in_one_line(tmp_path, capsys):
+    """What two processes migrating one new store at once left behind (before the store's
+    lock): copies of tables beside them, a schema behind MLflow's, a table only in its copy."""
+    import sqlite3
+
+    uri = sqlite_uri(tmp_path)
+    tracker = Tracker(uri, "half")
+    parent = start_parent(tracker, tmp_path / "state")
+    tracker.log_trial(parent, trial_record("0"))
+
+    def sql(*statements: str) -> list:
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:
+            return [db.execute(statement).fetchall() for statement in statements][-1]
+
+    sql("CREATE TABLE _alembic_tmp_metrics AS SELECT * FROM metrics")  # a copy left beside its table
+    code, out, err = cli(capsys, "frontier", "--tracking-uri", uri, "--experiment", "half")
+    assert code == 0 and "1 trials" in out, (out, err)
+    assert sql("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp_%'") == []
+
+    head = sql("SELECT version_num FROM alembic_version")[0][0]
+    sql("UPDATE alembic_version SET version_num = 'before'")  # a store stuck at an older schema
+    for args in (("frontier",), ("plan", "--budget-flops", "1e9")):  # new processes: MLflow keeps a store it opened
+        done = subprocess.run([OPTIMIX, *args, "--tracking-uri", uri, "--experiment", "half"], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path, env=base_env())
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and f"mlflow db upgrade {uri}" in done.stderr, (args, done.stderr)
+    sql(f"UPDATE alembic_version SET version_num = '{head}'",
+        "CREATE TABLE _alembic_tmp_params AS SELECT * FROM params", "DROP TABLE params")
+    with pytest.raises(TrackingError) as caught:
+        mlflow_client.connect(uri)
+    assert "_alembic_tmp_params holds its rows" in str(caught.value) and "mlflow db upgrade" in str(caught.value)
+
+
+def test_the_resume_line_shows_no_credentials(monkeypatch):
+    from optimix.cli import _resume_line
+
+    monkeypatch.setattr(sys, "argv", ["optimix", "search", "q.yaml", "--tracking-uri",
+                                      "http://bob:hunter2@127.0.0.1:5000", "--address=ray://u:pw@h:1"])
+    line = _resume_line("q.yaml")
+    assert "hunter2" not in line and ":pw@" not in line, line
+    assert line.endswith("q.yaml --tracking-uri 'http://***@127.0.0.1:5000' '--address=ray://***@h:1' --resume")
+
+
+@pytest.mark.slow
+def test_a_search_through_a_uri_with_credentials_sends_them_and_prints_them_nowhere(proxy, tmp_path):
+    """A real search, interrupted once a trial is in MLflow, then resumed: the password goes
+    to the server (HTTP basic authentication) and to no line of the output; MLflow's own
+    "View run ... at: URL" lines are off."""
+    uri = proxy.url.replace("http://", "http://alice:s3cr3tPW@")
+    experiment = f"cred-{uuid.uuid4().hex[:8]}"
+    args = [OPTIMIX, "search", str(QUICKSTART), *[x for o in TINY_OVERRIDES for x in ("--set", o)],
+            "--trials", "3", "--max-concurrent", "1", "--tracking-uri", uri, "--experiment", experiment,
+            "--storage-path", str(tmp_path / "runs")]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        ledger = tmp_path / "runs" / experiment
+        while not any('"logged"' in p.read_text() for p in ledger.glob("*/results.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == 130, err
+    assert "resume with:" in err and "'http://***@127.0.0.1:" in err, err
+    resumed = subprocess.run([*args, "--resume"], cwd=tmp_path, env=base_env(), capture_output=True, text=True,
+                             timeout=240, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for text in (out, err, resumed.stdout, resumed.stderr):
+        assert "s3cr3tPW" not in text and "View run" not in text, text
+    sent = base64.b64encode(b"alice:s3cr3tPW").decode()
+    assert proxy.authorizations == {"", f"Basic {sent}"}  # "": the /health probe
+    client = MlflowClient(proxy.url)
+    exp = client.get_experiment_by_name(experiment)
+    assert len(client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'trial'")) == 3
 
 
 # ---------------------------------------------------------------------------------------------

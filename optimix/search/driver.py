@@ -66,6 +66,8 @@ class Driver:
         self.running: dict[str, int] = {}  # Tune trial id -> models it trains (a stacked group: several)
         self.rows: list[dict] = []  # the final frontier, once the search has ended
         self.unsynced = 0
+        self.sync_failed = False  # the last MLflow sync raised (trials or frontier tags)
+        self.unrestored = False  # the ledger's runs could not be checked in MLflow yet
         self.last_error = ""
         self.lost_flops = state.lost_flops()  # interrupted attempts of this and earlier runs
         self.retry_at = 0.0
@@ -84,9 +86,25 @@ class Driver:
     def replay(self, entries: list[dict]) -> None:
         """Take up the finished trials of earlier attempts: log any MLflow missed, once."""
         self.entries.extend(entries)
+        self._restore_logged()
         self.since_moved = frontier.since_moved(self.entries, self.objectives, self.curve, self.constraints)
         self._front_values = frontier.front_values(self.entries, self.objectives, self.curve, self.constraints)
         self._sync()
+
+    def _restore_logged(self) -> None:
+        """A logged trial whose run was deleted in MLflow since: its run restored, or (gone for
+        good) the trial logged again. Until MLflow answers, ``finish`` asks again."""
+        logged = {e["trial_id"]: e["run_id"] for e in self.entries if e["run_id"]}
+        try:
+            gone = self.tracker.restore_trials(self.parent_id, logged) if logged else set()
+        except tracking.TrackingError as err:
+            self.unrestored, self.last_error = True, str(err)
+            log.warning("could not check the search's runs in MLflow (%s); trying again at its end", err)
+            return
+        self.unrestored = False
+        for entry in self.entries:
+            if entry["trial_id"] in gone:
+                entry["run_id"] = None
 
     # -- as trials start and end (Tune's loop) -------------------------------------------------
 
@@ -201,13 +219,14 @@ class Driver:
                     entry["run_id"] = run_id
             self._update_frontier()
         except Exception as err:  # the store is down or refused: keep training, say so
+            self.sync_failed = True
             self.unsynced = sum(e["run_id"] is None for e in self.entries)
             self.retry_at = time.monotonic() + _RETRY_S
             self.last_error = str(err) if isinstance(err, tracking.TrackingError) else tracking.one_line(err)
             log.warning("MLflow write failed (%s); %d finished trials kept in %s", self.last_error,
                         self.unsynced, self.state.path)
             return
-        self.unsynced = 0
+        self.unsynced, self.sync_failed = 0, False
 
     def candidates(self) -> list[frontier.Candidate]:
         return frontier.candidates(self.entries, self.objectives, self.curve, self.constraints)
@@ -252,13 +271,23 @@ class Driver:
         from optimix import plots
 
         self._stop_sync_thread()
+        if self.unrestored:
+            self._restore_logged()
         self._sync(force=True)
         if self.progress.frontier != self._shown_frontier:
             self._report()  # the last trials' effect on the frontier, synced after they were shown
+        if self.unrestored:
+            raise tracking.TrackingError(
+                f"the runs of the search's trials could not be checked in MLflow ({self.last_error}); "
+                "run again with --resume to restore or log them")
         if self.unsynced:
             raise tracking.TrackingError(
                 f"{self.unsynced} finished trials are not in MLflow yet ({self.last_error}); "
                 f"they are kept in {self.state.path}: run again with --resume to record them")
+        if self.sync_failed:  # every trial has its run; their frontier tags are not written
+            raise tracking.TrackingError(
+                f"the frontier tags of the search's runs are not all written ({self.last_error}); "
+                f"run again with --resume to write them")
         self.tracker.remove_strays(self.parent_id, {e["trial_id"]: e["run_id"] for e in self.entries})
         rows = self.frontier_rows()
         ok = [e for e in self.entries if e["status"] == metrics.OK]

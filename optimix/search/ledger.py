@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -38,9 +39,23 @@ _LEDGER_LOCK = threading.Lock()  # ledger lines come from Tune's loop and the ML
 
 
 def slug(name: str) -> str:
-    """A folder name for an experiment: never ``..``, never a path of several parts."""
+    """A folder name for an experiment: never ``..``, never a path of several parts; one
+    per name (``rt b`` and ``rt_b`` never share a folder).
+
+    A name made of letters, digits and ``-_.`` only (not starting with ``.``) is its own
+    folder, as it always was, so a search recorded before still resumes. Any other name
+    becomes those characters (others replaced by ``_``) plus ``@`` and a hash of the exact
+    name: no name of the first kind has an ``@``, and the hash tells the others apart.
+    """
     text = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
-    return text or "search"
+    if name and text == name and len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{text[:_MAX_NAME - 13] or 'search'}@{digest}"
+
+
+_MAX_NAME = 200
+"""Longest folder name kept as the experiment's name (file systems allow 255 bytes)."""
 
 
 @dataclass

@@ -31,6 +31,7 @@ from optimix import hub, metrics, tracking
 from optimix.budget import check_budget
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
+from optimix.mlflow_client import absolute_uri, same_store
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState, slug
 from optimix.search.proposals import grid_size
@@ -114,15 +115,18 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
         raise SpaceError(f"--storage-path: {options.storage_path!r} is a URI; give a file-system "
                          "path (on a cluster, a shared mount such as NFS)")
     storage = Path(options.storage_path).expanduser().resolve()
+    # A resume is checked against what the search recorded before anything is written anywhere.
     resumed = SearchState.latest(storage, experiment) if options.resume else None  # none: refused
-    space, pins = _pin_datasets(space, storage, experiment, resumed)  # before any data is read
+    recorded = (resumed.read() or {}) if resumed is not None else {}
+    tracking_uri = _resumed_uri(recorded, options.tracking_uri, experiment, resumed) if resumed else options.tracking_uri
+    space, pins = _pin_datasets(space, storage, experiment, recorded.get("datasets", {}))  # before any data is read
     _check_space(space)
     cheapest = check_budget(space)
 
     _tune_environment()
     _start_ray(options)
     _check_resources(space.base.search)  # before the experiment, the state folder, the parent run
-    tracker = tracking.Tracker(options.tracking_uri, experiment)  # fails fast, before training
+    tracker = tracking.Tracker(tracking_uri, experiment)  # fails fast, before training
     state = resumed or SearchState.create(storage, experiment)
     state.acquire()
     try:
@@ -133,11 +137,33 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
         state.release()
 
 
-def _pin_datasets(space: Space, storage: Path, experiment: str, resumed: SearchState | None) -> tuple[Space, dict]:
+def _resumed_uri(recorded: Mapping[str, Any], asked: str | None, experiment: str, state: SearchState) -> str | None:
+    """The tracking URI a resume writes to: the store the search was recorded in. A search of
+    another experiment, or another store asked for (``--tracking-uri`` or
+    ``MLFLOW_TRACKING_URI``), is refused in one line. Asked for none, the recorded one (whose
+    credentials, if it had any, MLflow then takes from ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD``)."""
+    was = recorded.get("experiment")
+    if was is not None and was != experiment:
+        raise SpaceError(f"--experiment: {state.path} holds a search of {was!r}, not {experiment!r}; "
+                         "name that experiment to resume it")
+    where = recorded.get("tracking_uri")
+    wanted = asked or os.environ.get("MLFLOW_TRACKING_URI")
+    if where is None:  # killed before it wrote its state: the store asked for, as before
+        return asked
+    if wanted is None:
+        return where.replace("://***@", "://", 1)
+    if not same_store(wanted, where):
+        raise SpaceError(f"--tracking-uri: the search in {state.path} is recorded in {where}, not in "
+                         f"{tracking.redact_uri(wanted)}; resume it with --tracking-uri {where} "
+                         "(or drop --resume for a new search)")
+    return asked
+
+
+def _pin_datasets(space: Space, storage: Path, experiment: str, recorded: Mapping[str, Any]) -> tuple[Space, dict]:
     """The space with its hub datasets pinned to commits and saved once under
     ``<storage>/<experiment>/datasets/`` (``optimix.hub``); a resume keeps the recorded commits."""
-    recorded = (resumed.read() or {}).get("datasets", {}) if resumed is not None else {}
-    return hub.pin_space(space, storage / slug(experiment) / "datasets", recorded)
+    return hub.pin_space(space, storage / slug(experiment) / "datasets", dict(recorded))
 
 
 def _check_space(space: Space) -> None:
@@ -176,7 +202,7 @@ def _open_state(space, state, tracker, objectives, constraints, seed, experiment
             metrics.constraints_tag(constraints),
         )
         saved = {"parent_run_id": parent_id, "experiment": experiment,
-                 "tracking_uri": tracking.redact_uri(tracker.uri), "attempts": -1}
+                 "tracking_uri": tracking.redact_uri(absolute_uri(tracker.uri)), "attempts": -1}
     if resume:
         tracker.reopen_search(saved["parent_run_id"])
     saved.update(space=space.tree, status="running", attempts=saved["attempts"] + 1, datasets=pins)
@@ -217,7 +243,7 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
             raise
         ended, reason = "interrupted", "SIGTERM"
     except Exception as err:
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+        reason = tracking.one_line(err)  # one line, no credentials
         raise
     finally:
         if not interrupt.finishing:
