@@ -158,6 +158,8 @@ def _check_space(space: Space) -> None:
 def _open_state(space, state, tracker, objectives, seed, experiment, resume, pins) -> dict:
     """The state of a new search, or of the one ``--resume`` takes up (refused if its space
     differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.hub``)."""
+    if resume:
+        state.entries()  # a malformed ledger line is refused (LedgerError) before anything is written
     saved = state.read() if resume else None
     if saved is not None and "space" in saved:
         _check_same_space(saved["space"], space.tree)
