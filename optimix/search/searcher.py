@@ -35,7 +35,7 @@ from ray.tune import Stopper
 from ray.tune.search import Searcher
 
 from optimix import faults, metrics
-from optimix.budget import effective_key, trial_flops
+from optimix.budget import effective_key, planned_metrics, trial_flops
 from optimix.config import SpaceError
 from optimix.metrics import (
     CURVE_ATTR,
@@ -163,6 +163,10 @@ class OptimixSearcher(Searcher):
         if key in self.seen:
             self._skip(ot_trial, f"trains the same model as trial {self.seen[key]}")
             return None
+        missed = known_misses(self.space, point, self.constraints)
+        if missed:
+            self._record_infeasible(ot_trial, f"{trial_id}_n{ot_trial.number}", point, key, missed)
+            return None
         if cost > self.budget.left():
             self._skip(ot_trial, f"needs {cost:.3g} FLOPs, {self.budget.left():.3g} left")
             return None
@@ -172,6 +176,19 @@ class OptimixSearcher(Searcher):
         self.points_left -= 1
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         return _Member(trial_id, point, ot_trial)
+
+    def _record_infeasible(self, ot_trial, trial_id: str, point: dict[str, Any], key: str,
+                           missed: list[str]) -> None:
+        """A proposal known to miss a constraint before it runs: a trial of the search, in the
+        ledger as infeasible with 0 FLOPs (never trained), then told to Optuna, as any outcome."""
+        ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        self.seen[key] = trial_id
+        self.points_left -= 1
+        doc = {"status": metrics.INFEASIBLE, "train_flops": 0.0,
+               "error": "infeasible before training: " + "; ".join(missed)}
+        entry = self.record(trial_id, point, doc)
+        faults.kill_at("before_tell")
+        self._tell(ot_trial, entry)
 
     def _fill_group(self, trial_id: str, first: _Member) -> list[_Member]:
         """Up to ``stack - 1`` more points that share ``first``'s shape and length (every
@@ -295,6 +312,18 @@ class OptimixSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         return None
+
+
+def known_misses(space: Space, point: Mapping[str, Any],
+                 constraints: Sequence[metrics.Constraint]) -> list[str]:
+    """The ``constraints`` the trial at ``point`` misses before it runs: those on a metric
+    its plan fixes (``budget.planned_metrics``: FLOPs, tokens, parameters), which a finished
+    trial records as planned. Such a trial is never trained (``_record_infeasible``)."""
+    if not constraints:
+        return []
+    known = planned_metrics(space, point)
+    return [f"{c.metric} {known[c.metric]:.4g} misses {c}" for c in constraints
+            if c.metric in known and c.violation(known) > 0]
 
 
 class SignalStopper(Stopper):
