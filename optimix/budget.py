@@ -29,6 +29,14 @@ def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
     return plan_trial(space.resolve(point)).train_flops
 
 
+def planned_metrics(space: Space, point: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of the trial at ``point`` that its plan fixes before it runs, as a trial
+    that finishes records them: ``train_flops``, ``tokens``, ``params``, ``non_embedding_params``."""
+    plan = plan_trial(space.resolve(point))
+    return {"train_flops": float(plan.train_flops), "tokens": float(plan.tokens),
+            "params": float(plan.shape.params), "non_embedding_params": float(plan.shape.non_embedding_params)}
+
+
 def cost_corners(dimensions: Mapping[str, Dimension], limit: int) -> list[dict[str, Any]]:
     """Points with each cost dimension (model, train, tasks) at one of its ends, or at each of
     its choices, and the others left out (at their middle): at most ``limit`` of them."""

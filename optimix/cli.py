@@ -172,6 +172,9 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
         sys.exit(EXIT_CRASH)
     report.end_progress()
     report.search_summary(summary)
+    if summary.trials and not summary.ok and not summary.pruned:  # nothing to show for it
+        report.every_trial_failed(summary)
+        sys.exit(EXIT_CRASH)
 
 
 def _resume_line(space: str) -> str:

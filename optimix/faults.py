@@ -10,7 +10,13 @@ as a power cut or the OOM killer would) the N-th time (default 1) it reaches POI
 - ``before_logged``: the MLflow run is complete, the ledger's ``logged`` line not yet written;
 - ``mid_tags``: one run's frontier tags are rewritten, the others not yet.
 
-Unset (always, outside these checks), ``kill_at`` is one dictionary lookup.
+``OPTIMIX_HOLD_AT=POINT:N[,POINT:N...]`` holds the driver instead, at each named visit,
+until a test lets it go: with ``OPTIMIX_HOLD_DIR=DIR``, the thread that reaches ``POINT:N``
+opens the FIFO ``DIR/POINT.N`` (made by the test) for reading, which waits for the test to
+open it for writing, and reads it to its end, which waits for the test to close it. So a
+test holds a search in the middle by construction, never by timing.
+
+Unset (always, outside these checks), ``kill_at`` is two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import os
 import signal
 
 _ENV = "OPTIMIX_KILL_AT"
+_HOLD_ENV, _HOLD_DIR = "OPTIMIX_HOLD_AT", "OPTIMIX_HOLD_DIR"
 POINTS = ("before_ledger", "torn_ledger", "before_tell", "mid_mlflow", "before_logged", "mid_tags")
 _seen: dict[str, int] = {}
+_held: dict[str, int] = {}
 
 
 def armed(point: str) -> bool:
@@ -36,5 +44,18 @@ def armed(point: str) -> bool:
 
 
 def kill_at(point: str) -> None:
+    hold_at(point)
     if armed(point):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_at(point: str) -> None:
+    """Wait at ``point`` while a test holds its FIFO (``OPTIMIX_HOLD_AT``; counts the visit)."""
+    spec = os.environ.get(_HOLD_ENV)
+    if not spec:
+        return
+    _held[point] = _held.get(point, 0) + 1
+    if f"{point}:{_held[point]}" in spec.split(","):
+        fifo = os.path.join(os.environ[_HOLD_DIR], f"{point}.{_held[point]}")
+        with open(fifo, "rb") as f:  # waits for the writer
+            f.read()  # ... and for it to close

@@ -30,7 +30,7 @@ from optimix.config import Objective, SpaceError, TrialConfig
 Status = Literal["ok", "diverged", "failed", "pruned"]  # a TrialResult's
 OK, FAILED, INFEASIBLE, PRUNED = "ok", "failed", "infeasible", "pruned"  # the records'
 DIVERGED = "diverged"
-_RECORDED = {OK: OK, DIVERGED: INFEASIBLE, PRUNED: PRUNED}
+_RECORDED = {OK: OK, DIVERGED: INFEASIBLE, INFEASIBLE: INFEASIBLE, PRUNED: PRUNED}
 
 
 def record_status(result_status: str) -> str:

@@ -76,6 +76,15 @@ def search_summary(summary) -> None:
     click.echo(f"  resume:       add --resume (state in {shown_path(summary.state_dir)})")
 
 
+def every_trial_failed(summary) -> None:
+    """The line on stderr that ends a search in which no trial succeeded: the first reason,
+    and where every trial's is."""
+    click.echo(f"error: every trial failed ({summary.failed} of {summary.trials} failed or infeasible); "
+               f"the first, {summary.first_failure}; each trial's reason is in its ledger line "
+               f"({shown_path(summary.state_dir)}/results.jsonl) and its MLflow run's optimix.error tag",
+               err=True)
+
+
 def ui_runs_link(summary) -> str:
     """Where the MLflow UI shows the search's runs. MLflow 3.17 opens an experiment by the workflow
     the browser last chose, GenAI (traces) unless the user picked Model training, whatever the

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,10 +26,13 @@ from test_search import tiny_space_tree
 
 from optimix import frontier
 from optimix.cli import main as cli_main
+from optimix.metrics import final_metrics
 from optimix.records import RunRecord
-from optimix.search import check
+from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
 from optimix.space import build_space
+
+from cluster_fixtures import OPTIMIX, base_env, kill_sessions
 
 
 def run_check(capsys, *args: str) -> tuple[int, list[str], str]:
@@ -181,6 +187,40 @@ def delete_parent(c: Copy) -> None:
     c.client.delete_run(c.parent_id())
 
 
+def change_accuracy(c: Copy) -> None:
+    run = c.ok_child()
+    c.client.log_metric(run.info.run_id, "acc/facts", 1.0 - run.data.metrics["acc/facts"] / 2)
+
+
+def edit_ledger(c: Copy, edit) -> None:
+    """Rewrite the ledger's first ok trial line with ``edit`` (the other lines as they are)."""
+    path = c.state_dir / "results.jsonl"
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if '"status": "ok"' in line)
+    entry = json.loads(lines[at])
+    edit(entry)
+    lines[at] = json.dumps(entry)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def change_point(c: Copy) -> None:
+    edit_ledger(c, lambda e: e["point"].update({"mixture.rare_freq": 0.123}))
+
+
+def delete_state(c: Copy) -> None:
+    (c.state_dir / "state.json").unlink()
+
+
+def stray_ledger_line(c: Copy, line: str = "[1, 2, 3]") -> None:
+    path = c.state_dir / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:2], line, *lines[2:]]) + "\n")
+
+
+def null_ledger_line(c: Copy) -> None:
+    stray_ledger_line(c, "null")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("corrupt", "kind"), [
     (delete_child, "child-missing"),
@@ -193,6 +233,11 @@ def delete_parent(c: Copy) -> None:
     (change_spent_flops, "flops-parent"),
     (extra_complete_trial, "optuna-complete"),
     (delete_parent, "parent"),
+    (change_accuracy, "metric-mlflow"),
+    (change_point, "point"),
+    (delete_state, "state"),
+    (stray_ledger_line, "ledger-malformed"),
+    (null_ledger_line, "ledger-malformed"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_each_way_of_breaking_the_record_is_one_named_violation(copy, capsys, corrupt, kind):
     code, out, _ = run_check(capsys, *copy.args())
@@ -204,6 +249,32 @@ def test_each_way_of_breaking_the_record_is_one_named_violation(copy, capsys, co
     assert len(violations) == 1 and violations[0].startswith(f"violation: {kind}: "), out
     assert out[-1].endswith(f": 1 violation ({kind} 1)")
     assert not err
+
+
+def text_train_flops(c: Copy) -> None:
+    edit_ledger(c, lambda e: e["result"].update({"train_flops": "abc"}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corrupt", [null_ledger_line, stray_ledger_line, text_train_flops],
+                         ids=["null", "list", "flops-text"])
+def test_a_malformed_ledger_line_is_a_violation_and_resume_refuses_it_before_writing(
+        recorded, copy, capsys, corrupt):
+    corrupt(copy)
+    code, out, err = run_check(capsys, *copy.args())
+    ledger = copy.state_dir / "results.jsonl"
+    assert code == 1 and not err, out
+    assert [line for line in out if line.startswith("violation: ledger-malformed: ")] == [
+        line for line in out if line.startswith(f"violation: ledger-malformed: {ledger}: line ")], out
+    assert any(line.startswith("violation: ledger-malformed: ") for line in out), out
+    before = {p.name: p.read_bytes() for p in copy.state_dir.iterdir() if p.is_file() and p.name != "lock"}
+    done = subprocess.run([OPTIMIX, "search", str(recorded / "space.yaml"), "--resume", *copy.args()],
+                          cwd=copy.root, env=base_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith(f"error: {ledger}: line ") and len(done.stderr.splitlines()) == 1, done.stderr
+    after = {p.name: p.read_bytes() for p in copy.state_dir.iterdir() if p.is_file() and p.name != "lock"}
+    assert after == before  # nothing written: no state change, no ledger line
+    assert copy.client.get_run(copy.parent_id()).info.status == "FINISHED"  # not reopened, not FAILED
 
 
 @pytest.mark.slow
@@ -275,7 +346,8 @@ def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None
                           "optimix.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
                           "optimix.pareto_steps": "[]"},
                     params={k: str(v) for k, v in t.params.items()},
-                    metrics={"train_flops": t.train_flops}) for t in first]
+                    metrics=(final_metrics(t.entry["result"]) if t.status in ("ok", "pruned")
+                             else {"train_flops": t.train_flops})) for t in first]
     if optuna_trials is None:
         state = {"ok": "COMPLETE", "pruned": "PRUNED"}
         optuna_trials = [OptunaTrial(i, state.get(t.status, "FAIL"), t.point, trial_id=t.trial_id,
@@ -355,3 +427,91 @@ def test_while_the_search_runs_what_follows_the_ledger_may_lag():
     assert sorted(kinds(lagging)) == ["child-missing", "flops-parent", "optuna-complete",
                                       "optuna-running"]
     assert kinds(replace(lagging, running=True)) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# A search checked while it runs (held in the middle by construction: optimix.faults)
+
+
+class Holds:
+    """The FIFOs a search held at ``OPTIMIX_HOLD_AT`` points waits on (``optimix.faults``)."""
+
+    def __init__(self, folder: Path, points: list[str]):
+        self.folder = folder
+        self.env = {"OPTIMIX_HOLD_AT": ",".join(points), "OPTIMIX_HOLD_DIR": str(folder)}
+        self.open: dict[str, int] = {}
+        for point in points:
+            os.mkfifo(folder / point.replace(":", "."))
+
+    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it."""
+        fifo = str(self.folder / point.replace(":", "."))
+        opened: list[int] = []
+        opener = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)), daemon=True)
+        opener.start()
+        deadline = time.monotonic() + timeout
+        while opener.is_alive() and proc.poll() is None and time.monotonic() < deadline:
+            opener.join(timeout=1.0)
+        if not opened:
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the opener go
+            opener.join()
+            raise AssertionError(f"the search never reached {point} (exit {proc.poll()})")
+        self.open[point] = opened[0]
+
+    def release(self, point: str) -> None:
+        os.close(self.open.pop(point))
+
+    def release_all(self) -> None:
+        for point in list(self.open):
+            self.release(point)
+
+
+@pytest.mark.slow
+def test_a_running_search_checks_clean_whatever_moves_between_the_reads(tmp_path, capsys, monkeypatch):
+    """Held at chosen points, the search moves a trial on between check's reads of MLflow,
+    Optuna and the ledger: what is not settled yet is in flight, never a violation."""
+    tree = tiny_space_tree(trials=4, sampler="random", max_concurrent=2)
+    tree["train"]["fault"] = "none"  # every trial ok: each one becomes COMPLETE in Optuna
+    (tmp_path / "space.yaml").write_text(json.dumps(tree))
+    holds = Holds(tmp_path, ["before_ledger:2", "before_logged:2", "before_ledger:3", "before_ledger:4"])
+    args = ["--storage-path", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    proc = subprocess.Popen([OPTIMIX, "search", "space.yaml", *args], cwd=tmp_path,
+                            env=base_env(**holds.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    real_read = check_record.read_search_runs
+
+    def moving(before: bool, release: str, reach: str):
+        def read_search_runs(*a, **kw):
+            if not before:
+                runs = real_read(*a, **kw)
+            holds.release(release)
+            holds.reached(reach, proc)
+            return real_read(*a, **kw) if before else runs
+        return read_search_runs
+
+    try:
+        holds.reached("before_ledger:2", proc)  # trial 2 finished, not yet in the ledger
+        code, out, _ = run_check(capsys, *args)
+        assert [line for line in out if line.startswith("violation")] == [] and code == 0
+        assert ", running: " in out[-1], out
+        # Trial 2 goes into the ledger, to Optuna and to MLflow before check reads MLflow ...
+        monkeypatch.setattr(check_record, "read_search_runs", moving(True, "before_ledger:2", "before_logged:2"))
+        code, out, _ = run_check(capsys, *args)
+        assert [line for line in out if line.startswith("violation")] == [] and code == 0
+        assert ", running: " in out[-1], out
+        # ... and trial 3 into the ledger and Optuna after check read MLflow, before it reads Optuna.
+        holds.reached("before_ledger:3", proc)
+        monkeypatch.setattr(check_record, "read_search_runs", moving(False, "before_ledger:3", "before_ledger:4"))
+        code, out, _ = run_check(capsys, *args)
+        assert [line for line in out if line.startswith("violation")] == [] and code == 0
+        assert ", running: 1 trial in flight not judged" in out[-1], out  # trial 3: not in MLflow yet
+        monkeypatch.undo()
+        holds.release_all()
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+    finally:
+        holds.release_all()
+        kill_sessions([proc.pid], grace_s=3.0)
+    code, out, _ = run_check(capsys, *args)
+    assert code == 0 and out[-1].endswith(": no violations") and ", running: " not in out[-1], out
+    assert "4 ledger trials, 4 MLflow child runs" in out[-1]

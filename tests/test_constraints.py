@@ -236,3 +236,28 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     capsys.readouterr()
     cli_main(["plan", "--tracking-uri", uri, "--experiment", "held", "--task", "facts", "--budget-flops", "1e15"])
     assert "met the search's constraints" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["train_flops", "params"])
+def test_a_proposal_known_to_miss_a_constraint_is_recorded_infeasible_without_training(tmp_path, capsys, metric):
+    """A bound on a metric the plan fixes (FLOPs, parameters) between the two sizes' values:
+    the larger model is recorded infeasible, charged nothing, and never reaches Ray."""
+    from optimix.budget import planned_metrics
+    from optimix.search import SearchState
+
+    space = build_space(tree())
+    small, large = (planned_metrics(space, {"model.d_model": d})[metric] for d in (16, 64))
+    rule = f"{metric} <= {(small + large) / 2:.6g}"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_search(build_space(tree([rule], sampler="random")), SearchOptions(
+        tracking_uri=uri, storage_path=str(tmp_path / "runs"), experiment="pre"))
+    trials = {e["point"]["model.d_model"]: e for e in SearchState(Path(summary.state_dir)).trials()}
+    assert trials[16]["status"] == "ok" and trials[16]["result"]["train_flops"] > 0
+    infeasible = trials[64]
+    assert infeasible["status"] == "infeasible" and infeasible["result"]["train_flops"] == 0.0
+    assert infeasible["error"].startswith(f"infeasible before training: {metric} ")
+    assert infeasible["node"] is None and infeasible["result"]["steps"] == 0  # no worker ran it
+    assert summary.spent_flops == trials[16]["result"]["train_flops"] and summary.ok == 1
+    cli_main(["check", "--tracking-uri", uri, "--experiment", "pre", "--storage-path", str(tmp_path / "runs")])
+    assert capsys.readouterr().out.strip().endswith(": no violations")

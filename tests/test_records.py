@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from optimix.search import SearchState
+from optimix.search.ledger import LedgerError
 
 from cluster_fixtures import OPTIMIX, base_env, kill_sessions
 
@@ -523,19 +524,52 @@ def test_a_resume_of_another_experiment_or_store_is_refused_before_anything_is_w
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no store, no folder
 
 
+def ledger_line(trial_id: str, status: str = "ok", **result) -> dict:
+    """A trial line as the driver writes it (the fields ``ledger.parse_line`` checks)."""
+    counts = dict.fromkeys(("train_flops", "params", "non_embedding_params", "tokens", "wall_s",
+                            "train_s", "tokens_per_s"), 1.0)
+    return {"trial_id": trial_id, "status": status, "name": trial_id, "point": {}, "params": {},
+            "result": {**counts, "accuracy": {}, "loss": {}, **result}}
+
+
 def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
     state = SearchState(tmp_path)
-    state.append({"trial_id": "a", "n": 1})
+    state.append(ledger_line("a"))
     with open(state.ledger, "a") as f:
         f.write('{"trial_id": "b", "n"')  # killed mid-write
-    state.append({"trial_id": "c", "n": 3})
-    assert state.ledger.read_text().splitlines() == [json.dumps({"trial_id": "a", "n": 1}),
-                                                     json.dumps({"trial_id": "c", "n": 3})]
+    state.append(ledger_line("c"))
+    assert state.ledger.read_text().splitlines() == [json.dumps(ledger_line("a")),
+                                                     json.dumps(ledger_line("c"))]
     assert state.repair() == 0
     with open(state.ledger, "a") as f:
         f.write('{"trial_id": "d"')
+    assert [e["trial_id"] for e in state.entries()] == ["a", "c"]  # a torn last line is left out
     assert state.repair() > 0 and state.ledger.read_text().endswith("\n")
     assert [e["trial_id"] for e in state.entries()] == ["a", "c"]
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("null", "line 2: null is not a ledger line (a JSON object)"),
+    ("[1, 2, 3]", "line 2: [1, 2, 3] is not a ledger line (a JSON object)"),
+    ('{"trial_id": "b", "n"', "line 2: not JSON ("),
+    ('{"x": 1}', "line 2: an object with none of trial_id, logged, interrupted"),
+    (json.dumps(ledger_line("b", train_flops="abc")), 'line 2: result.train_flops is "abc", not a finite number'),
+    (json.dumps(ledger_line("b", status="great")), 'line 2: status is "great", not one of ok, failed'),
+    (json.dumps(ledger_line("b", accuracy={"facts": "high"})), 'line 2: result.accuracy.facts is "high"'),
+    ('{"logged": "a", "run_id": 7}', "line 2: run_id is 7, not a non-empty string"),
+    ('{"interrupted": "a", "train_flops": -1}', "line 2: train_flops is -1, not a finite number >= 0"),
+], ids=["null", "list", "torn-inside", "unknown", "flops-text", "status", "accuracy", "run-id", "negative"])
+def test_a_malformed_ledger_line_is_one_line_naming_the_file_the_line_and_the_fault(tmp_path, line, problem):
+    state = SearchState(tmp_path)
+    state.append(ledger_line("a"))
+    with open(state.ledger, "a") as f:
+        f.write(line + "\n")
+    state.append(ledger_line("c"))
+    with pytest.raises(LedgerError) as err:
+        state.entries()
+    assert str(err.value).startswith(f"{state.ledger}: {problem}") and "\n" not in str(err.value)
+    lines, errors = state.read_lines()  # what optimix check reads: the rest, and each fault
+    assert [e["trial_id"] for e in lines] == ["a", "c"] and len(errors) == 1
 
 
 def test_ci_never_stops_every_ray_on_the_machine():

@@ -408,3 +408,19 @@ def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(
         str(Path(summary.state_dir) / "optuna.journal")))
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_a_search_in_which_every_trial_failed_exits_1_saying_why(tmp_path):
+    tree = tiny_space_tree(trials=2, sampler="random")
+    tree["train"]["fault"] = "raise"
+    (tmp_path / "space.yaml").write_text(json.dumps(tree))  # JSON is YAML
+    done = subprocess.run(
+        [sys.executable, "-m", "optimix.cli", "search", "space.yaml", "--tracking-uri",
+         f"sqlite:///{tmp_path}/mlflow.db", "--storage-path", str(tmp_path / "runs")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: every trial failed (2 of 2 failed or infeasible); the first, trial-00"), last
+    assert "RuntimeError: injected fault (train.fault=raise)" in last and "results.jsonl" in last
+    assert "Traceback" not in done.stderr
+    assert "search tiny: 2 trials (0 ok, 2 failed or infeasible)" in done.stdout  # the summary still shows

@@ -7,67 +7,40 @@ journal (``optuna.journal``). :func:`read` (``check_record``) gathers the three 
 invariant, each of one of the kinds in :data:`KINDS` and naming the trial it is about.
 
 While the search runs (its state says ``running`` and its driver holds the ``lock`` file),
-what is written after the ledger line (the MLflow child run, the frontier tags, Optuna's
-``tell``, the parent's ``spent_flops``) may lag behind it: those checks wait until it stops.
+what is written after the ledger line (Optuna's ``tell``, the MLflow child run, the frontier
+tags, the parent's ``spent_flops``) may lag behind it. ``read`` reads MLflow and Optuna
+before the ledger, so whatever they hold is in the ledger; a ledger trial that is not yet
+settled in both (told to Optuna, its child run terminated) is *in flight* and is not judged,
+and the frontier tags, the parent's ``spent_flops`` and RUNNING Optuna trials wait until the
+search stops (:func:`in_flight`, :func:`summary`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from optimix import frontier, metrics, tracking
 from optimix.config import SpaceError
-from optimix.metrics import FLOPS_ATTR
 from optimix.records import RunRecord
-from optimix.search.check_record import LedgerTrial, OptunaTrial, Record, find_state, read
+from optimix.search.check_record import (
+    KINDS,
+    REL_TOL,
+    LedgerTrial,
+    OptunaTrial,
+    Record,
+    Violation,
+    find_state,
+    read,
+)
+from optimix.search.check_values import check_flops, check_metrics, check_points
 from optimix.space import Space
 
 __all__ = ["KINDS", "REL_TOL", "LedgerTrial", "OptunaTrial", "Record", "Violation", "check",
-           "config_key", "find_state", "read", "report", "summary"]
-
-KINDS = {
-    "parent": "exactly one MLflow search run is tagged with the state folder, and it is "
-              "the one state.json names",
-    "ledger-duplicate": "each trial_id is in the ledger once",
-    "child-missing": "each ledger trial has a (non-deleted) MLflow child run",
-    "child-duplicate": "no ledger trial has two (non-deleted) MLflow child runs",
-    "child-incomplete": "the child run is terminated, has the ledger's params and a "
-                        "train_flops metric",
-    "child-status": "the child's optimix.status tag is the ledger's status",
-    "child-stray": "every MLflow child run of the search is a ledger trial",
-    "repeat": "no effective config (seed included) is trained twice",
-    "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
-              "the ledger",
-    "optuna-study": "the journal holds the search's Optuna study",
-    "optuna-running": "no Optuna trial is RUNNING while the search is not",
-    "optuna-complete": "Optuna's COMPLETE trials are the ledger's ok trials",
-    "optuna-pruned": "Optuna's PRUNED trials are the ledger's pruned trials",
-    "flops-mlflow": "each child run's train_flops is the ledger's",
-    "flops-optuna": "each Optuna trial's optimix.train_flops is the ledger's",
-    "flops-parent": "the parent's spent_flops is the ledger's total",
-    "flops-budget": "the ledger's total is within optimix.budget_flops",
-}
-
-REL_TOL = 1e-6  # FLOPs are floats summed in different orders by different writers
-
-
-@dataclass(frozen=True)
-class Violation:
-    kind: str
-    detail: str
-
-    def __post_init__(self) -> None:
-        assert self.kind in KINDS, self.kind
-
-    def line(self) -> str:
-        return f"violation: {self.kind}: {self.detail}"
-
+           "config_key", "find_state", "in_flight", "read", "report", "summary"]
 
 # ---------------------------------------------------------------------------------------------
 # The invariants (pure)
@@ -76,13 +49,36 @@ class Violation:
 def check(record: Record) -> list[Violation]:
     """Every violation of the record, ledger order within each kind."""
     trials = _first_of_each(record.ledger)
-    out = _check_parent(record)
+    flight = in_flight(record, trials)
+    out = _check_state(record)
+    out += _check_parent(record)
     out += _check_ledger(record.ledger)
-    out += _check_children(record, trials)
+    out += _check_children(record, trials, flight)
     out += _check_repeats(record, trials)
     out += _check_pareto(record, trials)
-    out += _check_optuna(record, trials)
-    out += _check_flops(record, trials)
+    out += _check_optuna(record, trials, flight)
+    out += check_flops(record, trials, flight)
+    out += check_metrics(record, trials, flight)
+    out += check_points(record, trials, flight)
+    return out
+
+
+def in_flight(record: Record, trials: Sequence[LedgerTrial]) -> set[str]:
+    """While the search runs, the ledger trials not yet settled in MLflow and Optuna (a
+    terminated child run, an Optuna trial told its outcome): written to the ledger, on their
+    way to the others. Empty once the search has stopped: then everything is judged."""
+    if not record.running:
+        return set()
+    logged = {r.trial_id for r in record.children if r.status in metrics.TERMINATED and r.ended}
+    told = {ot.trial_id for ot in record.optuna or [] if ot.trial_id and ot.state not in ("RUNNING", "WAITING")}
+    return {t.trial_id for t in trials if t.trial_id not in logged or t.trial_id not in told}
+
+
+def _check_state(record: Record) -> list[Violation]:
+    out = [Violation("ledger-malformed", error) for error in record.ledger_errors]
+    if not record.state_found and (record.ledger or record.ledger_errors):
+        out.append(Violation("state", f"{record.state_dir / 'state.json'} is missing, but the ledger "
+                                      f"has {len(_first_of_each(record.ledger))} trials"))
     return out
 
 
@@ -119,15 +115,14 @@ def _check_ledger(ledger: Sequence[LedgerTrial]) -> list[Violation]:
             for tid, n in counts.items() if n > 1]
 
 
-def _check_children(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
+def _check_children(record: Record, trials: Sequence[LedgerTrial], flight: set[str]) -> list[Violation]:
     by_trial: dict[str, list[RunRecord]] = {}
     for run in record.children:
         by_trial.setdefault(run.trial_id, []).append(run)
     out = []
     for t in trials:
         runs = by_trial.get(t.trial_id, [])
-        # While the search runs, a trial not yet marked logged may be on its way to MLflow.
-        pending = record.running and t.trial_id not in record.logged
+        pending = t.trial_id in flight  # on its way to MLflow
         if not runs:
             if not pending:
                 said = (f" (the ledger logged it as run {record.logged[t.trial_id]})"
@@ -144,7 +139,7 @@ def _check_children(record: Record, trials: Sequence[LedgerTrial]) -> list[Viola
             out.append(Violation("child-incomplete", f"trial {t.trial_id} (run {run.run_id}): "
                                                      + "; ".join(problems)))
         tag = run.tags.get(metrics.STATUS)
-        if tag != t.status:
+        if tag != t.status and not pending:
             out.append(Violation("child-status", f"trial {t.trial_id} (run {run.run_id}) is tagged "
                                                  f"{tag!r}, the ledger says {t.status!r}"))
     known = {t.trial_id for t in trials}
@@ -239,7 +234,7 @@ def _point_key(point: Mapping[str, Any]) -> str:
     return json.dumps(dict(point), sort_keys=True, default=str)
 
 
-def _check_optuna(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
+def _check_optuna(record: Record, trials: Sequence[LedgerTrial], flight: set[str]) -> list[Violation]:
     if record.optuna is None:
         if not trials:
             return []
@@ -258,13 +253,13 @@ def _check_optuna(record: Record, trials: Sequence[LedgerTrial]) -> list[Violati
                 out.append(Violation("optuna-running", f"Optuna trial #{ot.number}{which} is RUNNING "
                                                        f"but the search is not (status {status}, no "
                                                        "driver holds its lock)"))
-    out += _match_state(record, trials, "COMPLETE", metrics.OK, "optuna-complete")
-    out += _match_state(record, trials, "PRUNED", metrics.PRUNED, "optuna-pruned")
+    out += _match_state(record, trials, flight, "COMPLETE", metrics.OK, "optuna-complete")
+    out += _match_state(record, trials, flight, "PRUNED", metrics.PRUNED, "optuna-pruned")
     return out
 
 
-def _match_state(record: Record, trials: Sequence[LedgerTrial], state: str, status: str,
-                 kind: str) -> list[Violation]:
+def _match_state(record: Record, trials: Sequence[LedgerTrial], flight: set[str], state: str,
+                 status: str, kind: str) -> list[Violation]:
     """The ledger's ``status`` trials are Optuna's ``state`` trials: matched by the
     ``optimix.trial_id`` attr where a trial carries it, else by point (older journals)."""
     optuna = record.optuna or []
@@ -290,9 +285,8 @@ def _match_state(record: Record, trials: Sequence[LedgerTrial], state: str, stat
         if t.trial_id not in claimed:
             loose.append(t)
             continue
-        states = [ot.state for ot in claimed[t.trial_id]]
-        if state in states or (record.running and "RUNNING" in states):
-            continue  # told after the ledger line: a running search may be between the two
+        if state in [ot.state for ot in claimed[t.trial_id]] or t.trial_id in flight:
+            continue  # (in flight: Optuna may not be told yet)
         numbers = ", ".join(f"#{ot.number} is {ot.state}" for ot in claimed[t.trial_id])
         out.append(Violation(kind, f"trial {t.trial_id} is {status} in the ledger but its Optuna "
                                    f"trial {numbers}"))
@@ -306,7 +300,7 @@ def _match_state(record: Record, trials: Sequence[LedgerTrial], state: str, stat
             wanted[key] -= 1
         elif record.running and running[key] > 0:
             running[key] -= 1
-        else:
+        elif t.trial_id not in flight:
             out.append(Violation(kind, f"trial {t.trial_id} is {status} in the ledger but no {state} "
                                        f"Optuna trial has its point {_point_key(t.point)}"))
     for ot in unclaimed:
@@ -315,48 +309,6 @@ def _match_state(record: Record, trials: Sequence[LedgerTrial], state: str, stat
             wanted[key] -= 1
             out.append(Violation(kind, f"Optuna trial #{ot.number} is {state} but no {status} ledger "
                                        f"trial has its point {key}"))
-    return out
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL_TOL)
-
-
-def _check_flops(record: Record, trials: Sequence[LedgerTrial]) -> list[Violation]:
-    out = []
-    runs: dict[str, RunRecord] = {}
-    for run in record.children:
-        runs.setdefault(run.trial_id, run)
-    for t in trials:
-        run = runs.get(t.trial_id)
-        logged = run.metrics.get("train_flops") if run else None
-        if logged is not None and not _close(logged, t.train_flops):
-            out.append(Violation("flops-mlflow", f"trial {t.trial_id} (run {run.run_id}) logged "
-                                                 f"train_flops {logged:.6g}, the ledger has "
-                                                 f"{t.train_flops:.6g}"))
-    by_id = {t.trial_id: t for t in trials}
-    for ot in record.optuna or []:
-        t = by_id.get(ot.trial_id or "")
-        if t is not None and ot.train_flops is not None and not _close(ot.train_flops, t.train_flops):
-            out.append(Violation("flops-optuna", f"Optuna trial #{ot.number} (trial {t.trial_id}) "
-                                                 f"records {FLOPS_ATTR} {ot.train_flops:.6g}, the "
-                                                 f"ledger has {t.train_flops:.6g}"))
-    spent = sum(t.train_flops for t in trials)
-    if record.parent is not None and not record.running:
-        logged = record.parent.metrics.get("spent_flops")
-        if logged is None:
-            out.append(Violation("flops-parent", f"parent run {record.parent.run_id} has no spent_flops "
-                                                 f"metric (the ledger's total is {spent:.6g}): the search "
-                                                 "did not finish; --resume completes it"))
-        elif not _close(logged, spent):
-            out.append(Violation("flops-parent", f"parent run {record.parent.run_id} logged spent_flops "
-                                                 f"{logged:.6g}, the ledger's total is {spent:.6g}"))
-    budget = record.budget_flops
-    if budget is not None and spent + record.interrupted_flops > budget * (1 + REL_TOL):
-        last = trials[-1].trial_id if trials else "-"
-        lost = f" (+{record.interrupted_flops:.6g} in interrupted attempts)" if record.interrupted_flops else ""
-        out.append(Violation("flops-budget", f"the ledger's trials spent {spent:.6g} FLOPs{lost}, over "
-                                             f"the budget of {budget:.6g} (last trial {last})"))
     return out
 
 
@@ -371,7 +323,11 @@ def summary(record: Record, violations: Sequence[Violation]) -> str:
                f"{len(violations)} violation{'s' * (len(violations) != 1)} ("
                + ", ".join(f"{k} {n}" for k, n in kinds.items()) + ")")
     optuna = "no Optuna study" if record.optuna is None else f"{len(record.optuna)} Optuna trials"
-    running = ", running (checks that wait for it to stop skipped)" if record.running else ""
+    running = ""
+    if record.running:
+        n = len(in_flight(record, _first_of_each(record.ledger)))
+        running = (f", running: {n} trial{'s' * (n != 1)} in flight not judged, and the frontier tags, "
+                   "the parent's spent_flops and RUNNING Optuna trials wait until it ends")
     folder = str(record.state_dir)
     if folder.startswith(os.getcwd() + os.sep):
         folder = os.path.relpath(folder)
@@ -385,6 +341,7 @@ def report(record: Record, violations: Sequence[Violation]) -> dict[str, Any]:
             "tracking_uri": tracking.redact_uri(record.tracking_uri),
             "parent_run_id": record.parent_run_id,
             "running": record.running, "trials": len(_first_of_each(record.ledger)),
+            "in_flight": sorted(in_flight(record, _first_of_each(record.ledger))),
             "child_runs": len(record.children),
             "optuna_trials": None if record.optuna is None else len(record.optuna),
             "ok": not violations,

@@ -1,4 +1,5 @@
-"""What ``optimix check`` reads of a recorded search: its ledger, MLflow runs and Optuna study.
+"""What ``optimix check`` reads of a recorded search (its ledger, MLflow runs and Optuna
+study), and what it can find wrong (:data:`KINDS`, :class:`Violation`).
 
 :func:`read` gathers the three records of the latest search under a storage folder into one
 :class:`Record` (the state folder and journal here, the MLflow runs through
@@ -8,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,49 @@ from optimix.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
 from optimix.mlflow_client import TrackingError, resolve_uri
 from optimix.records import RunRecord, read_search_runs
 from optimix.space import Space
+
+KINDS = {
+    "state": "a search with a ledger has its state.json",
+    "ledger-malformed": "every ledger line is a trial, logged or interrupted line optimix writes",
+    "parent": "exactly one MLflow search run is tagged with the state folder, and it is "
+              "the one state.json names",
+    "ledger-duplicate": "each trial_id is in the ledger once",
+    "child-missing": "each ledger trial has a (non-deleted) MLflow child run",
+    "child-duplicate": "no ledger trial has two (non-deleted) MLflow child runs",
+    "child-incomplete": "the child run is terminated, has the ledger's params and a "
+                        "train_flops metric",
+    "child-status": "the child's optimix.status tag is the ledger's status",
+    "child-stray": "every MLflow child run of the search is a ledger trial",
+    "repeat": "no effective config (seed included) is trained twice",
+    "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
+              "the ledger",
+    "optuna-study": "the journal holds the search's Optuna study",
+    "optuna-running": "no Optuna trial is RUNNING while the search is not",
+    "optuna-complete": "Optuna's COMPLETE trials are the ledger's ok trials",
+    "optuna-pruned": "Optuna's PRUNED trials are the ledger's pruned trials",
+    "flops-mlflow": "each child run's train_flops is the ledger's",
+    "metric-mlflow": "each child run's other final metrics (acc/<task>, loss/<task>, params, "
+                     "tokens, timings) are the ledger's",
+    "point": "each ledger trial's point is its own params', its child run's and its Optuna "
+             "trial's",
+    "flops-optuna": "each Optuna trial's optimix.train_flops is the ledger's",
+    "flops-parent": "the parent's spent_flops is the ledger's total",
+    "flops-budget": "the ledger's total is within optimix.budget_flops",
+}
+
+REL_TOL = 1e-6  # FLOPs are floats summed in different orders by different writers
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, self.kind
+
+    def line(self) -> str:
+        return f"violation: {self.kind}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +123,10 @@ class Record:
     """The search space state.json records (None for older searches, or if it no longer loads)."""
     interrupted_flops: float = 0.0
     """FLOPs of attempts stopped before they finished (the ledger's ``interrupted`` lines)."""
+    state_found: bool = True
+    """Whether the state folder has its ``state.json``."""
+    ledger_errors: list[str] = field(default_factory=list)
+    """One line for each malformed ledger line (``ledger.LedgerError``); the rest is read."""
 
     @property
     def parent_run_id(self) -> str | None:
@@ -140,31 +188,38 @@ def find_state(storage_path: str, experiment: str | None) -> Path:
 
 
 def read(storage_path: str, experiment: str | None = None, tracking_uri: str | None = None) -> Record:
-    """The ledger, MLflow runs and Optuna study of the latest search under ``storage_path``."""
+    """The ledger, MLflow runs and Optuna study of the latest search under ``storage_path``.
+
+    A running search writes the ledger first, then Optuna, then MLflow: they are read the
+    other way round (MLflow, Optuna, the ledger last), so that everything MLflow and Optuna
+    hold of it is in the ledger read after them. What the ledger holds that they do not yet
+    is in flight (``check``)."""
     from optimix.search.ledger import SearchState
 
     path = find_state(storage_path, experiment)
     search_state = SearchState(path)
-    state = search_state.read() or {}
-    experiment = state.get("experiment") or experiment
-    if experiment is None:
-        raise SpaceError(f"--experiment: {path} has no state.json to name its experiment; give it")
+    found = search_state.read()
+    state = found or {}
+    # Without state.json (deleted, or a search stopped before writing it), the folder's name.
+    experiment = state.get("experiment") or experiment or path.parent.name
     uri = tracking_uri or state.get("tracking_uri") or resolve_uri(None)
-    lines = search_state.entries()
-    ledger = [LedgerTrial.from_entry(e) for e in lines if "trial_id" in e]
-    logged = {str(e["logged"]): str(e.get("run_id")) for e in lines if "logged" in e}
-    # Read while it may run: the lock first, so that a search that ends meanwhile is
-    # still taken as running (lagging records excused) rather than the other way round.
+    # The lock first, so that a search that ends meanwhile is still taken as running
+    # (lagging records excused) rather than the other way round.
     running = state.get("status", "running") == "running" and search_state.running()
     try:
         runs = read_search_runs(uri, experiment, path, state.get("parent_run_id"))
     except TrackingError as err:
         raise SpaceError(str(err)) from None
+    optuna = _read_optuna(search_state.journal, experiment)
+    lines, errors = search_state.read_lines()
+    ledger = [LedgerTrial.from_entry(e) for e in lines if "trial_id" in e]
+    logged = {str(e["logged"]): str(e["run_id"]) for e in lines if "logged" in e}
+    lost = sum(float(e["train_flops"]) for e in lines if "interrupted" in e)
     return Record(state_dir=path, experiment=experiment, tracking_uri=uri, state=state,
                   ledger=ledger, logged=logged, parents=runs.parents, parent=runs.parent,
-                  children=runs.children, optuna=_read_optuna(search_state.journal, experiment),
-                  running=running, space=_space(state.get("space")),
-                  interrupted_flops=search_state.lost_flops())
+                  children=runs.children, optuna=optuna, running=running,
+                  space=_space(state.get("space")), interrupted_flops=lost,
+                  state_found=found is not None, ledger_errors=[str(e) for e in errors])
 
 
 def _space(tree: Any) -> Space | None:

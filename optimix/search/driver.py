@@ -19,7 +19,7 @@ from typing import Any
 
 from optimix import faults, frontier, metrics, tracking
 from optimix.budget import effective_key
-from optimix.config import flatten
+from optimix.config import SpaceError, flatten
 from optimix.metrics import GROUP_KEY
 from optimix.search.ledger import SearchState
 from optimix.space import Space
@@ -134,14 +134,19 @@ class Driver:
         return self._append(entry)
 
     def record_infeasible(self, trial_id: str, point: Mapping[str, Any], reason: str) -> dict:
-        """The ledger entry of a point whose config cannot be built (``reason``: the
-        ``SpaceError``, e.g. a share a burst cannot carry): infeasible, never trained, no FLOPs.
-        Its params are the point's values (there is no config to flatten)."""
+        """The ledger entry of a point infeasible before it runs (``reason``: why, e.g. the
+        ``SpaceError`` of a share a burst cannot carry, or a constraint its plan misses):
+        never trained, no FLOPs. Its params are its config's, or the point's values when no
+        config can be built."""
         doc = {"status": metrics.INFEASIBLE, "error": reason, "params": 0, "non_embedding_params": 0,
                "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}, "wall_s": 0.0, "train_s": 0.0,
                "tokens_per_s": 0.0, "steps": 0, "planned_steps": 0, "curve": []}
+        try:
+            params = flatten(self.space.resolve(point).model_dump(mode="json"))
+        except SpaceError:
+            params = dict(point)
         entry = {"trial_id": trial_id, "index": len(self.entries), "name": trial_name(len(self.entries), point),
-                 "status": metrics.INFEASIBLE, "error": reason, "point": dict(point), "params": dict(point),
+                 "status": metrics.INFEASIBLE, "error": reason, "point": dict(point), "params": params,
                  "result": doc, "node": None}
         self._append(entry)
         self.finished(trial_id)  # to MLflow, like a trial that ran

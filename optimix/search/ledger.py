@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -183,16 +184,33 @@ class SearchState:
         return len(data) - keep
 
     def entries(self) -> list[dict]:
-        """Ledger lines; a torn line (killed mid-write) is ignored."""
+        """Ledger lines, each checked: a malformed one raises ``LedgerError`` (the file, the
+        line and what is wrong); a torn last line (killed mid-write) is left out."""
+        lines, errors = self.read_lines()
+        if errors:
+            raise errors[0]
+        return lines
+
+    def read_lines(self) -> tuple[list[dict], list[LedgerError]]:
+        """The well-formed ledger lines, and a ``LedgerError`` for each malformed one (for
+        readers such as ``optimix check``, which report them all and go on with the rest)."""
         if not self.ledger.exists():
-            return []
-        out = []
-        for line in self.ledger.read_text().splitlines():
+            return [], []
+        data = self.ledger.read_bytes()
+        raw = data.split(b"\n")
+        torn = raw.pop()  # after the last newline: empty, or a line cut mid-write
+        out, errors = [], []
+        for number, line in enumerate(raw, start=1):
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("ignoring a torn ledger line in %s", self.ledger)
-        return out
+                out.append(parse_line(line))
+            except ValueError as err:
+                errors.append(LedgerError(f"{self.ledger}: line {number}: {err}"))
+        if torn:
+            try:
+                out.append(parse_line(torn))  # whole but unterminated: a line like any other
+            except ValueError:
+                log.warning("ignoring a torn last line (%d bytes) in %s", len(torn), self.ledger)
+        return out, errors
 
     def lost_flops(self) -> float:
         """FLOPs of attempts stopped before they finished (rerun later; no result)."""
@@ -209,6 +227,78 @@ class SearchState:
                 seen.add(e["trial_id"])
                 out.append({**e, "run_id": logged.get(e["trial_id"])})
         return out
+
+
+class LedgerError(SpaceError):
+    """A ledger line that optimix did not write: one line naming the file, the line number
+    and what is wrong (``--resume`` refuses the search; ``optimix check`` reports it)."""
+
+
+_STATUSES = ("ok", "failed", "infeasible", "pruned")  # metrics.OK, FAILED, INFEASIBLE, PRUNED
+_RESULT_NUMBERS = ("train_flops", "params", "non_embedding_params", "tokens", "wall_s", "train_s",
+                   "tokens_per_s")
+
+
+def parse_line(line: bytes) -> dict:
+    """One ledger line as written by ``SearchState.append``: a trial, ``logged`` or
+    ``interrupted`` line. Raises ``ValueError`` saying what is wrong with it."""
+    try:
+        entry = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{_shown(entry)} is not a ledger line (a JSON object)")
+    if "trial_id" in entry:
+        _check_trial(entry)
+    elif "logged" in entry:
+        _check_text(entry, "logged")
+        _check_text(entry, "run_id")
+    elif "interrupted" in entry:
+        _check_text(entry, "interrupted")
+        _check_count(entry, "train_flops")
+    else:
+        raise ValueError("an object with none of trial_id, logged, interrupted: not a ledger line")
+    return entry
+
+
+def _check_trial(entry: dict) -> None:
+    _check_text(entry, "trial_id")
+    if entry.get("status") not in _STATUSES:
+        raise ValueError(f"status is {_shown(entry.get('status'))}, not one of {', '.join(_STATUSES)}")
+    for key in ("point", "params", "result"):
+        if not isinstance(entry.get(key), dict):
+            raise ValueError(f"{key} is {_shown(entry.get(key))}, not an object")
+    result = entry["result"]
+    for key in _RESULT_NUMBERS:
+        _check_count(result, key, "result.")
+    for key in ("accuracy", "loss"):
+        values = result.get(key, {})
+        if not isinstance(values, dict):
+            raise ValueError(f"result.{key} is {_shown(values)}, not an object")
+        for task, value in values.items():
+            if not _is_number(value):
+                raise ValueError(f"result.{key}.{task} is {_shown(value)}, not a number")
+
+
+def _check_text(entry: dict, key: str) -> None:
+    if not isinstance(entry.get(key), str) or not entry[key]:
+        raise ValueError(f"{key} is {_shown(entry.get(key))}, not a non-empty string")
+
+
+def _check_count(entry: dict, key: str, where: str = "") -> None:
+    value = entry.get(key)
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        said = "missing" if key not in entry else f"{_shown(value)}"
+        raise ValueError(f"{where}{key} is {said}, not a finite number >= 0")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _root(storage: Path, experiment: str) -> Path:

@@ -88,6 +88,8 @@ class SearchSummary:
     """A trial still running when the search stopped proposing moved the frontier after all."""
     experiment_id: str | None = None
     """The MLflow experiment's id (for a link to its runs in the MLflow UI)."""
+    first_failure: str | None = None
+    """The first failed or infeasible trial's name and reason (None if none failed)."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -187,6 +189,8 @@ def _check_space(space: Space) -> None:
 def _open_state(space, state, tracker, objectives, constraints, seed, experiment, resume, pins) -> dict:
     """The state of a new search, or of the one ``--resume`` takes up (refused if its space
     differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.hub``)."""
+    if resume:
+        state.entries()  # a malformed ledger line is refused (LedgerError) before anything is written
     saved = state.read() if resume else None
     if saved is not None and "space" in saved:
         _check_same_space(saved["space"], space.tree)
@@ -257,10 +261,15 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
         pruned=n_pruned, failed=len(driver.entries) - n_ok - n_pruned, spent_flops=total,
         interrupted_flops=driver.lost_flops, budget_flops=search.budget_flops, wall_s=time.perf_counter() - started,
         patience=search.patience, stalled=driver.stalled, moved_since_stalled=driver.moved_since_stalled(),
-        experiment_id=tracker.experiment_id)
+        experiment_id=tracker.experiment_id, first_failure=_first_failure(driver.entries))
     if ended == "interrupted":
         raise SearchInterrupted(reason, summary)
     return summary
+
+
+def _first_failure(entries: list[dict]) -> str | None:
+    failed = [e for e in entries if e["status"] in (metrics.FAILED, metrics.INFEASIBLE)]
+    return f"{failed[0]['name']}: {failed[0].get('error') or failed[0]['status']}" if failed else None
 
 
 def _record_end(driver: Driver, tracker, state: SearchState, saved: dict, ended: str, reason: str,

@@ -35,7 +35,7 @@ from ray.tune import Stopper
 from ray.tune.search import Searcher
 
 from optimix import faults, metrics
-from optimix.budget import effective_key, trial_flops
+from optimix.budget import effective_key, planned_metrics, trial_flops
 from optimix.config import SpaceError
 from optimix.metrics import (
     CURVE_ATTR,
@@ -174,10 +174,15 @@ class OptimixSearcher(Searcher):
             elif self.record_infeasible is None:
                 self._skip(ot_trial, str(err))
             else:
-                self._infeasible(ot_trial, point, key, str(err))
+                self._infeasible(ot_trial, f"infeasible-{ot_trial.number}", point, key, str(err))
             return None
         if key in self.seen:
             self._skip(ot_trial, f"trains the same model as trial {self.seen[key]}")
+            return None
+        missed = known_misses(self.space, point, self.constraints)
+        if missed and self.record_infeasible is not None:
+            self._infeasible(ot_trial, f"{trial_id}_n{ot_trial.number}", point, key,
+                             "infeasible before training: " + "; ".join(missed))
             return None
         if cost > self.budget.left():
             self._skip(ot_trial, f"needs {cost:.3g} FLOPs, {self.budget.left():.3g} left")
@@ -189,15 +194,16 @@ class OptimixSearcher(Searcher):
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         return _Member(trial_id, point, ot_trial)
 
-    def _infeasible(self, ot_trial, point: dict[str, Any], key: str, reason: str) -> None:
-        """A point whose config cannot be built (dimensions valid one by one, not together):
-        an infeasible trial in the ledger, then Optuna (FAIL), then MLflow; never trained, no
-        FLOPs; it counts as one of the search's trials, and the search goes on."""
-        trial_id = f"infeasible-{ot_trial.number}"
+    def _infeasible(self, ot_trial, trial_id: str, point: dict[str, Any], key: str, reason: str) -> None:
+        """A proposal infeasible before it runs: its config cannot be built (dimensions valid
+        one by one, not together), or its plan misses a constraint on a metric known before
+        training. A trial of the search all the same: in the ledger as infeasible with its
+        reason, then Optuna (FAIL), then MLflow; never trained, no FLOPs; the search goes on."""
         self.seen[key] = trial_id
         self.points_left -= 1
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         entry = self.record_infeasible(trial_id, point, reason)
+        faults.kill_at("before_tell")
         self._tell(ot_trial, entry)
         log.info("trial %s is infeasible: %s", trial_id, reason)
 
@@ -327,6 +333,18 @@ class OptimixSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         return None
+
+
+def known_misses(space: Space, point: Mapping[str, Any],
+                 constraints: Sequence[metrics.Constraint]) -> list[str]:
+    """The ``constraints`` the trial at ``point`` misses before it runs: those on a metric
+    its plan fixes (``budget.planned_metrics``: FLOPs, tokens, parameters), which a finished
+    trial records as planned. Such a trial is never trained (``_infeasible``)."""
+    if not constraints:
+        return []
+    known = planned_metrics(space, point)
+    return [f"{c.metric} {known[c.metric]:.4g} misses {c}" for c in constraints
+            if c.metric in known and c.violation(known) > 0]
 
 
 class SignalStopper(Stopper):
