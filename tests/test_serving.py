@@ -244,3 +244,19 @@ def _served(model, rows: list[dict]) -> tuple[int, dict]:
         return reply.status, json.loads(reply.response)
     except MlflowException as err:
         return err.get_http_status_code(), json.loads(err.serialize_as_json())
+
+
+def test_register_on_a_frontier_of_curve_points_only_says_why_and_how(tmp_path):
+    """A frontier made of learning-curve points only has no model to register: not for want
+    of ``save_models: frontier`` (a curve point is a trial mid-way, whose weights are not kept)."""
+    from optimix import serving
+    from optimix.records import SearchRecord, TrialRecord
+
+    trials = [TrialRecord(f"run-{i}", str(i), "ok", False, {}, {"acc/facts": 0.5, "train_flops": 1e9},
+                          pareto_steps=[1] if i == 0 else []) for i in range(2)]
+    record = SearchRecord("parent", "tiny", [("acc/facts", "max"), ("train_flops", "min")], trials)
+    with pytest.raises(ValueError) as err:
+        serving.pick_trial(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), record, None)
+    said = str(err.value)
+    assert "learning-curve points only (0 at step 1)" in said and "--run ID" in said, said
+    assert "set search.save_models" not in said and "\n" not in said
