@@ -5,14 +5,18 @@ subprocess of its own session), real Ray."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
-from test_records import space_tree
+from test_records import Search, _wait_for_worker, space_tree
 
-from cluster_fixtures import base_env, kill_sessions
+from cluster_fixtures import base_env, kill_sessions, session_pids
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +53,32 @@ def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_tok
     result = json.loads(line[len("RESULT="):])
     assert result["worker_mode"] == "token", result
     assert result["client_rc"] != 0 and "InvalidAuthToken" in result["client_err"], result
+
+
+def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
+    """``kill -9`` of the driver mid-search: every process of its session (Ray's daemons,
+    agents, workers) ends within seconds. (Ray's agents alone would wait a minute, listening,
+    to report the raylet's death to a GCS that died with it.)"""
+    search = Search(tmp_path, space_tree(trials=2, max_concurrent=1))
+    tree = json.loads(search.space.read_text())
+    tree["train"]["tokens"] = 200_000  # still training when the driver is killed
+    search.space.write_text(json.dumps(tree))
+    proc = search.start()
+    try:
+        _wait_for_worker(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while session_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: _name(pid) for pid in session_pids(proc.pid)}
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert not left, f"left 20 s after the driver was killed: {left}"
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+    except OSError:
+        return "?"

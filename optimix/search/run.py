@@ -31,6 +31,7 @@ from optimix import hub, metrics, tracking
 from optimix.budget import check_budget, effective_key
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
+from optimix.search import reaper
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState, slug
 from optimix.search.proposals import grid_size
@@ -395,10 +396,13 @@ def _start_ray(options: SearchOptions) -> None:
     address = options.address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         _token_auth_on()
+    before = reaper.children() if address == "local" else None
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=False,
                  runtime_env={"worker_process_setup_hook": "optimix.search.warm.preload"})
+        if before is not None:  # nothing of it outlives this process, even killed outright
+            reaper.watch(before)
     except AuthenticationError as err:  # joining a cluster: the client's mode and token are the user's
         raise SpaceError(f"--address {address}: the Ray cluster refused this client ("
                          f"{str(err).strip().splitlines()[0][:160]}); set RAY_AUTH_MODE=token and "
