@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
+import optimix.search.reaper as reaper
 from optimix import hub, metrics, tracking
 from optimix.budget import check_budget, effective_key
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
-from optimix.search import reaper
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState, slug
 from optimix.search.proposals import grid_size
