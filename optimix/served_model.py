@@ -12,6 +12,10 @@ written by ``optimix.serving.describe``, says for each task, with an example):
   as the search's vocabulary names them (``s3 s1 s4``); the answer is its fixed number of tokens.
 - ``chars`` (dataset tasks): the prompt's text; the answer is text, up to the end token.
 - ``text`` (text tasks): the start of a line; the answer continues it up to the line's budget.
+
+A bad request (an unknown task, a token not in the vocabulary, a prompt longer than the
+positions the model was trained on) is refused with one line (HTTP 400 from the scoring
+server), never a stack trace; any other failure likewise says only which row failed.
 """
 
 from __future__ import annotations
@@ -21,12 +25,32 @@ import warnings
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 PAD, SEP, EOS = 0, 1, 2
 
 # The signature is the model's (optimix.serving), so MLflow's call for type hints on predict is noise.
 warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+
+
+class Refusal(MlflowException):
+    """An error the scoring server returns as this one line (400 for a bad request). MLflow's
+    server rewrites a model's message to start with the request's whole data; the message here
+    keeps its own words. (Any other exception it returns with a stack trace.)"""
+
+    def __init__(self, line: str, error_code: int = INVALID_PARAMETER_VALUE):
+        self._line = line
+        super().__init__(line, error_code=error_code)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass  # (MlflowException.__init__ sets it; the scoring server prefixes the data)
 
 
 class Generator(PythonModel):
@@ -38,15 +62,28 @@ class Generator(PythonModel):
         self.model = AutoModelForCausalLM.from_pretrained(path).eval()
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
         self.tasks = json.loads((path / "optimix.json").read_text())["tasks"]
+        # The sequence length it was trained on (its widest task; optimix.model.shape_for):
+        # RoPE would answer a longer prompt anyway, with positions it never saw.
+        self.positions = max(spec["width"] for spec in self.tasks.values())
         self.torch = torch
 
     def predict(self, context, model_input, params=None):
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-        return [self.answer(str(row["task"]), str(row["prompt"])) for row in rows]
+        out = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not {"task", "prompt"} <= set(row):
+                raise Refusal(f"row {i}: give the columns task and prompt")
+            try:
+                out.append(self.answer(str(row["task"]), str(row["prompt"])))
+            except Refusal as err:
+                raise Refusal(f"row {i}: {err.message}") from None
+            except Exception as err:  # the model's own failure: no trace (it names server paths)
+                raise Refusal(f"row {i}: the model failed ({type(err).__name__})", INTERNAL_ERROR) from None
+        return out
 
     def answer(self, task: str, prompt: str) -> str:
         if task not in self.tasks:
-            raise ValueError(f"task {task!r} is not one of this model's tasks: {', '.join(self.tasks)}")
+            raise Refusal(f"task {task!r} is not one of this model's tasks: {', '.join(self.tasks)}")
         spec = self.tasks[task]
         ids = [self._id(f"<t:{task}>")]
         if spec["input"] == "tokens":
@@ -55,8 +92,13 @@ class Generator(PythonModel):
             ids += [self._id(f"<c:{ord(c):x}>") for c in prompt] + [SEP]
         else:
             ids += self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        out = self._greedy(ids, max(0, spec["width"] - len(ids)) if spec["input"] == "text"
-                           else spec["answer_tokens"], stop_at_eos=spec["input"] != "tokens")
+        n = max(0, spec["width"] - len(ids)) if spec["input"] == "text" else spec["answer_tokens"]
+        if len(ids) + n > self.positions:
+            markers = 1 if spec["input"] == "text" else 2  # the task's token, the separator
+            room = self.positions - markers - (0 if spec["input"] == "text" else n)
+            raise Refusal(f"the prompt is {len(ids) - markers} tokens; task {task!r} takes at most "
+                          f"{room} (this model has {self.positions} positions)")
+        out = self._greedy(ids, n, stop_at_eos=spec["input"] != "tokens")
         if spec["input"] == "tokens":
             return " ".join(self.tokenizer.convert_ids_to_tokens(out))
         if spec["input"] == "chars":
@@ -66,7 +108,7 @@ class Generator(PythonModel):
     def _id(self, token: str) -> int:
         i = self.tokenizer.convert_tokens_to_ids(token)
         if i is None or (i == PAD and token != "<pad>"):
-            raise ValueError(f"{token!r} is not in this model's vocabulary")
+            raise Refusal(f"{token[:40]!r} is not in this model's vocabulary")
         return int(i)
 
     def _greedy(self, ids: list[int], n: int, stop_at_eos: bool) -> list[int]:

@@ -115,6 +115,14 @@ def pick_trial(client, record, run: str | None):
     for trial in on:
         if has_model(client, trial.run_id):
             return trial
+    if not on:
+        curve = [f"{t.trial_id} at step {step}" for t in trials for step in t.pareto_steps]
+        if curve:  # save_models keeps what a trial ends with; a curve point is a trial mid-way
+            raise ValueError(f"--register: the frontier of search {record.run_id} is learning-curve "
+                             f"points only ({', '.join(curve[:3])}{', ...' if len(curve) > 3 else ''}), "
+                             "and a curve point's weights are not kept; give --run ID to register a "
+                             "finished trial's model (search.save_models: all keeps every trial's)")
+        raise ValueError(f"--register: search {record.run_id} has no finished trial on its frontier")
     raise ValueError(f"--register: no frontier trial of search {record.run_id} kept an MLflow model "
                      "(set search.save_models: frontier and search again)")
 

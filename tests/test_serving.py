@@ -211,3 +211,52 @@ def test_a_saved_model_answers_every_kind_of_task_in_process(tmp_path):
     assert isinstance(more, str) and more.strip()  # a continuation, within the line's budget
     with pytest.raises(Exception, match="not in this model's vocabulary"):
         model.predict([{"task": "copy", "prompt": "s1 zz"}])
+
+    # What `mlflow models serve` answers a bad request (its own code from request to reply):
+    # a 400 with one line saying what is wrong, no stack trace, no server path, no echo.
+    copy_prompt = card["copy"]["example"]["prompt"]
+    positions = max(spec["width"] for spec in card.values())  # the sequence length it trained on
+    room = positions - 2 - card["copy"]["answer_tokens"]  # less the task's token and the separator
+    token = copy_prompt.split()[0]
+    for rows, says in [
+        ([{"task": "copy", "prompt": " ".join([token] * 30_000)}],
+         f"row 0: the prompt is 30000 tokens; task 'copy' takes at most {room} (this model has {positions} positions)"),
+        ([{"task": "copy", "prompt": " ".join([token] * (room + 1))}], f"row 0: the prompt is {room + 1} tokens"),
+        ([{"task": "copy", "prompt": copy_prompt}, {"task": "nope", "prompt": "s1"}],
+         "row 1: task 'nope' is not one of this model's tasks: copy, qa, prose"),
+        ([{"task": "qa", "prompt": "1+" * 100}], "row 0: the prompt is 200 tokens; task 'qa' takes at most"),
+    ]:
+        status, body = _served(model, rows)
+        assert status == 400 and body["message"].startswith(says), body
+        assert "\n" not in body["message"] and "stack_trace" not in body, body
+        assert str(tmp_path) not in json.dumps(body) and "site-packages" not in json.dumps(body), body
+    assert _served(model, [{"task": "copy", "prompt": " ".join([token] * room)}])[0] == 200  # the longest
+
+
+def _served(model, rows: list[dict]) -> tuple[int, dict]:
+    """The status and JSON body MLflow's scoring server (``mlflow models serve``) replies."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        reply = scoring_server.invocations(json.dumps({"dataframe_records": rows}), "application/json",
+                                           model, model.metadata.get_input_schema())
+        return reply.status, json.loads(reply.response)
+    except MlflowException as err:
+        return err.get_http_status_code(), json.loads(err.serialize_as_json())
+
+
+def test_register_on_a_frontier_of_curve_points_only_says_why_and_how(tmp_path):
+    """A frontier made of learning-curve points only has no model to register: not for want
+    of ``save_models: frontier`` (a curve point is a trial mid-way, whose weights are not kept)."""
+    from optimix import serving
+    from optimix.records import SearchRecord, TrialRecord
+
+    trials = [TrialRecord(f"run-{i}", str(i), "ok", False, {}, {"acc/facts": 0.5, "train_flops": 1e9},
+                          pareto_steps=[1] if i == 0 else []) for i in range(2)]
+    record = SearchRecord("parent", "tiny", [("acc/facts", "max"), ("train_flops", "min")], trials)
+    with pytest.raises(ValueError) as err:
+        serving.pick_trial(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), record, None)
+    said = str(err.value)
+    assert "learning-curve points only (0 at step 1)" in said and "--run ID" in said, said
+    assert "set search.save_models" not in said and "\n" not in said

@@ -10,6 +10,7 @@ The package holds everything that imports Ray or Optuna:
 - ``trainable``: what runs in a Ray worker;
 - ``driver``: the ledger and MLflow as trials finish, the frontier tags, progress;
 - ``ledger``: the search's folder (state, ledger, journal, lock);
+- ``reaper``: nothing of the in-process Ray outlives a driver killed outright;
 - ``check`` and ``check_record``: ``optimix check``, the invariants of a recorded search and
   what it reads (the ledger, MLflow runs through ``optimix.records``, the Optuna journal).
 

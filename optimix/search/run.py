@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+import optimix.search.reaper as reaper
 from optimix import hub, metrics, tracking
 from optimix.budget import check_budget
 from optimix.config import SpaceError, flatten
@@ -444,10 +445,38 @@ def _start_ray(options: SearchOptions) -> None:
     so that cannot confine them.) Each worker imports what a trial needs as it starts
     (``optimix.search.warm``), while the driver is still setting up."""
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return
     address = options.address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING, configure_logging=False,
-             runtime_env={"worker_process_setup_hook": "optimix.search.warm.preload"})
+    if address == "local":
+        _token_auth_on()
+    before = reaper.children() if address == "local" else None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=False,
+                 runtime_env={"worker_process_setup_hook": "optimix.search.warm.preload"})
+        if before is not None:  # nothing of it outlives this process, even killed outright
+            reaper.watch(before)
+    except AuthenticationError as err:  # joining a cluster: the client's mode and token are the user's
+        raise SpaceError(f"--address {address}: the Ray cluster refused this client ("
+                         f"{str(err).strip().splitlines()[0][:160]}); set RAY_AUTH_MODE=token and "
+                         "the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+
+
+def _token_auth_on() -> None:
+    """Token authentication for the Ray this process starts, whatever the Ray release's default
+    (off before 2.59) or ``RAY_AUTH_MODE`` say: Ray's servers listen on every interface. Ray
+    creates ``~/.ray/auth_token`` if there is none. Ray reads its config once per process, so it
+    is read again (as Ray 2.60 does itself when it turns token auth on by default)."""
+    from ray._raylet import Config
+
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode == "token":
+        return
+    if mode is not None:
+        log.warning("RAY_AUTH_MODE=%s: the Ray this search starts uses token authentication all "
+                    "the same (its servers listen on every interface)", mode)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")

@@ -1,0 +1,84 @@
+"""The Ray a search starts in-process: token authentication on whatever Ray's default, and
+nothing of it left once the driver is killed outright. Real searches (``optimix search`` in a
+subprocess of its own session), real Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_records import Search, _wait_for_worker, space_tree
+
+from cluster_fixtures import base_env, kill_sessions, session_pids
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_token(tmp_path):
+    """Even where ``RAY_AUTH_MODE=disabled`` was set (as Ray before 2.59 defaults): the search's
+    Ray runs in token mode, and a client that brings no token is refused."""
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(space_tree(trials=1)))
+    script = textwrap.dedent(f"""
+        import json, os, subprocess, sys
+        import ray  # imported (and its config read) before the search sets the mode
+        from optimix.search import SearchOptions, run_search
+        from optimix.space import load_space
+        run_search(load_space({str(space)!r}), SearchOptions(
+            tracking_uri="sqlite:///{tmp_path}/mlflow.db", storage_path="{tmp_path}/runs"))
+        worker_mode = ray.get(ray.remote(lambda: os.environ.get("RAY_AUTH_MODE")).remote())
+        gcs = ray.get_runtime_context().gcs_address
+        client = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=" + repr(gcs) + ")"],
+                                env={{**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": {str(tmp_path)!r},
+                                     "RAY_AUTH_TOKEN": ""}}, capture_output=True, text=True, timeout=120)
+        print("RESULT=" + json.dumps({{"worker_mode": worker_mode, "client_rc": client.returncode,
+                                      "client_err": client.stderr[-2000:]}}))
+        ray.shutdown()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=base_env(RAY_AUTH_MODE="disabled"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == 0, err[-3000:]
+    [line] = [s for s in out.splitlines() if s.startswith("RESULT=")]
+    result = json.loads(line[len("RESULT="):])
+    assert result["worker_mode"] == "token", result
+    assert result["client_rc"] != 0 and "InvalidAuthToken" in result["client_err"], result
+
+
+def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
+    """``kill -9`` of the driver mid-search: every process of its session (Ray's daemons,
+    agents, workers) ends within seconds. (Ray's agents alone would wait a minute, listening,
+    to report the raylet's death to a GCS that died with it.)"""
+    search = Search(tmp_path, space_tree(trials=2, max_concurrent=1))
+    tree = json.loads(search.space.read_text())
+    tree["train"]["tokens"] = 200_000  # still training when the driver is killed
+    search.space.write_text(json.dumps(tree))
+    proc = search.start()
+    try:
+        _wait_for_worker(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while session_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: _name(pid) for pid in session_pids(proc.pid)}
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert not left, f"left 20 s after the driver was killed: {left}"
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+    except OSError:
+        return "?"
