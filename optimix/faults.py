@@ -14,7 +14,8 @@ as a power cut or the OOM killer would) the N-th time (default 1) it reaches POI
 until a test lets it go: with ``OPTIMIX_HOLD_DIR=DIR``, the thread that reaches ``POINT:N``
 opens the FIFO ``DIR/POINT.N`` (made by the test) for reading, which waits for the test to
 open it for writing, and reads it to its end, which waits for the test to close it. So a
-test holds a search in the middle by construction, never by timing.
+test holds a search in the middle by construction, never by timing. Besides ``POINTS``, a
+search can be held at ``ray_started`` (Ray is up; nothing is written yet).
 
 Unset (always, outside these checks), ``kill_at`` is two dictionary lookups.
 """

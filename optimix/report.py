@@ -98,7 +98,11 @@ def ui_runs_link(summary) -> str:
 
 
 def interrupted(summary, signal_name: str, resume_line: str) -> None:
-    """What an interrupted search says, on stderr: what it kept, and how to take it up."""
+    """What an interrupted search says, on stderr: what it kept, and how to take it up (no
+    ``summary``: it was stopped while Ray started, before it wrote anything)."""
+    if summary is None:
+        click.echo(f"search: interrupted by {signal_name} while Ray started; nothing was written", err=True)
+        return
     click.echo(f"search {summary.experiment}: interrupted by {signal_name} after {summary.trials} "
                f"finished trials ({summary.spent_flops:.3g} FLOPs); they are kept in "
                f"{shown_path(summary.state_dir)}", err=True)

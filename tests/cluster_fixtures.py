@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -346,3 +347,40 @@ def pareto_set(points: dict) -> set:
 
     return {k for k, p in points.items()
             if not any(dominates(q, p) for j, q in points.items() if j != k)}
+
+
+# ---------------------------------------------------------------------------------------------
+# A search held at chosen points (optimix.faults: OPTIMIX_HOLD_AT), by construction
+
+
+class Holds:
+    """The FIFOs a search held at ``OPTIMIX_HOLD_AT`` points waits on (``optimix.faults``)."""
+
+    def __init__(self, folder: Path, points: list[str]):
+        self.folder = folder
+        self.env = {"OPTIMIX_HOLD_AT": ",".join(points), "OPTIMIX_HOLD_DIR": str(folder)}
+        self.open: dict[str, int] = {}
+        for point in points:
+            os.mkfifo(folder / point.replace(":", "."))
+
+    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it."""
+        fifo = str(self.folder / point.replace(":", "."))
+        opened: list[int] = []
+        opener = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)), daemon=True)
+        opener.start()
+        deadline = time.monotonic() + timeout
+        while opener.is_alive() and proc.poll() is None and time.monotonic() < deadline:
+            opener.join(timeout=1.0)
+        if not opened:
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the opener go
+            opener.join()
+            raise AssertionError(f"the search never reached {point} (exit {proc.poll()})")
+        self.open[point] = opened[0]
+
+    def release(self, point: str) -> None:
+        os.close(self.open.pop(point))
+
+    def release_all(self) -> None:
+        for point in list(self.open):
+            self.release(point)

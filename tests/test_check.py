@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +29,7 @@ from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
 from optimix.space import build_space
 
-from cluster_fixtures import OPTIMIX, base_env, kill_sessions
+from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
 
 
 def run_check(capsys, *args: str) -> tuple[int, list[str], str]:
@@ -431,39 +428,6 @@ def test_while_the_search_runs_what_follows_the_ledger_may_lag():
 
 # ---------------------------------------------------------------------------------------------
 # A search checked while it runs (held in the middle by construction: optimix.faults)
-
-
-class Holds:
-    """The FIFOs a search held at ``OPTIMIX_HOLD_AT`` points waits on (``optimix.faults``)."""
-
-    def __init__(self, folder: Path, points: list[str]):
-        self.folder = folder
-        self.env = {"OPTIMIX_HOLD_AT": ",".join(points), "OPTIMIX_HOLD_DIR": str(folder)}
-        self.open: dict[str, int] = {}
-        for point in points:
-            os.mkfifo(folder / point.replace(":", "."))
-
-    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it."""
-        fifo = str(self.folder / point.replace(":", "."))
-        opened: list[int] = []
-        opener = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)), daemon=True)
-        opener.start()
-        deadline = time.monotonic() + timeout
-        while opener.is_alive() and proc.poll() is None and time.monotonic() < deadline:
-            opener.join(timeout=1.0)
-        if not opened:
-            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the opener go
-            opener.join()
-            raise AssertionError(f"the search never reached {point} (exit {proc.poll()})")
-        self.open[point] = opened[0]
-
-    def release(self, point: str) -> None:
-        os.close(self.open.pop(point))
-
-    def release_all(self) -> None:
-        for point in list(self.open):
-            self.release(point)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_records import Search, _wait_for_worker, space_tree
 
-from cluster_fixtures import base_env, kill_sessions, session_pids
+from cluster_fixtures import Holds, base_env, kill_sessions, session_pids
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +82,27 @@ def _name(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
     except OSError:
         return "?"
+
+
+def test_ctrl_c_while_ray_starts_ends_the_search_in_one_line_and_writes_nothing(tmp_path):
+    """SIGINT to the whole process group (as Ctrl-C), with the search held just after Ray
+    started and before it wrote anything: one line, exit 130, no traceback, no store, no folder."""
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(space_tree(trials=1)))
+    holds = Holds(tmp_path, ["ray_started:1"])
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "optimix"), "search", str(space),
+                             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                             "--storage-path", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=base_env(**holds.env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        holds.reached("ray_started:1", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        holds.release_all()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == "search: interrupted by SIGINT while Ray started; nothing was written", err[-2000:]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+

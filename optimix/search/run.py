@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 import optimix.search.reaper as reaper
-from optimix import hub, metrics, tracking
+from optimix import faults, hub, metrics, tracking
 from optimix.budget import check_budget
 from optimix.config import SpaceError, flatten
 from optimix.metrics import parse_objectives
@@ -96,7 +96,7 @@ class SearchSummary:
 class SearchInterrupted(RuntimeError):
     """SIGINT or SIGTERM ended the search; finished trials are kept for ``--resume``."""
 
-    def __init__(self, signal_name: str, summary: SearchSummary):
+    def __init__(self, signal_name: str, summary: SearchSummary | None):
         super().__init__(f"interrupted by {signal_name}")
         self.signal_name = signal_name
         self.summary = summary
@@ -127,17 +127,29 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     cheapest = check_budget(space)
 
     _tune_environment()
-    _start_ray(options)
-    _check_resources(space.base.search)  # before the experiment, the state folder, the parent run
-    tracker = tracking.Tracker(tracking_uri, experiment)  # fails fast, before training
-    state = resumed or SearchState.create(storage, experiment)
-    state.acquire()
-    try:
-        saved = _open_state(space, state, tracker, objectives, constraints, seed, experiment, options.resume,
-                            pins)
-        return _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started)
-    finally:
-        state.release()
+    # From here on SIGINT and SIGTERM are noted, not raised (``_Interrupt``): one while Ray
+    # starts ends the search before it writes anything; a later one, once its end is recorded.
+    with _Interrupt() as interrupt:
+        _start_ray(options)
+        interrupt.arm()  # again: ray.init installs a SIGTERM handler of its own
+        faults.hold_at("ray_started")
+        if interrupt.name:
+            if options.shutdown_ray:
+                import ray
+
+                ray.shutdown()
+            raise SearchInterrupted(interrupt.name, None)
+        _check_resources(space.base.search)  # before the experiment, the state folder, the parent run
+        tracker = tracking.Tracker(tracking_uri, experiment)  # fails fast, before training
+        state = resumed or SearchState.create(storage, experiment)
+        state.acquire()
+        try:
+            saved = _open_state(space, state, tracker, objectives, constraints, seed, experiment,
+                                options.resume, pins)
+            return _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started,
+                                interrupt)
+        finally:
+            state.release()
 
 
 def _resumed_uri(recorded: Mapping[str, Any], asked: str | None, experiment: str, state: SearchState) -> str | None:
@@ -226,7 +238,8 @@ def _check_same_space(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> No
                          f"only {', '.join(RESUMABLE)} may change (drop --resume for a new search)")
 
 
-def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started) -> SearchSummary:
+def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started,
+                 interrupt: _Interrupt) -> SearchSummary:
     search = space.base.search
     parent_id = saved["parent_run_id"]
     state.repair()
@@ -234,13 +247,11 @@ def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheape
     driver = Driver(space, state, tracker, parent_id, objectives, options.progress)
     driver.replay(entries)
     ended, reason = "failed", "error"
-    interrupt = _Interrupt()
     try:
-        with interrupt:
-            _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest, interrupt)
-            ended, reason = ("interrupted", interrupt.name) if interrupt.name else ("finished", "")
-            interrupt.finishing = True  # from here on a signal is noted: the end is recorded whole
-            _record_end(driver, tracker, state, saved, ended, reason, options.shutdown_ray)
+        _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest, interrupt)
+        ended, reason = ("interrupted", interrupt.name) if interrupt.name else ("finished", "")
+        interrupt.finishing = True  # from here on a signal is noted: the end is recorded whole
+        _record_end(driver, tracker, state, saved, ended, reason, options.shutdown_ray)
     except KeyboardInterrupt:
         ended, reason = "interrupted", interrupt.name or "SIGINT"
     except SystemExit as err:  # Ray's own SIGTERM handler, while ray.init had it installed
