@@ -108,7 +108,10 @@ def copy(recorded, tmp_path) -> Copy:
     shutil.copytree(recorded / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("ray-*"))
     shutil.copy(recorded / "mlflow.db", tmp_path / "mlflow.db")
     stamp = (tmp_path / "runs" / "tiny" / "latest").read_text().strip()
-    return Copy(tmp_path, tmp_path / "runs" / "tiny" / stamp, f"sqlite:///{tmp_path}/mlflow.db")
+    copied = Copy(tmp_path, tmp_path / "runs" / "tiny" / stamp, f"sqlite:///{tmp_path}/mlflow.db")
+    state = copied.state_dir / "state.json"  # the copy's store is its own (a --resume writes only there)
+    state.write_text(json.dumps({**json.loads(state.read_text()), "tracking_uri": copied.uri}))
+    return copied
 
 
 @pytest.mark.slow
