@@ -296,7 +296,7 @@ class Draws:
     bt: np.ndarray
     within: np.ndarray
     theta: np.ndarray
-    """(M, bins) thresholds of the recorded sizes."""
+    """(M, bins) thresholds of the recorded sizes; NaN for a size with no trial near its threshold."""
     curve: np.ndarray | None
     misfit: np.ndarray
     cell: np.ndarray
@@ -307,8 +307,13 @@ def draw(law: Law, m: int, rng: np.random.Generator) -> Draws:
     s1, curve = law.stage1, law.curve
     chol_k = np.linalg.cholesky(s1.k_cov + 1e-12 * np.eye(2))
     k = np.array([s1.k, s1.k_slope]) + rng.standard_normal((m, 2)) @ chol_k.T
-    se = np.where(np.isfinite(s1.theta_se), s1.theta_se, 0.0)  # an uninformed size uses the curve
-    theta = s1.theta + se * rng.standard_normal((m, len(s1.theta)))
+    # A size with no trial near its threshold has no draws of its own (NaN): the ridge, not the
+    # data, placed it. The curve stands in for it where there is one; where there is none, every
+    # prediction resting on it has no interval (a draw equal to the ridge's value would give it
+    # one of zero width).
+    placed = np.isfinite(s1.theta_se)
+    theta = np.where(placed, s1.theta + np.where(placed, s1.theta_se, 0.0) * rng.standard_normal(
+        (m, len(s1.theta))), np.nan)
     coef, misfit = None, np.zeros(m)
     if curve is not None:
         scale = np.sqrt(curve.df / rng.chisquare(curve.df, m)) if curve.df >= 1 else np.ones(m)
@@ -328,15 +333,7 @@ def log_threshold(law: Law, lx: np.ndarray, lt: np.ndarray, draws: Draws | None 
     s1 = law.stage1
     lx, lt = np.broadcast_arrays(np.asarray(lx, dtype=float), np.asarray(lt, dtype=float))
     lx, lt = lx.ravel(), lt.ravel()
-    recorded = np.full(len(lx), -1)
-    if s1.discrete:
-        near = np.abs(lx[:, None] - s1.x[None, :])
-        hit = near.min(1) <= SAME_SIZE
-        if law.curve is not None:  # a size with no trial near its threshold takes the curve's
-            hit &= np.isfinite(s1.theta_se[near.argmin(1)])
-        recorded[hit] = near.argmin(1)[hit]
-    elif law.curve is None:  # continuous sizes need the curve; one bin has only its own
-        recorded[:] = 0
+    recorded = own_bin(law, lx)
     if draws is None:
         theta = np.where(recorded >= 0, s1.theta[np.maximum(recorded, 0)],
                          law.curve.at(lx) if law.curve is not None else s1.theta[0])
@@ -350,6 +347,24 @@ def log_threshold(law: Law, lx: np.ndarray, lt: np.ndarray, draws: Draws | None 
         other = own + draws.within[:, None] * (lx - s1.x[0])
     theta = np.where(recorded >= 0, own, other)
     return theta - draws.bt[:, None] / k_at(s1, lx, draws) * (lt - s1.mean_lt)
+
+
+def own_bin(law: Law, lx: np.ndarray) -> np.ndarray:
+    """The bin whose own threshold answers at each log size ``lx``, or -1 where the curve does.
+    A recorded size (discrete bins) has its own unless no trial sits near it and a curve
+    stands in; without a curve, continuous sizes have only the one bin."""
+    s1 = law.stage1
+    lx = np.ravel(np.asarray(lx, dtype=float))
+    recorded = np.full(len(lx), -1)
+    if s1.discrete:
+        near = np.abs(lx[:, None] - s1.x[None, :])
+        hit = near.min(1) <= SAME_SIZE
+        if law.curve is not None:  # a size with no trial near its threshold takes the curve's
+            hit &= np.isfinite(s1.theta_se[near.argmin(1)])
+        recorded[hit] = near.argmin(1)[hit]
+    elif law.curve is None:  # continuous sizes need the curve; one bin has only its own
+        recorded[:] = 0
+    return recorded
 
 
 def k_at(s1: Stage1, lx: np.ndarray, draws: Draws | None = None) -> np.ndarray:

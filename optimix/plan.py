@@ -186,7 +186,8 @@ def frequency_vs_size(model: Fit, base: Config) -> dict[str, Any]:
     draws = model.predict_draws(*points)
     gain_f, gain_n = draws[:, 1] - draws[:, 0], draws[:, 2] - draws[:, 0]
     zb = model.logit_draws(*points)
-    p_freq = float(np.mean(zb[:, 1] > zb[:, 2]))
+    drawn = np.isfinite(zb).all(axis=1)  # none where no trial places the threshold at this size
+    p_freq = float(np.mean(zb[drawn, 1] > zb[drawn, 2])) if drawn.any() else None
     notes = []
     if 2 * base.rare_freq > model.ranges["rare_freq"][1] * (1 + 1e-6):
         notes.append("doubled rare_freq is above the recorded range")
@@ -212,7 +213,7 @@ def frequency_vs_size(model: Fit, base: Config) -> dict[str, Any]:
     }
 
 
-def _undetermined(model: Fit, p_freq: float) -> str | None:
+def _undetermined(model: Fit, p_freq: float | None) -> str | None:
     """Why the trials cannot say whether frequency or size wins, or None."""
     if not model.used[0]:
         return "every trial has the same size (or sizes are tied to other inputs): nothing says what size does"
@@ -228,6 +229,8 @@ def _undetermined(model: Fit, p_freq: float) -> str | None:
     if quality["curve"]["fits_badly"]:
         return (f"the curve over sizes fits badly (chi2 {quality['curve']['chi2']:.3g} on "
                 f"{quality['curve']['df']} df, p {quality['curve']['p_value']:.2g})")
+    if p_freq is None:
+        return "no trial places the threshold at this size: the law has no draws here"
     if 1 - AGREE < p_freq < AGREE:
         return f"the draws disagree: frequency wins in {p_freq:.0%} of them"
     return None
@@ -359,10 +362,12 @@ def _predicted(model: Fit, config: Config, metric: str, where: list[str], target
 
     ``interval``: 90% for the expected accuracy (the mean over seeds); ``trial_interval``: 90%
     for what one trained trial measures (seed noise and the evaluation's finite answers).
-    ``p_reach``: the share of one-trial draws that reach the target.
+    ``p_reach``: the share of one-trial draws that reach the target. All three are None where
+    the law has no draws at the config (no trial places the threshold at its size).
     """
     point = (config.rare_freq, config.params, config.tokens)
     trial = model.predict_draws(*point, seeds=1)[:, 0]
+    trial = trial[np.isfinite(trial)]
     return {
         "config": config.to_dict(),
         "train_flops": config.train_flops,
@@ -371,7 +376,8 @@ def _predicted(model: Fit, config: Config, metric: str, where: list[str], target
         "trial_interval": interval(trial),
         "extrapolated": bool(where),
         "outside": where,
-        **({"p_reach": float(np.mean(trial >= target_acc))} if target_acc is not None else {}),
+        **({"p_reach": float(np.mean(trial >= target_acc)) if len(trial) else None}
+           if target_acc is not None else {}),
         **_costs(hardware, measured, config.train_flops, config.params),
     }
 
