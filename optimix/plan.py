@@ -20,7 +20,7 @@ fitted to the trials, with bootstrap intervals). All are over finished ``ok`` tr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from optimix.hardware import Hardware
 from optimix.outlook import space_outlook as space_outlook  # (the CLI, search proposals)
 from optimix.plan_table import choose_metric as choose_metric  # re-exported (tests, the CLI)
 from optimix.plan_table import constraint_sizes, constraints_doc
+from optimix.plan_table import search_constraints as search_constraints  # (the CLI)
 from optimix.plan_table import search_table as search_table  # (the CLI, benchmarks)
 from optimix.validate import cross_validate as cross_validate  # (the CLI, benchmarks)
 
@@ -242,9 +243,10 @@ def _undetermined(model: Fit, p_freq: float | None) -> str | None:
 
 def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
            target_acc: float | None = None, hardware: Hardware, params: float | None = None,
-           n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+           n_boot: int = N_BOOT, seed: int = 0, constraints: Sequence[str] = ()) -> dict[str, Any]:
     """Observed and predicted answers to one query, with costs: the ``--json`` document's body.
-    ``params``: answer for a model of that size (the one the user will train)."""
+    ``params``: answer for a model of that size (the one the user will train); ``constraints``:
+    the search's outcome constraints as text (what ``table.met`` was judged by)."""
     if (budget_flops is None) == (target_acc is None):
         raise PlanError("give exactly one of --budget-flops or --target-acc")
     if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
@@ -263,6 +265,9 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
         | ({"params": params} if params is not None else {}),
         "trials": {"recorded": len(table), "ok": len(ok)},
     }
+    allowed = constraint_sizes(table)
+    if allowed is not None:  # stated before the fit, which may fail
+        doc["constraints"] = constraints_doc(table, allowed, constraints)
     row = (best_under_budget(table, budget_flops) if budget_flops is not None
            else cheapest_reaching(table, target_acc))
     doc["observed"] = None if row is None else {
@@ -283,9 +288,6 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
                    else {"gpu_hours": None, "cost_usd": None})
         doc["hardware"] = hardware.to_dict()
         return doc
-    allowed = constraint_sizes(table)
-    if allowed is not None:
-        doc["constraints"] = constraints_doc(table, allowed)
     if budget_flops is not None:
         config, why = predict_under_budget(model, budget_flops, params=params, allowed=allowed)
     else:

@@ -181,8 +181,17 @@ def _answer(doc, metric: str) -> None:
     click.echo(f"query       {what} ({doc['trials']['ok']} of {doc['trials']['recorded']} trials finished)")
     if doc.get("constraints"):
         c = doc["constraints"]
-        click.echo(f"constraints {c['met']} finished trials met the search's constraints, {c['missed']} missed: "
-                   f"answers only from those, predictions only at {', '.join(f'{n:,}' for n in c['sizes'])} params")
+        which = f" ({'; '.join(c['constraints'])})" if c.get("constraints") else ""
+        if c["met"]:
+            click.echo(f"constraints {c['met']} finished trials met the search's constraints{which}, {c['missed']} "
+                       f"missed: answers only from those, predictions only at "
+                       f"{', '.join(f'{n:,}' for n in c['sizes'])} params")
+        else:
+            answered = ("no recorded answer; the prediction at the size asked is fitted on all of them"
+                        if doc.get("predicted") else "no answer, recorded or predicted"
+                        + ("; the threshold and law below are fitted on all of them" if doc.get("fit") else ""))
+            click.echo(f"constraints none of the {c['missed']} finished trials met the search's constraints"
+                       f"{which}: {answered}")
     obs = doc["observed"]
     click.echo("observed    " + ("no recorded trial answers it" if obs is None else
                f"{obs[metric]:.3f} by run {obs['run_id']} ({_config(obs['config'])}; "
