@@ -247,14 +247,7 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
     """Observed and predicted answers to one query, with costs: the ``--json`` document's body.
     ``params``: answer for a model of that size (the one the user will train); ``constraints``:
     the search's outcome constraints as text (what ``table.met`` was judged by)."""
-    if (budget_flops is None) == (target_acc is None):
-        raise PlanError("give exactly one of --budget-flops or --target-acc")
-    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
-        raise PlanError(f"--budget-flops: expected a positive number, got {budget_flops:g}")
-    if target_acc is not None and not (math.isfinite(target_acc) and 0 < target_acc <= 1):
-        raise PlanError(f"--target-acc: expected a number in (0, 1], got {target_acc:g}")
-    if params is not None and not (math.isfinite(params) and params >= 1):
-        raise PlanError(f"--params: expected a model size of at least 1, got {params:g}")
+    _check_query(budget_flops, target_acc, params)
     ok = table.usable()
     if not len(ok):
         raise PlanError(f"no finished trial with {metric} to plan from")
@@ -280,7 +273,7 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
     }
     try:
         model = fit(table, n_boot=n_boot, seed=seed)
-    except PlanError as err:
+    except PlanError as err:  # the recorded answer alone
         doc["predicted"], doc["predicted_error"] = None, str(err)
         doc["fit"] = doc["frequency_vs_size"] = None
         best = doc["observed"]
@@ -288,6 +281,27 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
                    else {"gpu_hours": None, "cost_usd": None})
         doc["hardware"] = hardware.to_dict()
         return doc
+    return _answer_from_fit(doc, model, table, row, metric=metric, budget_flops=budget_flops,
+                            target_acc=target_acc, params=params, allowed=allowed, hardware=hardware,
+                            measured=measured)
+
+
+def _check_query(budget_flops: float | None, target_acc: float | None, params: float | None) -> None:
+    if (budget_flops is None) == (target_acc is None):
+        raise PlanError("give exactly one of --budget-flops or --target-acc")
+    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
+        raise PlanError(f"--budget-flops: expected a positive number, got {budget_flops:g}")
+    if target_acc is not None and not (math.isfinite(target_acc) and 0 < target_acc <= 1):
+        raise PlanError(f"--target-acc: expected a number in (0, 1], got {target_acc:g}")
+    if params is not None and not (math.isfinite(params) and params >= 1):
+        raise PlanError(f"--params: expected a model size of at least 1, got {params:g}")
+
+
+def _answer_from_fit(doc: dict[str, Any], model: Fit, table: TrialTable, row, *, metric: str,
+                     budget_flops: float | None, target_acc: float | None, params: float | None,
+                     allowed, hardware: Hardware, measured) -> dict[str, Any]:
+    """``answer``'s document completed from the fit: the predicted config (or the recorded
+    trial, where it already answers at no more FLOPs), the fit's summary and the verdict."""
     if budget_flops is not None:
         config, why = predict_under_budget(model, budget_flops, params=params, allowed=allowed)
     else:
