@@ -317,7 +317,8 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
         doc, table = planner.search_table(record, task)
         if budget_flops is not None or target_acc is not None:
             doc.update(planner.answer(table, metric=doc["metric"], budget_flops=budget_flops,
-                                      target_acc=target_acc, hardware=profile, params=size, seed=seed))
+                                      target_acc=target_acc, hardware=profile, params=size, seed=seed,
+                                      constraints=planner.search_constraints(record)))
         elif size is not None:
             raise SpaceError("--params: give --budget-flops F or --target-acc A to answer at that size")
         if validate_fit:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from optimix.law import SAME_SIZE, Draws, Law, draw, fit_law, k_at, log_threshold
+from optimix.law import SAME_SIZE, Draws, Law, draw, fit_law, k_at, log_threshold, own_bin
 
 N_BOOT = 1000
 """Joint draws of the law behind every interval."""
@@ -179,12 +179,14 @@ class Fit:
     def predict_draws(self, f, n, t, *, seeds: int = 0) -> np.ndarray:
         """(M, points) draws of the expected accuracy; ``seeds`` > 0: of what the mean of that
         many trained trials measures (seed noise, and the evaluation's finite answers: a binomial
-        draw at the recorded resolution). ``seeds=1``: one trial."""
+        draw at the recorded resolution). ``seeds=1``: one trial. NaN where the law has no draws
+        (a size whose threshold no trial places, and no curve over sizes)."""
         p = _sigmoid(self.logit_draws(f, n, t, seeds=seeds))
         if not seeds:
             return p
         answers = round(1 / self.resolution) * seeds
-        return np.random.default_rng(len(p)).binomial(answers, p) / answers
+        measured = np.random.default_rng(len(p)).binomial(answers, np.nan_to_num(p)) / answers
+        return np.where(np.isnan(p), np.nan, measured)
 
     def fpt(self, n) -> np.ndarray:
         """FLOPs per token at size ``n``: the recorded value at a recorded size, else the line."""
@@ -224,6 +226,20 @@ class Fit:
         misfit (``cell / k`` in log f), as a recorded size's seeds' mean would show it."""
         d, lx = self.draws, math.log(n)
         return np.exp(log_threshold(self.law, lx, math.log(t), d)[:, 0] - d.cell / k_at(self.law.stage1, lx, d)[:, 0])
+
+    def threshold_undetermined(self, n: float, value: float) -> str | None:
+        """Why the trials cannot place the threshold at size ``n`` (``value``: the fit's), or None:
+        it rests on a size with no trial near its threshold and no curve over sizes stands in
+        (the ridge placed it; its draws are NaN), or it lies outside (0, 1]."""
+        law, lx = self.law, math.log(n)
+        b = int(own_bin(law, lx)[0])
+        if law.curve is None and not np.isfinite(law.stage1.theta_se[max(b, 0)]):
+            size = math.exp(law.stage1.x[max(b, 0)])
+            return (f"no trial at {size:,.0f} params sits near its threshold and no curve over sizes "
+                    "stands in: the data cannot place it")
+        if not 0 < value <= 1:
+            return f"the fit puts it at {value:.3g}, outside (0, 1]: no share of the mixture reaches it"
+        return None
 
     def size_distance(self, n: float) -> float:
         """How far ``n`` lies outside the recorded sizes, as a factor (1: inside)."""
@@ -275,6 +291,9 @@ class Fit:
             "at": {"params": n, "tokens": t}, "threshold_freq": self.threshold(n, t),
             "threshold_interval": interval(self.threshold_draws(n, t)),
         }
+        why = self.threshold_undetermined(n, doc["threshold_freq"])
+        if why:
+            doc.update(threshold_freq=None, threshold_interval=None, threshold_undetermined=why)
         if self.size_distance(n) > 1:
             doc["extrapolation"] = f"{n:,.0f} params is {self.size_distance(n):.2g}x outside the recorded sizes"
         return doc

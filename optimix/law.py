@@ -153,16 +153,29 @@ def size_bins(lx: np.ndarray, use_size: bool) -> tuple[np.ndarray, bool]:
     return np.searchsorted(edges, lx, side="right"), False
 
 
-def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
-    """Columns: log f, log size (one slope for all), an offset per bin of sizes beyond it (the
-    ridge shrinks offsets to the straight law when a bin says little), log tokens."""
-    bins, discrete = size_bins(lx, use_size)
-    nb = int(bins.max()) + 1
-    counts = np.bincount(bins, minlength=nb)
-    xb = np.bincount(bins, weights=lx, minlength=nb) / np.maximum(counts, 1)
+@dataclass
+class _Design:
+    """The stage-1 design matrix and where each column sits (``_stage1``)."""
+
+    x: np.ndarray
+    mf: float
+    sf: float
+    mx: float
+    sx: float
+    size_col: int | None
+    first: int
+    """The column of bin 1's offset (bin 0 has none)."""
+    shape_col: int | None
+    mean_lt: float
+    st: float
+
+
+def _design(lf, lx, lt, bins, nb: int, use_size: bool) -> _Design:
+    """Columns: 1, log f, log size (one slope for all), an offset per bin of sizes beyond the
+    first, log tokens, and log f x log size (the slope's change with size)."""
     mf, sf = lf.mean(), lf.std()
     mx, sx = lx.mean(), (lx.std() or 1.0)
-    cols = [np.ones(len(y)), (lf - mf) / sf]
+    cols = [np.ones(len(lf)), (lf - mf) / sf]
     size_col = None
     if use_size:
         size_col = len(cols)
@@ -177,7 +190,43 @@ def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
     if use_size:
         shape_col = len(cols)
         cols.append(cols[1] * cols[size_col])
-    x = np.column_stack(cols)
+    return _Design(np.column_stack(cols), float(mf), float(sf), float(mx), float(sx), size_col, first,
+                   shape_col, mean_lt, float(st))
+
+
+def _bin_thresholds(d: _Design, beta, cov, k: float, k_slope: float, xb, span, informed) -> tuple:
+    """Each bin's threshold (log f at logit 0) and its delta-method standard error; a bin
+    with no trial near its threshold (``informed`` False) has an infinite one."""
+    nb = len(xb)
+    theta, theta_se = np.empty(nb), np.empty(nb)
+    for b in range(nb):
+        g = np.zeros(d.x.shape[1])  # theta_b = mf - level / k, level = this bin's logit at f = e^mf
+        g[0] = 1.0
+        if d.size_col is not None:
+            g[d.size_col] = (xb[b] - d.mx) / d.sx
+        if b:
+            g[d.first + b - 1] = 1.0
+        level = g @ beta
+        zk = (np.clip(xb[b], *span) - d.mx) / d.sx
+        kb = k + k_slope * (np.clip(xb[b], *span) - d.mx)
+        theta[b] = d.mf - level / kb
+        grad = -g / kb
+        grad[1] = level / (kb * kb * d.sf)
+        if d.shape_col is not None:
+            grad[d.shape_col] = level * zk / (kb * kb * d.sf)
+        theta_se[b] = math.sqrt(max(grad @ cov @ grad, 0.0)) if informed[b] else math.inf
+    return theta, theta_se
+
+
+def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
+    """Logistic in log f with a size slope, an offset per bin of sizes (the ridge shrinks
+    offsets to the straight law when a bin says little) and log tokens (``_design``)."""
+    bins, discrete = size_bins(lx, use_size)
+    nb = int(bins.max()) + 1
+    counts = np.bincount(bins, minlength=nb)
+    xb = np.bincount(bins, weights=lx, minlength=nb) / np.maximum(counts, 1)
+    d = _design(lf, lx, lt, bins, nb, use_size)
+    x = d.x
     pen = np.full(x.shape[1], RIDGE)
     pen[0] = 0.0
     beta = logistic.newton(x, y, np.ones((1, len(y))), np.zeros((1, x.shape[1])), RIDGE)[0]
@@ -186,32 +235,16 @@ def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
     var = np.maximum(p * (1 - p), 1e-6)
     dispersion = float(np.sum((y - p) ** 2 / var) / max(len(y) - x.shape[1], 1))
     cov = dispersion * np.linalg.pinv((x * var[:, None]).T @ x + np.diag(pen))
-    k = beta[1] / sf
-    k_slope = beta[shape_col] / (sx * sf) if shape_col is not None else 0.0
+    k = beta[1] / d.sf
+    k_slope = beta[d.shape_col] / (d.sx * d.sf) if d.shape_col is not None else 0.0
     jac = np.zeros((2, x.shape[1]))
-    jac[0, 1] = 1 / sf
-    if shape_col is not None:
-        jac[1, shape_col] = 1 / (sx * sf)
+    jac[0, 1] = 1 / d.sf
+    if d.shape_col is not None:
+        jac[1, d.shape_col] = 1 / (d.sx * d.sf)
     span = (float(lx.min()), float(lx.max()))
-    theta, theta_se = np.empty(nb), np.empty(nb)
-    for b in range(nb):
-        g = np.zeros(x.shape[1])  # theta_b = mf - level / k, level = this bin's logit at f = e^mf
-        g[0] = 1.0
-        if size_col is not None:
-            g[size_col] = (xb[b] - mx) / sx
-        if b:
-            g[first + b - 1] = 1.0
-        level = g @ beta
-        zk = (np.clip(xb[b], *span) - mx) / sx
-        kb = k + k_slope * (np.clip(xb[b], *span) - mx)
-        theta[b] = mf - level / kb
-        grad = -g / kb
-        grad[1] = level / (kb * kb * sf)
-        if shape_col is not None:
-            grad[shape_col] = level * zk / (kb * kb * sf)
-        theta_se[b] = math.sqrt(max(grad @ cov @ grad, 0.0))
-        if var[bins == b][var[bins == b] > 1e-6].sum() < UNINFORMED:
-            theta_se[b] = math.inf  # no trial near its threshold: the ridge, not the data, placed it
+    # a bin with no trial near its threshold: the ridge, not the data, placed it
+    informed = [var[bins == b][var[bins == b] > 1e-6].sum() >= UNINFORMED for b in range(nb)]
+    theta, theta_se = _bin_thresholds(d, beta, cov, k, k_slope, xb, span, informed)
 
     def slope(column: int | None, scale: float) -> tuple[float, float]:
         """d theta / d log(input) for one column, with its delta-method standard error."""
@@ -219,16 +252,16 @@ def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
             return 0.0, 0.0
         b = beta[column]
         g = np.zeros(x.shape[1])
-        g[column], g[1] = -1 / (scale * k), b / (scale * k * k * sf)
+        g[column], g[1] = -1 / (scale * k), b / (scale * k * k * d.sf)
         return float(-b / (scale * k)), math.sqrt(max(g @ cov @ g, 0.0))
 
-    within, within_se = slope(size_col, sx)
-    token_col = first + nb - 1
-    bt, bt_se = ((beta[token_col] / st, math.sqrt(max(cov[token_col, token_col], 0.0)) / st)
+    within, within_se = slope(d.size_col, d.sx)
+    token_col = d.first + nb - 1
+    bt, bt_se = ((beta[token_col] / d.st, math.sqrt(max(cov[token_col, token_col], 0.0)) / d.st)
                  if lt is not None else (0.0, 0.0))
-    return Stage1(k=float(k), k_slope=float(k_slope), k_cov=jac @ cov @ jac.T, mx=float(mx), span=span,
+    return Stage1(k=float(k), k_slope=float(k_slope), k_cov=jac @ cov @ jac.T, mx=float(d.mx), span=span,
                   theta=theta, theta_se=theta_se, x=xb, bt=float(bt), bt_se=bt_se, within=within,
-                  within_se=within_se, mean_lt=mean_lt, **_scatter(lf, lx, lt, y, z), discrete=discrete)
+                  within_se=within_se, mean_lt=d.mean_lt, **_scatter(lf, lx, lt, y, z), discrete=discrete)
 
 
 def _scatter(lf, lx, lt, y, z) -> dict[str, float]:
@@ -296,7 +329,7 @@ class Draws:
     bt: np.ndarray
     within: np.ndarray
     theta: np.ndarray
-    """(M, bins) thresholds of the recorded sizes."""
+    """(M, bins) thresholds of the recorded sizes; NaN for a size with no trial near its threshold."""
     curve: np.ndarray | None
     misfit: np.ndarray
     cell: np.ndarray
@@ -307,8 +340,13 @@ def draw(law: Law, m: int, rng: np.random.Generator) -> Draws:
     s1, curve = law.stage1, law.curve
     chol_k = np.linalg.cholesky(s1.k_cov + 1e-12 * np.eye(2))
     k = np.array([s1.k, s1.k_slope]) + rng.standard_normal((m, 2)) @ chol_k.T
-    se = np.where(np.isfinite(s1.theta_se), s1.theta_se, 0.0)  # an uninformed size uses the curve
-    theta = s1.theta + se * rng.standard_normal((m, len(s1.theta)))
+    # A size with no trial near its threshold has no draws of its own (NaN): the ridge, not the
+    # data, placed it. The curve stands in for it where there is one; where there is none, every
+    # prediction resting on it has no interval (a draw equal to the ridge's value would give it
+    # one of zero width).
+    placed = np.isfinite(s1.theta_se)
+    theta = np.where(placed, s1.theta + np.where(placed, s1.theta_se, 0.0) * rng.standard_normal(
+        (m, len(s1.theta))), np.nan)
     coef, misfit = None, np.zeros(m)
     if curve is not None:
         scale = np.sqrt(curve.df / rng.chisquare(curve.df, m)) if curve.df >= 1 else np.ones(m)
@@ -328,15 +366,7 @@ def log_threshold(law: Law, lx: np.ndarray, lt: np.ndarray, draws: Draws | None 
     s1 = law.stage1
     lx, lt = np.broadcast_arrays(np.asarray(lx, dtype=float), np.asarray(lt, dtype=float))
     lx, lt = lx.ravel(), lt.ravel()
-    recorded = np.full(len(lx), -1)
-    if s1.discrete:
-        near = np.abs(lx[:, None] - s1.x[None, :])
-        hit = near.min(1) <= SAME_SIZE
-        if law.curve is not None:  # a size with no trial near its threshold takes the curve's
-            hit &= np.isfinite(s1.theta_se[near.argmin(1)])
-        recorded[hit] = near.argmin(1)[hit]
-    elif law.curve is None:  # continuous sizes need the curve; one bin has only its own
-        recorded[:] = 0
+    recorded = own_bin(law, lx)
     if draws is None:
         theta = np.where(recorded >= 0, s1.theta[np.maximum(recorded, 0)],
                          law.curve.at(lx) if law.curve is not None else s1.theta[0])
@@ -350,6 +380,24 @@ def log_threshold(law: Law, lx: np.ndarray, lt: np.ndarray, draws: Draws | None 
         other = own + draws.within[:, None] * (lx - s1.x[0])
     theta = np.where(recorded >= 0, own, other)
     return theta - draws.bt[:, None] / k_at(s1, lx, draws) * (lt - s1.mean_lt)
+
+
+def own_bin(law: Law, lx: np.ndarray) -> np.ndarray:
+    """The bin whose own threshold answers at each log size ``lx``, or -1 where the curve does.
+    A recorded size (discrete bins) has its own unless no trial sits near it and a curve
+    stands in; without a curve, continuous sizes have only the one bin."""
+    s1 = law.stage1
+    lx = np.ravel(np.asarray(lx, dtype=float))
+    recorded = np.full(len(lx), -1)
+    if s1.discrete:
+        near = np.abs(lx[:, None] - s1.x[None, :])
+        hit = near.min(1) <= SAME_SIZE
+        if law.curve is not None:  # a size with no trial near its threshold takes the curve's
+            hit &= np.isfinite(s1.theta_se[near.argmin(1)])
+        recorded[hit] = near.argmin(1)[hit]
+    elif law.curve is None:  # continuous sizes need the curve; one bin has only its own
+        recorded[:] = 0
+    return recorded
 
 
 def k_at(s1: Stage1, lx: np.ndarray, draws: Draws | None = None) -> np.ndarray:

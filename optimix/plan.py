@@ -20,7 +20,7 @@ fitted to the trials, with bootstrap intervals). All are over finished ``ok`` tr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from optimix.hardware import Hardware
 from optimix.outlook import space_outlook as space_outlook  # (the CLI, search proposals)
 from optimix.plan_table import choose_metric as choose_metric  # re-exported (tests, the CLI)
 from optimix.plan_table import constraint_sizes, constraints_doc
+from optimix.plan_table import search_constraints as search_constraints  # (the CLI)
 from optimix.plan_table import search_table as search_table  # (the CLI, benchmarks)
 from optimix.validate import cross_validate as cross_validate  # (the CLI, benchmarks)
 
@@ -186,7 +187,8 @@ def frequency_vs_size(model: Fit, base: Config) -> dict[str, Any]:
     draws = model.predict_draws(*points)
     gain_f, gain_n = draws[:, 1] - draws[:, 0], draws[:, 2] - draws[:, 0]
     zb = model.logit_draws(*points)
-    p_freq = float(np.mean(zb[:, 1] > zb[:, 2]))
+    drawn = np.isfinite(zb).all(axis=1)  # none where no trial places the threshold at this size
+    p_freq = float(np.mean(zb[drawn, 1] > zb[drawn, 2])) if drawn.any() else None
     notes = []
     if 2 * base.rare_freq > model.ranges["rare_freq"][1] * (1 + 1e-6):
         notes.append("doubled rare_freq is above the recorded range")
@@ -212,7 +214,7 @@ def frequency_vs_size(model: Fit, base: Config) -> dict[str, Any]:
     }
 
 
-def _undetermined(model: Fit, p_freq: float) -> str | None:
+def _undetermined(model: Fit, p_freq: float | None) -> str | None:
     """Why the trials cannot say whether frequency or size wins, or None."""
     if not model.used[0]:
         return "every trial has the same size (or sizes are tied to other inputs): nothing says what size does"
@@ -228,6 +230,8 @@ def _undetermined(model: Fit, p_freq: float) -> str | None:
     if quality["curve"]["fits_badly"]:
         return (f"the curve over sizes fits badly (chi2 {quality['curve']['chi2']:.3g} on "
                 f"{quality['curve']['df']} df, p {quality['curve']['p_value']:.2g})")
+    if p_freq is None:
+        return "no trial places the threshold at this size: the law has no draws here"
     if 1 - AGREE < p_freq < AGREE:
         return f"the draws disagree: frequency wins in {p_freq:.0%} of them"
     return None
@@ -239,17 +243,11 @@ def _undetermined(model: Fit, p_freq: float) -> str | None:
 
 def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
            target_acc: float | None = None, hardware: Hardware, params: float | None = None,
-           n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+           n_boot: int = N_BOOT, seed: int = 0, constraints: Sequence[str] = ()) -> dict[str, Any]:
     """Observed and predicted answers to one query, with costs: the ``--json`` document's body.
-    ``params``: answer for a model of that size (the one the user will train)."""
-    if (budget_flops is None) == (target_acc is None):
-        raise PlanError("give exactly one of --budget-flops or --target-acc")
-    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
-        raise PlanError(f"--budget-flops: expected a positive number, got {budget_flops:g}")
-    if target_acc is not None and not (math.isfinite(target_acc) and 0 < target_acc <= 1):
-        raise PlanError(f"--target-acc: expected a number in (0, 1], got {target_acc:g}")
-    if params is not None and not (math.isfinite(params) and params >= 1):
-        raise PlanError(f"--params: expected a model size of at least 1, got {params:g}")
+    ``params``: answer for a model of that size (the one the user will train); ``constraints``:
+    the search's outcome constraints as text (what ``table.met`` was judged by)."""
+    _check_query(budget_flops, target_acc, params)
     ok = table.usable()
     if not len(ok):
         raise PlanError(f"no finished trial with {metric} to plan from")
@@ -260,6 +258,9 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
         | ({"params": params} if params is not None else {}),
         "trials": {"recorded": len(table), "ok": len(ok)},
     }
+    allowed = constraint_sizes(table)
+    if allowed is not None:  # stated before the fit, which may fail
+        doc["constraints"] = constraints_doc(table, allowed, constraints)
     row = (best_under_budget(table, budget_flops) if budget_flops is not None
            else cheapest_reaching(table, target_acc))
     doc["observed"] = None if row is None else {
@@ -272,7 +273,7 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
     }
     try:
         model = fit(table, n_boot=n_boot, seed=seed)
-    except PlanError as err:
+    except PlanError as err:  # the recorded answer alone
         doc["predicted"], doc["predicted_error"] = None, str(err)
         doc["fit"] = doc["frequency_vs_size"] = None
         best = doc["observed"]
@@ -280,9 +281,27 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
                    else {"gpu_hours": None, "cost_usd": None})
         doc["hardware"] = hardware.to_dict()
         return doc
-    allowed = constraint_sizes(table)
-    if allowed is not None:
-        doc["constraints"] = constraints_doc(table, allowed)
+    return _answer_from_fit(doc, model, table, row, metric=metric, budget_flops=budget_flops,
+                            target_acc=target_acc, params=params, allowed=allowed, hardware=hardware,
+                            measured=measured)
+
+
+def _check_query(budget_flops: float | None, target_acc: float | None, params: float | None) -> None:
+    if (budget_flops is None) == (target_acc is None):
+        raise PlanError("give exactly one of --budget-flops or --target-acc")
+    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
+        raise PlanError(f"--budget-flops: expected a positive number, got {budget_flops:g}")
+    if target_acc is not None and not (math.isfinite(target_acc) and 0 < target_acc <= 1):
+        raise PlanError(f"--target-acc: expected a number in (0, 1], got {target_acc:g}")
+    if params is not None and not (math.isfinite(params) and params >= 1):
+        raise PlanError(f"--params: expected a model size of at least 1, got {params:g}")
+
+
+def _answer_from_fit(doc: dict[str, Any], model: Fit, table: TrialTable, row, *, metric: str,
+                     budget_flops: float | None, target_acc: float | None, params: float | None,
+                     allowed, hardware: Hardware, measured) -> dict[str, Any]:
+    """``answer``'s document completed from the fit: the predicted config (or the recorded
+    trial, where it already answers at no more FLOPs), the fit's summary and the verdict."""
     if budget_flops is not None:
         config, why = predict_under_budget(model, budget_flops, params=params, allowed=allowed)
     else:
@@ -359,10 +378,12 @@ def _predicted(model: Fit, config: Config, metric: str, where: list[str], target
 
     ``interval``: 90% for the expected accuracy (the mean over seeds); ``trial_interval``: 90%
     for what one trained trial measures (seed noise and the evaluation's finite answers).
-    ``p_reach``: the share of one-trial draws that reach the target.
+    ``p_reach``: the share of one-trial draws that reach the target. All three are None where
+    the law has no draws at the config (no trial places the threshold at its size).
     """
     point = (config.rare_freq, config.params, config.tokens)
     trial = model.predict_draws(*point, seeds=1)[:, 0]
+    trial = trial[np.isfinite(trial)]
     return {
         "config": config.to_dict(),
         "train_flops": config.train_flops,
@@ -371,7 +392,8 @@ def _predicted(model: Fit, config: Config, metric: str, where: list[str], target
         "trial_interval": interval(trial),
         "extrapolated": bool(where),
         "outside": where,
-        **({"p_reach": float(np.mean(trial >= target_acc))} if target_acc is not None else {}),
+        **({"p_reach": float(np.mean(trial >= target_acc)) if len(trial) else None}
+           if target_acc is not None else {}),
         **_costs(hardware, measured, config.train_flops, config.params),
     }
 

@@ -4,12 +4,13 @@ search's outcome constraints leave to a predicted answer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from optimix.fit import PlanError, TrialTable
+from optimix.metrics import CONSTRAINTS, parse_constraints_tag
 
 
 def choose_metric(objectives: Iterable[tuple[str, str]], rare_tasks: Iterable[str],
@@ -72,11 +73,19 @@ def constraint_sizes(table: TrialTable) -> np.ndarray | None:
     return np.unique(table.params[rows][table.met[rows]])
 
 
-def constraints_doc(table: TrialTable, allowed: np.ndarray) -> dict[str, Any]:
-    """The plan document's ``constraints`` entry: how many finished trials met them and the
-    sizes a predicted answer may use."""
+def search_constraints(record: Any) -> list[str]:
+    """The outcome constraints a recorded search (``records.SearchRecord``) was run with, as text."""
+    return [str(c) for c in parse_constraints_tag(record.tags.get(CONSTRAINTS, ""))]
+
+
+def constraints_doc(table: TrialTable, allowed: np.ndarray, constraints: Sequence[str] = ()) -> dict[str, Any]:
+    """The plan document's ``constraints`` entry: the constraints (as recorded; empty when not
+    known), how many finished trials met them and the sizes a predicted answer may use."""
     rows = table.usable_rows()
-    return {"met": int(table.met[rows].sum()), "missed": int((~table.met[rows]).sum()),
+    met = int(table.met[rows].sum())
+    return {"constraints": list(constraints), "met": met, "missed": int((~table.met[rows]).sum()),
             "sizes": [round(n) for n in allowed],
             "rule": "recorded answers only from trials that met the search's constraints; "
-                    "predicted ones only at sizes where a recorded trial met them"}
+                    "predicted ones only at sizes where a recorded trial met them"
+                    + ("; no finished trial met them: neither answers, and the fit is over every "
+                       "finished trial" if not met else "")}

@@ -181,8 +181,17 @@ def _answer(doc, metric: str) -> None:
     click.echo(f"query       {what} ({doc['trials']['ok']} of {doc['trials']['recorded']} trials finished)")
     if doc.get("constraints"):
         c = doc["constraints"]
-        click.echo(f"constraints {c['met']} finished trials met the search's constraints, {c['missed']} missed: "
-                   f"answers only from those, predictions only at {', '.join(f'{n:,}' for n in c['sizes'])} params")
+        which = f" ({'; '.join(c['constraints'])})" if c.get("constraints") else ""
+        if c["met"]:
+            click.echo(f"constraints {c['met']} finished trials met the search's constraints{which}, {c['missed']} "
+                       f"missed: answers only from those, predictions only at "
+                       f"{', '.join(f'{n:,}' for n in c['sizes'])} params")
+        else:
+            answered = ("no recorded answer; the prediction at the size asked is fitted on all of them"
+                        if doc.get("predicted") else "no answer, recorded or predicted"
+                        + ("; the threshold and law below are fitted on all of them" if doc.get("fit") else ""))
+            click.echo(f"constraints none of the {c['missed']} finished trials met the search's constraints"
+                       f"{which}: {answered}")
     obs = doc["observed"]
     click.echo("observed    " + ("no recorded trial answers it" if obs is None else
                f"{obs[metric]:.3f} by run {obs['run_id']} ({_config(obs['config'])}; "
@@ -191,10 +200,14 @@ def _answer(doc, metric: str) -> None:
     if pred is None:
         click.echo(f"predicted   none: {doc.get('predicted_error')}")
         return
-    band = "[{:.3f}, {:.3f}]".format(*pred["interval"]) if pred["interval"] else ""
-    one = " one trial [{:.3f}, {:.3f}],".format(*pred["trial_interval"]) if pred.get("trial_interval") else ""
-    reach = f", one trial reaches it in {pred['p_reach']:.0%} of draws" if "p_reach" in pred else ""
-    click.echo(f"predicted   {pred[metric]:.3f} {band} (mean over seeds;{one} 90%) with "
+    reach = f", one trial reaches it in {pred['p_reach']:.0%} of draws" if pred.get("p_reach") is not None else ""
+    if pred["interval"]:
+        band = "[{:.3f}, {:.3f}]".format(*pred["interval"])
+        one = " one trial [{:.3f}, {:.3f}],".format(*pred["trial_interval"]) if pred.get("trial_interval") else ""
+        spread = f"{band} (mean over seeds;{one} 90%)"
+    else:
+        spread = "(mean over seeds; no interval: the trials cannot place the threshold at this size)"
+    click.echo(f"predicted   {pred[metric]:.3f} {spread} with "
                f"{_config(pred['config'])} ({pred['train_flops']:.3g} FLOPs{reach})")
     if pred.get("recorded_run"):
         click.echo(f"            run {pred['recorded_run']} already answers it at no more FLOPs: recommended as is")
@@ -204,9 +217,12 @@ def _answer(doc, metric: str) -> None:
 
 def _fit(fit, cmp_) -> None:
     """The threshold at the answer, the law and how well it fits, frequency against size, notes."""
-    if fit and fit.get("threshold_freq") is not None:
+    extra = f" ({fit['extrapolation']})" if fit and fit.get("extrapolation") else ""
+    if fit and fit.get("threshold_undetermined"):
+        click.echo(f"threshold   undetermined at {fit['at']['params']:,.0f} params: "
+                   f"{fit['threshold_undetermined']}{extra}")
+    elif fit and fit.get("threshold_freq") is not None:
         lo, hi = fit["threshold_interval"]
-        extra = f" ({fit['extrapolation']})" if fit.get("extrapolation") else ""
         click.echo(f"threshold   at {fit['at']['params']:,.0f} params, {fit['at']['tokens']:,.0f} tokens: "
                    f"{fit['threshold_freq']:.3g} [{lo:.3g}, {hi:.3g}]{extra}")
     if fit:

@@ -141,6 +141,27 @@ def test_a_candidate_that_misses_a_constraint_is_never_on_the_frontier():
     assert {(c.trial_id, c.final) for c in held} == {("large", True), ("large", False)}
 
 
+@pytest.mark.parametrize("trials, fitted", [(40, True), (3, False)])
+def test_a_plan_with_no_trial_meeting_the_constraints_says_so(trials, fitted, capsys):
+    """Whether or not the fit over every trial succeeds, the constraints line names them and
+    says that nothing answers from them."""
+    import numpy as np
+
+    from optimix import fit, hardware, plan, report
+
+    sim = fit.simulate_trials(40, np.random.default_rng(0)).take(np.arange(trials))
+    table = fit.TrialTable(**{n: getattr(sim, n) for n in fit._COLUMNS if n != "met"}, met=np.zeros(trials, bool))
+    doc = plan.answer(table, metric="acc/x", budget_flops=float(np.median(sim.train_flops)),
+                      hardware=hardware.PROFILES["cpu"], constraints=["acc/background > 1"])
+    assert doc["constraints"]["met"] == 0 and doc["constraints"]["constraints"] == ["acc/background > 1"]
+    assert doc["observed"] is None and doc["predicted"] is None and (doc["fit"] is not None) == fitted
+    report.plan(doc | {"experiment": "e", "search_run_id": "r"})
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("constraints"))
+    assert line.startswith(f"constraints none of the {trials} finished trials met the search's constraints "
+                           "(acc/background > 1): no answer, recorded or predicted")
+    assert ("fitted on all of them" in line) == fitted
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end: real Ray, Optuna and MLflow
 
@@ -261,3 +282,54 @@ def test_a_proposal_known_to_miss_a_constraint_is_recorded_infeasible_without_tr
     assert summary.spent_flops == trials[16]["result"]["train_flops"] and summary.ok == 1
     cli_main(["check", "--tracking-uri", uri, "--experiment", "pre", "--storage-path", str(tmp_path / "runs")])
     assert capsys.readouterr().out.strip().endswith(": no violations")
+
+
+@pytest.mark.slow
+def test_a_real_search_no_trial_of_which_meets_its_constraints_plans_saying_so(tmp_path, capsys):
+    """A bound no accuracy can reach: every trial misses it, and optimix plan says so for a task
+    it can fit (facts, two shares) and for one it cannot (rev, one share)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_search(build_space(two_rare(["acc/background > 1"])), SearchOptions(
+        tracking_uri=uri, storage_path=str(tmp_path / "runs"), experiment="unmet"))
+    for task, fitted in (("facts", True), ("rev", False)):
+        capsys.readouterr()
+        cli_main(["plan", "--tracking-uri", uri, "--experiment", "unmet", "--task", task, "--budget-flops", "1e15"])
+        out = capsys.readouterr().out
+        assert ("constraints none of the 4 finished trials met the search's constraints (acc/background > 1): "
+                "no answer, recorded or predicted") in out, out
+        assert ("law " in out) == fitted, out
+        cli_main(["plan", "--tracking-uri", uri, "--experiment", "unmet", "--task", task, "--budget-flops", "1e15",
+                  "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["constraints"]["met"] == 0 and doc["constraints"]["constraints"] == ["acc/background > 1"]
+
+
+TWO_RARE = Path(__file__).resolve().parents[1] / "search_spaces" / "two_rare.yaml"
+# Four points of search_spaces/two_rare.yaml: acc/rev is near 0.5 only at 17,304 params, and
+# the two trials that meet acc/background >= 0.1 are at 45,480 and 109,632 params.
+TWO_RARE_POINTS = [{"mixture.rare.facts": 0.0268, "mixture.rare.rev": 0.0954, "model.params": 17000},
+                   {"mixture.rare.facts": 0.0220, "mixture.rare.rev": 0.0471, "model.params": 110000},
+                   {"mixture.rare.facts": 0.0101, "mixture.rare.rev": 0.00923, "model.params": 45000},
+                   {"mixture.rare.facts": 0.0989, "mixture.rare.rev": 0.241, "model.params": 17000}]
+
+
+@pytest.mark.slow
+def test_two_rare_threshold_no_trial_places_is_undetermined(tmp_path, capsys):
+    """The README's two_rare plan on a real 4-trial search: the threshold at the answer's size
+    (no rev trial near it there, no curve over sizes) is undetermined with its reason, never a
+    frequency above 1 with a zero-width interval."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cli_main(["search", str(TWO_RARE), "--trials", "4", "--tracking-uri", uri, "--storage-path",
+              str(tmp_path / "runs"), "--set", f"search.points_to_evaluate={json.dumps(TWO_RARE_POINTS)}"])
+    capsys.readouterr()
+    cli_main(["plan", "--tracking-uri", uri, "--experiment", "two_rare", "--task", "rev", "--budget-flops", "2e11"])
+    out = capsys.readouterr().out
+    threshold = next(x for x in out.splitlines() if x.startswith("threshold"))
+    assert threshold.startswith("threshold   undetermined at "), out
+    assert "sits near its threshold and no curve over sizes stands in" in threshold
+    assert "[0.000, 0.000]" not in out
+    cli_main(["plan", "--tracking-uri", uri, "--experiment", "two_rare", "--task", "rev", "--budget-flops", "2e11",
+              "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fit"]["threshold_freq"] is None and doc["fit"]["threshold_undetermined"]
+    assert doc["constraints"]["constraints"] == ["acc/background >= 0.1"]

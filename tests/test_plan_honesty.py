@@ -127,3 +127,76 @@ def test_the_slope_is_printed_with_its_sign():
     assert "N^+0.528" in report._law(rising) and "--" not in report._law(rising)
     falling = {"power_law": {"c": 9.5, "s": 0.56, "s_interval": [0.4, 0.7], "u": None}, "quality": quality}
     assert "N^-0.56" in report._law(falling)
+
+
+# ---------------------------------------------------------------------------------------------
+# A threshold the trials cannot place: hand-made tables
+
+
+def table(params, freqs, accs) -> fit.TrialTable:
+    tokens = 448_000
+    return fit.TrialTable.from_columns(
+        run_id=[f"t{i}" for i in range(len(accs))], rare_freq=freqs, params=params,
+        tokens=[tokens] * len(accs), train_flops=[6 * n * tokens for n in params], acc=accs)
+
+
+UNPLACED = {
+    # one size, accuracy near 0 at every frequency: the ridge puts the threshold far above 1
+    "one size, never learned": (table([45_000] * 4, [0.01, 0.1, 0.02, 0.2], [0.0, 0.02, 0.0, 0.01]), 45_000),
+    # two sizes, each jumping from 0 to 1 with no trial between: no size's threshold is placed
+    "two sizes, no trial in the transition": (
+        table([17_000, 17_000, 45_000, 45_000], [0.01, 0.1, 0.02, 0.2], [0.0, 1.0, 0.0, 1.0]), 45_000),
+    # the two_rare search's acc/rev: only 17,304 params has a trial near its threshold
+    "one size placed, asked at another": (
+        table([17_304, 109_632, 45_480, 17_304], [0.0954, 0.0471, 0.00923, 0.241], [0.004, 0.006, 0.0, 0.56]),
+        45_480),
+}
+
+
+@pytest.mark.parametrize("case", UNPLACED, ids=list(UNPLACED))
+def test_a_threshold_no_trial_places_is_undetermined_with_no_interval(case):
+    trials, size = UNPLACED[case]
+    model = fit.fit(trials)
+    assert model.law.curve is None
+    summary = model.summary(size, 448_000)
+    assert summary["threshold_freq"] is None and summary["threshold_interval"] is None
+    assert summary["threshold_undetermined"].startswith(f"no trial at {size:,} params sits near its threshold")
+    # the draws carry no value for it (a draw equal to the ridge's value gave [2.35, 2.35])
+    assert np.isnan(model.threshold_draws(size, 448_000)).all()
+    assert fit.interval(model.predict_draws(0.1, size, 448_000)[:, 0]) is None
+
+
+@pytest.mark.parametrize("params, why", [
+    (10.0, "outside (0, 1]"),  # far below the recorded sizes the line climbs past 1
+    (2e5, None),  # inside: placed, with an interval of its own width
+])
+def test_a_threshold_above_1_is_undetermined(params, why):
+    model = fit.fit(fit.simulate_trials(60, np.random.default_rng(1), sizes=(1e5, 1e6)))
+    summary = model.summary(params, 9e5)
+    if why is None:
+        lo, hi = summary["threshold_interval"]
+        assert 0 < summary["threshold_freq"] <= 1 and lo < summary["threshold_freq"] < hi
+        assert "threshold_undetermined" not in summary
+    else:
+        assert summary["threshold_freq"] is None and why in summary["threshold_undetermined"]
+
+
+def test_an_unplaced_size_draws_nan_only_without_a_curve():
+    """With a curve over sizes the size's own draws are never used: its answers take the curve's."""
+    trials = UNPLACED["two sizes, no trial in the transition"][0]
+    model = fit.fit(trials)
+    assert not np.isfinite(model.law.stage1.theta_se).any()
+    assert np.isnan(model.draws.theta).all()
+    placed = fit.fit(fit.simulate_trials(60, np.random.default_rng(1), sizes=(1e5, 1e6)))
+    assert placed.law.curve is not None
+    assert np.isfinite(placed.threshold_draws(2e5, 9e5)).all()
+
+
+def test_an_undetermined_threshold_prints_its_reason(capsys):
+    doc = plan.answer(UNPLACED["one size, never learned"][0], metric="acc/rev", budget_flops=1e12,
+                      hardware=hw.PROFILES["cpu"])
+    report._fit(doc["fit"], doc["frequency_vs_size"])
+    out = capsys.readouterr().out
+    assert "threshold   undetermined at 45,000 params: no trial at 45,000 params sits near its threshold" in out
+    assert doc["frequency_vs_size"]["p_frequency_wins"] is None
+    assert plan.jsonable(doc["fit"])["threshold_undetermined"]
