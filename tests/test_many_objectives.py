@@ -36,7 +36,7 @@ def test_aggregate_objectives_are_parsed_to_one_spelling():
     config = build_space(tree(["acc/mean(facts, rev):max", "train_flops:min"])).base
     assert [o.metric for o in metrics.parse_objectives(config)] == ["acc/mean.facts.rev", "train_flops"]
     assert metrics.aggregates(config) == ["acc/mean.facts.rev"]
-    with pytest.raises(SpaceError, match=r"^search.objectives.0: unknown metric 'acc/mean.facts.nope'"):
+    with pytest.raises(SpaceError, match=r"^search.objectives.0: unknown task 'nope' in 'acc/mean.facts.nope'"):
         metrics.parse_objectives(build_space(tree(["acc/mean(facts,nope):max", "train_flops:min"])).base)
 
 
