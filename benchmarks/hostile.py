@@ -223,7 +223,7 @@ def run_id_alone(w: Workdir) -> None:
     if done.returncode == 0 and not json.loads(done.stdout):
         w.run.violations.append("frontier --run-id: an empty frontier for a search with finished trials")
     done = w.call([OPTIMIX, "frontier", *common], timeout=120)
-    if "'first'" not in done.stdout + done.stderr:
+    if "experiment first," not in done.stdout:
         w.run.violations.append(f"frontier --run-id does not name experiment 'first': {done.stdout[:200]!r}")
     done = w.call([OPTIMIX, "frontier", "--tracking-uri", w.uri, "--run-id", "0" * 32], timeout=120)
     _refused(w, done, "frontier --run-id of no search")
@@ -268,10 +268,13 @@ def malformed_ledger(w: Workdir) -> None:
     completed(w, w.call(w.search_args()), "search")
     ledger = w.state().ledger
     whole = ledger.read_text()
-    first = json.loads(whole.splitlines()[0])
-    first["train_flops"] = "abc"
-    for bad in ("null", json.dumps(first), "[1, 2, 3]"):
-        ledger.write_text(whole + bad + "\n")
+    lines = whole.splitlines()
+    first = json.loads(lines[0])
+    first["result"]["train_flops"] = "abc"
+    broken = {"null": whole + "null\n", "abc": "\n".join([json.dumps(first), *lines[1:]]) + "\n",
+              "[1, 2, 3]": whole + "[1, 2, 3]\n"}
+    for bad, text in broken.items():
+        ledger.write_text(text)
         done = w.call([OPTIMIX, "check", "--experiment", "faults", "--tracking-uri", w.uri,
                        "--storage-path", str(w.storage)], timeout=120)
         no_traceback(w, done, f"check with {bad[:30]!r}")
@@ -333,8 +336,8 @@ def unschedulable(w: Workdir) -> None:
 
 @probe
 def all_failed(w: Workdir) -> None:
-    """every trial diverges (learning rate 1e6)"""
-    _use(w, tiny(2, **{"train.lr": 1e6}))
+    """every trial raises (train.fault: raise)"""
+    _use(w, tiny(2, **{"train.fault": "raise"}))
     done = w.call(w.search_args())
     no_traceback(w, done, "search")
     if done.returncode == 0:
