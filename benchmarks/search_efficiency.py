@@ -15,7 +15,7 @@ and ``TPESampler``, each over ``--seeds``.
 
 Score: the hypervolume of the frontier in (accuracy up, log10 FLOPs down), bounded by
 accuracy 0 (0.5 for ``compare``'s chance level is not subtracted) and the dearest grid
-trial's FLOPs (``optimix.frontier.hypervolume``), as a share of the full grid's hypervolume.
+trial's FLOPs (``optimix.core.frontier.hypervolume``), as a share of the full grid's hypervolume.
 Budgets: ``--budgets`` fractions of the grid's total FLOPs.
 
     python benchmarks/search_efficiency.py [--spaces benchmarks/spaces/*.yaml] [--seeds 0 1 2 3 4]
@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from efficiency_grid import grid_csv  # noqa: E402
 
-from optimix import frontier, metrics  # noqa: E402
-from optimix.config import SpaceError  # noqa: E402
-from optimix.space import Space, load_space  # noqa: E402
+from optimix.core import frontier, metrics  # noqa: E402
+from optimix.core.config import SpaceError  # noqa: E402
+from optimix.core.space import Space, load_space  # noqa: E402
 
 HELD_OUT = ["facts_sizes", "caesar_params", "modadd_width", "isoflop", "compare_four"]
 DEV = ["dev/quickstart", "dev/efficiency_second"]
@@ -98,7 +98,7 @@ class Table:
         return tuple(out)
 
     def _shape(self, point: dict[str, Any]):
-        from optimix.train import plan_trial
+        from optimix.trial.train import plan_trial
 
         return plan_trial(self.space.resolve(point)).shape
 
@@ -162,8 +162,8 @@ def replay(table: Table, sampler: str, seed: int, budget: float) -> dict:
     import optuna
     from ray.tune.search import Searcher
 
-    from optimix.budget import cheapest_flops
-    from optimix.metrics import RESULT_KEY, parse_objectives, record_status
+    from optimix.core.budget import cheapest_flops
+    from optimix.core.metrics import RESULT_KEY, parse_objectives, record_status
     from optimix.search.proposals import make_sampler, sampler_name, startup_points
     from optimix.search.searcher import Budget, OptimixSearcher
 
@@ -210,7 +210,7 @@ def replay(table: Table, sampler: str, seed: int, budget: float) -> dict:
 
 
 def grid_hv(table: Table) -> float:
-    from optimix.metrics import parse_objectives
+    from optimix.core.metrics import parse_objectives
 
     objectives = [(o.metric, o.mode) for o in parse_objectives(table.space.base)]
     quality = next(m for m, _ in objectives if m != "train_flops")

@@ -125,7 +125,7 @@ def frontier(record, rows) -> None:
 
 
 def frontier_table(rows, objectives) -> None:
-    """Frontier rows (``optimix.frontier.row``), one line each; a row that stands for several
+    """Frontier rows (``optimix.core.frontier.row``), one line each; a row that stands for several
     tied trials (``frontier.tied``) says how many."""
     metrics = [m for m, _ in objectives]
     head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>14}" for m in metrics) + f"{'params':>10}  point"

@@ -21,13 +21,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_search import tiny_space_tree
 
-from optimix import frontier
 from optimix.cli import main as cli_main
-from optimix.metrics import final_metrics
-from optimix.records import RunRecord
+from optimix.core import frontier
+from optimix.core.metrics import final_metrics
+from optimix.core.space import build_space
+from optimix.records.records import RunRecord
 from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
-from optimix.space import build_space
 
 from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
 
@@ -133,8 +133,8 @@ def delete_child(c: Copy) -> None:
 
 def flip_pareto(c: Copy) -> None:
     run = c.ok_child()
-    flipped = "false" if run.data.tags["optimix.pareto"] == "true" else "true"
-    c.client.set_tag(run.info.run_id, "optimix.pareto", flipped)
+    flipped = "false" if run.data.tags["optimix.core.pareto"] == "true" else "true"
+    c.client.set_tag(run.info.run_id, "optimix.core.pareto", flipped)
 
 
 def duplicate_ledger_line(c: Copy) -> None:
@@ -343,7 +343,7 @@ def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None
     on = frontier.membership(frontier.candidates([t.entry for t in first], objectives), objectives)
     children = [RunRecord(f"r{t.trial_id}", "FINISHED", True,
                     tags={"optimix.trial_id": t.trial_id, "optimix.status": t.status,
-                          "optimix.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
+                          "optimix.core.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
                           "optimix.pareto_steps": "[]"},
                     params={k: str(v) for k, v in t.params.items()},
                     metrics=(final_metrics(t.entry["result"]) if t.status in ("ok", "pruned")
@@ -430,7 +430,7 @@ def test_while_the_search_runs_what_follows_the_ledger_may_lag():
 
 
 # ---------------------------------------------------------------------------------------------
-# A search checked while it runs (held in the middle by construction: optimix.faults)
+# A search checked while it runs (held in the middle by construction: optimix.core.faults)
 
 
 @pytest.mark.slow

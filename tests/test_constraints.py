@@ -12,11 +12,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from optimix import frontier, metrics
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
+from optimix.core import frontier, metrics
+from optimix.core.config import SpaceError
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
-from optimix.space import build_space
 
 
 def tree(constraints=(), sampler: str = "tpe") -> dict:
@@ -179,8 +179,9 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     holds the background to a level only the larger model reached in the first. The frontier
     loses the small model, every layer is told (MLflow tags, Optuna, optimix check), and
     optimix plan answers per rare task, over that task's own share, only with what met it."""
-    from optimix import hardware, plan
-    from optimix.records import load_search
+    from optimix.core import hardware
+    from optimix.plan import plan
+    from optimix.records.records import load_search
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_search(build_space(two_rare()), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "a"),
@@ -189,7 +190,7 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     free = by_width(client, "free")
     background = {w: [r.data.metrics["acc/background"] for r in runs] for w, runs in free.items()}
     assert max(background[16]) < min(background[64]), background  # the setup: the larger model knows more
-    assert any(r.data.tags["optimix.pareto"] == "true" for r in free[16])  # the cheapest, unconstrained
+    assert any(r.data.tags["optimix.core.pareto"] == "true" for r in free[16])  # the cheapest, unconstrained
     assert all("optimix.constraints_met" not in r.data.tags for rs in free.values() for r in rs)
 
     rule = f"acc/background >= {(max(background[16]) + min(background[64])) / 2:.6f}"
@@ -202,7 +203,7 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     runs = by_width(client, "held")
     assert all(r.data.tags["optimix.constraints_met"].startswith("false: acc/background >=") for r in runs[16])
     assert all(r.data.tags["optimix.constraints_met"] == "true" for r in runs[64])
-    assert all(r.data.tags["optimix.pareto"] == "false" and r.data.tags["optimix.status"] == "ok"
+    assert all(r.data.tags["optimix.core.pareto"] == "false" and r.data.tags["optimix.status"] == "ok"
                for r in runs[16])
     assert held.frontier and {r["run_id"] for r in held.frontier} <= {r.info.run_id for r in runs[64]}
     # curve points sit on MLflow's time axis at the time each was measured
@@ -243,7 +244,7 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
 def test_a_proposal_known_to_miss_a_constraint_is_recorded_infeasible_without_training(tmp_path, capsys, metric):
     """A bound on a metric the plan fixes (FLOPs, parameters) between the two sizes' values:
     the larger model is recorded infeasible, charged nothing, and never reaches Ray."""
-    from optimix.budget import planned_metrics
+    from optimix.core.budget import planned_metrics
     from optimix.search import SearchState
 
     space = build_space(tree())

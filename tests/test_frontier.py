@@ -1,4 +1,4 @@
-"""Frontier candidates (optimix.frontier): final results and learning-curve points."""
+"""Frontier candidates (optimix.core.frontier): final results and learning-curve points."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from optimix.frontier import (
+from optimix.core.frontier import (
     Candidate,
     candidates,
     dominated_at_equal_flops,
@@ -16,7 +16,7 @@ from optimix.frontier import (
     recorded_rows,
     row,
 )
-from optimix.records import TrialRecord
+from optimix.records.records import TrialRecord
 
 OBJ = [("acc/x", "max"), ("train_flops", "min")]
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 
-from optimix import frontier, plots, report
-from optimix.records import TrialRecord
+from optimix import report
+from optimix.core import frontier
+from optimix.plan import plots
+from optimix.records.records import TrialRecord
 
 OBJ = [("acc/x", "max"), ("train_flops", "min")]
 
@@ -89,9 +91,9 @@ def test_the_json_document_has_the_count_and_every_trial_id():
 
 
 def test_the_search_driver_ties_by_effective_config():
-    from optimix.budget import effective_key
+    from optimix.core.budget import effective_key
+    from optimix.core.space import build_space
     from optimix.search.driver import Driver
-    from optimix.space import build_space
 
     space = build_space({
         "name": "ties",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from optimix import metrics
-from optimix.config import SpaceError
+from optimix.core import metrics
+from optimix.core.config import SpaceError
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
-from optimix.space import build_space
 
 
 def tree(objectives, **search) -> dict:
@@ -79,7 +79,7 @@ def test_three_objectives_tag_the_n_dimensional_frontier(tmp_path):
     names = ["acc/facts", "acc/mean.facts.rev", "train_flops"]
     values = np.array([[r.data.metrics[n] for n in names] for r in runs])
     expected = ~dominated(values, np.array([1.0, 1.0, -1.0]))
-    tagged = np.array([r.data.tags["optimix.pareto"] == "true" for r in runs])
+    tagged = np.array([r.data.tags["optimix.core.pareto"] == "true" for r in runs])
     np.testing.assert_array_equal(tagged, expected)
     assert {row["run_id"] for row in summary.frontier} == {r.info.run_id for r, on in zip(runs, tagged, strict=True) if on}
     frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))
@@ -90,7 +90,7 @@ def test_three_objectives_tag_the_n_dimensional_frontier(tmp_path):
 
 
 def test_three_objective_plots_mark_the_n_dimensional_frontier():
-    from optimix import plots
+    from optimix.plan import plots
 
     rows = [{"acc/a": a, "acc/b": b, "train_flops": f, "params": 1000.0, "name": str(i), "run_id": str(i),
              "pareto": on, "rare_freq": 0.01} for i, (a, b, f, on) in enumerate(
@@ -101,7 +101,7 @@ def test_three_objective_plots_mark_the_n_dimensional_frontier():
 
 
 def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
-    from optimix import plots
+    from optimix.plan import plots
 
     def row(freq, params, acc):
         return {"acc/facts": acc, "train_flops": params * 10.0, "params": params, "rare_freq": freq,
@@ -119,7 +119,7 @@ def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
 def test_pruning_and_the_default_sampler_in_three_objectives():
     """A curve point is pruned only when one candidate beats it, at no more FLOPs, in every
     other objective; ``auto`` picks Optuna's GP for three objectives, TPE past that."""
-    from optimix import frontier
+    from optimix.core import frontier
     from optimix.search.proposals import sampler_name
 
     objectives = [("acc/a", "max"), ("acc/b", "max"), ("train_flops", "min")]

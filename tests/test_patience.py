@@ -12,11 +12,11 @@ from test_search import tiny_space_tree
 
 from optimix import report
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
-from optimix.frontier import since_moved
+from optimix.core.config import SpaceError
+from optimix.core.frontier import since_moved
+from optimix.core.space import build_space
 from optimix.search.driver import Progress
 from optimix.search.run import SearchSummary, _check_same_space
-from optimix.space import build_space
 
 LEDGER = [
     entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # the first result: moves it

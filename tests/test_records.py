@@ -169,10 +169,10 @@ def test_resume_extends_a_search_without_training_any_point_twice_and_retags_the
     client = MlflowClient(recorded.uri)
     runs = client.search_runs([client.get_experiment_by_name("records").experiment_id],
                               "tags.`optimix.role` = 'trial'")
-    off = [r for r in runs if r.data.tags["optimix.pareto"] == "false"]
-    on = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
+    off = [r for r in runs if r.data.tags["optimix.core.pareto"] == "false"]
+    on = [r for r in runs if r.data.tags["optimix.core.pareto"] == "true"]
     stale = (off or on)[0]
-    client.set_tag(stale.info.run_id, "optimix.pareto", "true" if off else "false")
+    client.set_tag(stale.info.run_id, "optimix.core.pareto", "true" if off else "false")
     assert recorded.check().returncode == 1  # the check sees it
 
     # The random sampler's seeded stream, restarted, proposes its first points again.
@@ -321,8 +321,8 @@ def ray_session():
 
 
 def _in_process(tmp_path, tree):
+    from optimix.core.space import build_space
     from optimix.search import SearchOptions, run_search
-    from optimix.space import build_space
 
     space = build_space(tree)
     summary = run_search(space, SearchOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
@@ -356,8 +356,8 @@ def test_a_grid_of_stacked_trials_runs_every_point_once(tmp_path, ray_session):
 
 
 def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_path, ray_session):
+    from optimix.core.space import build_space
     from optimix.search import trial_flops
-    from optimix.space import build_space
 
     tree = space_tree(trials=8, sampler="grid")
     space = build_space(tree)
@@ -376,8 +376,8 @@ def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_pat
 
 
 def test_a_crashed_worker_is_charged_what_it_trained_not_its_plan(tmp_path, ray_session):
+    from optimix.core.space import build_space
     from optimix.search import trial_flops
-    from optimix.space import build_space
 
     tree = space_tree(trials=1, points_to_evaluate=[{"mixture.rare_freq": 0.1, "model.d_model": 16}])
     tree["train"]["fault"] = "exit"  # the worker process dies at its first step, twice

@@ -15,9 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
+from optimix.core.config import SpaceError
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
-from optimix.space import build_space
 
 from cluster_fixtures import frontier_by_hand
 
@@ -88,14 +88,14 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
         assert r.data.metrics["train_flops"] >= 0  # a trial that failed at once spent nothing
         if r.data.tags["optimix.status"] != "ok":
             assert "acc/facts" not in r.data.metrics  # never a made-up score
-            assert r.data.tags["optimix.pareto"] == "false"
+            assert r.data.tags["optimix.core.pareto"] == "false"
     assert statuses == {"none": ["ok"] * 4, "raise": ["failed"], "nan": ["infeasible"], "exit": ["failed"]}
     assert any("injected fault" in r.data.tags.get("optimix.error", "") for r in by_fault.values())
     assert len({r.data.tags["optimix.trial_id"] for r in runs}) == 7
 
     finals, steps = frontier_by_hand(client, runs)
     assert steps  # the cheapest candidate is a learning-curve point (eval.points: 2)
-    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
+    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.core.pareto"] == "true"}
     assert tagged == finals
     assert {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
             if r.data.tags["optimix.pareto_steps"] != "[]"} == steps
@@ -309,7 +309,7 @@ def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
     client = MlflowClient(uri)
     for run in children(client, summary.parent_run_id):
         has_model = any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
-        assert has_model == (run.data.tags["optimix.pareto"] == "true")
+        assert has_model == (run.data.tags["optimix.core.pareto"] == "true")
         if has_model:
             local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / run.info.run_id))
             assert (Path(local) / "MLmodel").exists()  # an MLflow model, the save_pretrained folder inside
@@ -375,7 +375,7 @@ def test_a_trial_dominated_at_equal_flops_is_pruned_and_told_to_optuna_as_pruned
 
 
 def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(tmp_path):
-    from optimix.train import run_trial
+    from optimix.trial.train import run_trial
 
     tree = tiny_space_tree(trials=4, sampler="random", max_concurrent=1, stack=2)
     tree["train"]["fault"] = "none"

@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import search_efficiency as se  # noqa: E402
 
-from optimix.budget import effective_key  # noqa: E402
+from optimix.core.budget import effective_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_the_grid_table_holds_every_grid_point_with_its_curve(table):
 
 
 def test_pruning_in_the_replay_keeps_the_first_part_of_the_curve(table):
-    from optimix import frontier
-    from optimix.metrics import parse_objectives
+    from optimix.core import frontier
+    from optimix.core.metrics import parse_objectives
 
     objectives = [(o.metric, o.mode) for o in parse_objectives(table.space.base)]
     best = table.result({"mixture.rare_freq": 0.2, "model.d_model": 16})

@@ -26,8 +26,9 @@ import pytest
 from mlflow.entities import Param, ViewType
 from mlflow.tracking import MlflowClient
 
-from optimix import metrics, mlflow_client, records, tracking
-from optimix.tracking import Tracker, TrackingError, TrackingRejected
+from optimix.core import metrics
+from optimix.records import mlflow_client, records, tracking
+from optimix.records.tracking import Tracker, TrackingError, TrackingRejected
 
 from cluster_fixtures import (
     OPTIMIX,
@@ -136,7 +137,7 @@ def test_only_the_tracking_modules_import_mlflow():
 
 
 def test_the_old_import_paths_still_work():
-    from optimix.records import SearchRecord, TrackingError, TrialRecord, load_search
+    from optimix.records.records import SearchRecord, TrackingError, TrialRecord, load_search
 
     assert (SearchRecord, TrialRecord, load_search) == (
         records.SearchRecord, records.TrialRecord, records.load_search)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optimix import metrics
-from optimix.config import SpaceError
-from optimix.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
-from optimix.mlflow_client import TrackingError, resolve_uri
-from optimix.records import RunRecord, read_search_runs
-from optimix.space import Space
+from optimix.core import metrics
+from optimix.core.config import SpaceError
+from optimix.core.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
+from optimix.core.space import Space
+from optimix.records.mlflow_client import TrackingError, resolve_uri
+from optimix.records.records import RunRecord, read_search_runs
 
 KINDS = {
     "state": "a search with a ledger has its state.json",
@@ -33,7 +33,7 @@ KINDS = {
     "child-status": "the child's optimix.status tag is the ledger's status",
     "child-stray": "every MLflow child run of the search is a ledger trial",
     "repeat": "no effective config (seed included) is trained twice",
-    "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
+    "pareto": "optimix.core.pareto and optimix.pareto_steps equal the frontier recomputed from "
               "the ledger",
     "optuna-study": "the journal holds the search's Optuna study",
     "optuna-running": "no Optuna trial is RUNNING while the search is not",
@@ -223,7 +223,7 @@ def read(storage_path: str, experiment: str | None = None, tracking_uri: str | N
 
 
 def _space(tree: Any) -> Space | None:
-    from optimix.space import build_space
+    from optimix.core.space import build_space
 
     if not isinstance(tree, Mapping):
         return None

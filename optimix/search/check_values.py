@@ -13,9 +13,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from optimix import metrics, tracking
-from optimix.metrics import FLOPS_ATTR
-from optimix.records import RunRecord
+from optimix.core import metrics
+from optimix.core.metrics import FLOPS_ATTR
+from optimix.records import tracking
+from optimix.records.records import RunRecord
 from optimix.search.check_record import REL_TOL, LedgerTrial, Record, Violation
 
 

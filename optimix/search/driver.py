@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimix import faults, frontier, metrics, tracking
-from optimix.budget import effective_key
-from optimix.config import SpaceError, flatten
-from optimix.metrics import GROUP_KEY
+from optimix.core import faults, frontier, metrics
+from optimix.core.budget import effective_key
+from optimix.core.config import SpaceError, flatten
+from optimix.core.metrics import GROUP_KEY
+from optimix.core.space import Space
+from optimix.records import tracking
 from optimix.search.ledger import SearchState
-from optimix.space import Space
-from optimix.train import plan_trial
+from optimix.trial.train import plan_trial
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class Driver:
 
     def finish(self) -> list[dict]:
         """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
-        from optimix import plots
+        from optimix.plan import plots
 
         self._stop_sync_thread()
         if self.unrestored:

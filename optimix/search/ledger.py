@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from optimix import faults
-from optimix.config import SpaceError
+from optimix.core import faults
+from optimix.core.config import SpaceError
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from optimix import metrics
-from optimix.budget import effective_key, trial_flops
-from optimix.config import SpaceError
-from optimix.metrics import parse_objectives
-from optimix.space import Dimension, Space
+from optimix.core import metrics
+from optimix.core.budget import effective_key, trial_flops
+from optimix.core.config import SpaceError
+from optimix.core.metrics import parse_objectives
+from optimix.core.space import Dimension, Space
 
 
 def distributions(space: Space) -> dict[str, Any]:
@@ -54,8 +54,8 @@ def expected_trials(space: Space) -> int:
     search = space.base.search
     if search.budget_flops is None:
         return search.trials
-    from optimix.hardware import resolve
-    from optimix.outlook import space_outlook
+    from optimix.core.hardware import resolve
+    from optimix.core.outlook import space_outlook
 
     return space_outlook(space, hardware=resolve("cpu"), samples=64)["expected"]["trials"]
 

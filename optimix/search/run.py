@@ -28,15 +28,17 @@ from typing import Any
 import yaml
 
 import optimix.search.reaper as reaper
-from optimix import faults, hub, metrics, tracking
-from optimix.budget import check_budget
-from optimix.config import SpaceError, flatten
-from optimix.metrics import parse_objectives
-from optimix.mlflow_client import absolute_uri, same_store
+from optimix.core import faults, metrics
+from optimix.core.budget import check_budget
+from optimix.core.config import SpaceError, flatten
+from optimix.core.metrics import parse_objectives
+from optimix.core.space import Space
+from optimix.records import tracking
+from optimix.records.mlflow_client import absolute_uri, same_store
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState, slug
 from optimix.search.proposals import grid_size
-from optimix.space import Space
+from optimix.trial import hub
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +179,7 @@ def _resumed_uri(recorded: Mapping[str, Any], asked: str | None, experiment: str
 
 def _pin_datasets(space: Space, storage: Path, experiment: str, recorded: Mapping[str, Any]) -> tuple[Space, dict]:
     """The space with its hub datasets pinned to commits and saved once under
-    ``<storage>/<experiment>/datasets/`` (``optimix.hub``); a resume keeps the recorded commits."""
+    ``<storage>/<experiment>/datasets/`` (``optimix.trial.hub``); a resume keeps the recorded commits."""
     return hub.pin_space(space, storage / slug(experiment) / "datasets", dict(recorded))
 
 
@@ -201,7 +203,7 @@ def _check_space(space: Space) -> None:
 
 def _open_state(space, state, tracker, objectives, constraints, seed, experiment, resume, pins) -> dict:
     """The state of a new search, or of the one ``--resume`` takes up (refused if its space
-    differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.hub``)."""
+    differs in anything but ``RESUMABLE``). ``pins``: its hub datasets' commits (``optimix.trial.hub``)."""
     if resume:
         state.entries()  # a malformed ledger line is refused (LedgerError) before anything is written
     saved = state.read() if resume else None
@@ -394,7 +396,7 @@ def _run_tuner(space, options, state, driver, saved, objectives, seed, cheapest,
         sampler.budget_left = budget.left
     _start_ray(options)
     if search.prune == "dominated":
-        from optimix import frontier
+        from optimix.core import frontier
 
         driver.board = board_class().remote(objectives, search.prune_margin, search.prune_from)
         driver.board.update.remote(frontier.front(driver.candidates(), objectives))

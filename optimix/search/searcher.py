@@ -34,10 +34,10 @@ import numpy as np
 from ray.tune import Stopper
 from ray.tune.search import Searcher
 
-from optimix import faults, metrics
-from optimix.budget import effective_key, planned_metrics, trial_flops
-from optimix.config import SpaceError
-from optimix.metrics import (
+from optimix.core import faults, metrics
+from optimix.core.budget import effective_key, planned_metrics, trial_flops
+from optimix.core.config import SpaceError
+from optimix.core.metrics import (
     CURVE_ATTR,
     FLOPS_ATTR,
     GROUP_KEY,
@@ -47,12 +47,12 @@ from optimix.metrics import (
     SKIPPED_ATTR,
     TRIAL_ID_ATTR,
 )
+from optimix.core.space import Space
 from optimix.search.proposals import distributions, optuna_value
-from optimix.space import Space
 
 log = logging.getLogger(__name__)
 
-# Dimensions that may differ between the models of one stacked group (optimix.stacked).
+# Dimensions that may differ between the models of one stacked group (optimix.trial.stacked).
 PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.beta2",
              "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
              "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
