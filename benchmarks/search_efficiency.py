@@ -162,9 +162,8 @@ def replay(table: Table, sampler: str, seed: int, budget: float) -> dict:
     import optuna
     from ray.tune.search import Searcher
 
-    from optimix.core.budget import cheapest_flops
     from optimix.core.metrics import RESULT_KEY, parse_objectives, record_status
-    from optimix.search.proposals import make_sampler, sampler_name, startup_points
+    from optimix.search.proposals import cheapest_flops, make_sampler, sampler_name, startup_points
     from optimix.search.searcher import Budget, OptimixSearcher
 
     space = load_space(table.path, [f"search.sampler={sampler}", f"search.budget_flops={budget}",

@@ -304,7 +304,9 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
             if used:
                 raise SpaceError(f"{used[0]}: reads recorded trials; SPACE plans before a search (drop one)")
             loaded, section = _plan_space(space)
-            doc = planner.space_outlook(loaded, hardware=hw.resolve(hardware, section),
+            from optimix.trial.tasks import task_geometry
+
+            doc = planner.space_outlook(loaded, hardware=hw.resolve(hardware, section), geometry=task_geometry,
                                         budget_flops=budget_flops, workers=workers, seed=seed)
             _plan_emit(doc, as_json, report.outlook)
             return

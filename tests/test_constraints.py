@@ -244,11 +244,11 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
 def test_a_proposal_known_to_miss_a_constraint_is_recorded_infeasible_without_training(tmp_path, capsys, metric):
     """A bound on a metric the plan fixes (FLOPs, parameters) between the two sizes' values:
     the larger model is recorded infeasible, charged nothing, and never reaches Ray."""
-    from optimix.core.budget import planned_metrics
     from optimix.search import SearchState
+    from optimix.search.proposals import propose
 
     space = build_space(tree())
-    small, large = (planned_metrics(space, {"model.d_model": d})[metric] for d in (16, 64))
+    small, large = (propose(space, {"model.d_model": d}).plan.known_metrics()[metric] for d in (16, 64))
     rule = f"{metric} <= {(small + large) / 2:.6g}"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_search(build_space(tree([rule], sampler="random")), SearchOptions(

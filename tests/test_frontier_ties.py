@@ -91,8 +91,8 @@ def test_the_json_document_has_the_count_and_every_trial_id():
 
 
 def test_the_search_driver_ties_by_effective_config():
-    from optimix.core.budget import effective_key
     from optimix.core.space import build_space
+    from optimix.search import effective_key
     from optimix.search.driver import Driver
 
     space = build_space({

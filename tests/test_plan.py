@@ -348,9 +348,10 @@ def test_bad_hardware_sections(section, words):
 def test_space_outlook_counts_trials_and_costs(tmp_path, capsys):
     from optimix.core.space import load_space
     from optimix.search import cheapest_flops, trial_flops
+    from optimix.trial.tasks import task_geometry
 
     space = load_space(QUICKSTART)
-    doc = plan.space_outlook(space, hardware=hw.PROFILES["cpu"], budget_flops=3e12)
+    doc = plan.space_outlook(space, hardware=hw.PROFILES["cpu"], geometry=task_geometry, budget_flops=3e12)
     flops = doc["trial_flops"]
     assert flops["cheapest"] == cheapest_flops(space)
     assert flops["dearest"] >= trial_flops(space, {"model.d_model": 128, "mixture.rare_freq": 0.1})

@@ -153,7 +153,7 @@ def test_the_frontier_sampler_spends_on_what_gains_most_per_flop():
 
 
 def test_an_effective_config_is_what_the_trial_trains():
-    from optimix.core.budget import effective_key
+    from optimix.search import effective_key
 
     space = build_space(space_tree("tpe"))
     point = {"mixture.rare_freq": 0.1, "mixture.delivery": "even", "model.d_model": 32, "train.lr": 0.003}
@@ -174,7 +174,7 @@ def test_an_effective_config_is_what_the_trial_trains():
 
 def _frontier_study(tree: dict, quality, n: int, seed: int = 0):
     """``n`` trials of the frontier sampler on ``quality(params)``; the study and the trials' keys."""
-    from optimix.core.budget import effective_key
+    from optimix.search import effective_key
 
     space = build_space(tree)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))

@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import search_efficiency as se  # noqa: E402
 
-from optimix.core.budget import effective_key  # noqa: E402
+from optimix.search import effective_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")

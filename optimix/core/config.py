@@ -14,6 +14,16 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from optimix.core.config_base import (
+    AS_SHAPE,
+    BURSTS_ONLY,
+    LENGTH,
+    NOT_TRAINED,
+    PER_MODEL,
+    RESUMABLE,
+    FieldMeaning,
+    field_meaning,
+)
 from optimix.core.config_base import KeyedError as KeyedError  # re-exported: one import for callers
 from optimix.core.config_base import SpaceError as SpaceError
 from optimix.core.config_base import StrictModel as StrictModel
@@ -61,9 +71,9 @@ class MixtureConfig(StrictModel):
     """Several rare tasks: name -> share, or name -> ``{freq, delivery, burst_period, burst_duty}``."""
     delivery: Literal["even", "bursts"] = "even"
     """``even``: spread uniformly; ``bursts``: same long-run share, packed into bursts."""
-    burst_period: int = Field(100, ge=2)
+    burst_period: int = Field(100, ge=2, json_schema_extra=BURSTS_ONLY)
     """Steps between the starts of two bursts."""
-    burst_duty: float = Field(0.1, gt=0, le=1)
+    burst_duty: float = Field(0.1, gt=0, le=1, json_schema_extra=BURSTS_ONLY)
     """Fraction of each period that carries the burst."""
     weights: dict[str, float] | None = None  # the other tasks' weights (``dist: simplex`` searches them)
 
@@ -134,29 +144,29 @@ class ModelConfig(StrictModel):
 class TrainConfig(StrictModel):
     """One plain training loop: AdamW, warmup then cosine or WSD, grad clipping."""
 
-    tokens: int | None = Field(None, ge=1)
+    tokens: int | None = Field(None, ge=1, json_schema_extra=LENGTH)
     """Training tokens (batch x sequence positions x steps); or give ``flops``."""
-    flops: float | None = Field(None, gt=0)
+    flops: float | None = Field(None, gt=0, json_schema_extra=LENGTH)
     """Training FLOPs; tokens are derived from the model's FLOPs per token (iso-FLOP trials)."""
     batch_size: int = Field(64, ge=1, le=1 << 16)
-    lr: float = Field(3e-3, gt=0, le=10)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.98, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_frac: float = Field(0.05, ge=0, lt=1)
-    schedule: Literal["cosine", "wsd"] = "cosine"
-    min_lr_frac: float = Field(0.1, ge=0, le=1)
-    grad_clip: float = Field(1.0, ge=0)
+    lr: float = Field(3e-3, gt=0, le=10, json_schema_extra=PER_MODEL)
+    beta1: float = Field(0.9, ge=0, lt=1, json_schema_extra=PER_MODEL)
+    beta2: float = Field(0.98, ge=0, lt=1, json_schema_extra=PER_MODEL)
+    weight_decay: float = Field(0.0, ge=0, json_schema_extra=PER_MODEL)
+    warmup_frac: float = Field(0.05, ge=0, lt=1, json_schema_extra=PER_MODEL)
+    schedule: Literal["cosine", "wsd"] = Field("cosine", json_schema_extra=PER_MODEL)
+    min_lr_frac: float = Field(0.1, ge=0, le=1, json_schema_extra=PER_MODEL)
+    grad_clip: float = Field(1.0, ge=0, json_schema_extra=PER_MODEL)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
     """``torch.compile`` the model (CUDA only; ignored on CPU)."""
     threads: int | None = Field(None, ge=1)
     """Torch intra-op threads; default: the CPUs given to the trial."""
-    diverge_factor: float = Field(4.0, gt=1)
+    diverge_factor: float = Field(4.0, gt=1, json_schema_extra=PER_MODEL)
     """Loss above this multiple of the initial loss (or NaN) ends the trial as diverged."""
-    max_wall_s: float | None = Field(None, gt=0)
+    max_wall_s: float | None = Field(None, gt=0, json_schema_extra=PER_MODEL)
     """A time limit: a trial still training after this many seconds ends as failed."""
-    fault: Literal["none", "raise", "nan", "exit"] = "none"
+    fault: Literal["none", "raise", "nan", "exit"] = Field("none", json_schema_extra=PER_MODEL)
     """Fault injection, to see how a search handles failing trials: ``raise`` an error,
     turn the loss ``nan``, or ``exit`` the worker process, at the first training step."""
 
@@ -198,11 +208,11 @@ class SearchConfig(StrictModel):
     """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.search.frontier_sampler``:
     the most expected frontier gain per FLOP) when the objectives are one quality metric and
     ``train_flops:min``, else ``gp`` (up to 3 objectives); ``tpe`` for larger searches."""
-    trials: int = Field(16, ge=1, le=1_000_000)
-    budget_flops: float | None = Field(None, gt=0)
-    max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0, le=4096)
-    gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    trials: int = Field(16, ge=1, le=1_000_000, json_schema_extra=RESUMABLE)
+    budget_flops: float | None = Field(None, gt=0, json_schema_extra=RESUMABLE)
+    max_concurrent: int = Field(2, ge=1, json_schema_extra=RESUMABLE)
+    cpus_per_trial: float = Field(1.0, gt=0, le=4096, json_schema_extra=RESUMABLE)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64, json_schema_extra=RESUMABLE)
     """Per trial (Ray's resources); more than any one node has is refused when the search
     starts (no trial could ever be placed), and these bounds are beyond any machine."""
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
@@ -222,7 +232,7 @@ class SearchConfig(StrictModel):
     prune_margin: float = Field(0.05, ge=0)
     prune_from: float = Field(0.5, gt=0, le=1)
     """Pruning is considered only at curve points at least this far through training."""
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, json_schema_extra=RESUMABLE)
     """Stop proposing once this many finished trials in a row have not moved the frontier (no
     candidate of theirs changed it; a failed trial never does): running trials still finish.
     Counted over the search's ledger, so across ``--resume`` too. Default: no such stop."""
@@ -253,17 +263,17 @@ class HardwareSection(StrictModel):
 class TrialConfig(StrictModel):
     """Everything one trial needs: the fixed point of a search space."""
 
-    name: str = Field("optimix", min_length=1)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    name: str = Field("optimix", min_length=1, json_schema_extra=NOT_TRAINED)
+    seed: int = Field(0, ge=0, le=2**32 - 1, json_schema_extra=PER_MODEL)
     """Seeds data, model and sampler: below 2**32, as Optuna's samplers (numpy's RandomState)
     need it."""
     tasks: dict[str, TaskSpec]
-    mixture: MixtureConfig
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    mixture: MixtureConfig = Field(json_schema_extra=PER_MODEL)
+    model: ModelConfig = Field(default_factory=ModelConfig, json_schema_extra=AS_SHAPE)
     train: TrainConfig
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    hardware: HardwareSection | None = None
+    eval: EvalConfig = Field(default_factory=EvalConfig, json_schema_extra=PER_MODEL)
+    search: SearchConfig = Field(default_factory=SearchConfig, json_schema_extra=NOT_TRAINED)
+    hardware: HardwareSection | None = Field(None, json_schema_extra=NOT_TRAINED)
 
     @model_validator(mode="after")
     def _rare_task_known(self) -> TrialConfig:
@@ -303,6 +313,11 @@ class TrialConfig(StrictModel):
             raise KeyedError("mixture.rare", f"at their densest the rare tasks would fill {peak:.3g} of a "
                              "step's sequences: lower the shares or raise burst_duty")
         return self
+
+    @staticmethod
+    def meaning(key: str) -> FieldMeaning:
+        """What the field at dotted ``key`` means to a search (``config_base.FieldMeaning``)."""
+        return field_meaning(TrialConfig, key)
 
     def get(self, key: str) -> Any:
         """The value at a dotted key (``model.d_model``)."""

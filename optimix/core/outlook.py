@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from optimix.core.fit import PlanError
 from optimix.core.hardware import Hardware
 
+if TYPE_CHECKING:
+    from optimix.core.budget import Geometry
 
-def space_outlook(space: Any, *, hardware: Hardware, budget_flops: float | None = None,
+
+def space_outlook(space: Any, *, hardware: Hardware, geometry: Geometry, budget_flops: float | None = None,
                   workers: int | None = None, samples: int = 200, seed: int = 0) -> dict[str, Any]:
     """Cheapest and dearest trial, trials per budget, wall time and money: from the space alone.
 
     The cost of a trial is known before it runs (``search.trial_flops``); the sampler's points
     are not, so the expected cost is the mean over ``samples`` points drawn uniformly (in log
     scale for log dimensions), and the dearest is the largest over those and every corner.
+    ``geometry``: the tasks' geometry (``budget.Geometry``).
     """
     from optimix.core.budget import cheapest_flops, cost_corners, trial_flops
     from optimix.core.config import SpaceError
@@ -37,13 +41,13 @@ def space_outlook(space: Any, *, hardware: Hardware, budget_flops: float | None 
                         ((_draw(space.dimensions, rng) for _ in range(samples)), drawn)):
         for point in points:
             try:
-                out.append(trial_flops(space, point))
+                out.append(trial_flops(space, point, geometry))
             except SpaceError:
                 continue  # an invalid combination is never started by a search either
     if not drawn:
         raise PlanError("no point drawn from the space is a valid trial")
     drawn = np.array(drawn)
-    cheapest = min([cheapest_flops(space), *corners, drawn.min()])
+    cheapest = min([cheapest_flops(space, geometry), *corners, drawn.min()])
     dearest = max([*corners, drawn.max()])
     mean = float(drawn.mean())
     doc: dict[str, Any] = {

@@ -256,7 +256,7 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
     dimensions: dict[str, Dimension] = {}
     _collect_dimensions(tree, "", dimensions)
     for key in dimensions:
-        if key.split(".")[0] in ("search", "name", "hardware"):
+        if not TrialConfig.meaning(key).trains:  # searching it would train one model twice
             raise SpaceError(f"{key}: cannot be a search dimension")
     simplexes = [k for k, v in flatten_dims(tree) if v.get("dist") == "simplex"]
     if simplexes and (tree.get("search") or {}).get("sampler") == "grid":

@@ -17,11 +17,19 @@ The package holds everything that imports Ray or Optuna:
 Importing this package imports neither Ray nor Optuna; its modules do.
 """
 
-from optimix.core.budget import cheapest_flops, check_budget, trial_flops
 from optimix.search.ledger import SearchState
-from optimix.search.proposals import distributions, grid_size, grid_values, make_sampler
+from optimix.search.proposals import (
+    cheapest_flops,
+    check_budget,
+    distributions,
+    effective_key,
+    grid_size,
+    grid_values,
+    make_sampler,
+    trial_flops,
+)
 from optimix.search.run import SearchInterrupted, SearchOptions, SearchSummary, run_search
 
 __all__ = ["SearchInterrupted", "SearchOptions", "SearchState", "SearchSummary", "cheapest_flops",
-           "check_budget", "distributions", "grid_size", "grid_values", "make_sampler", "run_search",
+           "check_budget", "distributions", "effective_key", "grid_size", "grid_values", "make_sampler", "run_search",
            "trial_flops"]

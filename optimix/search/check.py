@@ -171,7 +171,7 @@ def config_key(space: Space | None, trial: LedgerTrial) -> str:
     """What ``trial`` trained: ``budget.effective_key`` (the key the searcher refuses to
     train twice) where the space is known, else the ledger's params, seed included."""
     if space is not None:
-        from optimix.core.budget import effective_key
+        from optimix.search.proposals import effective_key
 
         try:
             return effective_key(space, trial.point)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from optimix.core import faults, frontier, metrics
-from optimix.core.budget import effective_key
 from optimix.core.config import SpaceError, flatten
 from optimix.core.metrics import GROUP_KEY
 from optimix.core.space import Space
 from optimix.records import tracking
 from optimix.search.ledger import SearchState
+from optimix.search.proposals import effective_key
 from optimix.trial.train import plan_trial
 
 log = logging.getLogger(__name__)

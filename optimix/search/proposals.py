@@ -1,7 +1,9 @@
-"""Search dimensions in Optuna's terms: distributions, grid points, first points, samplers.
+"""Search dimensions in Optuna's terms: distributions, grid points, first points, samplers;
+and points priced as proposals.
 
 The one place that turns a space's dimensions into what Optuna proposes from, and what
-Optuna is told back (``optuna_value``).
+Optuna is told back (``optuna_value``); the one place the search prices a point
+(``propose``: ``optimix.core.budget`` with the tasks' geometry the trial side measures).
 """
 
 from __future__ import annotations
@@ -13,11 +15,38 @@ from typing import Any
 
 import numpy as np
 
-from optimix.core import metrics
-from optimix.core.budget import effective_key, trial_flops
+from optimix.core import budget, metrics
+from optimix.core.budget import Proposal
 from optimix.core.config import SpaceError
 from optimix.core.metrics import parse_objectives
 from optimix.core.space import Dimension, Space
+from optimix.trial.tasks import task_geometry
+
+
+def propose(space: Space, point: Mapping[str, Any]) -> Proposal:
+    """The trial at ``point``, built and priced once (``budget.propose``); ``SpaceError`` if
+    its config cannot be built."""
+    return budget.propose(space, point, task_geometry)
+
+
+def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
+    """Training FLOPs of the trial at ``point`` (``budget.trial_flops``)."""
+    return budget.trial_flops(space, point, task_geometry)
+
+
+def effective_key(space: Space, point: Mapping[str, Any]) -> str:
+    """What the trial at ``point`` trains (``budget.effective_key``)."""
+    return budget.effective_key(space, point, task_geometry)
+
+
+def cheapest_flops(space: Space) -> float:
+    """The cheapest trial the space allows (``budget.cheapest_flops``)."""
+    return budget.cheapest_flops(space, task_geometry)
+
+
+def check_budget(space: Space) -> float:
+    """The cheapest trial's FLOPs; a budget below it is refused (``budget.check_budget``)."""
+    return budget.check_budget(space, task_geometry)
 
 
 def distributions(space: Space) -> dict[str, Any]:
@@ -57,7 +86,7 @@ def expected_trials(space: Space) -> int:
     from optimix.core.hardware import resolve
     from optimix.core.outlook import space_outlook
 
-    return space_outlook(space, hardware=resolve("cpu"), samples=64)["expected"]["trials"]
+    return space_outlook(space, hardware=resolve("cpu"), geometry=task_geometry, samples=64)["expected"]["trials"]
 
 
 def startup_trials(space: Space) -> int:

@@ -29,25 +29,18 @@ import yaml
 
 import optimix.search.reaper as reaper
 from optimix.core import faults, metrics
-from optimix.core.budget import check_budget
-from optimix.core.config import SpaceError, flatten
+from optimix.core.config import SearchConfig, SpaceError, TrialConfig, flatten
 from optimix.core.metrics import parse_objectives
 from optimix.core.space import Space
 from optimix.records import tracking
 from optimix.records.mlflow_client import absolute_uri, same_store
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import SearchState, slug
-from optimix.search.proposals import grid_size
+from optimix.search.proposals import check_budget, grid_size
 from optimix.trial import hub
 
 log = logging.getLogger(__name__)
 
-# What may change on --resume: how many trials and FLOPs the search may still spend (and how
-# long it waits for the frontier to move), and how many run at a time on what. Everything else
-# changes what a trial trains or how points are chosen, and would mix two searches under one
-# parent run.
-RESUMABLE = ("search.trials", "search.budget_flops", "search.max_concurrent", "search.cpus_per_trial",
-             "search.gpus_per_trial", "search.patience")
 
 
 @dataclass
@@ -232,12 +225,18 @@ def _open_state(space, state, tracker, objectives, constraints, seed, experiment
 def _check_same_space(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:
     before, after = flatten(recorded), flatten(now)
     for key in sorted(set(before) | set(after)):
-        if key.startswith(RESUMABLE) or before.get(key) == after.get(key):
+        if TrialConfig.meaning(key).resumable or before.get(key) == after.get(key):
             continue
         was = "absent" if key not in before else repr(before[key])
         becomes = "absent" if key not in after else repr(after[key])
         raise SpaceError(f"--resume: {key} differs from the recorded search ({was} -> {becomes}); "
-                         f"only {', '.join(RESUMABLE)} may change (drop --resume for a new search)")
+                         f"only {', '.join(_resumable())} may change (drop --resume for a new search)")
+
+
+def _resumable() -> list[str]:
+    """The entries ``--resume`` may change (``FieldMeaning.resumable``)."""
+    return [f"search.{name}" for name in SearchConfig.model_fields
+            if TrialConfig.meaning(f"search.{name}").resumable]
 
 
 def _run_attempt(space, options, state, tracker, saved, objectives, seed, cheapest, started,

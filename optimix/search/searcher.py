@@ -35,8 +35,7 @@ from ray.tune import Stopper
 from ray.tune.search import Searcher
 
 from optimix.core import faults, metrics
-from optimix.core.budget import effective_key, planned_metrics, trial_flops
-from optimix.core.config import SpaceError
+from optimix.core.config import SpaceError, TrialConfig
 from optimix.core.metrics import (
     CURVE_ATTR,
     FLOPS_ATTR,
@@ -48,14 +47,16 @@ from optimix.core.metrics import (
     TRIAL_ID_ATTR,
 )
 from optimix.core.space import Space
-from optimix.search.proposals import distributions, optuna_value
+from optimix.search.proposals import (
+    distributions,
+    effective_key,
+    optuna_value,
+    propose,
+    trial_flops,
+)
 
 log = logging.getLogger(__name__)
 
-# Dimensions that may differ between the models of one stacked group (optimix.trial.stacked).
-PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.beta2",
-             "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
-             "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
 _MAX_TRIES = 50
 _AFFORDABLE_AFTER = 3  # proposals refused before a random point that fits is queued
 
@@ -212,7 +213,7 @@ class OptimixSearcher(Searcher):
         dimension that is not per-model fixed), trained stacked in the same Tune trial."""
         from optuna.trial import TrialState
 
-        fixed = {k: v for k, v in first.point.items() if not k.startswith(PER_MODEL)}
+        fixed = {k: v for k, v in first.point.items() if not TrialConfig.meaning(k).per_model}
         first.trial_id = f"{trial_id}_0"
         first.ot_trial.set_user_attr(TRIAL_ID_ATTR, first.trial_id)
         members = [first]
@@ -338,11 +339,11 @@ class OptimixSearcher(Searcher):
 def known_misses(space: Space, point: Mapping[str, Any],
                  constraints: Sequence[metrics.Constraint]) -> list[str]:
     """The ``constraints`` the trial at ``point`` misses before it runs: those on a metric
-    its plan fixes (``budget.planned_metrics``: FLOPs, tokens, parameters), which a finished
+    its plan fixes (``budget.Plan.known_metrics``: FLOPs, tokens, parameters), which a finished
     trial records as planned. Such a trial is never trained (``_infeasible``)."""
     if not constraints:
         return []
-    known = planned_metrics(space, point)
+    known = propose(space, point).plan.known_metrics()
     return [f"{c.metric} {known[c.metric]:.4g} misses {c}" for c in constraints
             if c.metric in known and c.violation(known) > 0]
 

@@ -335,8 +335,10 @@ def check_stackable(configs: Sequence[TrialConfig], plans: Sequence[Plan]) -> No
         pairs = {f"shape.{f.name}": (getattr(first_plan.shape, f.name), getattr(plan.shape, f.name))
                  for f in fields(Shape)}
         pairs["steps (train.tokens or train.flops)"] = (first_plan.steps, plan.steps)
-        for key in ("batch_size", "device", "compile", "threads"):
-            pairs[f"train.{key}"] = (getattr(first.train, key), getattr(config.train, key))
+        for key in TrainConfig.model_fields:  # the loop's own settings, shared by every model
+            meaning = TrialConfig.meaning(f"train.{key}")
+            if not (meaning.per_model or meaning.length):
+                pairs[f"train.{key}"] = (getattr(first.train, key), getattr(config.train, key))
         for key, (a, b) in pairs.items():
             if a != b:
                 raise ValueError(f"run_stacked: every config must have the same {key}; "

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from optimix.core.budget import Plan, plan
 from optimix.core.config import TrainConfig, TrialConfig
 from optimix.trial import card
-from optimix.trial.model import Shape, shape_for
 from optimix.trial.monitor import (  # the trial's records and device check, re-exported from here
     CurvePoint,
     OnEval,
@@ -28,34 +27,16 @@ from optimix.trial.monitor import (  # the trial's records and device check, re-
     eval_steps,
     resolve_device,
 )
-from optimix.trial.tasks import TaskSet, cached_tasks
+from optimix.trial.tasks import TaskSet, cached_tasks, geometry_of, task_geometry
 
 __all__ = ["CurvePoint", "OnEval", "Plan", "Status", "TrialResult", "eval_steps", "lr_at",
            "plan_trial", "resolve_device", "run_trial", "save_model"]
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a trial will cost, known before it runs (the search's budget uses it)."""
-
-    shape: Shape
-    steps: int
-    tokens: int
-    train_flops: float
-
-
 def plan_trial(config: TrialConfig, taskset: TaskSet | None = None) -> Plan:
-    """Shape, steps, tokens and FLOPs of a trial, without training (task data is cached)."""
-    taskset = taskset or cached_tasks(config)
-    n_ctx = taskset.seq_len
-    shape = shape_for(config.model, taskset.vocab.size, n_ctx)
-    tokens_per_step = config.train.batch_size * n_ctx
-    if config.train.tokens is not None:
-        steps = max(1, math.ceil(config.train.tokens / tokens_per_step))
-    else:
-        steps = max(1, math.floor(config.train.flops / (shape.train_flops_per_token * tokens_per_step)))
-    tokens = steps * tokens_per_step
-    return Plan(shape, steps, tokens, shape.train_flops_per_token * tokens)
+    """Shape, steps, tokens and FLOPs of a trial (``budget.plan``), from its built tasks when
+    given, else from their geometry (``task_geometry``: measured once per task config)."""
+    return plan(config, geometry_of(taskset) if taskset is not None else task_geometry(config))
 
 
 def lr_at(step: int, total: int, train: TrainConfig) -> float:
