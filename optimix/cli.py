@@ -304,7 +304,7 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
             if used:
                 raise SpaceError(f"{used[0]}: reads recorded trials; SPACE plans before a search (drop one)")
             loaded, section = _plan_space(space)
-            from optimix.trial.tasks import task_geometry
+            from optimix.trial.train import task_geometry
 
             doc = planner.space_outlook(loaded, hardware=hw.resolve(hardware, section), geometry=task_geometry,
                                         budget_flops=budget_flops, workers=workers, seed=seed)
@@ -370,7 +370,8 @@ def _register(record, tracking_uri: str | None, name: str, trial_run: str | None
         version = serving.register(client, trial.run_id, name)
     except ValueError as err:
         raise SpaceError(str(err)) from None
-    values = ", ".join(f"{m}={trial.metrics[m]:.3g}" for m, _ in record.objectives if m in trial.metrics)
+    values = ", ".join(f"{o.metric}={trial.metrics[o.metric]:.3g}" for o in record.objectives
+                       if o.metric in trial.metrics)
     click.echo(f"registered {name!r} version {version.version}: run {trial.run_id} ({trial.name}; {values})")
     click.echo(f"serve it:  mlflow models serve -m models:/{name}/{version.version} --env-manager local")
 

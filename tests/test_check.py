@@ -23,7 +23,7 @@ from test_search import tiny_space_tree
 
 from optimix.cli import main as cli_main
 from optimix.core import frontier
-from optimix.core.metrics import final_metrics
+from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.records.records import RunRecord
 from optimix.search import check, check_record
@@ -332,7 +332,7 @@ def ledger_trial(trial_id: str, status: str = "ok", flops: float = 100.0, seed: 
 def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None = None,
               budget: str = "", **kw) -> Record:
     """A record in which MLflow agrees with ``trials`` (frontier tags as recomputed)."""
-    objectives = [("acc/facts", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/facts:max,train_flops:min")
     state_dir = Path("/s/tiny/1")
     parent = RunRecord("P", "FINISHED", True,
                  tags={"optimix.role": "search", "optimix.state_dir": str(state_dir),
@@ -346,7 +346,7 @@ def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None
                           "optimix.core.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
                           "optimix.pareto_steps": "[]"},
                     params={k: str(v) for k, v in t.params.items()},
-                    metrics=(final_metrics(t.entry["result"]) if t.status in ("ok", "pruned")
+                    metrics=(t.entry.final_metrics() if t.status in ("ok", "pruned")
                              else {"train_flops": t.train_flops})) for t in first]
     if optuna_trials is None:
         state = {"ok": "COMPLETE", "pruned": "PRUNED"}

@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from optimix.cli import main as cli_main
 from optimix.core import frontier, metrics
 from optimix.core.config import SpaceError
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
 
@@ -120,18 +122,18 @@ def test_violation_is_optuna_style_and_strict_bounds_miss_on_equality():
         metrics.Constraint("acc/a", ">=", 0.2), metrics.Constraint("params", "<", 1e6)]
 
 
-def entry(trial_id: str, flops: float, acc: float, background: float) -> dict:
+def entry(trial_id: str, flops: float, acc: float, background: float) -> LedgerEntry:
     result = {"train_flops": flops, "params": 1.0, "non_embedding_params": 1.0, "tokens": 1.0,
               "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0, "steps": 10,
               "accuracy": {"facts": acc, "background": background}, "loss": {"facts": 1.0, "background": 1.0},
               "curve": [{"step": 5, "tokens": 0.5, "train_flops": flops / 2, "train_loss": 2.0,
                          "accuracy": {"facts": acc / 2, "background": background / 2},
                          "loss": {"facts": 1.0, "background": 1.0}}]}
-    return {"trial_id": trial_id, "status": "ok", "result": result}
+    return LedgerEntry(trial_id=trial_id, status="ok", result=result)
 
 
 def test_a_candidate_that_misses_a_constraint_is_never_on_the_frontier():
-    objectives = [("acc/facts", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/facts:max,train_flops:min")
     entries = [entry("small", 1e9, 0.9, 0.1), entry("large", 1e10, 0.95, 0.5)]
     free = {(c.trial_id, c.final) for c in frontier.front(frontier.candidates(entries, objectives), objectives)}
     assert ("small", True) in free and ("small", False) in free
@@ -253,12 +255,12 @@ def test_a_proposal_known_to_miss_a_constraint_is_recorded_infeasible_without_tr
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_search(build_space(tree([rule], sampler="random")), SearchOptions(
         tracking_uri=uri, storage_path=str(tmp_path / "runs"), experiment="pre"))
-    trials = {e["point"]["model.d_model"]: e for e in SearchState(Path(summary.state_dir)).trials()}
-    assert trials[16]["status"] == "ok" and trials[16]["result"]["train_flops"] > 0
+    trials = {e.point["model.d_model"]: e for e in SearchState(Path(summary.state_dir)).trials()}
+    assert trials[16].status == "ok" and trials[16].train_flops > 0
     infeasible = trials[64]
-    assert infeasible["status"] == "infeasible" and infeasible["result"]["train_flops"] == 0.0
-    assert infeasible["error"].startswith(f"infeasible before training: {metric} ")
-    assert infeasible["node"] is None and infeasible["result"]["steps"] == 0  # no worker ran it
-    assert summary.spent_flops == trials[16]["result"]["train_flops"] and summary.ok == 1
+    assert infeasible.status == "infeasible" and infeasible.result["train_flops"] == 0.0
+    assert infeasible.error.startswith(f"infeasible before training: {metric} ")
+    assert infeasible.node is None and infeasible.result["steps"] == 0  # no worker ran it
+    assert summary.spent_flops == trials[16].train_flops and summary.ok == 1
     cli_main(["check", "--tracking-uri", uri, "--experiment", "pre", "--storage-path", str(tmp_path / "runs")])
     assert capsys.readouterr().out.strip().endswith(": no violations")

@@ -17,6 +17,7 @@ import pytest
 from optimix.cli import main as cli_main
 from optimix.core import fit, metrics
 from optimix.core import hardware as hw
+from optimix.core.metrics import parse_objectives_tag
 from optimix.plan import plan, validate, verify
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
@@ -301,14 +302,14 @@ def test_trials_without_a_frequency_spread_still_get_the_observed_answer():
 
 
 def test_choose_metric():
-    objectives = [("acc/facts", "max"), ("acc/copy", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/facts:max,acc/copy:max,train_flops:min")
     assert plan.choose_metric(objectives, ["facts"], {"acc/facts", "acc/copy"}) == "acc/facts"
     assert plan.choose_metric(objectives, ["other"], {"acc/facts"}) == "acc/facts"
     assert plan.choose_metric(objectives, ["facts"], {"acc/copy"}, task="copy") == "acc/copy"
     with pytest.raises(plan.PlanError, match="--task: no trial recorded acc/nope"):
         plan.choose_metric(objectives, ["facts"], {"acc/facts"}, task="nope")
     with pytest.raises(plan.PlanError, match="no accuracy objective"):
-        plan.choose_metric([("train_flops", "min"), ("loss/facts", "min")], ["facts"], {"acc/facts"})
+        plan.choose_metric(parse_objectives_tag("train_flops:min,loss/facts:min"), ["facts"], {"acc/facts"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +349,7 @@ def test_bad_hardware_sections(section, words):
 def test_space_outlook_counts_trials_and_costs(tmp_path, capsys):
     from optimix.core.space import load_space
     from optimix.search import cheapest_flops, trial_flops
-    from optimix.trial.tasks import task_geometry
+    from optimix.trial.train import task_geometry
 
     space = load_space(QUICKSTART)
     doc = plan.space_outlook(space, hardware=hw.PROFILES["cpu"], geometry=task_geometry, budget_flops=3e12)
@@ -419,7 +420,7 @@ def fake_search(monkeypatch):
     """``load_search`` answering from memory: the CLI path without an MLflow store."""
     from optimix.records import records
 
-    state = {"records": quickstart_trials(), "objectives": [("acc/facts", "max"), ("train_flops", "min")]}
+    state = {"records": quickstart_trials(), "objectives": parse_objectives_tag("acc/facts:max,train_flops:min")}
 
     def load(uri, experiment, run_id=None, storage_path=None):
         if experiment == "missing":

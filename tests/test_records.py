@@ -16,6 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from optimix.core.entry import LedgerEntry
 from optimix.search import SearchState
 from optimix.search.ledger import LedgerError
 
@@ -80,8 +81,8 @@ class Search:
     def state(self) -> SearchState:
         return SearchState.latest(self.storage, "records")
 
-    def trials(self) -> list[dict]:
-        return [e for e in self.state().entries() if "trial_id" in e]
+    def trials(self) -> list[LedgerEntry]:
+        return [LedgerEntry.from_json(e) for e in self.state().entries() if "trial_id" in e]
 
     def wait_for_trials(self, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -111,15 +112,15 @@ class Search:
         return parents[0]
 
 
-def points_of(trials: list[dict]) -> list[tuple]:
-    return [tuple(sorted(t["point"].items())) for t in trials]
+def points_of(trials: list[LedgerEntry]) -> list[tuple]:
+    return [tuple(sorted(t.point.items())) for t in trials]
 
 
 def assert_clean(search: Search, trials: int) -> None:
     done = search.check()
     assert done.returncode == 0, done.stdout + done.stderr
     found = search.trials()
-    assert len(found) == trials, [t["trial_id"] for t in found]
+    assert len(found) == trials, [t.trial_id for t in found]
     assert len(set(points_of(found))) == trials  # every point once
     assert "RUNNING" not in {t.state.name for t in search.study().trials}
 
@@ -190,7 +191,7 @@ def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_pat
     done = search.run()
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(search.uri)
-    (deleted, deleted_run), (purged, purged_run) = [(t["trial_id"], t["run_id"]) for t in search.state().trials()[:2]]
+    (deleted, deleted_run), (purged, purged_run) = [(t.trial_id, t.run_id) for t in search.state().trials()[:2]]
     client.delete_run(deleted_run)
     client.delete_run(purged_run)
     gc = subprocess.run([str(Path(OPTIMIX).parent / "mlflow"), "gc", "--backend-store-uri", search.uri,
@@ -205,7 +206,7 @@ def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_pat
                              timeout=240, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (elsewhere / "mlflow.db").exists()
-    runs = {t["trial_id"]: t["run_id"] for t in search.state().trials()}
+    runs = {t.trial_id: t.run_id for t in search.state().trials()}
     assert runs[deleted] == deleted_run and client.get_run(deleted_run).info.lifecycle_stage == "active"
     assert runs[purged] != purged_run and client.get_run(runs[purged]).info.status == "FINISHED"
     assert_clean(search, 3)
@@ -252,7 +253,7 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
     done = search.run("--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_clean(search, 5)
-    assert {t["trial_id"] for t in kept} <= {t["trial_id"] for t in search.trials()}
+    assert {t.trial_id for t in kept} <= {t.trial_id for t in search.trials()}
     assert search.parent().info.status == "FINISHED"
 
 
@@ -285,7 +286,7 @@ def test_a_worker_that_dies_is_tried_once_more_and_recorded_once(tmp_path):
         kill_sessions([proc.pid], grace_s=3.0)
     assert proc.returncode == 0, err[-3000:]
     trials = search.trials()
-    assert len(trials) == 3 and all(t["status"] == "ok" for t in trials), trials
+    assert len(trials) == 3 and all(t.status == "ok" for t in trials), trials
     assert_clean(search, 3)
 
 
@@ -338,9 +339,9 @@ def test_every_reported_metric_can_be_an_objective(tmp_path, ray_session):
     assert summary.ok == 2
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
-    by_id = {e["trial_id"]: e for e in state.trials()}
+    by_id = {e.trial_id: e for e in state.trials()}
     for t in complete:
-        assert t.values[1] == pytest.approx(by_id[t.user_attrs["optimix.trial_id"]]["result"]["wall_s"])
+        assert t.values[1] == pytest.approx(by_id[t.user_attrs["optimix.trial_id"]].result["wall_s"])
 
 
 def test_a_grid_of_stacked_trials_runs_every_point_once(tmp_path, ray_session):
@@ -367,7 +368,7 @@ def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_pat
     summary, state, _ = _in_process(tmp_path, tree)
     grid = {(f, d) for f in (0.05, 0.1, 0.2, 0.4) for d in (16, 32)}
     trials = state.trials()
-    ran = {(t["point"]["mixture.rare_freq"], t["point"]["model.d_model"]) for t in trials}
+    ran = {(t.point["mixture.rare_freq"], t.point["model.d_model"]) for t in trials}
     assert ran <= grid and len(ran) == len(trials) >= 2  # grid points only, each once
     left = tree["search"]["budget_flops"] - summary.spent_flops
     assert left >= 0
@@ -383,10 +384,10 @@ def test_a_crashed_worker_is_charged_what_it_trained_not_its_plan(tmp_path, ray_
     tree["train"]["fault"] = "exit"  # the worker process dies at its first step, twice
     summary, state, study = _in_process(tmp_path, tree)
     [trial] = state.trials()
-    assert trial["status"] == "failed"
-    planned = trial_flops(build_space(tree), trial["point"])
-    assert trial["result"]["train_flops"] < planned
-    assert summary.spent_flops == trial["result"]["train_flops"]
+    assert trial.status == "failed"
+    planned = trial_flops(build_space(tree), trial.point)
+    assert trial.result["train_flops"] < planned
+    assert summary.spent_flops == trial.result["train_flops"]
     assert [t.state.name for t in study.trials] == ["FAIL"]
 
 
@@ -596,12 +597,12 @@ def test_a_search_recorded_before_these_records_resumes_and_is_checked(tmp_path)
     search = Search.__new__(Search)
     search.root, search.space, search.uri = tmp_path, tmp_path / "space.yaml", f"sqlite:///{db}"
     search.storage, search.env = tmp_path / "runs", base_env()
-    before = {t["trial_id"] for t in SearchState.latest(search.storage, "before").trials()}
+    before = {t.trial_id for t in SearchState.latest(search.storage, "before").trials()}
 
     done = search.run("--resume", "--trials", "5", "--experiment", "before")
     assert done.returncode == 0, done.stderr[-3000:]
     trials = SearchState.latest(search.storage, "before").trials()
-    assert len(trials) == 5 and before <= {t["trial_id"] for t in trials}
+    assert len(trials) == 5 and before <= {t.trial_id for t in trials}
     assert len(set(points_of(trials))) == 4  # the old repeat stays; nothing new repeats it
     check = subprocess.run([OPTIMIX, "check", "--experiment", "before", "--tracking-uri", search.uri,
                             "--storage-path", str(search.storage)], capture_output=True, text=True,

@@ -346,8 +346,8 @@ def test_samplers_learn_from_constraints_with_several_objectives(sampler, object
     """Told as a search tells them (``searcher.tell``), outcomes with an outcome constraint
     reach each sampler that takes constraints, past its first points: Optuna's GPSampler takes
     constraints with several objectives only from Optuna 4.5 on (4.4 refuses them)."""
-    from optimix.core.metrics import parse_constraints, parse_objectives
-    from optimix.search.searcher import tell
+    from optimix.core.entry import LedgerEntry
+    from optimix.search.study import tell
 
     tree = space_tree(sampler)
     tree["search"].update(objectives=objectives, constraints=["acc/copy >= 0.5"], startup_trials=3)
@@ -355,10 +355,7 @@ def test_samplers_learn_from_constraints_with_several_objectives(sampler, object
     if sampler == "auto":  # the sampler the auto pick gives a small search
         assert make_sampler(space, 0).__class__.__name__ == (
             "FrontierSampler" if len(objectives) == 2 else "GPSampler")
-    pairs = [(o.metric, o.mode) for o in parse_objectives(space.base)]
-    constraints = parse_constraints(space.base)
-    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for _, m in pairs],
-                                sampler=make_sampler(space, 0))
+    study = optuna.create_study(directions=space.spec.directions, sampler=make_sampler(space, 0))
     dists = distributions(space)
     for i in range(5):
         trial = study.ask(dists)
@@ -368,6 +365,6 @@ def test_samplers_learn_from_constraints_with_several_objectives(sampler, object
         result = {"train_flops": flops, "params": 1e4, "non_embedding_params": 1e4, "tokens": 1e4,
                   "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1e4,
                   "accuracy": {"facts": i / 5, "copy": 0.7 if wide else 0.2}, "loss": {}}
-        tell(study, trial, {"trial_id": str(i), "status": "ok", "result": result}, pairs, constraints)
+        tell(study, trial, LedgerEntry(trial_id=str(i), status="ok", result=result), space.spec)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [optuna.trial.TrialState.COMPLETE] * 5

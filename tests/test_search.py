@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from optimix.cli import main as cli_main
 from optimix.core.config import SpaceError
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import SearchSpec, parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
 
@@ -267,23 +269,23 @@ def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
 def test_an_interrupted_trial_is_queued_again_once(tmp_path):
     from optuna.distributions import FloatDistribution
 
-    from optimix.search.searcher import reconcile
+    from optimix.search.study import reconcile
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(0))
     first = study.ask({"x": FloatDistribution(0, 1)})  # left RUNNING by a killed driver
-    reconcile(study, storage, [], [("x", "max")])
+    reconcile(study, storage, [], SearchSpec(tuple(parse_objectives_tag("x:max"))))
     assert study.trials[first.number].state.name == "FAIL"
     rerun = study.ask({"x": FloatDistribution(0, 1)})  # the queued point comes first
     assert rerun.params == first.params
-    reconcile(study, storage, [], [("x", "max")])  # the rerun interrupted too: not queued a third time
+    reconcile(study, storage, [], SearchSpec(tuple(parse_objectives_tag("x:max"))))  # the rerun interrupted too: not queued a third time
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
 
 
 def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_says(tmp_path):
     from optuna.distributions import FloatDistribution
 
-    from optimix.search.searcher import reconcile
+    from optimix.search.study import reconcile
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
@@ -292,8 +294,8 @@ def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_say
     result = {"train_flops": 100.0, "params": 10, "non_embedding_params": 5, "tokens": 50, "wall_s": 1.0,
               "train_s": 0.5, "tokens_per_s": 100.0, "accuracy": {"facts": 0.5}, "loss": {"facts": 1.0},
               "curve": [], "steps": 4, "planned_steps": 4}
-    entry = {"trial_id": "t1", "status": "ok", "result": result}
-    reconcile(study, storage, [entry], [("acc/facts", "max"), ("train_flops", "min")])
+    entry = LedgerEntry(trial_id="t1", status="ok", result=result)
+    reconcile(study, storage, [entry], SearchSpec(tuple(parse_objectives_tag("acc/facts:max,train_flops:min"))))
     [done] = study.trials
     assert done.state.name == "COMPLETE" and done.values == [0.5, 2.0]  # FLOPs in log10
     assert len(study.trials) == 1  # not queued again: it finished

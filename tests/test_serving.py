@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from test_search import tiny_space_tree
 
+from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
 
@@ -254,7 +255,7 @@ def test_register_on_a_frontier_of_curve_points_only_says_why_and_how(tmp_path):
 
     trials = [TrialRecord(f"run-{i}", str(i), "ok", False, {}, {"acc/facts": 0.5, "train_flops": 1e9},
                           pareto_steps=[1] if i == 0 else []) for i in range(2)]
-    record = SearchRecord("parent", "tiny", [("acc/facts", "max"), ("train_flops", "min")], trials)
+    record = SearchRecord("parent", "tiny", parse_objectives_tag("acc/facts:max,train_flops:min"), trials)
     with pytest.raises(ValueError) as err:
         serving.pick_trial(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), record, None)
     said = str(err.value)

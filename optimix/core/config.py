@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optimix.core.config_base import (
     AS_SHAPE,
@@ -191,8 +191,19 @@ class EvalConfig(StrictModel):
 
 
 class Objective(StrictModel):
+    """What a search optimises: a metric and its direction (``acc/facts:max``), parsed once
+    from ``search.objectives`` (``metrics.SearchSpec``) and carried as this type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     metric: str
     mode: Literal["min", "max"]
+
+    @property
+    def maximize(self) -> bool:
+        return self.mode == "max"
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{self.mode}"
 
 
 class SearchConfig(StrictModel):

@@ -10,7 +10,7 @@ cheap end of the frontier as well as its own final point. A candidate says which
 
 Curve points stand in for a final result only where every objective is known at them:
 accuracies, losses and the cost counts (``train_flops``, ``tokens``, ``params``), not the
-timings. Pure: ledger entries (dicts) in, candidates out; no Ray, MLflow or torch.
+timings. Pure: ledger entries (``LedgerEntry``) in, candidates out; no Ray, MLflow or torch.
 
 A frontier row (``row``) is what ``optimix frontier --json`` lists, what the search summary
 prints and what MLflow's frontier artifact holds: one builder for all of them. A listing shows
@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from optimix.core import pareto
+from optimix.core.config import Objective
+from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import (
     OK,
     PRUNED,
@@ -52,44 +54,44 @@ class Candidate:
     metrics: Mapping[str, float]
 
 
-def candidates(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+def candidates(entries: Iterable[LedgerEntry], objectives: Sequence[Objective],
                curve: bool = True, constraints: Sequence[Constraint] = ()) -> list[Candidate]:
-    """Candidates from ledger entries (``trial_id``, ``status``, ``result``).
+    """Candidates from ledger entries (their ``trial_id``, ``status``, ``result``).
 
     An ``ok`` trial gives its final result and, with ``curve``, each earlier curve point; a
     ``pruned`` trial gives its curve points only (it has no final result). Failed and
     infeasible trials give nothing, and neither does a result or curve point that misses one
     of the search's ``constraints``.
     """
-    curve = curve and curve_usable([*objectives, *((c.metric, "") for c in constraints)])
+    curve = curve and curve_usable([*(o.metric for o in objectives), *(c.metric for c in constraints)])
     out = [c for c in _all_candidates(entries, curve) if not missed(constraints, c.metrics)]
     return out
 
 
-def _all_candidates(entries: Iterable[Mapping[str, Any]], curve: bool) -> list[Candidate]:
+def _all_candidates(entries: Iterable[LedgerEntry], curve: bool) -> list[Candidate]:
     out = []
     for e in entries:
-        result = e["result"]
+        result = e.result
         steps = int(result.get("planned_steps") or result.get("steps") or 0)
-        if e["status"] == OK:
-            out.append(Candidate(e["trial_id"], int(result.get("steps", steps)), steps, True,
+        if e.status == OK:
+            out.append(Candidate(e.trial_id, int(result.get("steps", steps)), steps, True,
                                  final_metrics(result)))
-        if not curve or e["status"] not in (OK, PRUNED):
+        if not curve or e.status not in (OK, PRUNED):
             continue
         for point in result.get("curve", []):
-            if e["status"] == OK and int(point["step"]) >= int(result.get("steps", steps)):
+            if e.status == OK and int(point["step"]) >= int(result.get("steps", steps)):
                 continue  # the final result itself
-            out.append(Candidate(e["trial_id"], int(point["step"]), steps, False,
+            out.append(Candidate(e.trial_id, int(point["step"]), steps, False,
                                  point_metrics(result, point)))
     return out
 
 
-def values(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
-    rows = [[c.metrics.get(m, math.nan) for m, _ in objectives] for c in cands]
+def values(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> np.ndarray:
+    rows = [[c.metrics.get(o.metric, math.nan) for o in objectives] for c in cands]
     return np.array(rows, dtype=float).reshape(len(cands), len(objectives))
 
 
-def front(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> list[Candidate]:
+def front(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> list[Candidate]:
     """The non-dominated candidates, in ``pareto.frontier_order``.
 
     Final results follow ``optimix.core.pareto``'s rule (identical rows never dominate each other,
@@ -101,7 +103,7 @@ def front(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> 
     if not cands:
         return []
     vals = values(cands, objectives)
-    order = [int(i) for i in pareto.frontier_order(vals, [d for _, d in objectives])]
+    order = [int(i) for i in pareto.frontier_order(vals, [o.mode for o in objectives])]
     finals = {tuple(vals[i]) for i in order if cands[i].final}
     first_curve: dict[tuple, int] = {}
     for i in order:
@@ -114,7 +116,7 @@ def front(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]) -> 
     return [cands[i] for i in order if cands[i].final or i in keep]
 
 
-def membership(cands: Sequence[Candidate], objectives: Sequence[tuple[str, str]]
+def membership(cands: Sequence[Candidate], objectives: Sequence[Objective]
                ) -> dict[str, tuple[bool, list[int]]]:
     """Per trial on the frontier: (its final result is on it, its curve steps that are)."""
     out: dict[str, tuple[bool, list[int]]] = {}
@@ -139,15 +141,16 @@ def hypervolume(cands: Sequence[Candidate], accuracy: str, reference_flops: floa
 
 
 def dominated_at_equal_flops(metrics: Mapping[str, float], cands: Iterable[Candidate],
-                             objectives: Sequence[tuple[str, str]], margin: float) -> bool:
+                             objectives: Sequence[Objective], margin: float) -> bool:
     """Whether a point is beaten, at no more FLOPs, by some candidate by more than ``margin``
     in every objective other than FLOPs (the multi-fidelity stopping rule)."""
-    others = [(m, d) for m, d in objectives if m != "train_flops"]
+    others = [o for o in objectives if o.metric != "train_flops"]
     flops = metrics["train_flops"]
     for c in cands:
         if c.metrics.get("train_flops", math.inf) > flops:
             continue
-        if all(_better(c.metrics.get(m, math.nan), metrics.get(m, math.nan), d, margin) for m, d in others):
+        if all(_better(c.metrics.get(o.metric, math.nan), metrics.get(o.metric, math.nan), o.mode, margin)
+               for o in others):
             return True
     return False
 
@@ -161,7 +164,7 @@ def _better(a: float, b: float, direction: str, margin: float) -> bool:
 
 
 def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], params: float,
-        point: Mapping[str, Any], objectives: Sequence[tuple[str, str]] | None = None,
+        point: Mapping[str, Any], objectives: Sequence[Objective] | None = None,
         final: bool = True, step: int | None = None, steps: int | None = None,
         trial_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """One frontier row: a trial's final result (``final``) or its learning-curve point at ``step``.
@@ -179,13 +182,13 @@ def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], pa
         out["step"] = step
     if steps is not None:
         out["steps"] = steps
-    out.update(metrics if objectives is None else {m: metrics.get(m) for m, _ in objectives})
+    out.update(metrics if objectives is None else {o.metric: metrics.get(o.metric) for o in objectives})
     out["params"] = params
     out["point"] = dict(point)
     return out
 
 
-def tied(rows: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+def tied(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective],
          identity: Mapping[str, Hashable], order: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows with ties listed once: the final results of trials that share an effective config
     (``identity``, by trial id; a trial without one ties with none) and every objective's value
@@ -203,7 +206,7 @@ def tied(rows: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]
         if not r.get("final", True):
             slots.append([(i, r)])
             continue
-        values = tuple(_tie_value(r.get(m)) for m, _ in objectives)
+        values = tuple(_tie_value(r.get(o.metric)) for o in objectives)
         key = (identity.get(r["trial_id"], ("trial", r["trial_id"])), values)
         if key not in groups:
             groups[key] = []
@@ -240,7 +243,7 @@ def recorded_order(trials: Iterable[Any]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def recorded_row(trial: Any, objectives: Sequence[tuple[str, str]] | None = None,
+def recorded_row(trial: Any, objectives: Sequence[Objective] | None = None,
                  step: int | None = None) -> dict[str, Any]:
     """``row`` of a trial read back from MLflow (``records.TrialRecord``): its final result,
     or its learning-curve point at ``step``."""
@@ -250,7 +253,7 @@ def recorded_row(trial: Any, objectives: Sequence[tuple[str, str]] | None = None
                final=step is None, step=step)
 
 
-def recorded_rows(trials: Iterable[Any], objectives: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+def recorded_rows(trials: Iterable[Any], objectives: Sequence[Objective]) -> list[dict[str, Any]]:
     """The frontier of a recorded search: the final results on it (``tied``: by the trials'
     params), then its curve points."""
     trials = list(trials)
@@ -264,7 +267,7 @@ def recorded_rows(trials: Iterable[Any], objectives: Sequence[tuple[str, str]]) 
 # Has the frontier stopped moving?
 
 
-def front_values(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+def front_values(entries: Iterable[LedgerEntry], objectives: Sequence[Objective],
                  curve: bool = True, constraints: Sequence[Constraint] = ()) -> frozenset[tuple[float, ...]]:
     """The objective values of ``front(candidates(entries, ...))`` as a set: where the
     frontier is, whichever of several tied candidates stands for a point."""
@@ -272,7 +275,7 @@ def front_values(entries: Iterable[Mapping[str, Any]], objectives: Sequence[tupl
     return frozenset(tuple(float(x) for x in v) for v in values(cands, objectives))
 
 
-def since_moved(entries: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]],
+def since_moved(entries: Sequence[LedgerEntry], objectives: Sequence[Objective],
                 curve: bool = True, constraints: Sequence[Constraint] = ()) -> int:
     """Finished trials since the last one that moved the frontier; all of them if none did.
 

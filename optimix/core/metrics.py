@@ -113,8 +113,9 @@ def curve_metric(metric: str) -> bool:
     return metric.startswith((ACC, LOSS)) or metric in COUNTS
 
 
-def curve_usable(objectives: Sequence[tuple[str, str]]) -> bool:
-    return all(curve_metric(m) for m, _ in objectives)
+def curve_usable(names: Iterable[str]) -> bool:
+    """Whether every metric in ``names`` is known at a learning-curve point."""
+    return all(curve_metric(m) for m in names)
 
 
 def _task_metrics(accuracy: Mapping[str, float], losses: Mapping[str, float]) -> dict[str, float]:
@@ -150,17 +151,17 @@ def curve_values(point: Mapping[str, Any]) -> dict[str, float]:
 # Objectives
 
 
-def objectives_tag(objectives: Iterable[tuple[str, str]]) -> str:
+def objectives_tag(objectives: Iterable[Objective]) -> str:
     """The ``optimix.objectives`` tag: ``acc/facts:max,train_flops:min``."""
-    return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
+    return ",".join(map(str, objectives))
 
 
-def parse_objectives_tag(text: str) -> list[tuple[str, str]]:
-    pairs = []
+def parse_objectives_tag(text: str) -> list[Objective]:
+    out = []
     for part in filter(None, text.split(",")):
         metric, _, mode = part.rpartition(":")
-        pairs.append((metric, mode))
-    return pairs
+        out.append(Objective(metric=metric, mode=mode))
+    return out
 
 
 _AGGREGATE = re.compile(r"^(acc|loss)/(mean|min|max)(?:\(([^()]*)\)|\.(.+))$")
@@ -244,20 +245,23 @@ def parse_objectives(config: TrialConfig) -> list[Objective]:
         why = _unknown(config, objective.metric)
         if why:
             raise SpaceError(f"search.objectives.{i}: {why}")
-    _check_search_fits(config, [(o.metric, o.mode) for o in out])
+    _check_search_fits(config, out)
     return out
 
 
-def _check_search_fits(config: TrialConfig, pairs: list[tuple[str, str]]) -> None:
+MIN_FLOPS = Objective(metric="train_flops", mode="min")
+
+
+def _check_search_fits(config: TrialConfig, objectives: list[Objective]) -> None:
     """What the search settings need of the objectives."""
     search = config.search
     if search.stack > 1 and search.prune != "none":
         raise SpaceError("search.stack: stacked trials cannot be pruned one by one; "
                          "set search.prune: none or search.stack: 1")
-    if search.sampler == "frontier" and (len(pairs) != 2 or ("train_flops", "min") not in pairs):
+    if search.sampler == "frontier" and (len(objectives) != 2 or MIN_FLOPS not in objectives):
         raise SpaceError("search.sampler: 'frontier' needs two objectives, one of them train_flops:min")
-    if search.prune == "dominated" and (
-            ("train_flops", "min") not in pairs or len(pairs) < 2 or not curve_usable(pairs)):
+    if search.prune == "dominated" and (MIN_FLOPS not in objectives or len(objectives) < 2
+                                        or not curve_usable(o.metric for o in objectives)):
         raise SpaceError("search.prune: 'dominated' needs the objectives train_flops:min and "
                          "accuracies, losses or cost counts (known at every curve point)")
 
@@ -322,6 +326,31 @@ def parse_constraints(config: TrialConfig) -> list[Constraint]:
             raise SpaceError(f"search.constraints.{i}: {why}")
         out.append(constraint)
     return out
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What a search optimises and requires, parsed once from its space (``Space.spec``) and
+    carried as these types everywhere."""
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...] = ()
+
+    @classmethod
+    def of(cls, config: TrialConfig) -> SearchSpec:
+        """``search.objectives`` and ``search.constraints`` of ``config``; ``SpaceError`` naming
+        the entry that is wrong."""
+        return cls(tuple(parse_objectives(config)), tuple(parse_constraints(config)))
+
+    @property
+    def quality(self) -> Objective | None:
+        """The first objective that is not ``train_flops`` (what the frontier sampler models)."""
+        return next((o for o in self.objectives if o.metric != "train_flops"), None)
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's study directions, one per objective."""
+        return ["maximize" if o.maximize else "minimize" for o in self.objectives]
 
 
 def constraints_tag(constraints: Iterable[Constraint]) -> str:

@@ -23,7 +23,6 @@ def space_outlook(space: Any, *, hardware: Hardware, geometry: Geometry, budget_
     The cost of a trial is known before it runs (``search.trial_flops``); the sampler's points
     are not, so the expected cost is the mean over ``samples`` points drawn uniformly (in log
     scale for log dimensions), and the dearest is the largest over those and every corner.
-    ``geometry``: the tasks' geometry (``budget.Geometry``).
     """
     from optimix.core.budget import cheapest_flops, cost_corners, trial_flops
     from optimix.core.config import SpaceError

@@ -40,7 +40,7 @@ from optimix.core.config import (
     validated,
 )
 from optimix.core.data_paths import check_revision, local_path
-from optimix.core.metrics import parse_constraints, parse_objectives
+from optimix.core.metrics import SearchSpec
 
 # ---------------------------------------------------------------------------------------------
 # Search dimensions
@@ -188,6 +188,8 @@ class Space:
     dimensions: dict[str, Dimension]
     tree: dict[str, Any] = field(repr=False)
     """The resolved YAML (after overrides), dimensions included: logged as an artifact."""
+    spec: SearchSpec = field(repr=False)
+    """The objectives and constraints, parsed once (``build_space``)."""
     source: str = ""
 
     @property
@@ -263,13 +265,13 @@ def build_space(tree: Mapping[str, Any], overrides: list[str] | tuple[str, ...] 
         raise SpaceError(f"{simplexes[0]}: the grid sampler cannot walk a simplex; choose another sampler")
     middles = {k: d.middle() for k, d in dimensions.items()}
     base = _validate_at(tree, middles)
-    parse_objectives(base)  # objectives and constraints are checked whole here, once: a search
-    parse_constraints(base)  # that starts has nothing left to refuse in them
+    spec = SearchSpec.of(base)  # objectives and constraints parsed whole here, once: a search
+    # that starts has nothing left to refuse in them, and carries them as ``space.spec``
     # Type-check every dimension across its range: the error names the dimension's key.
     for key, dim in dimensions.items() if ranges else ():
         for value in dim.candidates():
             _validate_at(tree, {**middles, key: value})
-    return Space(base=base, dimensions=dimensions, tree=tree)
+    return Space(base=base, dimensions=dimensions, tree=tree, spec=spec)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from optimix.core.config import Objective
 from optimix.core.fit import PlanError, TrialTable
 
 
-def choose_metric(objectives: Iterable[tuple[str, str]], rare_tasks: Iterable[str],
+def choose_metric(objectives: Iterable[Objective], rare_tasks: Iterable[str],
                   recorded: Iterable[str], task: str | None = None) -> str:
     """The accuracy metric to plan for: ``acc/TASK``, else the search's rare-task objective.
 
@@ -25,7 +26,7 @@ def choose_metric(objectives: Iterable[tuple[str, str]], rare_tasks: Iterable[st
         if f"acc/{task}" not in recorded:
             raise PlanError(f"--task: no trial recorded acc/{task} (tasks: {', '.join(tasks) or 'none'})")
         return f"acc/{task}"
-    accs = [m for m, mode in objectives if m.startswith("acc/") and mode == "max"]
+    accs = [o.metric for o in objectives if o.metric.startswith("acc/") and o.maximize]
     if not accs:
         raise PlanError("the search has no accuracy objective (acc/<task>:max): name the task with --task")
     for rare in rare_tasks:

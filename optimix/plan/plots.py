@@ -15,11 +15,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optimix.core import frontier, metrics
+from optimix.core.config import Objective
+from optimix.core.entry import LedgerEntry
 
 
-def axes_for(objectives: Sequence[tuple[str, str]]) -> tuple[str, str]:
+def axes_for(objectives: Sequence[Objective]) -> tuple[str, str]:
     """(x, y): the cost objective on x (FLOPs if named), the first other objective on y."""
-    names = [m for m, _ in objectives]
+    names = [o.metric for o in objectives]
     cost = next((m for m in names if m in ("train_flops", "params", "tokens")), names[-1])
     other = next((m for m in names if m != cost), cost)
     return cost, other
@@ -34,7 +36,7 @@ def plot_row(row: Mapping[str, Any], *, pareto: bool, config: Mapping[str, Any])
             "rare_freq": float(config.get("mixture.rare_freq", math.nan))}
 
 
-def rows_from_records(trials: Sequence[Any], objectives: Sequence[tuple[str, str]]) -> list[dict]:
+def rows_from_records(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[dict]:
     """Plot rows of a recorded search (``records.TrialRecord``): each ok trial's final result
     (tied ones once, by their params), plus the learning-curve points on the frontier."""
     rows = ([plot_row(frontier.recorded_row(t), pareto=t.pareto, config=t.params)
@@ -45,32 +47,32 @@ def rows_from_records(trials: Sequence[Any], objectives: Sequence[tuple[str, str
     return frontier.tied(rows, objectives, identity, frontier.recorded_order(trials))
 
 
-def rows_from_entries(entries: Sequence[Mapping[str, Any]],
+def rows_from_entries(entries: Sequence[LedgerEntry],
                       membership: Mapping[str, tuple[bool, list[int]]],
                       curve_points: Sequence[frontier.Candidate] = (),
-                      objectives: Sequence[tuple[str, str]] = (),
+                      objectives: Sequence[Objective] = (),
                       identity: Mapping[str, Any] | None = None) -> list[dict]:
     """Plot rows of a search's ledger entries: each ok trial's final result, plus the
     learning-curve points on the frontier (``curve_points``). Final results tied in
     ``identity`` (by trial id; else the entries' params) and every objective are one row;
     without ``objectives``, none are."""
-    by_trial = {e["trial_id"]: e for e in entries}
+    by_trial = {e.trial_id: e for e in entries}
 
-    def entry_row(e: Mapping[str, Any], metrics: Mapping[str, Any], step: int | None = None) -> dict:
-        return frontier.row(trial_id=e["trial_id"], run_id=e["run_id"], name=e["name"],
-                            metrics=metrics, params=e["result"]["params"], point=e["point"],
+    def entry_row(e: LedgerEntry, metrics: Mapping[str, Any], step: int | None = None) -> dict:
+        return frontier.row(trial_id=e.trial_id, run_id=e.run_id, name=e.name,
+                            metrics=metrics, params=e.result["params"], point=e.point,
                             final=step is None, step=step)
 
-    rows = [plot_row(entry_row(e, metrics.final_metrics(e["result"])),
-                     pareto=membership.get(e["trial_id"], (False, []))[0], config=e["params"])
-            for e in entries if e["status"] == frontier.OK]
+    rows = [plot_row(entry_row(e, e.final_metrics()),
+                     pareto=membership.get(e.trial_id, (False, []))[0], config=e.params)
+            for e in entries if e.status == frontier.OK]
     for point in curve_points:
         e = by_trial[point.trial_id]
-        rows.append(plot_row(entry_row(e, point.metrics, point.step), pareto=True, config=e["params"]))
+        rows.append(plot_row(entry_row(e, point.metrics, point.step), pareto=True, config=e.params))
     if not objectives:
         return rows
     if identity is None:
-        identity = {e["trial_id"]: frontier.params_identity(e["params"]) for e in entries}
+        identity = {e.trial_id: frontier.params_identity(e.params) for e in entries}
     return frontier.tied(rows, objectives, identity)
 
 
@@ -130,12 +132,12 @@ def rare_map(rows: Sequence[Mapping[str, Any]], quality: str) -> bytes | None:
     return buf.getvalue()
 
 
-def frontier_plots(rows: Sequence[Mapping[str, Any]], objectives) -> dict[str, bytes]:
+def frontier_plots(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> dict[str, bytes]:
     """``frontier.png`` and ``frontier.html`` (the first quality objective against the cost);
     with more than two objectives, one more PNG per other objective (``frontier_<n>.png``),
     each marking the n-dimensional frontier's points (a staircase would misdraw it)."""
     x, y = axes_for(objectives)
-    others = [m for m, _ in objectives if m not in (x, y)]
+    others = [o.metric for o in objectives if o.metric not in (x, y)]
     grid = rare_map(rows, y) if y.startswith(metrics.ACC) else None
     extra = {"rare_map.png": grid} if grid else {}
     if not others:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optimix.core.config import Objective
 from optimix.core.metrics import (
     CURVE,
     MET,
@@ -74,7 +75,7 @@ class TrialRecord:
 class SearchRecord:
     run_id: str
     experiment: str
-    objectives: list[tuple[str, str]]
+    objectives: list[Objective]
     trials: list[TrialRecord] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     picked: str = ""

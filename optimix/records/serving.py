@@ -78,7 +78,7 @@ def pick_trial(client, record, run: str | None):
             raise ValueError(f"--run: run {found[0].run_id} kept no MLflow model (search.save_models: "
                              "frontier keeps the frontier's, all keeps every trial's)")
         return found[0]
-    metric, direction = record.objectives[0]
+    metric, direction = record.objectives[0].metric, record.objectives[0].mode
     on = [t for t in trials if t.status == "ok" and t.pareto and metric in t.metrics]
     on.sort(key=lambda t: t.metrics[metric], reverse=direction == "max")
     for trial in on:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimix.core import faults, metrics
 from optimix.core.config import flatten as flatten  # imported from here elsewhere
+from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import (  # noqa: F401 (imported from here elsewhere too)
     BUDGET,
     CONSTRAINTS,
@@ -163,7 +164,7 @@ class Tracker:
         runs = self._tries()(f"looking up trial {trial_id}", lambda: self._trial_runs(parent_id, trial_id))
         return _first_terminated(runs)
 
-    def log_trial(self, parent_id: str, record: Mapping[str, Any], with_model: bool = False) -> str:
+    def log_trial(self, parent_id: str, record: LedgerEntry, with_model: bool = False) -> str:
         """One complete child run for a finished trial (idempotent by ``trial_id``).
 
         A terminated child of the trial is returned as it is; a half-made one is deleted and
@@ -171,7 +172,7 @@ class Tracker:
         shape actually built (with ``model.params`` set, the ``model.d_model`` etc. entries are
         not what ran).
         """
-        trial_id = record["trial_id"]
+        trial_id = record.trial_id
         what = f"trial {trial_id}"
         tries = self._tries()
         runs = tries(f"looking up {what}", lambda: self._trial_runs(parent_id, trial_id))
@@ -183,8 +184,8 @@ class Tracker:
             self._delete(tries, run.info.run_id, what)
         # The run is created when the trial has finished: date it from when the trial began.
         now = _now_ms()
-        started_ms = now - int(1000 * float(record["result"].get("wall_s") or 0.0))
-        run_id = self._create_run(tries, f"the run of {what}", record["name"], _trial_tags(parent_id, record),
+        started_ms = now - int(1000 * float(record.result.get("wall_s") or 0.0))
+        run_id = self._create_run(tries, f"the run of {what}", record.name, _trial_tags(parent_id, record),
                                   started_ms, lambda: self._trial_runs(parent_id, trial_id))
         try:
             self._fill_trial_run(tries, run_id, record, now, with_model)
@@ -193,13 +194,13 @@ class Tracker:
             raise
         return run_id
 
-    def _fill_trial_run(self, tries: Tries, run_id: str, record: Mapping[str, Any], now: int,
+    def _fill_trial_run(self, tries: Tries, run_id: str, record: LedgerEntry, now: int,
                         with_model: bool) -> None:
         """Params, metrics, curve and model of a trial's new run; terminating it comes last:
         from then on the run counts as logged."""
-        what, status, result = f"trial {record['trial_id']}", record["status"], record["result"]
+        what, status, result = f"trial {record.trial_id}", record.status, record.result
         shape = {f"shape.{k}": v for k, v in result.get("shape", {}).items()}
-        send_items(self.client, tries, run_id, _params({**record["params"], **shape}), f"the params of {what}")
+        send_items(self.client, tries, run_id, _params({**record.params, **shape}), f"the params of {what}")
         faults.kill_at("mid_mlflow")
         if status in (OK, PRUNED):
             final = metrics.final_metrics(result)
@@ -208,8 +209,8 @@ class Tracker:
         send_items(self.client, tries, run_id, _metrics(final, now), f"the metrics of {what}")
         send_items(self.client, tries, run_id, _curve(result.get("curve", []), now),
                    f"the learning curve of {what}")
-        if with_model and record.get("model_dir"):
-            self._log_model(tries, run_id, record["model_dir"], what)
+        if with_model and record.model_dir:
+            self._log_model(tries, run_id, record.model_dir, what)
         tries(f"finishing the run of {what}", lambda: self.client.set_terminated(
             run_id, "FINISHED" if status in (OK, PRUNED) else "FAILED"))
 
@@ -358,17 +359,16 @@ EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_deve
 empty GenAI traces page."""
 
 
-def _trial_tags(parent_id: str, record: Mapping[str, Any]) -> dict[str, str]:
-    tags = {ROLE: "trial", PARENT: parent_id, TRIAL_ID: record["trial_id"], STATUS: record["status"],
+def _trial_tags(parent_id: str, record: LedgerEntry) -> dict[str, str]:
+    tags = {ROLE: "trial", PARENT: parent_id, TRIAL_ID: record.trial_id, STATUS: record.status,
             PARETO: "false", PARETO_STEPS: "[]"}
-    if record.get("error"):
-        tags[ERROR] = record["error"][:4000]
-    if record.get("node"):
-        tags[NODE] = record["node"]
-    if record.get("missed") is not None:  # the search has outcome constraints
-        tags[MET] = "false: " + "; ".join(record["missed"]) if record["missed"] else "true"
-    if record.get("point") is not None:
-        tags[POINT] = json.dumps(record["point"])
+    if record.error:
+        tags[ERROR] = record.error[:4000]
+    if record.node:
+        tags[NODE] = record.node
+    if record.missed is not None:  # the search has outcome constraints
+        tags[MET] = "false: " + "; ".join(record.missed) if record.missed else "true"
+    tags[POINT] = json.dumps(record.point)
     return tags
 
 

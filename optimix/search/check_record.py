@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from optimix.core import metrics
-from optimix.core.config import SpaceError
+from optimix.core.config import Objective, SpaceError
+from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
 from optimix.core.space import Space
 from optimix.records.mlflow_client import TrackingError, resolve_uri
@@ -74,16 +75,15 @@ class LedgerTrial:
     point: dict[str, Any]
     params: dict[str, Any]
     train_flops: float
-    entry: Mapping[str, Any]
+    entry: LedgerEntry
     """The whole line (``frontier.candidates`` reads its ``result``)."""
 
     @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> LedgerTrial:
-        result = entry.get("result") or {}
-        return cls(trial_id=str(entry["trial_id"]), status=entry.get("status", ""),
-                   name=entry.get("name", ""), point=dict(entry.get("point") or {}),
-                   params=dict(entry.get("params") or {}),
-                   train_flops=float(result.get("train_flops", 0.0)), entry=entry)
+    def from_entry(cls, line: Mapping[str, Any]) -> LedgerTrial:
+        """A trial line of the ledger (checked by ``ledger.parse_line``)."""
+        entry = LedgerEntry.from_json(line)
+        return cls(trial_id=entry.trial_id, status=entry.status, name=entry.name, point=entry.point,
+                   params=entry.params, train_flops=entry.train_flops, entry=entry)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class Record:
         return self.state.get("parent_run_id") or (self.parents[0].run_id if len(self.parents) == 1 else None)
 
     @property
-    def objectives(self) -> list[tuple[str, str]]:
+    def objectives(self) -> list[Objective]:
         if self.parent is None:
             return []
         return metrics.parse_objectives_tag(self.parent.tags.get(metrics.OBJECTIVES, ""))

@@ -81,7 +81,7 @@ def check_metrics(record: Record, trials: Sequence[LedgerTrial], flight: set[str
         run = runs.get(t.trial_id)
         if run is None or t.trial_id in flight:
             continue
-        want = {k: v for k, v in metrics.final_metrics(t.entry["result"]).items() if k != "train_flops"}
+        want = {k: v for k, v in t.entry.final_metrics().items() if k != "train_flops"}
         wrong = [f"{k} {run.metrics[k]:.6g} (the ledger: {v:.6g})" for k, v in want.items()
                  if k in run.metrics and not _same(run.metrics[k], v)]
         complete = t.status in (metrics.OK, metrics.PRUNED) and run.status in metrics.TERMINATED

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from optimix.core.budget import TaskGeometry
 from optimix.core.config import (
     ArithmeticTask,
     DatasetTask,
@@ -170,25 +169,7 @@ def build_tasks(config: TrialConfig) -> TaskSet:
 
 _CACHE: dict[str, TaskSet] = {}
 _CACHE_SIZE = 8
-_GEOMETRY: dict[str, TaskGeometry] = {}
-
-
-def task_geometry(config: TrialConfig) -> TaskGeometry:
-    """The vocabulary size and sequence length of ``config``'s tasks, measured once per task
-    config (``cached_tasks``'s key) and kept: what pricing a trial needs of its data
-    (``optimix.core.budget.Geometry``), so a search prices proposals without building any."""
-    key = _cache_key(config)
-    if key not in _GEOMETRY:
-        _GEOMETRY[key] = geometry_of(cached_tasks(config))
-    return _GEOMETRY[key]
-
-
-def geometry_of(taskset: TaskSet) -> TaskGeometry:
-    return TaskGeometry(vocab_size=taskset.vocab.size, seq_len=taskset.seq_len)
-
-
-def _cache_key(config: TrialConfig) -> str:
-    return config.model_dump_json(include={"tasks", "eval", "seed"})
+TASK_FIELDS = {"tasks", "eval", "seed"}  # what a trial's task data depends on
 
 
 def cached_tasks(config: TrialConfig) -> TaskSet:
@@ -197,7 +178,7 @@ def cached_tasks(config: TrialConfig) -> TaskSet:
     Task data depends only on these fields, never on the mixture or model, so every trial
     of a search that varies those reuses one ``TaskSet`` in a reused worker.
     """
-    key = _cache_key(config)
+    key = config.model_dump_json(include=TASK_FIELDS)
     if key not in _CACHE:
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))

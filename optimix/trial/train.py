@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimix.core.budget import Plan, plan
+from optimix.core.budget import Plan, TaskGeometry, plan
 from optimix.core.config import TrainConfig, TrialConfig
 from optimix.trial import card
 from optimix.trial.monitor import (  # the trial's records and device check, re-exported from here
@@ -27,10 +27,27 @@ from optimix.trial.monitor import (  # the trial's records and device check, re-
     eval_steps,
     resolve_device,
 )
-from optimix.trial.tasks import TaskSet, cached_tasks, geometry_of, task_geometry
+from optimix.trial.tasks import TASK_FIELDS, TaskSet, cached_tasks
 
-__all__ = ["CurvePoint", "OnEval", "Plan", "Status", "TrialResult", "eval_steps", "lr_at",
-           "plan_trial", "resolve_device", "run_trial", "save_model"]
+__all__ = ["CurvePoint", "OnEval", "Plan", "Status", "TrialResult", "eval_steps", "geometry_of", "lr_at",
+           "plan_trial", "resolve_device", "run_trial", "save_model", "task_geometry"]
+
+
+_GEOMETRY: dict[str, TaskGeometry] = {}
+
+
+def task_geometry(config: TrialConfig) -> TaskGeometry:
+    """The vocabulary size and sequence length of ``config``'s tasks, measured once per task
+    config (``tasks.TASK_FIELDS``) and kept: what pricing a trial needs of its data
+    (``optimix.core.budget.Geometry``), so a search prices proposals without building any."""
+    key = config.model_dump_json(include=TASK_FIELDS)
+    if key not in _GEOMETRY:
+        _GEOMETRY[key] = geometry_of(cached_tasks(config))
+    return _GEOMETRY[key]
+
+
+def geometry_of(taskset: TaskSet) -> TaskGeometry:
+    return TaskGeometry(vocab_size=taskset.vocab.size, seq_len=taskset.seq_len)
 
 
 def plan_trial(config: TrialConfig, taskset: TaskSet | None = None) -> Plan:
