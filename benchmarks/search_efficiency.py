@@ -172,7 +172,7 @@ class Replayed:
         return self._append(trial_id, point, {"status": metrics.INFEASIBLE, "error": reason, "train_flops": 0.0})
 
     def record_lost(self, trial_id: str, train_flops: float) -> None:
-        self.budget.charge(train_flops, lost=True)
+        self.budget.charge_lost(train_flops)
 
     def out_of_patience(self) -> bool:
         return False
@@ -182,7 +182,7 @@ class Replayed:
 
         entry = LedgerEntry(trial_id=trial_id, index=len(self.entries), status=metrics.record_status(doc["status"]),
                             point=dict(point), result=doc)
-        self.budget.charge(entry.train_flops)
+        self.budget.charge(entry)
         self.entries.append(entry)
         return entry
 

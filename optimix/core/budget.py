@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from optimix.core.config import SpaceError, TrialConfig, flatten
+from optimix.core.entry import LedgerEntry
 from optimix.core.shape import Shape, shape_for
 from optimix.core.space import Dimension, Space
 
@@ -195,15 +196,14 @@ class Budget:
     reserved: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_ledger(cls, limit: float | None, cheapest: float, trial_flops: Iterable[float],
-                    lost_flops: Iterable[float]) -> Budget:
-        """The budget of a search whose ledger records ``trial_flops`` (finished trials) and
-        ``lost_flops`` (interrupted attempts)."""
+    def from_ledger(cls, limit: float | None, cheapest: float, trials: Iterable[LedgerEntry],
+                    lost_flops: float = 0.0) -> Budget:
+        """The budget of a search whose ledger records ``trials`` (finished) and ``lost_flops``
+        (its interrupted attempts)."""
         budget = cls(limit, cheapest)
-        for flops in trial_flops:
-            budget.charge(flops)
-        for flops in lost_flops:
-            budget.charge(flops, lost=True)
+        for entry in trials:
+            budget.charge(entry)
+        budget.charge_lost(lost_flops)
         return budget
 
     def left(self) -> float:
@@ -221,9 +221,15 @@ class Budget:
     def release(self, slot: str) -> None:
         self.reserved.pop(slot, None)
 
-    def charge(self, flops: float, lost: bool = False) -> None:
-        """What a trial spent (finished) or an attempt spent before it was stopped (``lost``)."""
-        if lost:
-            self.lost += float(flops)
-        else:
-            self.spent += float(flops)
+    def charge(self, entry: LedgerEntry) -> None:
+        """A finished trial, as its ledger line is written: what it trained."""
+        self.spent += entry.train_flops
+
+    def charge_lost(self, flops: float) -> None:
+        """An attempt stopped before it finished: its compute, with no result."""
+        self.lost += float(flops)
+
+    def over(self, tolerance: float = 0.0) -> bool:
+        """Whether what was spent (``spent`` and ``lost``) exceeds the limit by more than
+        ``tolerance`` of it."""
+        return self.limit is not None and self.spent + self.lost > self.limit * (1 + tolerance)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optimix.core import metrics
+from optimix.core.budget import Budget
 from optimix.core.metrics import FLOPS_ATTR
 from optimix.records import tracking
 from optimix.records.records import RunRecord
@@ -48,7 +49,8 @@ def check_flops(record: Record, trials: Sequence[LedgerTrial], flight: set[str])
             out.append(Violation("flops-optuna", f"Optuna trial #{ot.number} (trial {t.trial_id}) "
                                                  f"records {FLOPS_ATTR} {ot.train_flops:.6g}, the "
                                                  f"ledger has {t.train_flops:.6g}"))
-    spent = sum(t.train_flops for t in trials)
+    budget = Budget.from_ledger(record.budget_flops, 0.0, [t.entry for t in trials], record.interrupted_flops)
+    spent = budget.spent
     if record.parent is not None and not record.running:
         logged = record.parent.metrics.get("spent_flops")
         if logged is None:
@@ -58,12 +60,11 @@ def check_flops(record: Record, trials: Sequence[LedgerTrial], flight: set[str])
         elif not _close(logged, spent):
             out.append(Violation("flops-parent", f"parent run {record.parent.run_id} logged spent_flops "
                                                  f"{logged:.6g}, the ledger's total is {spent:.6g}"))
-    budget = record.budget_flops
-    if budget is not None and spent + record.interrupted_flops > budget * (1 + REL_TOL):
+    if budget.over(REL_TOL):
         last = trials[-1].trial_id if trials else "-"
-        lost = f" (+{record.interrupted_flops:.6g} in interrupted attempts)" if record.interrupted_flops else ""
+        lost = f" (+{budget.lost:.6g} in interrupted attempts)" if budget.lost else ""
         out.append(Violation("flops-budget", f"the ledger's trials spent {spent:.6g} FLOPs{lost}, over "
-                                             f"the budget of {budget:.6g} (last trial {last})"))
+                                             f"the budget of {budget.limit:.6g} (last trial {last})"))
     return out
 
 

@@ -153,7 +153,7 @@ class Driver:
     def _append(self, entry: LedgerEntry) -> LedgerEntry:
         faults.kill_at("before_ledger")
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
-        self.budget.charge(entry.train_flops)
+        self.budget.charge(entry)
         self.entries.append(entry)
         self._count_moves()
         return entry
@@ -182,7 +182,7 @@ class Driver:
         """An attempt stopped before it finished (an interruption): no result, but its compute
         counts against the budget (``{"interrupted": ...}`` ledger lines)."""
         self.state.append_interrupted(trial_id, train_flops)
-        self.budget.charge(train_flops, lost=True)
+        self.budget.charge_lost(train_flops)
 
     def finished(self, trial_id: str) -> None:
         self.running.pop(trial_id, None)

@@ -200,8 +200,8 @@ class SearchRun:
         """This attempt: the ledger's trials taken up, Tune run, the end recorded."""
         self.state.repair()
         entries = self.state.trials()
-        self.budget = Budget.from_ledger(self.space.base.search.budget_flops, cheapest,
-                                         (e.train_flops for e in entries), [self.state.lost_flops()])
+        self.budget = Budget.from_ledger(self.space.base.search.budget_flops, cheapest, entries,
+                                         self.state.lost_flops())
         self.driver = Driver(self.space, self.state, self.tracker, self.record.parent_run_id, self.budget,
                              self.proposals, self.options.progress)
         self.driver.replay(entries)
