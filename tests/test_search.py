@@ -144,7 +144,7 @@ def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_
     assert len(entries) == len(record.ledger) == 4
     bad = entries[json.dumps({"mixture.delivery": "bursts", "mixture.rare_freq": 0.2}, sort_keys=True)]
     assert bad.status == "infeasible" and bad.train_flops == 0
-    assert bad.entry["error"] == ("mixture.burst_duty: 0.1 is below rare_freq=0.2: a burst cannot carry "
+    assert bad.entry.error == ("mixture.burst_duty: 0.1 is below rare_freq=0.2: a burst cannot carry "
                                   "more than all of its sequences")
     assert sorted(t.status for t in record.ledger) == ["infeasible", "ok", "ok", "ok"]
     run = next(r for r in record.children if r.trial_id == bad.trial_id)
