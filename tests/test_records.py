@@ -535,12 +535,12 @@ def ledger_line(trial_id: str, status: str = "ok", **result) -> dict:
 
 def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
     state = SearchState(tmp_path)
-    state.append(ledger_line("a"))
+    state.append(LedgerEntry.from_json(ledger_line("a")))
     with open(state.ledger, "a") as f:
         f.write('{"trial_id": "b", "n"')  # killed mid-write
-    state.append(ledger_line("c"))
-    assert state.ledger.read_text().splitlines() == [json.dumps(ledger_line("a")),
-                                                     json.dumps(ledger_line("c"))]
+    state.append(LedgerEntry.from_json(ledger_line("c")))
+    assert state.ledger.read_text().splitlines() == [json.dumps(LedgerEntry.from_json(ledger_line(t)).to_json())
+                                                     for t in "ac"]
     assert state.repair() == 0
     with open(state.ledger, "a") as f:
         f.write('{"trial_id": "d"')
@@ -562,10 +562,10 @@ def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
 ], ids=["null", "list", "torn-inside", "unknown", "flops-text", "status", "accuracy", "run-id", "negative"])
 def test_a_malformed_ledger_line_is_one_line_naming_the_file_the_line_and_the_fault(tmp_path, line, problem):
     state = SearchState(tmp_path)
-    state.append(ledger_line("a"))
+    state.append(LedgerEntry.from_json(ledger_line("a")))
     with open(state.ledger, "a") as f:
         f.write(line + "\n")
-    state.append(ledger_line("c"))
+    state.append(LedgerEntry.from_json(ledger_line("c")))
     with pytest.raises(LedgerError) as err:
         state.entries()
     assert str(err.value).startswith(f"{state.ledger}: {problem}") and "\n" not in str(err.value)
