@@ -3,7 +3,7 @@
 Each run is one trial of ``search_spaces/study_reproduction.yaml`` (batches of 128 x 7 tokens,
 AdamW, one torch thread, ``train.threads: 1`` as the search's trials get) with ``model.params``
 set per size and a short ``train.tokens``. Its rate is the trial's own ``train_flops / train_s``
-(``optimix.monitor``: batch generation included, evaluation excluded). Two ways, interleaved in
+(``optimix.trial.monitor``: batch generation included, evaluation excluded). Two ways, interleaved in
 every repeat, the order of sizes reversed every other repeat so drift on the shared host hits
 all sizes alike:
 
@@ -14,7 +14,7 @@ all sizes alike:
 Also a one-thread fp32 matmul rate (1024 x 1024 x 1024), the core's practical peak, as the GPU
 anchors (``docs/anchors``) measure a card's; the ``cpu`` profile's MFU table is against it.
 
-The ``cpu`` profile (``optimix/hardware.py``) takes the ``alone`` medians: a device-hour is an
+The ``cpu`` profile (``optimix/core/hardware.py``) takes the ``alone`` medians: a device-hour is an
 hour of one core given to the trial. ``paired`` says what each of two trials at once gets on
 this VM, whose two vCPUs need not give two cores' throughput.
 
@@ -52,8 +52,8 @@ MODES = ("alone", "paired")
 
 def one_trial(target_params: int, tokens: int) -> dict:
     """One trial in this worker process (one torch thread, set by the trial from train.threads)."""
-    from optimix.space import load_space
-    from optimix.train import run_trial
+    from optimix.core.space import load_space
+    from optimix.trial.train import run_trial
 
     config = load_space(SPACE, [f"model.params={target_params}", f"train.tokens={tokens}",
                                 "train.threads=1", "eval.size=100"]).base
@@ -118,8 +118,8 @@ def table(runs: dict) -> list[dict]:
 
 
 def profile_from(doc: dict, mode: str):
-    """A cpu profile built the way ``optimix.hardware``'s is, from this run's medians."""
-    from optimix.hardware import Hardware
+    """A cpu profile built the way ``optimix.core.hardware``'s is, from this run's medians."""
+    from optimix.core.hardware import Hardware
 
     peak = doc["matmul_flops_per_s"]
     points = tuple((row["params"], min(1.0, row[f"{mode}_flops_per_s"] / peak)) for row in doc["rates"])
@@ -143,7 +143,7 @@ def reproduction() -> list[dict]:
 
 def check(doc: dict) -> list[dict]:
     """Predicted over measured seconds, per reproduction size, for each profile compared."""
-    from optimix import hardware as hw
+    from optimix.core import hardware as hw
 
     sizes = reproduction()
     profiles = {
@@ -222,7 +222,7 @@ def main() -> None:
     doc["check_note"] = (
         "predicted / measured train_s per size of docs/reproduction/results.csv (held out: not used to "
         "build any profile). Its 18 trials a size ran two at a time (search.max_concurrent 2, one core "
-        "and one torch thread each) on this 2-core VM, under load. cpu: optimix.hardware's profile (the "
+        "and one torch thread each) on this 2-core VM, under load. cpu: optimix.core.hardware's profile (the "
         "alone medians of the committed run); before: the one rate it had, 33.7 GFLOP/s at every size; "
         "this run: profiles built from this run's alone or paired medians.")
     show(doc)

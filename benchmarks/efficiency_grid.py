@@ -34,8 +34,8 @@ def grid_csv(space: Path) -> Path:
 
 def run_grid(space: Path, workdir: Path) -> tuple[list[dict], float]:
     """Every grid point of ``space`` once; the ledger's trial entries and the wall time."""
+    from optimix.core.space import load_space
     from optimix.search.proposals import grid_size
-    from optimix.space import load_space
 
     n = grid_size(load_space(space, ["search.sampler=grid"]))
     cmd = [sys.executable, "-m", "optimix.cli", "search", str(space.resolve()),
@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("spaces", nargs="+", type=Path)
     args = parser.parse_args()
-    from optimix.space import load_space
+    from optimix.core.space import load_space
 
     for space in args.spaces:
         loaded = load_space(space)

@@ -14,7 +14,7 @@ locked", and the test suite's independent frontier (``frontier_by_hand``) equal 
 
 Cases (``--cases``):
 
-- ``kill``: ``OPTIMIX_KILL_AT=POINT:N`` for every point of ``optimix.faults.POINTS``, N drawn
+- ``kill``: ``OPTIMIX_KILL_AT=POINT:N`` for every point of ``optimix.core.faults.POINTS``, N drawn
   with ``random.Random`` from the visits an uninterrupted search makes (one per trial; the
   frontier-tag point ``mid_tags`` only where two or more runs' tags change at once: 1..2,
   and a search that never got there is killed at it in a ``--resume``, which retags every
@@ -78,7 +78,7 @@ from fault_workdir import (  # noqa: E402
     wait_for,
 )
 
-from optimix.faults import POINTS  # noqa: E402
+from optimix.core.faults import POINTS  # noqa: E402
 
 from cluster_fixtures import mlflow_server  # noqa: E402
 from mlflow_proxy import FaultyProxy  # noqa: E402

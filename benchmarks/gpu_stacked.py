@@ -1,4 +1,4 @@
-"""K small models trained together (``optimix.stacked.run_stacked``) against one eager trial.
+"""K small models trained together (``optimix.trial.stacked.run_stacked``) against one eager trial.
 
 A model under 5M parameters cannot fill a GPU: one eager trial spends its step on kernel
 launches and Python. This measures what stacking buys, on one GPU, in one process:
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import torch
 
-from optimix.config import TrialConfig
-from optimix.space import load_space
-from optimix.stacked import run_stacked
-from optimix.train import TrialResult, plan_trial, run_trial
+from optimix.core.config import TrialConfig
+from optimix.core.space import load_space
+from optimix.trial.stacked import run_stacked
+from optimix.trial.train import TrialResult, plan_trial, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()

@@ -5,7 +5,7 @@ Runs ``run_trial`` (no Ray) on ``search_spaces/gpu.yaml`` twice: with bf16 autoc
 (so compilation and warm-up are left out). MFU divides achieved training FLOPs/s by a bf16
 matmul rate measured on the same GPU (8192^3 products), under two FLOP counts:
 
-- optimix's count (``optimix.flops``: matmuls incl. the output projection, attention
+- optimix's count (``optimix.core.flops``: matmuls incl. the output projection, attention
   scores at full n_ctx, no embedding lookup);
 - the anchors' count (6 N per token with N = all parameters, embeddings included, plus
   12 L d T attention), for comparison with ``docs/anchors``.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from optimix.space import load_space
-from optimix.tasks import build_tasks
-from optimix.train import plan_trial, run_trial
+from optimix.core.space import load_space
+from optimix.trial.tasks import build_tasks
+from optimix.trial.train import plan_trial, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from optimix import fit, plan, validate
-from optimix import hardware as hw
+from optimix.core import fit
+from optimix.core import hardware as hw
+from optimix.plan import plan, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

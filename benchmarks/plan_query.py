@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optimix import plan
-from optimix.hardware import PROFILES
+from optimix.core.hardware import PROFILES
+from optimix.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 1.0

@@ -28,11 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from optimix import hardware as hw
-from optimix import plan, verify
-from optimix.fit import PlanError
-from optimix.mlflow_client import TrackingError, redact_uri, resolve_uri
-from optimix.records import load_search
+from optimix.core import hardware as hw
+from optimix.core.fit import PlanError
+from optimix.plan import plan, verify
+from optimix.records.mlflow_client import TrackingError, redact_uri, resolve_uri
+from optimix.records.records import load_search
 
 
 def main() -> None:

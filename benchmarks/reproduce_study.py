@@ -7,7 +7,7 @@ falls with model size as a power law, ``f_thres ~ M^-s`` with s measured 1.15 (p
 
 Every trial runs through ``optimix search`` (grid sampler, in-process Ray, MLflow in SQLite)
 in a work folder outside the repository, and is read back from MLflow with
-``optimix.records.load_search``. Three searches:
+``optimix.records.records.load_search``. Three searches:
 
 - ``primary`` (``search_spaces/study_reproduction.yaml``): rare fact recall against a
   Zipf background; sizes x frequencies x seeds -> ``docs/reproduction/results.csv``.
@@ -105,8 +105,8 @@ def space_overrides(args: argparse.Namespace, experiment: str) -> list[str]:
 
 
 def primary_grid(key: str, overrides: list[str] = ()) -> list[Any]:
+    from optimix.core.space import load_space
     from optimix.search import grid_values
-    from optimix.space import load_space
 
     space = load_space(PRIMARY_SPACE, list(overrides))
     return grid_values(key, space.dimensions[key])
@@ -115,8 +115,8 @@ def primary_grid(key: str, overrides: list[str] = ()) -> list[Any]:
 def run_search(space_path: Path, experiment: str, overrides: list[str], workdir: Path,
                resume: bool) -> dict:
     """``optimix search`` as a user runs it; returns what the run took (wall time, load)."""
+    from optimix.core.space import load_space
     from optimix.search import grid_size
-    from optimix.space import load_space
 
     space = load_space(space_path, overrides)
     trials = grid_size(space)
@@ -164,9 +164,9 @@ def tracking_uri(workdir: Path) -> str:
 
 def collect(space_path: Path, experiment: str, overrides: list[str], workdir: Path) -> list[dict]:
     """Every trial of the experiment's latest search, read back from MLflow, one row each."""
-    from optimix.records import load_search
-    from optimix.space import load_space
-    from optimix.train import plan_trial
+    from optimix.core.space import load_space
+    from optimix.records.records import load_search
+    from optimix.trial.train import plan_trial
 
     space = load_space(space_path, overrides)
     record = load_search(tracking_uri(workdir), experiment)
@@ -274,7 +274,7 @@ def analyze(out: Path, runs: dict) -> dict:
         ok = [r for r in rows if r["status"] == "ok"]
         p, mirror = None, {}
         if MODADD_SPACE.exists():
-            from optimix.space import load_space
+            from optimix.core.space import load_space
 
             p = next(t.p for t in load_space(MODADD_SPACE).base.tasks.values() if t.kind == "modadd")
             overrides = runs.get(modadd.stem, {}).get("overrides", [])

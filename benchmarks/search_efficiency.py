@@ -15,7 +15,7 @@ and ``TPESampler``, each over ``--seeds``.
 
 Score: the hypervolume of the frontier in (accuracy up, log10 FLOPs down), bounded by
 accuracy 0 (0.5 for ``compare``'s chance level is not subtracted) and the dearest grid
-trial's FLOPs (``optimix.frontier.hypervolume``), as a share of the full grid's hypervolume.
+trial's FLOPs (``optimix.core.frontier.hypervolume``), as a share of the full grid's hypervolume.
 Budgets: ``--budgets`` fractions of the grid's total FLOPs.
 
     python benchmarks/search_efficiency.py [--spaces benchmarks/spaces/*.yaml] [--seeds 0 1 2 3 4]
@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from efficiency_grid import grid_csv  # noqa: E402
 
-from optimix import frontier, metrics  # noqa: E402
-from optimix.config import SpaceError  # noqa: E402
-from optimix.space import Space, load_space  # noqa: E402
+from optimix.core import frontier, metrics  # noqa: E402
+from optimix.core.config import SpaceError  # noqa: E402
+from optimix.core.space import Space, load_space  # noqa: E402
 
 HELD_OUT = ["facts_sizes", "caesar_params", "modadd_width", "isoflop", "compare_four"]
 DEV = ["dev/quickstart", "dev/efficiency_second"]
@@ -98,7 +98,7 @@ class Table:
         return tuple(out)
 
     def _shape(self, point: dict[str, Any]):
-        from optimix.train import plan_trial
+        from optimix.trial.train import plan_trial
 
         return plan_trial(self.space.resolve(point)).shape
 
@@ -157,37 +157,66 @@ def prune(doc: dict, front: list, objectives, search) -> dict:
     return doc
 
 
+class Replayed:
+    """The search driver's part in a replay (``searcher.TrialRecords``): entries in memory,
+    the budget charged as the driver charges it."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.entries: list = []
+
+    def record(self, trial_id: str, proposal, doc: dict):
+        return self._append(trial_id, proposal.point, doc)
+
+    def record_infeasible(self, trial_id: str, point, reason: str):
+        return self._append(trial_id, point, {"status": metrics.INFEASIBLE, "error": reason, "train_flops": 0.0})
+
+    def record_lost(self, trial_id: str, train_flops: float) -> None:
+        self.budget.charge_lost(train_flops)
+
+    def out_of_patience(self) -> bool:
+        return False
+
+    def _append(self, trial_id: str, point, doc: dict):
+        from optimix.core.entry import LedgerEntry
+
+        entry = LedgerEntry(trial_id=trial_id, index=len(self.entries), status=metrics.record_status(doc["status"]),
+                            point=dict(point), result=doc)
+        self.budget.charge(entry)
+        self.entries.append(entry)
+        return entry
+
+
 def replay(table: Table, sampler: str, seed: int, budget: float) -> dict:
     """One search against the table; its frontier's hypervolume and what it spent."""
     import optuna
     from ray.tune.search import Searcher
 
-    from optimix.budget import cheapest_flops
-    from optimix.metrics import RESULT_KEY, parse_objectives, record_status
-    from optimix.search.proposals import make_sampler, sampler_name, startup_points
-    from optimix.search.searcher import Budget, OptimixSearcher
+    from optimix.core.budget import Budget
+    from optimix.core.metrics import RESULT_KEY
+    from optimix.search.proposals import (
+        Proposals,
+        cheapest_flops,
+        make_sampler,
+        sampler_name,
+        startup_points,
+    )
+    from optimix.search.searcher import OptimixSearcher, SearcherSetup
 
     space = load_space(table.path, [f"search.sampler={sampler}", f"search.budget_flops={budget}",
                                           "search.trials=100000", "search.prune=dominated"])
-    objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
-    quality = next(m for m, _ in objectives if m != "train_flops")
-    optuna_sampler = make_sampler(space, seed)
-    study = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for _, d in objectives],
-                                sampler=optuna_sampler)
+    objectives = space.spec.objectives
+    quality = space.spec.quality.metric
+    budget_state = Budget(budget, cheapest_flops(space))
+    proposals = Proposals(space)
+    study = optuna.create_study(directions=space.spec.directions,
+                                sampler=make_sampler(space, seed, budget_state.left, proposals))
     for point in startup_points(space, seed):
         study.enqueue_trial(point)
-    entries: list[dict] = []
-
-    def record(trial_id: str, point: dict, doc: dict) -> dict:
-        entry = {"trial_id": trial_id, "index": len(entries), "status": record_status(doc["status"]),
-                 "point": dict(point), "result": doc}
-        entries.append(entry)
-        return entry
-
-    budget_state = Budget(budget, 0.0, cheapest_flops(space))
-    searcher = OptimixSearcher(study, space, objectives, budget_state, record, 100000, {}, seed=seed)
-    if hasattr(optuna_sampler, "budget_left"):
-        optuna_sampler.budget_left = budget_state.left
+    replayed = Replayed(budget_state)
+    entries = replayed.entries
+    searcher = OptimixSearcher(SearcherSetup(study=study, space=space, budget=budget_state, records=replayed,
+                                             proposals=proposals, points_left=100000, known={}, seed=seed))
     front: list = []
     started = time.perf_counter()
     while True:
@@ -199,22 +228,22 @@ def replay(table: Table, sampler: str, seed: int, budget: float) -> dict:
         searcher.conclude(trial_id, {RESULT_KEY: json.dumps([doc])}, None)
         front = frontier.front(frontier.candidates(entries, objectives), objectives)
     ref = table.reference_flops()
-    snapped = [table.snap(e["point"]) for e in entries]
+    snapped = [table.snap(e.point) for e in entries]
     return {"sampler": sampler, "picked": sampler_name(space), "seed": seed, "budget": budget,
             "hv": frontier.hypervolume(frontier.candidates(entries, objectives), quality, ref),
             "spent": budget_state.spent, "trials": len(entries),
-            "pruned": sum(e["status"] == metrics.PRUNED for e in entries),
-            "grid_points": len(set(snapped)), "best": max((e["result"]["accuracy"].get(quality.split("/", 1)[1], 0.0)
-                                                            for e in entries if e["status"] == metrics.OK), default=0.0),
+            "pruned": sum(e.status == metrics.PRUNED for e in entries),
+            "grid_points": len(set(snapped)), "best": max((e.result["accuracy"].get(quality.split("/", 1)[1], 0.0)
+                                                            for e in entries if e.status == metrics.OK), default=0.0),
             "seconds": round(time.perf_counter() - started, 1)}
 
 
 def grid_hv(table: Table) -> float:
-    from optimix.metrics import parse_objectives
+    from optimix.core.entry import LedgerEntry
 
-    objectives = [(o.metric, o.mode) for o in parse_objectives(table.space.base)]
-    quality = next(m for m, _ in objectives if m != "train_flops")
-    entries = [{"trial_id": str(i), "status": metrics.record_status(doc["status"]), "result": doc}
+    objectives = table.space.spec.objectives
+    quality = table.space.spec.quality.metric
+    entries = [LedgerEntry(trial_id=str(i), status=metrics.record_status(doc["status"]), result=doc)
                for i, doc in enumerate(table.results.values())]
     return frontier.hypervolume(frontier.candidates(entries, objectives), quality, table.reference_flops())
 

@@ -52,7 +52,7 @@ def measure(args, workdir: str | None) -> dict:
         ledger = next(Path(tmp, "optimix_runs").glob("*/*/results.jsonl"))
         entries = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
         space_doc = json.loads(subprocess.run(
-            [sys.executable, "-c", "import json,sys; from optimix.space import load_space; "
+            [sys.executable, "-c", "import json,sys; from optimix.core.space import load_space; "
              "s=load_space(sys.argv[1], sys.argv[2:]).base.search; print(json.dumps(s.model_dump()))",
              args.space, *args.overrides], capture_output=True, text=True, check=True).stdout)
 

@@ -280,7 +280,7 @@ def bursts_comparison(rows: list[dict]) -> list[dict]:
 
 def frontier(rows: list[dict]) -> list[dict]:
     """Pareto frontier (rare accuracy up, FLOPs down) over (size, frequency) means."""
-    from optimix.pareto import non_dominated
+    from optimix.core.pareto import non_dominated
 
     sizes, freqs, table = grid_table(rows)
     _, _, background = grid_table(rows, "background_acc")
@@ -302,8 +302,8 @@ def mirror_share(seed: int, overrides: list[str] = ()) -> float:
     a model that memorises the training pairs and learns that addition commutes answers
     these without the modular rule. With ``heldout: unordered`` the share is 0.
     """
-    from optimix.space import load_space
-    from optimix.tasks import build_tasks
+    from optimix.core.space import load_space
+    from optimix.trial.tasks import build_tasks
 
     task_overrides = [o for o in overrides if o.startswith("tasks.")]  # the split's settings only
     config = load_space(MODADD_SPACE, task_overrides).resolve({"seed": seed})

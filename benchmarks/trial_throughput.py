@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from optimix.mixture import batches
-from optimix.model import build_model
-from optimix.space import load_space
-from optimix.tasks import build_tasks
-from optimix.train import plan_trial, run_trial
+from optimix.core.space import load_space
+from optimix.trial.mixture import batches
+from optimix.trial.model import build_model
+from optimix.trial.tasks import build_tasks
+from optimix.trial.train import plan_trial, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 

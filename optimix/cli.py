@@ -13,8 +13,8 @@ import sys
 import click
 
 from optimix import report
-from optimix.config import SpaceError
-from optimix.space import load_space
+from optimix.core.config import SpaceError
+from optimix.core.space import load_space
 
 EXIT_BAD_INPUT = 2
 EXIT_TRACKING = 3  # MLflow unreachable: finished results are kept for --resume
@@ -62,9 +62,9 @@ def cli(verbose: bool) -> None:
 @_space_options
 def validate(space: str, overrides: tuple[str, ...]) -> None:
     """Check a search-space file and summarise it."""
-    from optimix import hub
-    from optimix.budget import unbuildable_corners
-    from optimix.train import plan_trial
+    from optimix.core.budget import unbuildable_corners
+    from optimix.trial import hub
+    from optimix.trial.train import plan_trial
 
     loaded, _ = hub.pin_space(load_space(space, overrides), None)  # a hub dataset at one commit
     plan = plan_trial(loaded.base)
@@ -93,8 +93,8 @@ def validate(space: str, overrides: tuple[str, ...]) -> None:
 def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str | None,
           as_json: bool) -> None:
     """Train and evaluate one trial at each dimension's default (no Ray, no MLflow)."""
-    from optimix import hub
-    from optimix.train import resolve_device, run_trial
+    from optimix.trial import hub
+    from optimix.trial.train import resolve_device, run_trial
 
     extra = list(overrides)
     if seed is not None:
@@ -112,7 +112,7 @@ def train(space: str, overrides: tuple[str, ...], seed: int | None, device: str 
         doc["config"] = config.model_dump(mode="json")
         click.echo(json.dumps(doc, indent=2))
     else:
-        from optimix.tasks import scored_on
+        from optimix.trial.tasks import scored_on
 
         report.trial(result, {name: scored_on(spec) for name, spec in config.tasks.items()})
     if result.status == "failed":
@@ -135,7 +135,7 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
            max_concurrent: int | None, address: str | None, tracking_uri: str | None,
            experiment: str | None, storage_path: str, resume: bool, seed: int | None) -> None:
     """Search the space with Ray Tune + Optuna; record every trial and the frontier in MLflow."""
-    from optimix.mlflow_client import TrackingError
+    from optimix.records.mlflow_client import TrackingError
     from optimix.search import SearchInterrupted, SearchOptions, run_search
 
     extra = list(overrides)
@@ -164,7 +164,7 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
     except Exception as err:  # a crash of the search itself: say so, keep what finished
         report.end_progress()
         logging.getLogger(__name__).info("search crashed", exc_info=True)
-        from optimix.mlflow_client import one_line  # no credentials in what is shown
+        from optimix.records.mlflow_client import one_line  # no credentials in what is shown
 
         click.echo(f"error: the search stopped: {one_line(err)} "
                    "(finished trials are kept; -v shows the traceback)", err=True)
@@ -183,7 +183,7 @@ def _resume_line(space: str) -> str:
     ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``)."""
     import shlex
 
-    from optimix.mlflow_client import redact_uri
+    from optimix.records.mlflow_client import redact_uri
 
     def shown(arg: str) -> str:
         if "://" not in arg:
@@ -214,8 +214,8 @@ def _resume_line(space: str) -> str:
 def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | None, storage_path: str,
              as_json: bool, plot_path: str | None, register_as: str | None, trial_run: str | None) -> None:
     """The Pareto frontier of a recorded search."""
-    from optimix import frontier as front
-    from optimix import plots
+    from optimix.core import frontier as front
+    from optimix.plan import plots
 
     if trial_run is not None and register_as is None:
         raise SpaceError("--run: names the trial whose model --register registers; give --register NAME")
@@ -290,10 +290,10 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
                  size: float | None, hardware: str | None, workers: int | None, validate_fit: bool, verify: bool,
                  seed: int, as_json: bool) -> None:
     """Answer budget questions from a recorded search, or from SPACE before one."""
-    from optimix import fit as model
-    from optimix import hardware as hw
-    from optimix import plan as planner
-    from optimix import verify as verification
+    from optimix.core import fit as model
+    from optimix.core import hardware as hw
+    from optimix.plan import plan as planner
+    from optimix.plan import verify as verification
 
     try:
         if space is not None:
@@ -304,7 +304,9 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
             if used:
                 raise SpaceError(f"{used[0]}: reads recorded trials; SPACE plans before a search (drop one)")
             loaded, section = _plan_space(space)
-            doc = planner.space_outlook(loaded, hardware=hw.resolve(hardware, section),
+            from optimix.trial.train import task_geometry
+
+            doc = planner.space_outlook(loaded, hardware=hw.resolve(hardware, section), geometry=task_geometry,
                                         budget_flops=budget_flops, workers=workers, seed=seed)
             _plan_emit(doc, as_json, report.outlook)
             return
@@ -332,7 +334,7 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
 
 def _plan_space(path: str):
     """The space (hub datasets at one commit each) and its ``hardware:`` section, if any."""
-    from optimix import hub
+    from optimix.trial import hub
 
     loaded, _ = hub.pin_space(load_space(path), None)
     section = loaded.base.hardware
@@ -342,8 +344,8 @@ def _plan_space(path: str):
 def _load_search(tracking_uri, experiment, run_id, storage_path=None):
     """A recorded search (``records.SearchRecord``); MLflow's failures as bad input. Which
     search was taken, when none was named, goes to stderr (``--json`` keeps stdout clean)."""
-    from optimix.mlflow_client import TrackingError
-    from optimix.records import load_search
+    from optimix.records.mlflow_client import TrackingError
+    from optimix.records.records import load_search
 
     try:
         record = load_search(tracking_uri, experiment, run_id, storage_path)
@@ -357,8 +359,8 @@ def _load_search(tracking_uri, experiment, run_id, storage_path=None):
 
 def _register(record, tracking_uri: str | None, name: str, trial_run: str | None) -> None:
     """``optimix frontier --register``: one trial's MLflow model as a new registered version."""
-    from optimix import serving
-    from optimix.mlflow_client import connect, resolve_uri
+    from optimix.records import serving
+    from optimix.records.mlflow_client import connect, resolve_uri
 
     client = connect(resolve_uri(tracking_uri))
     try:
@@ -369,13 +371,14 @@ def _register(record, tracking_uri: str | None, name: str, trial_run: str | None
         version = serving.register(client, trial.run_id, name)
     except ValueError as err:
         raise SpaceError(str(err)) from None
-    values = ", ".join(f"{m}={trial.metrics[m]:.3g}" for m, _ in record.objectives if m in trial.metrics)
+    values = ", ".join(f"{o.metric}={trial.metrics[o.metric]:.3g}" for o in record.objectives
+                       if o.metric in trial.metrics)
     click.echo(f"registered {name!r} version {version.version}: run {trial.run_id} ({trial.name}; {values})")
     click.echo(f"serve it:  mlflow models serve -m models:/{name}/{version.version} --env-manager local")
 
 
 def _plan_emit(doc, as_json: bool, printer) -> None:
-    from optimix import plan as planner
+    from optimix.plan import plan as planner
 
     if as_json:
         click.echo(json.dumps(planner.jsonable(doc), indent=2))

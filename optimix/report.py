@@ -120,14 +120,14 @@ def frontier(record, rows) -> None:
     click.echo(f"experiment {record.experiment}, search {record.run_id}: {len(record.trials)} trials, "
                f"{ok} ok, frontier of {len(rows)} ({sum(not r['final'] for r in rows)} "
                f"learning-curve points{_tied_note(rows)}) over "
-               + ", ".join(f"{m} ({d})" for m, d in record.objectives))
+               + ", ".join(f"{o.metric} ({o.mode})" for o in record.objectives))
     frontier_table(rows, record.objectives)
 
 
 def frontier_table(rows, objectives) -> None:
-    """Frontier rows (``optimix.frontier.row``), one line each; a row that stands for several
+    """Frontier rows (``optimix.core.frontier.row``), one line each; a row that stands for several
     tied trials (``frontier.tied``) says how many."""
-    metrics = [m for m, _ in objectives]
+    metrics = [o.metric for o in objectives]
     head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>14}" for m in metrics) + f"{'params':>10}  point"
     click.echo(head)
     for r in rows:

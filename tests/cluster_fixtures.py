@@ -305,7 +305,7 @@ def frontier_by_hand(client, runs, metric: str = "acc/facts") -> tuple[set[str],
     earlier learning-curve point of ok and pruned trials, read from what MLflow logged.
 
     Returns (runs whose final result is on it, {run: its curve steps on it}), to compare
-    with the ``optimix.pareto`` and ``optimix.pareto_steps`` tags.
+    with the ``optimix.core.pareto`` and ``optimix.pareto_steps`` tags.
     """
     points: dict[tuple[str, int | None], tuple[float, float]] = {}
     for r in runs:
@@ -350,11 +350,11 @@ def pareto_set(points: dict) -> set:
 
 
 # ---------------------------------------------------------------------------------------------
-# A search held at chosen points (optimix.faults: OPTIMIX_HOLD_AT), by construction
+# A search held at chosen points (optimix.core.faults: OPTIMIX_HOLD_AT), by construction
 
 
 class Holds:
-    """The FIFOs a search held at ``OPTIMIX_HOLD_AT`` points waits on (``optimix.faults``)."""
+    """The FIFOs a search held at ``OPTIMIX_HOLD_AT`` points waits on (``optimix.core.faults``)."""
 
     def __init__(self, folder: Path, points: list[str]):
         self.folder = folder

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from optimix.cli import main as cli_main
-from optimix.config import (
+from optimix.core.config import (
     ArithmeticTask,
     DatasetTask,
     EvalConfig,
@@ -43,7 +43,7 @@ from optimix.config import (
     TrainConfig,
     TrialConfig,
 )
-from optimix.space import Dimension, build_space, load_space, parse_override, parse_yaml
+from optimix.core.space import Dimension, build_space, load_space, parse_override, parse_yaml
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "data" / "bad_spaces"
@@ -317,7 +317,7 @@ def test_a_csv_with_an_empty_answer_cell_is_refused(tmp_path):
     data.write_text("prompt,answer\na,1\nb,\nc,3\n")
     tree = yaml.safe_load(QUICKSTART.read_text())
     tree["tasks"]["rows"] = {"kind": "dataset", "path": str(data)}
-    from optimix.tasks import build_tasks
+    from optimix.trial.tasks import build_tasks
 
     with pytest.raises(SpaceError, match=r"^tasks\.rows\.answer_column: .*rows\.csv row 2 has no answer"):
         build_tasks(build_space(tree).base)

@@ -21,13 +21,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_search import tiny_space_tree
 
-from optimix import frontier
 from optimix.cli import main as cli_main
-from optimix.metrics import final_metrics
-from optimix.records import RunRecord
+from optimix.core import frontier
+from optimix.core.metrics import parse_objectives_tag
+from optimix.core.space import build_space
+from optimix.records.records import RunRecord
 from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
-from optimix.space import build_space
 
 from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
 
@@ -133,8 +133,8 @@ def delete_child(c: Copy) -> None:
 
 def flip_pareto(c: Copy) -> None:
     run = c.ok_child()
-    flipped = "false" if run.data.tags["optimix.pareto"] == "true" else "true"
-    c.client.set_tag(run.info.run_id, "optimix.pareto", flipped)
+    flipped = "false" if run.data.tags["optimix.core.pareto"] == "true" else "true"
+    c.client.set_tag(run.info.run_id, "optimix.core.pareto", flipped)
 
 
 def duplicate_ledger_line(c: Copy) -> None:
@@ -332,7 +332,7 @@ def ledger_trial(trial_id: str, status: str = "ok", flops: float = 100.0, seed: 
 def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None = None,
               budget: str = "", **kw) -> Record:
     """A record in which MLflow agrees with ``trials`` (frontier tags as recomputed)."""
-    objectives = [("acc/facts", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/facts:max,train_flops:min")
     state_dir = Path("/s/tiny/1")
     parent = RunRecord("P", "FINISHED", True,
                  tags={"optimix.role": "search", "optimix.state_dir": str(state_dir),
@@ -343,10 +343,10 @@ def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None
     on = frontier.membership(frontier.candidates([t.entry for t in first], objectives), objectives)
     children = [RunRecord(f"r{t.trial_id}", "FINISHED", True,
                     tags={"optimix.trial_id": t.trial_id, "optimix.status": t.status,
-                          "optimix.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
+                          "optimix.core.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
                           "optimix.pareto_steps": "[]"},
                     params={k: str(v) for k, v in t.params.items()},
-                    metrics=(final_metrics(t.entry["result"]) if t.status in ("ok", "pruned")
+                    metrics=(t.entry.final_metrics() if t.status in ("ok", "pruned")
                              else {"train_flops": t.train_flops})) for t in first]
     if optuna_trials is None:
         state = {"ok": "COMPLETE", "pruned": "PRUNED"}
@@ -430,7 +430,7 @@ def test_while_the_search_runs_what_follows_the_ledger_may_lag():
 
 
 # ---------------------------------------------------------------------------------------------
-# A search checked while it runs (held in the middle by construction: optimix.faults)
+# A search checked while it runs (held in the middle by construction: optimix.core.faults)
 
 
 @pytest.mark.slow

@@ -12,11 +12,13 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from optimix import frontier, metrics
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
+from optimix.core import frontier, metrics
+from optimix.core.config import SpaceError
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import parse_objectives_tag
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
-from optimix.space import build_space
 
 
 def tree(constraints=(), sampler: str = "tpe") -> dict:
@@ -120,18 +122,18 @@ def test_violation_is_optuna_style_and_strict_bounds_miss_on_equality():
         metrics.Constraint("acc/a", ">=", 0.2), metrics.Constraint("params", "<", 1e6)]
 
 
-def entry(trial_id: str, flops: float, acc: float, background: float) -> dict:
+def entry(trial_id: str, flops: float, acc: float, background: float) -> LedgerEntry:
     result = {"train_flops": flops, "params": 1.0, "non_embedding_params": 1.0, "tokens": 1.0,
               "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0, "steps": 10,
               "accuracy": {"facts": acc, "background": background}, "loss": {"facts": 1.0, "background": 1.0},
               "curve": [{"step": 5, "tokens": 0.5, "train_flops": flops / 2, "train_loss": 2.0,
                          "accuracy": {"facts": acc / 2, "background": background / 2},
                          "loss": {"facts": 1.0, "background": 1.0}}]}
-    return {"trial_id": trial_id, "status": "ok", "result": result}
+    return LedgerEntry(trial_id=trial_id, status="ok", result=result)
 
 
 def test_a_candidate_that_misses_a_constraint_is_never_on_the_frontier():
-    objectives = [("acc/facts", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/facts:max,train_flops:min")
     entries = [entry("small", 1e9, 0.9, 0.1), entry("large", 1e10, 0.95, 0.5)]
     free = {(c.trial_id, c.final) for c in frontier.front(frontier.candidates(entries, objectives), objectives)}
     assert ("small", True) in free and ("small", False) in free
@@ -147,7 +149,9 @@ def test_a_plan_with_no_trial_meeting_the_constraints_says_so(trials, fitted, ca
     says that nothing answers from them."""
     import numpy as np
 
-    from optimix import fit, hardware, plan, report
+    from optimix import report
+    from optimix.core import fit, hardware
+    from optimix.plan import plan
 
     sim = fit.simulate_trials(40, np.random.default_rng(0)).take(np.arange(trials))
     table = fit.TrialTable(**{n: getattr(sim, n) for n in fit._COLUMNS if n != "met"}, met=np.zeros(trials, bool))
@@ -200,8 +204,9 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     holds the background to a level only the larger model reached in the first. The frontier
     loses the small model, every layer is told (MLflow tags, Optuna, optimix check), and
     optimix plan answers per rare task, over that task's own share, only with what met it."""
-    from optimix import hardware, plan
-    from optimix.records import load_search
+    from optimix.core import hardware
+    from optimix.plan import plan
+    from optimix.records.records import load_search
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_search(build_space(two_rare()), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "a"),
@@ -210,7 +215,7 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     free = by_width(client, "free")
     background = {w: [r.data.metrics["acc/background"] for r in runs] for w, runs in free.items()}
     assert max(background[16]) < min(background[64]), background  # the setup: the larger model knows more
-    assert any(r.data.tags["optimix.pareto"] == "true" for r in free[16])  # the cheapest, unconstrained
+    assert any(r.data.tags["optimix.core.pareto"] == "true" for r in free[16])  # the cheapest, unconstrained
     assert all("optimix.constraints_met" not in r.data.tags for rs in free.values() for r in rs)
 
     rule = f"acc/background >= {(max(background[16]) + min(background[64])) / 2:.6f}"
@@ -223,7 +228,7 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
     runs = by_width(client, "held")
     assert all(r.data.tags["optimix.constraints_met"].startswith("false: acc/background >=") for r in runs[16])
     assert all(r.data.tags["optimix.constraints_met"] == "true" for r in runs[64])
-    assert all(r.data.tags["optimix.pareto"] == "false" and r.data.tags["optimix.status"] == "ok"
+    assert all(r.data.tags["optimix.core.pareto"] == "false" and r.data.tags["optimix.status"] == "ok"
                for r in runs[16])
     assert held.frontier and {r["run_id"] for r in held.frontier} <= {r.info.run_id for r in runs[64]}
     # curve points sit on MLflow's time axis at the time each was measured
@@ -264,22 +269,22 @@ def test_a_constraint_changes_the_frontier_and_the_plan_of_a_real_search(tmp_pat
 def test_a_proposal_known_to_miss_a_constraint_is_recorded_infeasible_without_training(tmp_path, capsys, metric):
     """A bound on a metric the plan fixes (FLOPs, parameters) between the two sizes' values:
     the larger model is recorded infeasible, charged nothing, and never reaches Ray."""
-    from optimix.budget import planned_metrics
     from optimix.search import SearchState
+    from optimix.search.proposals import propose
 
     space = build_space(tree())
-    small, large = (planned_metrics(space, {"model.d_model": d})[metric] for d in (16, 64))
+    small, large = (propose(space, {"model.d_model": d}).plan.known_metrics()[metric] for d in (16, 64))
     rule = f"{metric} <= {(small + large) / 2:.6g}"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_search(build_space(tree([rule], sampler="random")), SearchOptions(
         tracking_uri=uri, storage_path=str(tmp_path / "runs"), experiment="pre"))
-    trials = {e["point"]["model.d_model"]: e for e in SearchState(Path(summary.state_dir)).trials()}
-    assert trials[16]["status"] == "ok" and trials[16]["result"]["train_flops"] > 0
+    trials = {e.point["model.d_model"]: e for e in SearchState(Path(summary.state_dir)).trials()}
+    assert trials[16].status == "ok" and trials[16].train_flops > 0
     infeasible = trials[64]
-    assert infeasible["status"] == "infeasible" and infeasible["result"]["train_flops"] == 0.0
-    assert infeasible["error"].startswith(f"infeasible before training: {metric} ")
-    assert infeasible["node"] is None and infeasible["result"]["steps"] == 0  # no worker ran it
-    assert summary.spent_flops == trials[16]["result"]["train_flops"] and summary.ok == 1
+    assert infeasible.status == "infeasible" and infeasible.result["train_flops"] == 0.0
+    assert infeasible.error.startswith(f"infeasible before training: {metric} ")
+    assert infeasible.node is None and infeasible.result["steps"] == 0  # no worker ran it
+    assert summary.spent_flops == trials[16].train_flops and summary.ok == 1
     cli_main(["check", "--tracking-uri", uri, "--experiment", "pre", "--storage-path", str(tmp_path / "runs")])
     assert capsys.readouterr().out.strip().endswith(": no violations")
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
-from optimix.space import load_space
-from optimix.tasks import build_tasks
+from optimix.core.config import SpaceError
+from optimix.core.space import load_space
+from optimix.trial.tasks import build_tasks
 
 PATH = "tasks.qa.path"
 
@@ -141,7 +141,7 @@ def test_a_search_over_two_data_files_runs_every_trial_from_another_working_dire
     dimension takes reaches its trial as an absolute path, and every trial finishes."""
     import shutil
 
-    from optimix.records import load_search
+    from optimix.records.records import load_search
 
     from cluster_fixtures import OPTIMIX, base_env, run_in_session, short_tmp
 

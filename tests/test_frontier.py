@@ -1,4 +1,4 @@
-"""Frontier candidates (optimix.frontier): final results and learning-curve points."""
+"""Frontier candidates (optimix.core.frontier): final results and learning-curve points."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from optimix.frontier import (
+from optimix.core.entry import LedgerEntry
+from optimix.core.frontier import (
     Candidate,
     candidates,
     dominated_at_equal_flops,
@@ -16,20 +17,21 @@ from optimix.frontier import (
     recorded_rows,
     row,
 )
-from optimix.records import TrialRecord
+from optimix.core.metrics import parse_objectives_tag
+from optimix.records.records import TrialRecord
 
-OBJ = [("acc/x", "max"), ("train_flops", "min")]
+OBJ = parse_objectives_tag("acc/x:max,train_flops:min")
 
 
-def entry(trial_id: str, status: str, curve: list[tuple[int, float, float]], steps: int = 4) -> dict:
+def entry(trial_id: str, status: str, curve: list[tuple[int, float, float]], steps: int = 4) -> LedgerEntry:
     points = [{"step": s, "tokens": 10 * s, "train_flops": f, "train_loss": 1.0, "train_s": 1.0,
                "accuracy": {"x": a}, "loss": {"x": 1 - a}} for s, a, f in curve]
     last = points[-1] if points else {"step": 0, "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}}
-    return {"trial_id": trial_id, "status": status, "result": {
+    return LedgerEntry(trial_id=trial_id, status=status, result={
         "train_flops": last["train_flops"], "params": 100, "non_embedding_params": 50,
         "tokens": last["tokens"], "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0,
         "steps": last["step"], "planned_steps": steps, "accuracy": last["accuracy"],
-        "loss": last["loss"], "curve": points}}
+        "loss": last["loss"], "curve": points})
 
 
 def test_ok_trials_give_their_final_and_earlier_points_pruned_ones_their_points_failed_none():
@@ -44,7 +46,7 @@ def test_ok_trials_give_their_final_and_earlier_points_pruned_ones_their_points_
 
 def test_curve_points_are_left_out_when_an_objective_is_not_known_at_them():
     entries = [entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)])]
-    timed = [("acc/x", "max"), ("wall_s", "min")]
+    timed = parse_objectives_tag("acc/x:max,wall_s:min")
     assert [c.final for c in candidates(entries, timed)] == [True]
 
 

@@ -6,36 +6,40 @@ from __future__ import annotations
 
 import json
 
-from optimix import frontier, plots, report
-from optimix.records import TrialRecord
+from optimix import report
+from optimix.core import frontier
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import parse_objectives_tag
+from optimix.plan import plots
+from optimix.records.records import TrialRecord
 
-OBJ = [("acc/x", "max"), ("train_flops", "min")]
+OBJ = parse_objectives_tag("acc/x:max,train_flops:min")
 
 
-def entry(trial_id: str, acc: float, flops: float, point: dict, seed: int = 0) -> dict:
+def entry(trial_id: str, acc: float, flops: float, point: dict, seed: int = 0) -> LedgerEntry:
     """A finished (``ok``) ledger entry with one curve point at its final step."""
     curve = [{"step": 4, "tokens": 40, "train_flops": flops, "train_loss": 1.0, "train_s": 1.0,
               "accuracy": {"x": acc}, "loss": {"x": 1 - acc}}]
     params = {**point, "seed": seed, "train.tokens": 40}
-    return {"trial_id": trial_id, "run_id": f"run-{trial_id}", "name": f"trial {trial_id}",
-            "status": "ok", "point": dict(point), "params": params, "result": {
-                "train_flops": flops, "params": 100, "non_embedding_params": 50, "tokens": 40,
-                "wall_s": 1.0 + len(trial_id), "train_s": 1.0, "tokens_per_s": 1.0, "steps": 4,
-                "planned_steps": 4, "accuracy": {"x": acc}, "loss": {"x": 1 - acc}, "curve": curve}}
+    return LedgerEntry(trial_id=trial_id, run_id=f"run-{trial_id}", name=f"trial {trial_id}",
+                       status="ok", point=dict(point), params=params, result={
+                           "train_flops": flops, "params": 100, "non_embedding_params": 50, "tokens": 40,
+                           "wall_s": 1.0 + len(trial_id), "train_s": 1.0, "tokens_per_s": 1.0, "steps": 4,
+                           "planned_steps": 4, "accuracy": {"x": acc}, "loss": {"x": 1 - acc}, "curve": curve})
 
 
-def rows_of(entries: list[dict], identity: dict | None = None) -> list[dict]:
+def rows_of(entries: list[LedgerEntry], identity: dict | None = None) -> list[dict]:
     """Frontier rows as the search builds them (``Driver.frontier_rows``), identity by params."""
-    by_trial = {e["trial_id"]: e for e in entries}
+    by_trial = {e.trial_id: e for e in entries}
     rows = []
     for c in frontier.front(frontier.candidates(entries, OBJ), OBJ):
         e = by_trial[c.trial_id]
-        rows.append(frontier.row(trial_id=c.trial_id, run_id=e["run_id"], name=e["name"],
-                                 metrics=c.metrics, params=e["result"]["params"], point=e["point"],
+        rows.append(frontier.row(trial_id=c.trial_id, run_id=e.run_id, name=e.name,
+                                 metrics=c.metrics, params=e.result["params"], point=e.point,
                                  objectives=OBJ, final=c.final, step=c.step, steps=c.steps))
     if identity is None:
-        identity = {e["trial_id"]: frontier.params_identity(e["params"]) for e in entries}
-    return frontier.tied(rows, OBJ, identity, {e["trial_id"]: i for i, e in enumerate(entries)})
+        identity = {e.trial_id: frontier.params_identity(e.params) for e in entries}
+    return frontier.tied(rows, OBJ, identity, {e.trial_id: i for i, e in enumerate(entries)})
 
 
 SAME = {"mixture.rare_freq": 0.1, "model.d_model": 16}
@@ -89,9 +93,10 @@ def test_the_json_document_has_the_count_and_every_trial_id():
 
 
 def test_the_search_driver_ties_by_effective_config():
-    from optimix.budget import effective_key
+    from optimix.core.space import build_space
+    from optimix.search import effective_key
     from optimix.search.driver import Driver
-    from optimix.space import build_space
+    from optimix.search.proposals import Proposals
 
     space = build_space({
         "name": "ties",
@@ -104,7 +109,7 @@ def test_the_search_driver_ties_by_effective_config():
     })
     assert effective_key(space, SAME) != effective_key(space, OTHER)
     driver = Driver.__new__(Driver)  # only what frontier_rows reads
-    driver.space, driver.objectives, driver.curve, driver.constraints = space, OBJ, True, []
+    driver.proposals, driver.objectives, driver.curve, driver.constraints = Proposals(space), OBJ, True, []
     driver.entries = [entry("a", 0.5, 4.0, SAME), entry("b", 0.5, 4.0, OTHER),
                       entry("c", 0.5, 4.0, SAME)]
     rows = driver.frontier_rows()

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimix import hardware as hw
-from optimix.config import SpaceError
-from optimix.space import load_space
+from optimix.core import hardware as hw
+from optimix.core.config import SpaceError
+from optimix.core.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "search_spaces" / "quickstart.yaml"

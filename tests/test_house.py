@@ -12,12 +12,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "optimix"
 HEAVY = ("torch", "ray", "mlflow", "transformers", "datasets", "optuna")
-PURE_CORES = ["optimix.config", "optimix.space", "optimix.metrics", "optimix.budget", "optimix.flops",
-              "optimix.pareto", "optimix.frontier", "optimix.fit", "optimix.logistic", "optimix.hardware",
-              "optimix.faults"]
+PURE_CORES = ["optimix.core.config", "optimix.core.space", "optimix.core.metrics", "optimix.core.budget", "optimix.core.flops",
+              "optimix.core.pareto", "optimix.core.frontier", "optimix.core.fit", "optimix.core.logistic", "optimix.core.hardware",
+              "optimix.core.faults"]
 PUBLIC = ("os._exit",)  # documented API whose name starts with "_"
 MAX_MODULE_LINES = 450
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 60
+MAX_TOP_LEVEL_MODULES = 12
+# The parts, lowest first (docs/design.md, "The house"): a module imports only from its own
+# part and the parts below it. ``optimix`` itself (cli, report) is the top.
+PARTS = ("optimix.core", "optimix.trial", "optimix.records", "optimix.plan", "optimix.search", "optimix")
 
 
 def modules() -> dict[str, Path]:
@@ -56,7 +60,7 @@ def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
         else:
             continue
         for name in names:
-            while name and name not in known:  # optimix.space.Dimension -> optimix.space
+            while name and name not in known:  # optimix.core.space.Dimension -> optimix.core.space
                 name = name.rpartition(".")[0]
             if name and name != module:
                 found.add(name)
@@ -143,3 +147,38 @@ def test_no_module_reads_another_objects_private_fields():
                 for path in modules().values()
                 for line, text in private_attribute_uses(ast.parse(path.read_text(encoding="utf-8")))]
     assert not problems, "\n".join(problems)
+
+
+def part_of(module: str) -> str:
+    return next(p for p in PARTS if module == p or module.startswith(p + "."))
+
+
+def test_the_part_finder_knows_each_part():
+    assert part_of("optimix.core.flops") == "optimix.core"
+    assert part_of("optimix.search") == "optimix.search"
+    assert part_of("optimix.cli") == "optimix"
+    assert PARTS.index(part_of("optimix.trial.train")) < PARTS.index(part_of("optimix.records.tracking"))
+
+
+def test_imports_run_only_down_the_parts():
+    """core <- trial <- records <- plan <- search <- cli: nothing imports a part above its own."""
+    mods = modules()
+    problems = []
+    for module, path in mods.items():
+        rank = PARTS.index(part_of(module))
+        for imported in sorted(imports_of(module, path, set(mods))):
+            if PARTS.index(part_of(imported)) > rank:
+                problems.append(f"{module} ({part_of(module)}) imports {imported} ({part_of(imported)})")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_top_level_shows_the_parts():
+    """At most a dozen modules beside the parts' folders, and each part says what lives there
+    and what it may import."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+    for part in PARTS[:-1]:
+        init = PACKAGE / part.split(".")[1] / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert "May import" in doc or "import" in doc.lower(), f"{init}: no docstring saying what it may import"
+

@@ -1,4 +1,4 @@
-"""Hub datasets are pinned and read once (``optimix.hub``): a ``dataset`` task naming a hub
+"""Hub datasets are pinned and read once (``optimix.trial.hub``): a ``dataset`` task naming a hub
 dataset gets its ``revision`` resolved to a commit, one Parquet snapshot of that commit, and
 every trial (in the driver and in Ray workers) reads the snapshot, never the hub.
 
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import yaml
 
-from optimix import hub
 from optimix.cli import main as cli_main
-from optimix.config import DatasetTask, SpaceError
-from optimix.space import build_space, load_space
-from optimix.tasks import build_tasks
+from optimix.core.config import DatasetTask, SpaceError
+from optimix.core.space import build_space, load_space
+from optimix.trial import hub
+from optimix.trial.tasks import build_tasks
 
 from cluster_fixtures import OPTIMIX, base_env, run_in_session, short_tmp
 
@@ -108,7 +108,7 @@ def test_pin_space_keeps_a_recorded_commit_and_records_it_in_the_space(tmp_path,
     assert pinned.base.tasks["qa"].revision == COMMIT and pinned.tree["tasks"]["qa"]["revision"] == COMMIT
     assert pinned.resolve({}).tasks["qa"].revision == COMMIT
     assert space.tree["tasks"]["qa"]["revision"] == "main"  # the space given is left as it was
-    assert [r.getMessage() for r in caplog.records if r.name == "optimix.hub"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "optimix.trial.hub"] == [
         f"tasks.qa.revision: '{HUB_NAME}' pinned to commit {COMMIT} (revision 'main')"]
 
 
@@ -175,7 +175,7 @@ def test_a_search_over_a_hub_dataset_reads_its_snapshot_and_records_the_commit(t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from optimix.records import load_search
+    from optimix.records.records import load_search
 
     storage = tmp_path / "runs"
     folder = storage / "hub" / "datasets"

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from optimix import metrics
-from optimix.config import SpaceError
+from optimix.core import metrics
+from optimix.core.config import SpaceError
+from optimix.core.metrics import parse_objectives_tag
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
-from optimix.space import build_space
 
 
 def tree(objectives, **search) -> dict:
@@ -79,7 +80,7 @@ def test_three_objectives_tag_the_n_dimensional_frontier(tmp_path):
     names = ["acc/facts", "acc/mean.facts.rev", "train_flops"]
     values = np.array([[r.data.metrics[n] for n in names] for r in runs])
     expected = ~dominated(values, np.array([1.0, 1.0, -1.0]))
-    tagged = np.array([r.data.tags["optimix.pareto"] == "true" for r in runs])
+    tagged = np.array([r.data.tags["optimix.core.pareto"] == "true" for r in runs])
     np.testing.assert_array_equal(tagged, expected)
     assert {row["run_id"] for row in summary.frontier} == {r.info.run_id for r, on in zip(runs, tagged, strict=True) if on}
     frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))
@@ -90,18 +91,18 @@ def test_three_objectives_tag_the_n_dimensional_frontier(tmp_path):
 
 
 def test_three_objective_plots_mark_the_n_dimensional_frontier():
-    from optimix import plots
+    from optimix.plan import plots
 
     rows = [{"acc/a": a, "acc/b": b, "train_flops": f, "params": 1000.0, "name": str(i), "run_id": str(i),
              "pareto": on, "rare_freq": 0.01} for i, (a, b, f, on) in enumerate(
                  [(0.9, 0.1, 1e9, True), (0.1, 0.9, 2e9, True), (0.2, 0.05, 3e9, False)])]
-    out = plots.frontier_plots(rows, [("acc/a", "max"), ("acc/b", "max"), ("train_flops", "min")])
+    out = plots.frontier_plots(rows, parse_objectives_tag("acc/a:max,acc/b:max,train_flops:min"))
     assert set(out) == {"frontier.png", "frontier.html", "frontier_2.png"}
     assert all(out[k][:4] == b"\x89PNG" for k in ("frontier.png", "frontier_2.png"))
 
 
 def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
-    from optimix import plots
+    from optimix.plan import plots
 
     def row(freq, params, acc):
         return {"acc/facts": acc, "train_flops": params * 10.0, "params": params, "rare_freq": freq,
@@ -111,7 +112,7 @@ def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
                                               [0.1, 0.9, 0.6, 1.0], strict=True)]
     assert plots.rare_map(grid, "acc/facts")[:4] == b"\x89PNG"
     assert plots.rare_map([r for r in grid if r["params"] == 1e4], "acc/facts") is None
-    assert "rare_map.png" in plots.frontier_plots(grid, [("acc/facts", "max"), ("train_flops", "min")])
+    assert "rare_map.png" in plots.frontier_plots(grid, parse_objectives_tag("acc/facts:max,train_flops:min"))
     assert plots.words("acc/mean.facts.rev") == "mean accuracy over facts, rev"
     assert plots.words("train_flops") == "training FLOPs"
 
@@ -119,10 +120,10 @@ def test_the_grow_or_boost_map_needs_two_sizes_and_two_frequencies():
 def test_pruning_and_the_default_sampler_in_three_objectives():
     """A curve point is pruned only when one candidate beats it, at no more FLOPs, in every
     other objective; ``auto`` picks Optuna's GP for three objectives, TPE past that."""
-    from optimix import frontier
+    from optimix.core import frontier
     from optimix.search.proposals import sampler_name
 
-    objectives = [("acc/a", "max"), ("acc/b", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/a:max,acc/b:max,train_flops:min")
     cands = [frontier.Candidate("x", 10, 10, True, {"acc/a": 0.9, "acc/b": 0.2, "train_flops": 1e9})]
     point = {"acc/a": 0.3, "acc/b": 0.5, "train_flops": 2e9}
     assert not frontier.dominated_at_equal_flops(point, cands, objectives, 0.05)  # better on b

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from optimix.cli import main as cli_main
-from optimix.space import build_space
-from optimix.tasks import build_tasks, scored_on
-from optimix.train import run_trial
+from optimix.core.space import build_space
+from optimix.trial.tasks import build_tasks, scored_on
+from optimix.trial.train import run_trial
 
 
 def catalogue(path, n: int = 24) -> None:
@@ -69,7 +69,7 @@ def test_optimix_train_says_what_each_task_is_scored_on(tmp_path, capsys):
 
 
 def test_eval_must_be_train_or_heldout(tmp_path):
-    from optimix.config import SpaceError
+    from optimix.core.config import SpaceError
 
     catalogue(tmp_path / "skus.json")
     with pytest.raises(SpaceError, match=r"^tasks\.skus\.eval"):

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from optimix import report
+from optimix.core.metrics import parse_objectives_tag
 from optimix.search.run import SearchSummary
 
 from cluster_fixtures import (
@@ -185,7 +186,7 @@ def test_experiment_link_lands_on_the_training_runs(shot):
 
 def summary(**fields) -> SearchSummary:
     base = dict(experiment="x", parent_run_id="p", tracking_uri="sqlite:///m.db", state_dir="/s",
-                objectives=[("acc/facts", "max"), ("train_flops", "min")], frontier=[], trials=1,
+                objectives=parse_objectives_tag("acc/facts:max,train_flops:min"), frontier=[], trials=1,
                 ok=1, pruned=0, failed=0, spent_flops=1.0, interrupted_flops=0.0, budget_flops=None,
                 wall_s=1.0)
     return SearchSummary(**{**base, **fields})

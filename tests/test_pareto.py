@@ -1,4 +1,4 @@
-"""Tests for optimix.pareto (dominance mask, 2-D hypervolume, frontier ordering)."""
+"""Tests for optimix.core.pareto (dominance mask, 2-D hypervolume, frontier ordering)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimix.pareto import (
+from optimix.core.pareto import (
     Direction,
     _non_dominated_2d,
     _non_dominated_nd,
@@ -367,7 +367,7 @@ def test_property_matches_brute_force(table: tuple[np.ndarray, list[Direction]])
 
 def test_nd_path_spans_several_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tiny memory budget -> many chunks and blocks; the answer must not change.
-    import optimix.pareto as pareto
+    import optimix.core.pareto as pareto
 
     rng = np.random.default_rng(0)
     loss = np.round(rng.normal(size=(400, 3)), 1)
@@ -544,7 +544,7 @@ def _union_volume(loss: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_nd_hypervolume_equals_the_2d_one(seed: int) -> None:
-    from optimix.pareto import hypervolume
+    from optimix.core.pareto import hypervolume
 
     rng = np.random.default_rng(seed)
     values = np.column_stack([rng.random(30), rng.random(30) * 10])
@@ -554,7 +554,7 @@ def test_nd_hypervolume_equals_the_2d_one(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_3d_hypervolume_equals_inclusion_exclusion(seed: int) -> None:
-    from optimix.pareto import hypervolume, to_minimise
+    from optimix.core.pareto import hypervolume, to_minimise
 
     rng = np.random.default_rng(seed)
     values = rng.random((7, 3))
@@ -565,7 +565,7 @@ def test_3d_hypervolume_equals_inclusion_exclusion(seed: int) -> None:
 
 
 def test_nd_hypervolume_ignores_rows_at_or_past_the_reference_and_nan() -> None:
-    from optimix.pareto import hypervolume
+    from optimix.core.pareto import hypervolume
 
     values = np.array([[0.5, 0.5, 0.5], [np.nan, 0.9, 0.1], [1.0, 0.2, 0.3]])
     directions = ["min", "min", "min"]

@@ -12,11 +12,12 @@ from test_search import tiny_space_tree
 
 from optimix import report
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
-from optimix.frontier import since_moved
+from optimix.core.config import SpaceError
+from optimix.core.frontier import since_moved
+from optimix.core.metrics import parse_objectives_tag
+from optimix.core.space import build_space
 from optimix.search.driver import Progress
 from optimix.search.run import SearchSummary, _check_same_space
-from optimix.space import build_space
 
 LEDGER = [
     entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # the first result: moves it
@@ -36,7 +37,7 @@ def test_since_moved_counts_the_trials_after_the_last_that_moved_the_frontier():
 
 def test_a_curve_point_moves_the_frontier_only_when_curve_points_are_candidates():
     assert since_moved(LEDGER[:5], OBJ, curve=False) == 4  # only a's final result ever moved it
-    assert since_moved(LEDGER[:5], [("acc/x", "max"), ("wall_s", "min")]) == 4  # no curve timings
+    assert since_moved(LEDGER[:5], parse_objectives_tag("acc/x:max,wall_s:min")) == 4  # no curve timings
 
 
 def test_a_ledger_of_failures_never_moved_it():
@@ -126,7 +127,7 @@ def test_a_real_search_stops_when_the_frontier_stops_moving_and_resume_keeps_it_
     assert not done.moved_since_stalled
     assert (1, 0) in seen and (2, 1) in seen and seen[-1] == (3, 2)
     entries = SearchState.latest(tmp_path / "runs", "tiny").trials()
-    assert since_moved(entries, [("acc/facts", "max"), ("train_flops", "min")]) == 2
+    assert since_moved(entries, parse_objectives_tag("acc/facts:max,train_flops:min")) == 2
     report.search_summary(done)
     out = capsys.readouterr().out
     assert "stopped early: the frontier did not move in the last 2 trials (search.patience: 2)" in out

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from optimix.cli import main as cli_main
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
-from optimix.space import build_space
 
 pytestmark = pytest.mark.slow
 

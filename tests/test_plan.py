@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimix import fit, metrics, plan, validate, verify
-from optimix import hardware as hw
 from optimix.cli import main as cli_main
+from optimix.core import fit, metrics
+from optimix.core import hardware as hw
+from optimix.core.metrics import parse_objectives_tag
+from optimix.plan import plan, validate, verify
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
 
@@ -300,14 +302,14 @@ def test_trials_without_a_frequency_spread_still_get_the_observed_answer():
 
 
 def test_choose_metric():
-    objectives = [("acc/facts", "max"), ("acc/copy", "max"), ("train_flops", "min")]
+    objectives = parse_objectives_tag("acc/facts:max,acc/copy:max,train_flops:min")
     assert plan.choose_metric(objectives, ["facts"], {"acc/facts", "acc/copy"}) == "acc/facts"
     assert plan.choose_metric(objectives, ["other"], {"acc/facts"}) == "acc/facts"
     assert plan.choose_metric(objectives, ["facts"], {"acc/copy"}, task="copy") == "acc/copy"
     with pytest.raises(plan.PlanError, match="--task: no trial recorded acc/nope"):
         plan.choose_metric(objectives, ["facts"], {"acc/facts"}, task="nope")
     with pytest.raises(plan.PlanError, match="no accuracy objective"):
-        plan.choose_metric([("train_flops", "min"), ("loss/facts", "min")], ["facts"], {"acc/facts"})
+        plan.choose_metric(parse_objectives_tag("train_flops:min,loss/facts:min"), ["facts"], {"acc/facts"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,11 +347,12 @@ def test_bad_hardware_sections(section, words):
 
 
 def test_space_outlook_counts_trials_and_costs(tmp_path, capsys):
+    from optimix.core.space import load_space
     from optimix.search import cheapest_flops, trial_flops
-    from optimix.space import load_space
+    from optimix.trial.train import task_geometry
 
     space = load_space(QUICKSTART)
-    doc = plan.space_outlook(space, hardware=hw.PROFILES["cpu"], budget_flops=3e12)
+    doc = plan.space_outlook(space, hardware=hw.PROFILES["cpu"], geometry=task_geometry, budget_flops=3e12)
     flops = doc["trial_flops"]
     assert flops["cheapest"] == cheapest_flops(space)
     assert flops["dearest"] >= trial_flops(space, {"model.d_model": 128, "mixture.rare_freq": 0.1})
@@ -389,11 +392,11 @@ def test_space_mode_errors_are_one_line(args, words, capsys):
 def quickstart_trials(tokens: int = 2048):
     """Trial records as ``records.load_search`` returns them: quickstart configs at 12 points
     (3 widths x 4 frequencies), accuracy from a threshold law, and one failed trial."""
-    from optimix.config import flatten
-    from optimix.records import TrialRecord
+    from optimix.core.config import flatten
+    from optimix.core.space import load_space
+    from optimix.records.records import TrialRecord
     from optimix.search import trial_flops
-    from optimix.space import load_space
-    from optimix.train import plan_trial
+    from optimix.trial.train import plan_trial
 
     space = load_space(QUICKSTART, [f"train.tokens={tokens}", "eval.size=64"])
     records = []
@@ -415,9 +418,9 @@ def quickstart_trials(tokens: int = 2048):
 @pytest.fixture
 def fake_search(monkeypatch):
     """``load_search`` answering from memory: the CLI path without an MLflow store."""
-    from optimix import records
+    from optimix.records import records
 
-    state = {"records": quickstart_trials(), "objectives": [("acc/facts", "max"), ("train_flops", "min")]}
+    state = {"records": quickstart_trials(), "objectives": parse_objectives_tag("acc/facts:max,train_flops:min")}
 
     def load(uri, experiment, run_id=None, storage_path=None):
         if experiment == "missing":
@@ -489,7 +492,7 @@ def test_searches_that_cannot_be_planned(fake_search, change, words, capsys):
 
 
 def test_verify_tree_rebuilds_a_valid_trial_config():
-    from optimix.space import build_space
+    from optimix.core.space import build_space
 
     record = quickstart_trials()[5]
     config = plan.Config(params=record.metrics["params"], rare_freq=0.05, tokens=4096, train_flops=0)
@@ -502,7 +505,7 @@ def test_verify_tree_rebuilds_a_valid_trial_config():
 
 
 def test_verify_hands_the_recommended_config_to_the_trial_runner(fake_search, monkeypatch, capsys):
-    from optimix import train
+    from optimix.trial import train
 
     seen = []
 

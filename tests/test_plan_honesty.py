@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimix import fit, plan, report, validate
-from optimix import hardware as hw
+from optimix import report
+from optimix.core import fit
+from optimix.core import hardware as hw
+from optimix.plan import plan, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

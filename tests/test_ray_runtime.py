@@ -30,7 +30,7 @@ def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_tok
         import json, os, subprocess, sys
         import ray  # imported (and its config read) before the search sets the mode
         from optimix.search import SearchOptions, run_search
-        from optimix.space import load_space
+        from optimix.core.space import load_space
         run_search(load_space({str(space)!r}), SearchOptions(
             tracking_uri="sqlite:///{tmp_path}/mlflow.db", storage_path="{tmp_path}/runs"))
         worker_mode = ray.get(ray.remote(lambda: os.environ.get("RAY_AUTH_MODE")).remote())

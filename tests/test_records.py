@@ -16,6 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from optimix.core.entry import LedgerEntry
 from optimix.search import SearchState
 from optimix.search.ledger import LedgerError
 
@@ -80,8 +81,8 @@ class Search:
     def state(self) -> SearchState:
         return SearchState.latest(self.storage, "records")
 
-    def trials(self) -> list[dict]:
-        return [e for e in self.state().entries() if "trial_id" in e]
+    def trials(self) -> list[LedgerEntry]:
+        return [LedgerEntry.from_json(e) for e in self.state().entries() if "trial_id" in e]
 
     def wait_for_trials(self, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -111,15 +112,15 @@ class Search:
         return parents[0]
 
 
-def points_of(trials: list[dict]) -> list[tuple]:
-    return [tuple(sorted(t["point"].items())) for t in trials]
+def points_of(trials: list[LedgerEntry]) -> list[tuple]:
+    return [tuple(sorted(t.point.items())) for t in trials]
 
 
 def assert_clean(search: Search, trials: int) -> None:
     done = search.check()
     assert done.returncode == 0, done.stdout + done.stderr
     found = search.trials()
-    assert len(found) == trials, [t["trial_id"] for t in found]
+    assert len(found) == trials, [t.trial_id for t in found]
     assert len(set(points_of(found))) == trials  # every point once
     assert "RUNNING" not in {t.state.name for t in search.study().trials}
 
@@ -169,10 +170,10 @@ def test_resume_extends_a_search_without_training_any_point_twice_and_retags_the
     client = MlflowClient(recorded.uri)
     runs = client.search_runs([client.get_experiment_by_name("records").experiment_id],
                               "tags.`optimix.role` = 'trial'")
-    off = [r for r in runs if r.data.tags["optimix.pareto"] == "false"]
-    on = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
+    off = [r for r in runs if r.data.tags["optimix.core.pareto"] == "false"]
+    on = [r for r in runs if r.data.tags["optimix.core.pareto"] == "true"]
     stale = (off or on)[0]
-    client.set_tag(stale.info.run_id, "optimix.pareto", "true" if off else "false")
+    client.set_tag(stale.info.run_id, "optimix.core.pareto", "true" if off else "false")
     assert recorded.check().returncode == 1  # the check sees it
 
     # The random sampler's seeded stream, restarted, proposes its first points again.
@@ -190,7 +191,7 @@ def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_pat
     done = search.run()
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(search.uri)
-    (deleted, deleted_run), (purged, purged_run) = [(t["trial_id"], t["run_id"]) for t in search.state().trials()[:2]]
+    (deleted, deleted_run), (purged, purged_run) = [(t.trial_id, t.run_id) for t in search.state().trials()[:2]]
     client.delete_run(deleted_run)
     client.delete_run(purged_run)
     gc = subprocess.run([str(Path(OPTIMIX).parent / "mlflow"), "gc", "--backend-store-uri", search.uri,
@@ -205,7 +206,7 @@ def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_pat
                              timeout=240, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (elsewhere / "mlflow.db").exists()
-    runs = {t["trial_id"]: t["run_id"] for t in search.state().trials()}
+    runs = {t.trial_id: t.run_id for t in search.state().trials()}
     assert runs[deleted] == deleted_run and client.get_run(deleted_run).info.lifecycle_stage == "active"
     assert runs[purged] != purged_run and client.get_run(runs[purged]).info.status == "FINISHED"
     assert_clean(search, 3)
@@ -252,7 +253,7 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
     done = search.run("--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_clean(search, 5)
-    assert {t["trial_id"] for t in kept} <= {t["trial_id"] for t in search.trials()}
+    assert {t.trial_id for t in kept} <= {t.trial_id for t in search.trials()}
     assert search.parent().info.status == "FINISHED"
 
 
@@ -285,7 +286,7 @@ def test_a_worker_that_dies_is_tried_once_more_and_recorded_once(tmp_path):
         kill_sessions([proc.pid], grace_s=3.0)
     assert proc.returncode == 0, err[-3000:]
     trials = search.trials()
-    assert len(trials) == 3 and all(t["status"] == "ok" for t in trials), trials
+    assert len(trials) == 3 and all(t.status == "ok" for t in trials), trials
     assert_clean(search, 3)
 
 
@@ -321,8 +322,8 @@ def ray_session():
 
 
 def _in_process(tmp_path, tree):
+    from optimix.core.space import build_space
     from optimix.search import SearchOptions, run_search
-    from optimix.space import build_space
 
     space = build_space(tree)
     summary = run_search(space, SearchOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
@@ -338,9 +339,9 @@ def test_every_reported_metric_can_be_an_objective(tmp_path, ray_session):
     assert summary.ok == 2
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
-    by_id = {e["trial_id"]: e for e in state.trials()}
+    by_id = {e.trial_id: e for e in state.trials()}
     for t in complete:
-        assert t.values[1] == pytest.approx(by_id[t.user_attrs["optimix.trial_id"]]["result"]["wall_s"])
+        assert t.values[1] == pytest.approx(by_id[t.user_attrs["optimix.trial_id"]].result["wall_s"])
 
 
 def test_a_grid_of_stacked_trials_runs_every_point_once(tmp_path, ray_session):
@@ -356,8 +357,8 @@ def test_a_grid_of_stacked_trials_runs_every_point_once(tmp_path, ray_session):
 
 
 def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_path, ray_session):
+    from optimix.core.space import build_space
     from optimix.search import trial_flops
-    from optimix.space import build_space
 
     tree = space_tree(trials=8, sampler="grid")
     space = build_space(tree)
@@ -367,7 +368,7 @@ def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_pat
     summary, state, _ = _in_process(tmp_path, tree)
     grid = {(f, d) for f in (0.05, 0.1, 0.2, 0.4) for d in (16, 32)}
     trials = state.trials()
-    ran = {(t["point"]["mixture.rare_freq"], t["point"]["model.d_model"]) for t in trials}
+    ran = {(t.point["mixture.rare_freq"], t.point["model.d_model"]) for t in trials}
     assert ran <= grid and len(ran) == len(trials) >= 2  # grid points only, each once
     left = tree["search"]["budget_flops"] - summary.spent_flops
     assert left >= 0
@@ -376,17 +377,17 @@ def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_pat
 
 
 def test_a_crashed_worker_is_charged_what_it_trained_not_its_plan(tmp_path, ray_session):
+    from optimix.core.space import build_space
     from optimix.search import trial_flops
-    from optimix.space import build_space
 
     tree = space_tree(trials=1, points_to_evaluate=[{"mixture.rare_freq": 0.1, "model.d_model": 16}])
     tree["train"]["fault"] = "exit"  # the worker process dies at its first step, twice
     summary, state, study = _in_process(tmp_path, tree)
     [trial] = state.trials()
-    assert trial["status"] == "failed"
-    planned = trial_flops(build_space(tree), trial["point"])
-    assert trial["result"]["train_flops"] < planned
-    assert summary.spent_flops == trial["result"]["train_flops"]
+    assert trial.status == "failed"
+    planned = trial_flops(build_space(tree), trial.point)
+    assert trial.result["train_flops"] < planned
+    assert summary.spent_flops == trial.result["train_flops"]
     assert [t.state.name for t in study.trials] == ["FAIL"]
 
 
@@ -534,12 +535,12 @@ def ledger_line(trial_id: str, status: str = "ok", **result) -> dict:
 
 def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
     state = SearchState(tmp_path)
-    state.append(ledger_line("a"))
+    state.append(LedgerEntry.from_json(ledger_line("a")))
     with open(state.ledger, "a") as f:
         f.write('{"trial_id": "b", "n"')  # killed mid-write
-    state.append(ledger_line("c"))
-    assert state.ledger.read_text().splitlines() == [json.dumps(ledger_line("a")),
-                                                     json.dumps(ledger_line("c"))]
+    state.append(LedgerEntry.from_json(ledger_line("c")))
+    assert state.ledger.read_text().splitlines() == [json.dumps(LedgerEntry.from_json(ledger_line(t)).to_json())
+                                                     for t in "ac"]
     assert state.repair() == 0
     with open(state.ledger, "a") as f:
         f.write('{"trial_id": "d"')
@@ -561,10 +562,10 @@ def test_an_append_after_a_torn_line_is_never_glued_onto_it(tmp_path):
 ], ids=["null", "list", "torn-inside", "unknown", "flops-text", "status", "accuracy", "run-id", "negative"])
 def test_a_malformed_ledger_line_is_one_line_naming_the_file_the_line_and_the_fault(tmp_path, line, problem):
     state = SearchState(tmp_path)
-    state.append(ledger_line("a"))
+    state.append(LedgerEntry.from_json(ledger_line("a")))
     with open(state.ledger, "a") as f:
         f.write(line + "\n")
-    state.append(ledger_line("c"))
+    state.append(LedgerEntry.from_json(ledger_line("c")))
     with pytest.raises(LedgerError) as err:
         state.entries()
     assert str(err.value).startswith(f"{state.ledger}: {problem}") and "\n" not in str(err.value)
@@ -596,12 +597,12 @@ def test_a_search_recorded_before_these_records_resumes_and_is_checked(tmp_path)
     search = Search.__new__(Search)
     search.root, search.space, search.uri = tmp_path, tmp_path / "space.yaml", f"sqlite:///{db}"
     search.storage, search.env = tmp_path / "runs", base_env()
-    before = {t["trial_id"] for t in SearchState.latest(search.storage, "before").trials()}
+    before = {t.trial_id for t in SearchState.latest(search.storage, "before").trials()}
 
     done = search.run("--resume", "--trials", "5", "--experiment", "before")
     assert done.returncode == 0, done.stderr[-3000:]
     trials = SearchState.latest(search.storage, "before").trials()
-    assert len(trials) == 5 and before <= {t["trial_id"] for t in trials}
+    assert len(trials) == 5 and before <= {t.trial_id for t in trials}
     assert len(set(points_of(trials))) == 4  # the old repeat stays; nothing new repeats it
     check = subprocess.run([OPTIMIX, "check", "--experiment", "before", "--tracking-uri", search.uri,
                             "--storage-path", str(search.storage)], capture_output=True, text=True,

@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from optimix import plan, verify
 from optimix.cli import main as cli_main
+from optimix.plan import plan, verify
 
 from cluster_fixtures import base_env, optimix_search, short_tmp
 
@@ -27,7 +27,7 @@ POINTS = [(32, 0.4), (32, 0.1), (32, 0.02), (64, 0.3), (64, 0.05), (64, 0.01)]
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """(tracking URI, the search as ``load_search`` reads it) of one real six-trial search."""
-    from optimix.records import load_search
+    from optimix.records.records import load_search
 
     root = tmp_path_factory.mktemp("records")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -76,9 +76,9 @@ def test_verify_trains_the_recommended_config_from_real_records(recorded, capsys
 def test_verify_tree_rebuilds_each_recorded_trial(recorded):
     """At a trial's own size, frequency and tokens the tree is that trial's config: every
     config param as recorded, and the recorded shape (``shape.*``) built again."""
-    from optimix.config import flatten
-    from optimix.space import build_space
-    from optimix.train import plan_trial
+    from optimix.core.config import flatten
+    from optimix.core.space import build_space
+    from optimix.trial.train import plan_trial
 
     _, record = recorded
     for trial in record.trials:

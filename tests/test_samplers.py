@@ -6,8 +6,8 @@ import numpy as np
 import optuna
 import pytest
 
+from optimix.core.space import Dimension, build_space
 from optimix.search import cheapest_flops, distributions, grid_size, make_sampler, trial_flops
-from optimix.space import Dimension, build_space
 
 
 def space_tree(sampler: str) -> dict:
@@ -153,7 +153,7 @@ def test_the_frontier_sampler_spends_on_what_gains_most_per_flop():
 
 
 def test_an_effective_config_is_what_the_trial_trains():
-    from optimix.budget import effective_key
+    from optimix.search import effective_key
 
     space = build_space(space_tree("tpe"))
     point = {"mixture.rare_freq": 0.1, "mixture.delivery": "even", "model.d_model": 32, "train.lr": 0.003}
@@ -174,7 +174,7 @@ def test_an_effective_config_is_what_the_trial_trains():
 
 def _frontier_study(tree: dict, quality, n: int, seed: int = 0):
     """``n`` trials of the frontier sampler on ``quality(params)``; the study and the trials' keys."""
-    from optimix.budget import effective_key
+    from optimix.search import effective_key
 
     space = build_space(tree)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))
@@ -278,7 +278,7 @@ def test_simplex_proposals_sum_to_one(sampler):
 
 
 def test_simplex_weights_drive_the_mixture():
-    from optimix.tasks import build_tasks
+    from optimix.trial.tasks import build_tasks
 
     space = build_space(simplex_tree("random"))
     config = space.resolve({"mixture.weights.copy": 0.9, "mixture.weights.sort": 0.0,
@@ -294,7 +294,7 @@ def test_simplex_weights_drive_the_mixture():
     ({"values": ["copy", "sort"]}, "mixture.weights: weigh each non-rare task"),
 ])
 def test_bad_simplexes_name_their_key(change, message):
-    from optimix.config import SpaceError
+    from optimix.core.config import SpaceError
 
     tree = simplex_tree("random")
     tree["mixture"]["weights"] = {"dist": "simplex", **change}
@@ -311,7 +311,7 @@ def test_the_frontier_sampler_weighs_its_gain_by_the_chance_of_meeting_the_const
     """Trials at the small width miss an outcome constraint, the others meet it: the sampler's
     GP over the stored constraint values puts a low chance of meeting it on small-width
     candidates and a high one on wide ones, and its frontier leaves the misses out."""
-    from optimix.metrics import CONSTRAINT_ATTR
+    from optimix.core.metrics import CONSTRAINT_ATTR
     from optimix.search.frontier_sampler import _met
 
     tree = space_tree("frontier")
@@ -346,8 +346,8 @@ def test_samplers_learn_from_constraints_with_several_objectives(sampler, object
     """Told as a search tells them (``searcher.tell``), outcomes with an outcome constraint
     reach each sampler that takes constraints, past its first points: Optuna's GPSampler takes
     constraints with several objectives only from Optuna 4.5 on (4.4 refuses them)."""
-    from optimix.metrics import parse_constraints, parse_objectives
-    from optimix.search.searcher import tell
+    from optimix.core.entry import LedgerEntry
+    from optimix.search.study import tell
 
     tree = space_tree(sampler)
     tree["search"].update(objectives=objectives, constraints=["acc/copy >= 0.5"], startup_trials=3)
@@ -355,10 +355,7 @@ def test_samplers_learn_from_constraints_with_several_objectives(sampler, object
     if sampler == "auto":  # the sampler the auto pick gives a small search
         assert make_sampler(space, 0).__class__.__name__ == (
             "FrontierSampler" if len(objectives) == 2 else "GPSampler")
-    pairs = [(o.metric, o.mode) for o in parse_objectives(space.base)]
-    constraints = parse_constraints(space.base)
-    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for _, m in pairs],
-                                sampler=make_sampler(space, 0))
+    study = optuna.create_study(directions=space.spec.directions, sampler=make_sampler(space, 0))
     dists = distributions(space)
     for i in range(5):
         trial = study.ask(dists)
@@ -368,6 +365,6 @@ def test_samplers_learn_from_constraints_with_several_objectives(sampler, object
         result = {"train_flops": flops, "params": 1e4, "non_embedding_params": 1e4, "tokens": 1e4,
                   "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1e4,
                   "accuracy": {"facts": i / 5, "copy": 0.7 if wide else 0.2}, "loss": {}}
-        tell(study, trial, {"trial_id": str(i), "status": "ok", "result": result}, pairs, constraints)
+        tell(study, trial, LedgerEntry(trial_id=str(i), status="ok", result=result), space.spec)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [optuna.trial.TrialState.COMPLETE] * 5

@@ -15,9 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from optimix.cli import main as cli_main
-from optimix.config import SpaceError
+from optimix.core.config import SpaceError
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import SearchSpec, parse_objectives_tag
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
-from optimix.space import build_space
 
 from cluster_fixtures import frontier_by_hand
 
@@ -88,14 +90,14 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
         assert r.data.metrics["train_flops"] >= 0  # a trial that failed at once spent nothing
         if r.data.tags["optimix.status"] != "ok":
             assert "acc/facts" not in r.data.metrics  # never a made-up score
-            assert r.data.tags["optimix.pareto"] == "false"
+            assert r.data.tags["optimix.core.pareto"] == "false"
     assert statuses == {"none": ["ok"] * 4, "raise": ["failed"], "nan": ["infeasible"], "exit": ["failed"]}
     assert any("injected fault" in r.data.tags.get("optimix.error", "") for r in by_fault.values())
     assert len({r.data.tags["optimix.trial_id"] for r in runs}) == 7
 
     finals, steps = frontier_by_hand(client, runs)
     assert steps  # the cheapest candidate is a learning-curve point (eval.points: 2)
-    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
+    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.core.pareto"] == "true"}
     assert tagged == finals
     assert {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
             if r.data.tags["optimix.pareto_steps"] != "[]"} == steps
@@ -142,7 +144,7 @@ def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_
     assert len(entries) == len(record.ledger) == 4
     bad = entries[json.dumps({"mixture.delivery": "bursts", "mixture.rare_freq": 0.2}, sort_keys=True)]
     assert bad.status == "infeasible" and bad.train_flops == 0
-    assert bad.entry["error"] == ("mixture.burst_duty: 0.1 is below rare_freq=0.2: a burst cannot carry "
+    assert bad.entry.error == ("mixture.burst_duty: 0.1 is below rare_freq=0.2: a burst cannot carry "
                                   "more than all of its sequences")
     assert sorted(t.status for t in record.ledger) == ["infeasible", "ok", "ok", "ok"]
     run = next(r for r in record.children if r.trial_id == bad.trial_id)
@@ -267,23 +269,23 @@ def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
 def test_an_interrupted_trial_is_queued_again_once(tmp_path):
     from optuna.distributions import FloatDistribution
 
-    from optimix.search.searcher import reconcile
+    from optimix.search.study import reconcile
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(0))
     first = study.ask({"x": FloatDistribution(0, 1)})  # left RUNNING by a killed driver
-    reconcile(study, storage, [], [("x", "max")])
+    reconcile(study, storage, [], SearchSpec(tuple(parse_objectives_tag("x:max"))))
     assert study.trials[first.number].state.name == "FAIL"
     rerun = study.ask({"x": FloatDistribution(0, 1)})  # the queued point comes first
     assert rerun.params == first.params
-    reconcile(study, storage, [], [("x", "max")])  # the rerun interrupted too: not queued a third time
+    reconcile(study, storage, [], SearchSpec(tuple(parse_objectives_tag("x:max"))))  # the rerun interrupted too: not queued a third time
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
 
 
 def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_says(tmp_path):
     from optuna.distributions import FloatDistribution
 
-    from optimix.search.searcher import reconcile
+    from optimix.search.study import reconcile
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
@@ -292,8 +294,8 @@ def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_say
     result = {"train_flops": 100.0, "params": 10, "non_embedding_params": 5, "tokens": 50, "wall_s": 1.0,
               "train_s": 0.5, "tokens_per_s": 100.0, "accuracy": {"facts": 0.5}, "loss": {"facts": 1.0},
               "curve": [], "steps": 4, "planned_steps": 4}
-    entry = {"trial_id": "t1", "status": "ok", "result": result}
-    reconcile(study, storage, [entry], [("acc/facts", "max"), ("train_flops", "min")])
+    entry = LedgerEntry(trial_id="t1", status="ok", result=result)
+    reconcile(study, storage, [entry], SearchSpec(tuple(parse_objectives_tag("acc/facts:max,train_flops:min"))))
     [done] = study.trials
     assert done.state.name == "COMPLETE" and done.values == [0.5, 2.0]  # FLOPs in log10
     assert len(study.trials) == 1  # not queued again: it finished
@@ -309,7 +311,7 @@ def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
     client = MlflowClient(uri)
     for run in children(client, summary.parent_run_id):
         has_model = any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
-        assert has_model == (run.data.tags["optimix.pareto"] == "true")
+        assert has_model == (run.data.tags["optimix.core.pareto"] == "true")
         if has_model:
             local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / run.info.run_id))
             assert (Path(local) / "MLmodel").exists()  # an MLflow model, the save_pretrained folder inside
@@ -375,7 +377,7 @@ def test_a_trial_dominated_at_equal_flops_is_pruned_and_told_to_optuna_as_pruned
 
 
 def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(tmp_path):
-    from optimix.train import run_trial
+    from optimix.trial.train import run_trial
 
     tree = tiny_space_tree(trials=4, sampler="random", max_concurrent=1, stack=2)
     tree["train"]["fault"] = "none"

@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import search_efficiency as se  # noqa: E402
 
-from optimix.budget import effective_key  # noqa: E402
+from optimix.search import effective_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,12 @@ def test_the_grid_table_holds_every_grid_point_with_its_curve(table):
 
 
 def test_pruning_in_the_replay_keeps_the_first_part_of_the_curve(table):
-    from optimix import frontier
-    from optimix.metrics import parse_objectives
+    from optimix.core import frontier
+    from optimix.core.entry import LedgerEntry
 
-    objectives = [(o.metric, o.mode) for o in parse_objectives(table.space.base)]
+    objectives = table.space.spec.objectives
     best = table.result({"mixture.rare_freq": 0.2, "model.d_model": 16})
-    entries = [{"trial_id": "a", "status": "ok", "result": best}]
+    entries = [LedgerEntry(trial_id="a", status="ok", result=best)]
     front = frontier.front(frontier.candidates(entries, objectives), objectives)
     search = se.load_space(table.path, ["search.prune=dominated"]).base.search
     worse = se.prune(table.result({"mixture.rare_freq": 0.005, "model.d_model": 16}), front, objectives, search)
@@ -52,7 +52,7 @@ def test_the_default_search_finds_the_frontier_without_training_a_config_twice(t
 
     def conclude(self, trial_id, result, error):  # every trial the searcher records
         entries = original(self, trial_id, result, error)
-        seen.extend(effective_key(table.space, e["point"]) for e in entries)
+        seen.extend(effective_key(table.space, e.point) for e in entries)
         return entries
 
     monkeypatch.setattr(OptimixSearcher, "conclude", conclude)

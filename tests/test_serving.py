@@ -18,8 +18,9 @@ import pytest
 from mlflow import MlflowClient
 from test_search import tiny_space_tree
 
+from optimix.core.metrics import parse_objectives_tag
+from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
-from optimix.space import build_space
 
 from cluster_fixtures import base_env, free_port, kill_sessions
 
@@ -103,9 +104,9 @@ def test_a_registered_frontier_model_is_served_and_answers_as_it_does_in_process
     assert "registered 'tiny-best' version 1: run " in done.stdout
     run_id = done.stdout.split("run ", 1)[1].split()[0]
     trial = client.get_run(run_id)
-    assert trial.data.tags["mlflow.parentRunId"] == parent and trial.data.tags["optimix.pareto"] == "true"
+    assert trial.data.tags["mlflow.parentRunId"] == parent and trial.data.tags["optimix.core.pareto"] == "true"
     best = max(r.data.metrics["acc/facts"] for r in client.search_runs(
-        [trial.info.experiment_id], "tags.`optimix.pareto` = 'true'"))
+        [trial.info.experiment_id], "tags.`optimix.core.pareto` = 'true'"))
     assert trial.data.metrics["acc/facts"] == best  # the frontier's best in the first objective
     [version] = client.search_model_versions("name = 'tiny-best'")
     assert version.run_id == run_id
@@ -136,8 +137,8 @@ def test_register_names_a_trial_and_refuses_one_that_kept_no_model(searched, tmp
     uri, storage, parent = searched
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
-    kept = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
-    bare = [r for r in runs if r.data.tags["optimix.pareto"] != "true"]
+    kept = [r for r in runs if r.data.tags["optimix.core.pareto"] == "true"]
+    bare = [r for r in runs if r.data.tags["optimix.core.pareto"] != "true"]
     done = optimix("frontier", "--tracking-uri", uri, "--storage-path", storage, "--register", "pick",
                    "--run", kept[-1].data.tags["optimix.trial_id"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -180,8 +181,8 @@ def test_a_saved_model_answers_every_kind_of_task_in_process(tmp_path):
     synthetic, a dataset and a text task."""
     import mlflow.pyfunc
 
-    from optimix import serving
-    from optimix.train import run_trial
+    from optimix.records import serving
+    from optimix.trial.train import run_trial
 
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"prompt": f"{a}+{b}", "answer": str(a + b)}) + "\n"
                                                for a in range(12) for b in range(12)))
@@ -249,12 +250,12 @@ def _served(model, rows: list[dict]) -> tuple[int, dict]:
 def test_register_on_a_frontier_of_curve_points_only_says_why_and_how(tmp_path):
     """A frontier made of learning-curve points only has no model to register: not for want
     of ``save_models: frontier`` (a curve point is a trial mid-way, whose weights are not kept)."""
-    from optimix import serving
-    from optimix.records import SearchRecord, TrialRecord
+    from optimix.records import serving
+    from optimix.records.records import SearchRecord, TrialRecord
 
     trials = [TrialRecord(f"run-{i}", str(i), "ok", False, {}, {"acc/facts": 0.5, "train_flops": 1e9},
                           pareto_steps=[1] if i == 0 else []) for i in range(2)]
-    record = SearchRecord("parent", "tiny", [("acc/facts", "max"), ("train_flops", "min")], trials)
+    record = SearchRecord("parent", "tiny", parse_objectives_tag("acc/facts:max,train_flops:min"), trials)
     with pytest.raises(ValueError) as err:
         serving.pick_trial(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), record, None)
     said = str(err.value)

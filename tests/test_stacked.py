@@ -1,4 +1,4 @@
-"""Stacked training (``optimix.stacked``) against the one-by-one trial runner, on CPU in fp32.
+"""Stacked training (``optimix.trial.stacked``) against the one-by-one trial runner, on CPU in fp32.
 
 Each test trains tiny models (d_model 32, 2 layers, 47 steps of 16 sequences) with
 ``run_stacked`` and again one by one with ``run_trial``, and requires the same results: final
@@ -12,11 +12,11 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from optimix.model import Shape, build_model
-from optimix.space import build_space
-from optimix.stacked import StackedLlama, per_model_loss, run_stacked
-from optimix.tasks import IGNORE
-from optimix.train import run_trial
+from optimix.core.space import build_space
+from optimix.trial.model import Shape, build_model
+from optimix.trial.stacked import StackedLlama, per_model_loss, run_stacked
+from optimix.trial.tasks import IGNORE
+from optimix.trial.train import run_trial
 
 
 def config(seed: int = 0, rare_freq: float = 0.05, d_model: int = 32, tokens: int = 6000, **train):

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import study_analysis  # noqa: E402
 import study_arms  # noqa: E402
 
+from optimix.core.space import load_space  # noqa: E402
 from optimix.search import grid_size  # noqa: E402
-from optimix.space import load_space  # noqa: E402
 
 SIZES = {17000: 17256, 110000: 109504, 620000: 620672}
 

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from optimix.space import build_space
-from optimix.tasks import build_tasks
-from optimix.train import run_trial
+from optimix.core.space import build_space
+from optimix.trial.tasks import build_tasks
+from optimix.trial.train import run_trial
 
 ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "yak", "emu"]
 VERBS = ["sees", "chases", "likes", "follows", "meets"]
@@ -81,7 +81,7 @@ def test_a_text_task_trains_saves_and_reloads_with_its_tokenizer(tmp_path):
 
 
 def test_a_missing_corpus_or_column_is_bad_input(tmp_path):
-    from optimix.config import SpaceError
+    from optimix.core.config import SpaceError
 
     corpus(tmp_path / "c.jsonl")
     with pytest.raises(SpaceError, match=r"^tasks\.prose\.column: no column 'text'"):
@@ -91,7 +91,7 @@ def test_a_missing_corpus_or_column_is_bad_input(tmp_path):
 
 
 def test_a_null_line_in_a_json_corpus_is_refused_naming_its_row(tmp_path):
-    from optimix.config import SpaceError
+    from optimix.core.config import SpaceError
 
     lines = corpus(tmp_path / "c.jsonl", n=10)
     rows = [{"body": line} for line in lines[:3]] + [{"body": None}] + [{"body": line} for line in lines[3:]]
@@ -104,7 +104,7 @@ def test_a_corpus_without_long_runs_trains_the_same_bpe_as_tokenizers_alone(tmp_
     """``BPE_RUN`` cuts only runs longer than it: an ordinary corpus's tokenizer is unchanged."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from optimix.text_task import BPE_RUN, train_bpe
+    from optimix.trial.text_task import BPE_RUN, train_bpe
 
     lines = corpus(tmp_path / "c.txt", n=400) + ["x" * BPE_RUN + " and " + "-" * BPE_RUN]
     specials = ["<pad>", "<t:prose>"]

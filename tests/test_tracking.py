@@ -26,8 +26,10 @@ import pytest
 from mlflow.entities import Param, ViewType
 from mlflow.tracking import MlflowClient
 
-from optimix import metrics, mlflow_client, records, tracking
-from optimix.tracking import Tracker, TrackingError, TrackingRejected
+from optimix.core import metrics
+from optimix.core.entry import LedgerEntry
+from optimix.records import mlflow_client, records, tracking
+from optimix.records.tracking import Tracker, TrackingError, TrackingRejected
 
 from cluster_fixtures import (
     OPTIMIX,
@@ -44,7 +46,7 @@ TASKS = ("copy", "facts")
 LONG_TASK = "t" * 260  # a metric key "acc/ttt…" of 264 characters: over MLflow's 250
 
 
-def trial_record(trial_id: str = "0", tasks: tuple[str, ...] = TASKS) -> dict:
+def trial_record(trial_id: str = "0", tasks: tuple[str, ...] = TASKS) -> LedgerEntry:
     """A finished trial as the search driver hands it to ``log_trial`` (two curve points)."""
     curve = [{"step": s, "tokens": 1000 * s, "train_flops": 1e6 * s, "train_loss": 2.0 / s,
               "accuracy": {t: 0.1 * s for t in tasks}, "loss": {t: 1.0 / s for t in tasks}}
@@ -53,9 +55,9 @@ def trial_record(trial_id: str = "0", tasks: tuple[str, ...] = TASKS) -> dict:
               "wall_s": 1.5, "train_s": 1.2, "tokens_per_s": 1600.0,
               "accuracy": {t: 0.2 for t in tasks}, "loss": {t: 0.5 for t in tasks},
               "shape": {"d_model": 16, "n_layer": 1}, "curve": curve}
-    return {"trial_id": trial_id, "name": f"trial-{trial_id}", "status": metrics.OK,
-            "params": {"model.d_model": 16, "mixture.rare_freq": 0.1}, "result": result,
-            "point": {"mixture.rare_freq": 0.1}, "node": "127.0.0.1"}
+    return LedgerEntry(trial_id=trial_id, name=f"trial-{trial_id}", status=metrics.OK,
+                       params={"model.d_model": 16, "mixture.rare_freq": 0.1}, result=result,
+                       point={"mixture.rare_freq": 0.1}, node="127.0.0.1")
 
 
 def trial_runs(tracker: Tracker, parent_id: str, trial_id: str) -> tuple[list, list]:
@@ -136,7 +138,7 @@ def test_only_the_tracking_modules_import_mlflow():
 
 
 def test_the_old_import_paths_still_work():
-    from optimix.records import SearchRecord, TrackingError, TrialRecord, load_search
+    from optimix.records.records import SearchRecord, TrackingError, TrialRecord, load_search
 
     assert (SearchRecord, TrialRecord, load_search) == (
         records.SearchRecord, records.TrialRecord, records.load_search)
@@ -172,7 +174,7 @@ def test_a_half_made_child_run_is_deleted_and_the_trial_logged_again(tmp_path):
     record = trial_record("7")
     # What a crash between create_run and set_terminated leaves: the tags, some params.
     client = MlflowClient(tracking_uri=tracker.uri)
-    half = client.create_run(tracker.experiment_id, run_name=record["name"], tags={
+    half = client.create_run(tracker.experiment_id, run_name=record.name, tags={
         metrics.ROLE: "trial", metrics.PARENT: parent, metrics.TRIAL_ID: "7",
         metrics.STATUS: metrics.OK}).info.run_id
     client.log_batch(half, params=[Param("model.d_model", "16")])

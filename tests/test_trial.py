@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from optimix.config import MixtureConfig, ModelConfig
-from optimix.flops import flops_breakdown
-from optimix.mixture import assign, batches
-from optimix.model import build_model, shape_for
-from optimix.monitor import TrialMonitor
-from optimix.space import build_space, load_space
-from optimix.tasks import IGNORE, build_tasks, row_hash
-from optimix.train import eval_steps, lr_at, plan_trial, run_trial
+from optimix.core.config import MixtureConfig, ModelConfig
+from optimix.core.flops import flops_breakdown
+from optimix.core.space import build_space, load_space
+from optimix.trial.mixture import assign, batches
+from optimix.trial.model import build_model, shape_for
+from optimix.trial.monitor import TrialMonitor
+from optimix.trial.tasks import IGNORE, build_tasks, row_hash
+from optimix.trial.train import eval_steps, lr_at, plan_trial, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "search_spaces" / "quickstart.yaml"
@@ -226,7 +226,7 @@ def test_two_rare_tasks_through_batches_within_one_percent_over_1e5_sequences():
     ({"rare": {"facts": {"freq": 0.2, "delivery": "bursts", "burst_duty": 0.1}}}, "mixture.rare.facts.burst_duty"),
 ])
 def test_bad_rare_mixtures_name_their_key(mixture, key):
-    from optimix.space import SpaceError
+    from optimix.core.space import SpaceError
 
     with pytest.raises(SpaceError) as err:
         tiny_config(mixture=mixture)
@@ -273,7 +273,7 @@ def test_flops_formula_matches_torch_flop_counter(shape_kw):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import LlamaForCausalLM
 
-    from optimix.model import Shape, default_d_ff
+    from optimix.trial.model import Shape, default_d_ff
 
     d = shape_kw["d_model"]
     shape = Shape(d, shape_kw["n_layer"], shape_kw["n_head"], default_d_ff(d), 150, shape_kw["n_ctx"])

@@ -1,4 +1,4 @@
-"""``optimix.verify``'s small parts on hand-made tables: which recorded trial lends the config,
+"""``optimix.plan.verify``'s small parts on hand-made tables: which recorded trial lends the config,
 which seed the new trial gets, and which interval the achieved accuracy is judged against.
 The same behaviour on a real search's records is in ``test_verify_records.py``.
 """
@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from optimix import fit, plan, verify
+from optimix.core import fit
+from optimix.plan import plan, verify
 
 
 def table(rows: list[tuple[float, float, float]], status: list[str] | None = None) -> fit.TrialTable:
@@ -106,7 +107,7 @@ SHAPED = {"model.d_model": "32", "model.n_layer": "2", "model.n_head": "2", "mod
 
 
 def count(shape: dict[str, int], n_vocab: int = 72, tie: bool = False) -> int:
-    from optimix.flops import param_counts
+    from optimix.core.flops import param_counts
 
     return param_counts(shape["d_model"], shape["n_layer"], shape["d_ff"], n_vocab, tie)[0]
 
@@ -115,7 +116,7 @@ def count(shape: dict[str, int], n_vocab: int = 72, tie: bool = False) -> int:
 def test_a_trial_given_its_shape_keeps_depth_and_heads_and_its_width_meets_the_size(target):
     """The quickstart's trials (two layers, two heads, the width searched): the shape rule
     would have built 17,400 params for 20,000 and 3,992,320 (5 layers) for 5e6; within 1% now."""
-    from optimix.model import default_d_ff
+    from optimix.trial.model import default_d_ff
 
     shape = verify.scaled_shape(SHAPED, target)
     assert (shape["n_layer"], shape["n_head"]) == (2, 2)

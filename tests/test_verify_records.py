@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 from test_records_plan import plan_cli, recorded  # noqa: F401  (recorded: one real six-trial search)
 
-from optimix import verify
-from optimix.config import flatten
-from optimix.train import TrialResult, plan_trial
+from optimix.core.config import flatten
+from optimix.plan import verify
+from optimix.trial.train import TrialResult, plan_trial
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def trainer(monkeypatch):
     """``run_trial`` replaced by a recorder: ``.configs`` it was given, ``.acc`` it answers."""
-    from optimix import train
+    from optimix.trial import train
 
     state = SimpleNamespace(configs=[], acc=0.5)
 
@@ -58,7 +58,7 @@ def as_logged(config) -> dict[str, str]:
 
 
 def table_of(record):
-    from optimix.fit import TrialTable
+    from optimix.core.fit import TrialTable
 
     return TrialTable.from_records(record.trials, "acc/facts")
 

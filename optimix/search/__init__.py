@@ -12,16 +12,24 @@ The package holds everything that imports Ray or Optuna:
 - ``ledger``: the search's folder (state, ledger, journal, lock);
 - ``reaper``: nothing of the in-process Ray outlives a driver killed outright;
 - ``check`` and ``check_record``: ``optimix check``, the invariants of a recorded search and
-  what it reads (the ledger, MLflow runs through ``optimix.records``, the Optuna journal).
+  what it reads (the ledger, MLflow runs through ``optimix.records.records``, the Optuna journal).
 
 Importing this package imports neither Ray nor Optuna; its modules do.
 """
 
-from optimix.budget import cheapest_flops, check_budget, trial_flops
 from optimix.search.ledger import SearchState
-from optimix.search.proposals import distributions, grid_size, grid_values, make_sampler
+from optimix.search.proposals import (
+    cheapest_flops,
+    check_budget,
+    distributions,
+    effective_key,
+    grid_size,
+    grid_values,
+    make_sampler,
+    trial_flops,
+)
 from optimix.search.run import SearchInterrupted, SearchOptions, SearchSummary, run_search
 
 __all__ = ["SearchInterrupted", "SearchOptions", "SearchState", "SearchSummary", "cheapest_flops",
-           "check_budget", "distributions", "grid_size", "grid_values", "make_sampler", "run_search",
+           "check_budget", "distributions", "effective_key", "grid_size", "grid_values", "make_sampler", "run_search",
            "trial_flops"]

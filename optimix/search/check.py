@@ -23,9 +23,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from optimix import frontier, metrics, tracking
-from optimix.config import SpaceError
-from optimix.records import RunRecord
+from optimix.core import frontier, metrics
+from optimix.core.config import SpaceError
+from optimix.core.space import Space
+from optimix.records import tracking
+from optimix.records.records import RunRecord
 from optimix.search.check_record import (
     KINDS,
     REL_TOL,
@@ -37,7 +39,6 @@ from optimix.search.check_record import (
     read,
 )
 from optimix.search.check_values import check_flops, check_metrics, check_points
-from optimix.space import Space
 
 __all__ = ["KINDS", "REL_TOL", "LedgerTrial", "OptunaTrial", "Record", "Violation", "check",
            "config_key", "find_state", "in_flight", "read", "report", "summary"]
@@ -170,7 +171,7 @@ def config_key(space: Space | None, trial: LedgerTrial) -> str:
     """What ``trial`` trained: ``budget.effective_key`` (the key the searcher refuses to
     train twice) where the space is known, else the ledger's params, seed included."""
     if space is not None:
-        from optimix.budget import effective_key
+        from optimix.search.proposals import effective_key
 
         try:
             return effective_key(space, trial.point)

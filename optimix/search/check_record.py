@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optimix import metrics
-from optimix.config import SpaceError
-from optimix.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
-from optimix.mlflow_client import TrackingError, resolve_uri
-from optimix.records import RunRecord, read_search_runs
-from optimix.space import Space
+from optimix.core import metrics
+from optimix.core.config import Objective, SpaceError
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import FLOPS_ATTR, TRIAL_ID_ATTR
+from optimix.core.space import Space
+from optimix.records.mlflow_client import TrackingError, resolve_uri
+from optimix.records.records import RunRecord, read_search_runs
 
 KINDS = {
     "state": "a search with a ledger has its state.json",
@@ -33,7 +34,7 @@ KINDS = {
     "child-status": "the child's optimix.status tag is the ledger's status",
     "child-stray": "every MLflow child run of the search is a ledger trial",
     "repeat": "no effective config (seed included) is trained twice",
-    "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
+    "pareto": "optimix.core.pareto and optimix.pareto_steps equal the frontier recomputed from "
               "the ledger",
     "optuna-study": "the journal holds the search's Optuna study",
     "optuna-running": "no Optuna trial is RUNNING while the search is not",
@@ -74,16 +75,15 @@ class LedgerTrial:
     point: dict[str, Any]
     params: dict[str, Any]
     train_flops: float
-    entry: Mapping[str, Any]
+    entry: LedgerEntry
     """The whole line (``frontier.candidates`` reads its ``result``)."""
 
     @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> LedgerTrial:
-        result = entry.get("result") or {}
-        return cls(trial_id=str(entry["trial_id"]), status=entry.get("status", ""),
-                   name=entry.get("name", ""), point=dict(entry.get("point") or {}),
-                   params=dict(entry.get("params") or {}),
-                   train_flops=float(result.get("train_flops", 0.0)), entry=entry)
+    def from_entry(cls, line: Mapping[str, Any]) -> LedgerTrial:
+        """A trial line of the ledger (checked by ``ledger.parse_line``)."""
+        entry = LedgerEntry.from_json(line)
+        return cls(trial_id=entry.trial_id, status=entry.status, name=entry.name, point=entry.point,
+                   params=entry.params, train_flops=entry.train_flops, entry=entry)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class Record:
         return self.state.get("parent_run_id") or (self.parents[0].run_id if len(self.parents) == 1 else None)
 
     @property
-    def objectives(self) -> list[tuple[str, str]]:
+    def objectives(self) -> list[Objective]:
         if self.parent is None:
             return []
         return metrics.parse_objectives_tag(self.parent.tags.get(metrics.OBJECTIVES, ""))
@@ -223,7 +223,7 @@ def read(storage_path: str, experiment: str | None = None, tracking_uri: str | N
 
 
 def _space(tree: Any) -> Space | None:
-    from optimix.space import build_space
+    from optimix.core.space import build_space
 
     if not isinstance(tree, Mapping):
         return None

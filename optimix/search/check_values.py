@@ -13,9 +13,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from optimix import metrics, tracking
-from optimix.metrics import FLOPS_ATTR
-from optimix.records import RunRecord
+from optimix.core import metrics
+from optimix.core.budget import Budget
+from optimix.core.metrics import FLOPS_ATTR
+from optimix.records import tracking
+from optimix.records.records import RunRecord
 from optimix.search.check_record import REL_TOL, LedgerTrial, Record, Violation
 
 
@@ -47,7 +49,8 @@ def check_flops(record: Record, trials: Sequence[LedgerTrial], flight: set[str])
             out.append(Violation("flops-optuna", f"Optuna trial #{ot.number} (trial {t.trial_id}) "
                                                  f"records {FLOPS_ATTR} {ot.train_flops:.6g}, the "
                                                  f"ledger has {t.train_flops:.6g}"))
-    spent = sum(t.train_flops for t in trials)
+    budget = Budget.from_ledger(record.budget_flops, 0.0, [t.entry for t in trials], record.interrupted_flops)
+    spent = budget.spent
     if record.parent is not None and not record.running:
         logged = record.parent.metrics.get("spent_flops")
         if logged is None:
@@ -57,12 +60,11 @@ def check_flops(record: Record, trials: Sequence[LedgerTrial], flight: set[str])
         elif not _close(logged, spent):
             out.append(Violation("flops-parent", f"parent run {record.parent.run_id} logged spent_flops "
                                                  f"{logged:.6g}, the ledger's total is {spent:.6g}"))
-    budget = record.budget_flops
-    if budget is not None and spent + record.interrupted_flops > budget * (1 + REL_TOL):
+    if budget.over(REL_TOL):
         last = trials[-1].trial_id if trials else "-"
-        lost = f" (+{record.interrupted_flops:.6g} in interrupted attempts)" if record.interrupted_flops else ""
+        lost = f" (+{budget.lost:.6g} in interrupted attempts)" if budget.lost else ""
         out.append(Violation("flops-budget", f"the ledger's trials spent {spent:.6g} FLOPs{lost}, over "
-                                             f"the budget of {budget:.6g} (last trial {last})"))
+                                             f"the budget of {budget.limit:.6g} (last trial {last})"))
     return out
 
 
@@ -80,7 +82,7 @@ def check_metrics(record: Record, trials: Sequence[LedgerTrial], flight: set[str
         run = runs.get(t.trial_id)
         if run is None or t.trial_id in flight:
             continue
-        want = {k: v for k, v in metrics.final_metrics(t.entry["result"]).items() if k != "train_flops"}
+        want = {k: v for k, v in t.entry.final_metrics().items() if k != "train_flops"}
         wrong = [f"{k} {run.metrics[k]:.6g} (the ledger: {v:.6g})" for k, v in want.items()
                  if k in run.metrics and not _same(run.metrics[k], v)]
         complete = t.status in (metrics.OK, metrics.PRUNED) and run.status in metrics.TERMINATED

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimix import faults, frontier, metrics, tracking
-from optimix.budget import effective_key
-from optimix.config import SpaceError, flatten
-from optimix.metrics import GROUP_KEY
+from optimix.core import faults, frontier, metrics
+from optimix.core.budget import Budget, Plan, Proposal
+from optimix.core.config import SpaceError, flatten
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import GROUP_KEY
+from optimix.core.space import Space
+from optimix.records import tracking
 from optimix.search.ledger import SearchState
-from optimix.space import Space
-from optimix.train import plan_trial
+from optimix.search.proposals import Proposals
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +52,26 @@ class Driver:
     """Everything the search does as trials finish."""
 
     def __init__(self, space: Space, state: SearchState, tracker: tracking.Tracker, parent_id: str,
-                 objectives: list[tuple[str, str]], progress: Callable[[Progress], None] | None):
+                 budget: Budget, proposals: Proposals, progress: Callable[[Progress], None] | None):
         self.space = space
         self.state = state
         self.tracker = tracker
         self.parent_id = parent_id
-        self.objectives = objectives
-        self.constraints = metrics.parse_constraints(space.base)
+        self.objectives = space.spec.objectives
+        self.constraints = space.spec.constraints
+        self.budget = budget  # charged here, as each ledger line is written
+        self.proposals = proposals
         self.progress_fn = progress
         self._shown_frontier = -1
-        self.entries: list[dict] = []
+        self.entries: list[LedgerEntry] = []
         self.curve = space.base.search.curve_candidates
         self.membership: dict[str, tuple[bool, list[int]]] = {}  # by run id, as tagged in MLflow
         self.board = None  # the pruning board (an actor), while trials run
         self.running: dict[str, int] = {}  # Tune trial id -> models it trains (a stacked group: several)
-        self.rows: list[dict] = []  # the final frontier, once the search has ended
         self.unsynced = 0
         self.sync_failed = False  # the last MLflow sync raised (trials or frontier tags)
         self.unrestored = False  # the ledger's runs could not be checked in MLflow yet
         self.last_error = ""
-        self.lost_flops = state.lost_flops()  # interrupted attempts of this and earlier runs
         self.retry_at = 0.0
         self.save_models = space.base.search.save_models
         self.since_moved = 0  # finished trials since the frontier last moved (frontier.since_moved)
@@ -81,9 +83,14 @@ class Driver:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.progress = Progress(planned=space.base.search.trials, budget_flops=space.base.search.budget_flops,
-                                 best_metric=objectives[0][0], patience=self.patience)
+                                 best_metric=self.objectives[0].metric, patience=self.patience)
 
-    def replay(self, entries: list[dict]) -> None:
+    @property
+    def lost_flops(self) -> float:
+        """FLOPs of interrupted attempts, of this and earlier runs (``Budget.lost``)."""
+        return self.budget.lost
+
+    def replay(self, entries: list[LedgerEntry]) -> None:
         """Take up the finished trials of earlier attempts: log any MLflow missed, once."""
         self.entries.extend(entries)
         self._restore_logged()
@@ -94,7 +101,7 @@ class Driver:
     def _restore_logged(self) -> None:
         """A logged trial whose run was deleted in MLflow since: its run restored, or (gone for
         good) the trial logged again. Until MLflow answers, ``finish`` asks again."""
-        logged = {e["trial_id"]: e["run_id"] for e in self.entries if e["run_id"]}
+        logged = {e.trial_id: e.run_id for e in self.entries if e.run_id}
         try:
             gone = self.tracker.restore_trials(self.parent_id, logged) if logged else set()
         except tracking.TrackingError as err:
@@ -103,8 +110,8 @@ class Driver:
             return
         self.unrestored = False
         for entry in self.entries:
-            if entry["trial_id"] in gone:
-                entry["run_id"] = None
+            if entry.trial_id in gone:
+                entry.run_id = None
 
     # -- as trials start and end (Tune's loop) -------------------------------------------------
 
@@ -112,28 +119,20 @@ class Driver:
         self.running[trial_id] = models
         self._report()
 
-    def record(self, trial_id: str, point: Mapping[str, Any], doc: dict) -> dict:
+    def record(self, trial_id: str, proposal: Proposal, doc: dict) -> LedgerEntry:
         """The ledger entry of a finished trial, written (fsynced) before anyone else hears of it."""
-        config = self.space.resolve(point)
-        doc = _complete(doc, config)
-        entry = {
-            "trial_id": trial_id,
-            "index": len(self.entries),
-            "name": trial_name(len(self.entries), point),
-            "status": metrics.record_status(doc["status"]),
-            "error": doc.get("error"),
-            "point": dict(point),
-            "params": flatten(config.model_dump(mode="json")),
-            "result": doc,
-            "node": doc.get("node"),
-        }
-        if self.constraints and entry["status"] == metrics.OK:
-            entry["missed"] = [str(c) for c in metrics.missed(self.constraints, metrics.final_metrics(doc))]
-        if doc.get("model_dir"):  # "all": uploaded with the run; "frontier": at the end, if on it
-            entry["model_dir"] = doc["model_dir"]
-        return self._append(entry)
+        doc = _complete(doc, proposal.plan)
+        status = metrics.record_status(doc["status"])
+        missed = None
+        if self.constraints and status == metrics.OK:
+            missed = [str(c) for c in metrics.missed(self.constraints, metrics.final_metrics(doc))]
+        return self._append(LedgerEntry(
+            trial_id=trial_id, index=len(self.entries), name=trial_name(len(self.entries), proposal.point),
+            status=status, error=doc.get("error"), point=dict(proposal.point),
+            params=flatten(proposal.config.model_dump(mode="json")), result=doc, node=doc.get("node"),
+            missed=missed, model_dir=doc.get("model_dir")))  # "all": uploaded with the run; "frontier": if on it
 
-    def record_infeasible(self, trial_id: str, point: Mapping[str, Any], reason: str) -> dict:
+    def record_infeasible(self, trial_id: str, point: Mapping[str, Any], reason: str) -> LedgerEntry:
         """The ledger entry of a point infeasible before it runs (``reason``: why, e.g. the
         ``SpaceError`` of a share a burst cannot carry, or a constraint its plan misses):
         never trained, no FLOPs. Its params are its config's, or the point's values when no
@@ -142,20 +141,20 @@ class Driver:
                "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}, "wall_s": 0.0, "train_s": 0.0,
                "tokens_per_s": 0.0, "steps": 0, "planned_steps": 0, "curve": []}
         try:
-            params = flatten(self.space.resolve(point).model_dump(mode="json"))
+            params = flatten(self.proposals.get(point).config.model_dump(mode="json"))
         except SpaceError:
             params = dict(point)
-        entry = {"trial_id": trial_id, "index": len(self.entries), "name": trial_name(len(self.entries), point),
-                 "status": metrics.INFEASIBLE, "error": reason, "point": dict(point), "params": params,
-                 "result": doc, "node": None}
-        self._append(entry)
+        entry = self._append(LedgerEntry(
+            trial_id=trial_id, index=len(self.entries), name=trial_name(len(self.entries), point),
+            status=metrics.INFEASIBLE, error=reason, point=dict(point), params=params, result=doc))
         self.finished(trial_id)  # to MLflow, like a trial that ran
         return entry
 
-    def _append(self, entry: dict) -> dict:
+    def _append(self, entry: LedgerEntry) -> LedgerEntry:
         faults.kill_at("before_ledger")
         self.state.append(entry)  # the ledger first: MLflow may fail, the result is kept
-        self.entries.append({**entry, "run_id": None})
+        self.budget.charge(entry)
+        self.entries.append(entry)
         self._count_moves()
         return entry
 
@@ -182,8 +181,8 @@ class Driver:
     def record_lost(self, trial_id: str, train_flops: float) -> None:
         """An attempt stopped before it finished (an interruption): no result, but its compute
         counts against the budget (``{"interrupted": ...}`` ledger lines)."""
-        self.state.append({"interrupted": trial_id, "train_flops": train_flops})
-        self.lost_flops += train_flops
+        self.state.append_interrupted(trial_id, train_flops)
+        self.budget.charge_lost(train_flops)
 
     def finished(self, trial_id: str) -> None:
         self.running.pop(trial_id, None)
@@ -213,19 +212,19 @@ class Driver:
     def _sync(self, force: bool = False) -> None:
         """Log every ledger entry MLflow has not seen yet, then retag the frontier."""
         if not force and time.monotonic() < self.retry_at:
-            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            self.unsynced = sum(e.run_id is None for e in self.entries)
             return
         try:
             for entry in list(self.entries):
-                if entry["run_id"] is None:
+                if entry.run_id is None:
                     run_id = self.tracker.log_trial(self.parent_id, entry, with_model=self.save_models == "all")
                     faults.kill_at("before_logged")
-                    self.state.append({"logged": entry["trial_id"], "run_id": run_id})
-                    entry["run_id"] = run_id
+                    self.state.append_logged(entry.trial_id, run_id)
+                    entry.run_id = run_id
             self._update_frontier()
         except Exception as err:  # the store is down or refused: keep training, say so
             self.sync_failed = True
-            self.unsynced = sum(e["run_id"] is None for e in self.entries)
+            self.unsynced = sum(e.run_id is None for e in self.entries)
             self.retry_at = time.monotonic() + _RETRY_S
             self.last_error = str(err) if isinstance(err, tracking.TrackingError) else tracking.one_line(err)
             log.warning("MLflow write failed (%s); %d finished trials kept in %s", self.last_error,
@@ -238,28 +237,28 @@ class Driver:
 
     def frontier_rows(self) -> list[dict]:
         """The frontier's rows, tied final results one row each (``frontier.tied``)."""
-        by_trial = {e["trial_id"]: e for e in self.entries}
+        by_trial = {e.trial_id: e for e in self.entries}
         rows = []
         for c in frontier.front(self.candidates(), self.objectives):
             e = by_trial[c.trial_id]
-            rows.append(frontier.row(trial_id=c.trial_id, run_id=e["run_id"], name=e["name"],
-                                     metrics=c.metrics, params=e["result"]["params"], point=e["point"],
+            rows.append(frontier.row(trial_id=c.trial_id, run_id=e.run_id, name=e.name,
+                                     metrics=c.metrics, params=e.result["params"], point=e.point,
                                      objectives=self.objectives, final=c.final, step=c.step, steps=c.steps))
         identity = self.identity(r["trial_id"] for r in rows if r["final"])
-        order = {e["trial_id"]: i for i, e in enumerate(self.entries)}
+        order = {e.trial_id: i for i, e in enumerate(self.entries)}
         return frontier.tied(rows, self.objectives, identity, order)
 
     def identity(self, trial_ids) -> dict[str, str]:
         """What each trial trains (``budget.effective_key``), by trial id: ties share it."""
-        by_trial = {e["trial_id"]: e for e in self.entries}
-        return {t: effective_key(self.space, by_trial[t]["point"]) for t in trial_ids}
+        by_trial = {e.trial_id: e for e in self.entries}
+        return {t: self.proposals.key(by_trial[t].point) for t in trial_ids}
 
     def _update_frontier(self) -> None:
         """Recompute membership; retag every run whose tags are not known to match it (all
         of them after a resume, and those a failed write may have left half-done)."""
         cands = self.candidates()
         by_trial = frontier.membership(cands, self.objectives)
-        current = {e["run_id"]: by_trial.get(e["trial_id"], (False, [])) for e in self.entries if e["run_id"]}
+        current = {e.run_id: by_trial.get(e.trial_id, (False, [])) for e in self.entries if e.run_id}
         changed = {rid: on for rid, on in current.items() if self.membership.get(rid) != on}
         if changed:
             for rid in changed:  # unknown until the write succeeds
@@ -273,7 +272,7 @@ class Driver:
 
     def finish(self) -> list[dict]:
         """Final frontier artifacts, plots and the models kept with ``save_models: frontier``."""
-        from optimix import plots
+        from optimix.plan import plots
 
         self._stop_sync_thread()
         if self.unrestored:
@@ -293,38 +292,48 @@ class Driver:
             raise tracking.TrackingError(
                 f"the frontier tags of the search's runs are not all written ({self.last_error}); "
                 f"run again with --resume to write them")
-        self.tracker.remove_strays(self.parent_id, {e["trial_id"]: e["run_id"] for e in self.entries})
+        self.tracker.remove_strays(self.parent_id, {e.trial_id: e.run_id for e in self.entries})
         rows = self.frontier_rows()
-        ok = [e for e in self.entries if e["status"] == metrics.OK]
+        ok = [e for e in self.entries if e.status == metrics.OK]
         cands = self.candidates()
         curve = [c for c in frontier.front(cands, self.objectives) if not c.final]
         membership = frontier.membership(cands, self.objectives)
         prows = plots.rows_from_entries(self.entries, membership, curve, self.objectives,
-                                        self.identity(e["trial_id"] for e in ok))
+                                        self.identity(e.trial_id for e in ok))
         payloads = plots.frontier_plots(prows, self.objectives) if ok else {}
         self.tracker.log_frontier(self.parent_id, rows, payloads)
         if self.save_models == "frontier":
             on = {t for r in rows if r["final"] for t in r["trial_ids"]}  # tied trials too
             for e in ok:
-                if e["trial_id"] in on and e.get("model_dir") and Path(e["model_dir"]).exists():
-                    self.tracker.log_model(e["run_id"], e["model_dir"])
+                if e.trial_id in on and e.model_dir and Path(e.model_dir).exists():
+                    self.tracker.log_model(e.run_id, e.model_dir)
         return rows
 
     def spent_flops(self) -> float:
-        return sum(float(e["result"]["train_flops"]) for e in self.entries)
+        """FLOPs of the finished trials (``Budget.spent``)."""
+        return self.budget.spent
+
+    def attach_board(self, board) -> None:
+        """The pruning board (a Ray actor) the frontier is pushed to while trials run."""
+        self.board = board
+        board.update.remote(frontier.front(self.candidates(), self.objectives))
+
+    def detach_board(self):
+        """The board, no longer pushed to (the caller ends it)."""
+        board, self.board = self.board, None
+        return board
 
     def _report(self) -> None:
         p = self.progress
         p.done = len(self.entries)
-        p.failed = sum(e["status"] in (metrics.FAILED, metrics.INFEASIBLE) for e in self.entries)
+        p.failed = sum(e.status in (metrics.FAILED, metrics.INFEASIBLE) for e in self.entries)
         p.running = sum(self.running.values())
         p.spent_flops = self.spent_flops()
-        metric = self.objectives[0][0]
-        scores = [metrics.final_metrics(e["result"]).get(metric) for e in self.entries
-                  if e["status"] == metrics.OK]
+        first = self.objectives[0]
+        scores = [e.final_metrics().get(first.metric) for e in self.entries if e.status == metrics.OK]
         scores = [s for s in scores if s is not None]
         if scores:
-            p.best = max(scores) if self.objectives[0][1] == "max" else min(scores)
+            p.best = max(scores) if first.maximize else min(scores)
         p.since_moved = self.since_moved if self._front_values else None
         self._shown_frontier = p.frontier
         if self.progress_fn:
@@ -339,13 +348,12 @@ def trial_name(index: int, point: Mapping[str, Any]) -> str:
     return f"trial-{index:03d} " + " ".join(parts)
 
 
-def _complete(doc: dict, config) -> dict:
+def _complete(doc: dict, plan: Plan) -> dict:
     """A result document with every field a trial result has: a trial that failed before
     ``run_trial`` could say (a dead worker, an error outside training) gets its planned
     shape and no score; its FLOPs are what it is known to have trained."""
     if "params" in doc and "curve" in doc:
         return doc
-    plan = plan_trial(config)
     base = {"status": "failed", "params": plan.shape.params,
             "non_embedding_params": plan.shape.non_embedding_params, "tokens": 0, "train_flops": 0.0,
             "accuracy": {}, "loss": {}, "wall_s": 0.0, "train_s": 0.0, "tokens_per_s": 0.0, "steps": 0,

@@ -39,8 +39,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from optimix.metrics import CONSTRAINT_ATTR, CURVE_ATTR
-from optimix.space import Dimension
+from optimix.core.metrics import CONSTRAINT_ATTR, CURVE_ATTR
+from optimix.core.space import Dimension
 
 NEAR = 0.02  # a candidate this close to a tried point in every scaled dimension is a near-repeat
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)

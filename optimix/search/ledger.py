@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import threading
@@ -30,8 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from optimix import faults
-from optimix.config import SpaceError
+from optimix.core import faults
+from optimix.core.config import SpaceError
+from optimix.core.entry import LedgerEntry, check_count, check_text, shown
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,35 @@ def slug(name: str) -> str:
 
 _MAX_NAME = 200
 """Longest folder name kept as the experiment's name (file systems allow 255 bytes)."""
+
+
+@dataclass
+class RunState:
+    """``state.json``: the parent run, the resolved space, how many attempts ran and how the
+    last one ended. Read and written as this type (``SearchState.load``, ``save``)."""
+
+    parent_run_id: str | None = None
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    attempts: int = -1
+    space: dict[str, Any] | None = None
+    status: str = "running"
+    datasets: dict[str, Any] = field(default_factory=dict)
+    """The hub datasets' pinned commits (``optimix.trial.hub``)."""
+    ended: str | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RunState:
+        return cls(parent_run_id=doc.get("parent_run_id"), experiment=doc.get("experiment"),
+                   tracking_uri=doc.get("tracking_uri"), attempts=int(doc.get("attempts", -1)),
+                   space=doc.get("space"), status=doc.get("status", "running"),
+                   datasets=dict(doc.get("datasets") or {}), ended=doc.get("ended"))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"parent_run_id": self.parent_run_id, "experiment": self.experiment,
+               "tracking_uri": self.tracking_uri, "attempts": self.attempts, "space": self.space,
+               "status": self.status, "datasets": self.datasets}
+        return out if self.ended is None else {**out, "ended": self.ended}
 
 
 @dataclass
@@ -142,6 +171,14 @@ class SearchState:
         except FileNotFoundError:
             return None
 
+    def load(self) -> RunState | None:
+        """``state.json`` as a ``RunState``, or None if the search stopped before writing it."""
+        doc = self.read()
+        return None if doc is None else RunState.from_json(doc)
+
+    def save(self, state: RunState) -> None:
+        self.write(state.to_json())
+
     def write(self, state: Mapping[str, Any]) -> None:
         tmp = self.path / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))
@@ -149,7 +186,19 @@ class SearchState:
 
     # -- the ledger --------------------------------------------------------------------------
 
-    def append(self, entry: Mapping[str, Any]) -> None:
+    def append(self, entry: LedgerEntry) -> None:
+        """A finished trial's line, fsynced before anyone else hears of the trial."""
+        self._write(entry.to_json())
+
+    def append_logged(self, trial_id: str, run_id: str) -> None:
+        """The trial's MLflow run is complete."""
+        self._write({"logged": trial_id, "run_id": run_id})
+
+    def append_interrupted(self, trial_id: str, train_flops: float) -> None:
+        """An attempt stopped before it finished: no result, but its compute is spent."""
+        self._write({"interrupted": trial_id, "train_flops": train_flops})
+
+    def _write(self, entry: Mapping[str, Any]) -> None:
         line = (json.dumps(entry) + "\n").encode()
         with _LEDGER_LOCK, open(self.ledger, "ab") as f:
             if f.tell() and not _ends_with_newline(self.ledger):
@@ -184,7 +233,8 @@ class SearchState:
         return len(data) - keep
 
     def entries(self) -> list[dict]:
-        """Ledger lines, each checked: a malformed one raises ``LedgerError`` (the file, the
+        """Ledger lines as written (JSON objects, for readers such as ``optimix check``; the
+        search reads ``trials``), each checked: a malformed one raises ``LedgerError`` (the file, the
         line and what is wrong); a torn last line (killed mid-write) is left out."""
         lines, errors = self.read_lines()
         if errors:
@@ -216,7 +266,7 @@ class SearchState:
         """FLOPs of attempts stopped before they finished (rerun later; no result)."""
         return sum(float(e["train_flops"]) for e in self.entries() if "interrupted" in e)
 
-    def trials(self) -> list[dict]:
+    def trials(self) -> list[LedgerEntry]:
         """The finished trials in the ledger, each with the MLflow run it was logged to
         (``run_id``, None until then); a trial written twice counts once."""
         lines = self.entries()
@@ -225,7 +275,7 @@ class SearchState:
         for e in lines:
             if "trial_id" in e and e["trial_id"] not in seen:
                 seen.add(e["trial_id"])
-                out.append({**e, "run_id": logged.get(e["trial_id"])})
+                out.append(LedgerEntry.from_json(e, run_id=logged.get(e["trial_id"])))
         return out
 
 
@@ -234,71 +284,26 @@ class LedgerError(SpaceError):
     and what is wrong (``--resume`` refuses the search; ``optimix check`` reports it)."""
 
 
-_STATUSES = ("ok", "failed", "infeasible", "pruned")  # metrics.OK, FAILED, INFEASIBLE, PRUNED
-_RESULT_NUMBERS = ("train_flops", "params", "non_embedding_params", "tokens", "wall_s", "train_s",
-                   "tokens_per_s")
-
-
 def parse_line(line: bytes) -> dict:
-    """One ledger line as written by ``SearchState.append``: a trial, ``logged`` or
-    ``interrupted`` line. Raises ``ValueError`` saying what is wrong with it."""
+    """One ledger line as written by ``SearchState``: a trial (``LedgerEntry.from_json`` checks
+    it), ``logged`` or ``interrupted`` line. Raises ``ValueError`` saying what is wrong with it."""
     try:
         entry = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"not JSON ({err})") from None
     if not isinstance(entry, dict):
-        raise ValueError(f"{_shown(entry)} is not a ledger line (a JSON object)")
+        raise ValueError(f"{shown(entry)} is not a ledger line (a JSON object)")
     if "trial_id" in entry:
-        _check_trial(entry)
+        LedgerEntry.from_json(entry)
     elif "logged" in entry:
-        _check_text(entry, "logged")
-        _check_text(entry, "run_id")
+        check_text(entry, "logged")
+        check_text(entry, "run_id")
     elif "interrupted" in entry:
-        _check_text(entry, "interrupted")
-        _check_count(entry, "train_flops")
+        check_text(entry, "interrupted")
+        check_count(entry, "train_flops")
     else:
         raise ValueError("an object with none of trial_id, logged, interrupted: not a ledger line")
     return entry
-
-
-def _check_trial(entry: dict) -> None:
-    _check_text(entry, "trial_id")
-    if entry.get("status") not in _STATUSES:
-        raise ValueError(f"status is {_shown(entry.get('status'))}, not one of {', '.join(_STATUSES)}")
-    for key in ("point", "params", "result"):
-        if not isinstance(entry.get(key), dict):
-            raise ValueError(f"{key} is {_shown(entry.get(key))}, not an object")
-    result = entry["result"]
-    for key in _RESULT_NUMBERS:
-        _check_count(result, key, "result.")
-    for key in ("accuracy", "loss"):
-        values = result.get(key, {})
-        if not isinstance(values, dict):
-            raise ValueError(f"result.{key} is {_shown(values)}, not an object")
-        for task, value in values.items():
-            if not _is_number(value):
-                raise ValueError(f"result.{key}.{task} is {_shown(value)}, not a number")
-
-
-def _check_text(entry: dict, key: str) -> None:
-    if not isinstance(entry.get(key), str) or not entry[key]:
-        raise ValueError(f"{key} is {_shown(entry.get(key))}, not a non-empty string")
-
-
-def _check_count(entry: dict, key: str, where: str = "") -> None:
-    value = entry.get(key)
-    if not _is_number(value) or not math.isfinite(value) or value < 0:
-        said = "missing" if key not in entry else f"{_shown(value)}"
-        raise ValueError(f"{where}{key} is {said}, not a finite number >= 0")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _root(storage: Path, experiment: str) -> Path:

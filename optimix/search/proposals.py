@@ -1,23 +1,96 @@
-"""Search dimensions in Optuna's terms: distributions, grid points, first points, samplers.
+"""Search dimensions in Optuna's terms: distributions, grid points, first points, samplers;
+and points priced as proposals.
 
 The one place that turns a space's dimensions into what Optuna proposes from, and what
-Optuna is told back (``optuna_value``).
+Optuna is told back (``optuna_value``); the one place the search prices a point
+(``propose``: ``optimix.core.budget`` with the tasks' geometry the trial side measures).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from optimix import metrics
-from optimix.budget import effective_key, trial_flops
-from optimix.config import SpaceError
-from optimix.metrics import parse_objectives
-from optimix.space import Dimension, Space
+from optimix.core import budget, metrics
+from optimix.core.budget import Proposal
+from optimix.core.config import SpaceError
+from optimix.core.metrics import MIN_FLOPS
+from optimix.core.space import Dimension, Space
+from optimix.trial.train import task_geometry
+
+
+def propose(space: Space, point: Mapping[str, Any]) -> Proposal:
+    """The trial at ``point``, built and priced once (``budget.propose``); ``SpaceError`` if
+    its config cannot be built."""
+    return budget.propose(space, point, task_geometry)
+
+
+class Proposals:
+    """Every point a search prices, built once (``propose``) and kept by point: the searcher,
+    the frontier sampler and the driver share one."""
+
+    def __init__(self, space: Space):
+        self.space = space
+        self._built: dict[str, Proposal | str] = {}  # a point's proposal, or why it cannot be built
+
+    def get(self, point: Mapping[str, Any]) -> Proposal:
+        """The proposal at ``point``; ``SpaceError`` if its config cannot be built."""
+        found = self._lookup(point)
+        if isinstance(found, str):
+            raise SpaceError(found)
+        return found
+
+    def feasible(self, point: Mapping[str, Any]) -> bool:
+        return not isinstance(self._lookup(point), str)
+
+    def cost(self, point: Mapping[str, Any]) -> float:
+        """Training FLOPs at ``point``; ``inf`` where its config cannot be built."""
+        found = self._lookup(point)
+        return math.inf if isinstance(found, str) else found.cost
+
+    def key(self, point: Mapping[str, Any]) -> str:
+        """What the trial at ``point`` trains (``Proposal.key``); for a point whose config
+        cannot be built, the point itself."""
+        found = self._lookup(point)
+        return "infeasible:" + _point_text(point) if isinstance(found, str) else found.key
+
+    def _lookup(self, point: Mapping[str, Any]) -> Proposal | str:
+        text = _point_text(point)
+        if text not in self._built:
+            try:
+                self._built[text] = propose(self.space, point)
+            except SpaceError as err:
+                self._built[text] = str(err)
+        return self._built[text]
+
+
+def _point_text(point: Mapping[str, Any]) -> str:
+    return json.dumps(dict(point), sort_keys=True, default=str)
+
+
+def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
+    """Training FLOPs of the trial at ``point`` (``budget.trial_flops``)."""
+    return budget.trial_flops(space, point, task_geometry)
+
+
+def effective_key(space: Space, point: Mapping[str, Any]) -> str:
+    """What the trial at ``point`` trains (``budget.effective_key``)."""
+    return budget.effective_key(space, point, task_geometry)
+
+
+def cheapest_flops(space: Space) -> float:
+    """The cheapest trial the space allows (``budget.cheapest_flops``)."""
+    return budget.cheapest_flops(space, task_geometry)
+
+
+def check_budget(space: Space) -> float:
+    """The cheapest trial's FLOPs; a budget below it is refused (``budget.check_budget``)."""
+    return budget.check_budget(space, task_geometry)
 
 
 def distributions(space: Space) -> dict[str, Any]:
@@ -54,10 +127,10 @@ def expected_trials(space: Space) -> int:
     search = space.base.search
     if search.budget_flops is None:
         return search.trials
-    from optimix.hardware import resolve
-    from optimix.outlook import space_outlook
+    from optimix.core.hardware import resolve
+    from optimix.core.outlook import space_outlook
 
-    return space_outlook(space, hardware=resolve("cpu"), samples=64)["expected"]["trials"]
+    return space_outlook(space, hardware=resolve("cpu"), geometry=task_geometry, samples=64)["expected"]["trials"]
 
 
 def startup_trials(space: Space) -> int:
@@ -80,10 +153,10 @@ def sampler_name(space: Space) -> str:
         return search.sampler
     if expected_trials(space) > 100:
         return "tpe"
-    pairs = [(o.metric, o.mode) for o in parse_objectives(space.base)]
-    if len(pairs) == 2 and ("train_flops", "min") in pairs:
+    objectives = space.spec.objectives
+    if len(objectives) == 2 and MIN_FLOPS in objectives:
         return "frontier"
-    return "gp" if len(pairs) <= 3 else "tpe"
+    return "gp" if len(objectives) <= 3 else "tpe"
 
 
 def startup_design(space: Space, n: int, seed: int) -> list[dict[str, Any]]:
@@ -117,35 +190,27 @@ def attempt_seed(seed: int, attempt: int) -> int:
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
 
 
-def make_sampler(space: Space, seed: int):
+def make_sampler(space: Space, seed: int, budget_left: Callable[[], float] = lambda: math.inf,
+                 proposals: Proposals | None = None):
     """The Optuna sampler ``search.sampler`` names. A grid is walked by the searcher itself
-    (``grid_points``): its points are queued whole, and the sampler under them is never asked."""
+    (``grid_points``): its points are queued whole, and the sampler under them is never asked.
+    The frontier sampler prices its candidates with ``proposals`` and keeps within
+    ``budget_left()``."""
     import optuna
 
     name = sampler_name(space)
-    constraints = metrics.parse_constraints(space.base)
+    constraints = space.spec.constraints
     if name == "frontier":
         from optimix.search.frontier_sampler import FrontierSampler
 
-        objectives = [(o.metric, o.mode) for o in parse_objectives(space.base)]
-        q = next(i for i, (m, _) in enumerate(objectives) if m != "train_flops")
-
-        def cost(point: Mapping[str, Any]) -> float:
-            try:
-                return trial_flops(space, point)
-            except SpaceError:
-                return math.inf
-
-        def key(point: Mapping[str, Any]) -> str | None:
-            try:
-                return effective_key(space, point)
-            except SpaceError:
-                return None
-
-        return FrontierSampler(space.dimensions, distributions(space), q, objectives[q][1] == "max",
-                               cost, n_startup=n_startup(space, seed), seed=seed, key=key,
+        proposals = proposals or Proposals(space)
+        quality = space.spec.quality
+        return FrontierSampler(space.dimensions, distributions(space), space.spec.objectives.index(quality),
+                               quality.maximize, proposals.cost, budget_left=budget_left,
+                               n_startup=n_startup(space, seed), seed=seed,
+                               key=lambda p: proposals.key(p) if proposals.feasible(p) else None,
                                budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space),
-                               ceiling=1.0 if objectives[q][0].startswith("acc/") else math.inf,
+                               ceiling=1.0 if quality.metric.startswith("acc/") else math.inf,
                                constraints=len(constraints))
     # Optuna 5 reads what ``searcher.tell`` set with ``Trial.set_constraint``; before it, a
     # sampler asks its ``constraints_func``

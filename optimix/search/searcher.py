@@ -25,103 +25,103 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from ray.tune import Stopper
 from ray.tune.search import Searcher
 
-from optimix import faults, metrics
-from optimix.budget import effective_key, planned_metrics, trial_flops
-from optimix.config import SpaceError
-from optimix.metrics import (
-    CURVE_ATTR,
-    FLOPS_ATTR,
+from optimix.core import faults
+from optimix.core.budget import Budget, Proposal
+from optimix.core.config import SpaceError, TrialConfig
+from optimix.core.entry import LedgerEntry
+from optimix.core.metrics import (
     GROUP_KEY,
     PROGRESS_KEY,
     RERUN_ATTR,
     RESULT_KEY,
     SKIPPED_ATTR,
     TRIAL_ID_ATTR,
+    Constraint,
 )
-from optimix.search.proposals import distributions, optuna_value
-from optimix.space import Space
+from optimix.core.space import Space
+from optimix.search.proposals import Proposals, distributions
+from optimix.search.study import tell
 
 log = logging.getLogger(__name__)
 
-# Dimensions that may differ between the models of one stacked group (optimix.stacked).
-PER_MODEL = ("seed", "mixture.", "eval.", "train.lr", "train.beta1", "train.beta2",
-             "train.weight_decay", "train.warmup_frac", "train.schedule", "train.min_lr_frac",
-             "train.grad_clip", "train.diverge_factor", "train.max_wall_s", "train.fault")
 _MAX_TRIES = 50
 _AFFORDABLE_AFTER = 3  # proposals refused before a random point that fits is queued
 
-# (trial_id, point, result document) -> the ledger entry written for it
-Recorder = Callable[[str, Mapping[str, Any], dict], dict]
-# (trial_id, FLOPs) of an attempt stopped before it finished: compute spent, no result
-LostRecorder = Callable[[str, float], None]
-# (trial_id, point, reason) of a point whose config cannot be built -> its ledger entry
-InfeasibleRecorder = Callable[[str, Mapping[str, Any], str], dict]
 
+class TrialRecords(Protocol):
+    """Where the searcher's trials are recorded (the search driver): the ledger first."""
 
-@dataclass
-class Budget:
-    """FLOPs: the limit, what finished trials spent, what running trials may spend."""
+    def record(self, trial_id: str, proposal: Proposal, doc: dict) -> LedgerEntry:
+        """A finished trial's ledger entry (its ``train_flops`` charged to the budget)."""
 
-    limit: float | None
-    spent: float
-    cheapest: float
-    reserved: dict[str, float] = field(default_factory=dict)
+    def record_infeasible(self, trial_id: str, point: Mapping[str, Any], reason: str) -> LedgerEntry:
+        """A point infeasible before it runs: never trained, no FLOPs."""
 
-    def left(self) -> float:
-        return (self.limit if self.limit is not None else math.inf) - self.spent - sum(self.reserved.values())
+    def record_lost(self, trial_id: str, train_flops: float) -> None:
+        """An attempt stopped before it finished: no result, its compute charged all the same."""
+
+    def out_of_patience(self) -> bool:
+        """Whether ``search.patience`` says to propose nothing more."""
 
 
 @dataclass
 class _Member:
-    """One point a Tune trial trains (a stacked trial trains several)."""
+    """One proposal a Tune trial trains (a stacked trial trains several)."""
 
     trial_id: str
-    point: dict[str, Any]
+    proposal: Proposal
     ot_trial: Any  # optuna.Trial
 
 
+@dataclass(frozen=True)
+class SearcherSetup:
+    """What a searcher is built from (``OptimixSearcher``)."""
+
+    study: Any  # optuna.Study
+    space: Space
+    budget: Budget
+    records: TrialRecords
+    proposals: Proposals
+    points_left: int
+    known: Mapping[str, str]
+    """Effective key -> the trial that trained it (the ledger's trials, on ``--resume``)."""
+    grid: list[dict[str, Any]] | None = None
+    seed: int = 0
+
+
 class OptimixSearcher(Searcher):
-    def __init__(self, study, space: Space, objectives: list[tuple[str, str]], budget: Budget,
-                 record: Recorder, points_left: int, known: Mapping[str, str],
-                 grid: list[dict[str, Any]] | None = None, seed: int = 0,
-                 record_lost: LostRecorder | None = None,
-                 out_of_patience: Callable[[], bool] | None = None,
-                 record_infeasible: InfeasibleRecorder | None = None):
+    def __init__(self, setup: SearcherSetup):
         super().__init__()
-        self.study = study
-        self.space = space
-        self.dists = distributions(space)
-        self.objectives = objectives
-        self.constraints = metrics.parse_constraints(space.base)
-        self.budget = budget
-        self.record = record
-        self.record_lost = record_lost
-        self.record_infeasible = record_infeasible
-        self.points_left = points_left
-        self.seen = dict(known)  # effective key -> the trial that trains it
-        self.grid = grid
-        self.stack = space.base.search.stack
+        self.study = setup.study
+        self.space = setup.space
+        self.spec = setup.space.spec
+        self.dists = distributions(setup.space)
+        self.budget = setup.budget
+        self.records = setup.records
+        self.proposals = setup.proposals
+        self.points_left = setup.points_left
+        self.seen = dict(setup.known)  # effective key -> the trial that trains it
+        self.grid = setup.grid
+        self.stack = setup.space.base.search.stack
         self.live: dict[str, list[_Member]] = {}  # Tune trial id -> what it trains
         self.progress: dict[str, float] = {}  # Tune trial id -> FLOPs it reported so far
         self.errored: set[str] = set()
         self.stopping = False  # an interrupted search: propose nothing more
-        self.out_of_patience = out_of_patience or _never
-        self._rng = np.random.default_rng([seed, 11])
+        self._rng = np.random.default_rng([setup.seed, 11])
         self._dry: tuple[int, float] | None = None  # (points seen, FLOPs left) when none was new
 
     # -- proposing -----------------------------------------------------------------------
 
     def suggest(self, trial_id: str):
-        if self.stopping or self.points_left <= 0 or self.out_of_patience():
+        if self.stopping or self.points_left <= 0 or self.records.out_of_patience():
             return Searcher.FINISHED
         # While trials run, "nothing fits" means "not now" (None): one may give FLOPs back.
         not_now = None if self.budget.reserved else Searcher.FINISHED
@@ -132,7 +132,7 @@ class OptimixSearcher(Searcher):
             attempt += 1
             if self.points_left <= 0:
                 return Searcher.FINISHED
-            if self.budget.left() < self.budget.cheapest:
+            if self.budget.exhausted():
                 return not_now
             if self.grid is not None:
                 point = self._next_grid_point(lambda p: True)
@@ -153,8 +153,8 @@ class OptimixSearcher(Searcher):
                 members = self._fill_group(trial_id, member)
             self.live[trial_id] = members
             if len(members) == 1 and self.stack == 1:
-                return member.point
-            return {GROUP_KEY: [m.point for m in members]}
+                return dict(member.proposal.point)
+            return {GROUP_KEY: [dict(m.proposal.point) for m in members]}
         if not_now is None:
             return None
         log.warning("no new point fitted the budget in %d tries: ending the search", _MAX_TRIES)
@@ -164,35 +164,31 @@ class OptimixSearcher(Searcher):
         """The proposal as a trial to run, or None (told to Optuna as skipped) if it is
         invalid, a repeat, or does not fit."""
         point = dict(ot_trial.params)
+        key = self.proposals.key(point)
         try:
-            cost = trial_flops(self.space, point)
-            key = effective_key(self.space, point)
+            proposal = self.proposals.get(point)
         except SpaceError as err:
-            key = point_key(self.space, point)
             if key in self.seen:
                 self._skip(ot_trial, f"the same point as trial {self.seen[key]}")
-            elif self.record_infeasible is None:
-                self._skip(ot_trial, str(err))
             else:
                 self._infeasible(ot_trial, f"infeasible-{ot_trial.number}", point, key, str(err))
             return None
         if key in self.seen:
             self._skip(ot_trial, f"trains the same model as trial {self.seen[key]}")
             return None
-        missed = known_misses(self.space, point, self.constraints)
-        if missed and self.record_infeasible is not None:
+        missed = known_misses(proposal, self.spec.constraints)
+        if missed:
             self._infeasible(ot_trial, f"{trial_id}_n{ot_trial.number}", point, key,
                              "infeasible before training: " + "; ".join(missed))
             return None
-        if cost > self.budget.left():
-            self._skip(ot_trial, f"needs {cost:.3g} FLOPs, {self.budget.left():.3g} left")
+        if proposal.cost > self.budget.left():
+            self._skip(ot_trial, f"needs {proposal.cost:.3g} FLOPs, {self.budget.left():.3g} left")
             return None
         self.seen[key] = trial_id
-        slot = reserve_for or trial_id
-        self.budget.reserved[slot] = self.budget.reserved.get(slot, 0.0) + cost
+        self.budget.reserve(reserve_for or trial_id, proposal.cost)
         self.points_left -= 1
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
-        return _Member(trial_id, point, ot_trial)
+        return _Member(trial_id, proposal, ot_trial)
 
     def _infeasible(self, ot_trial, trial_id: str, point: dict[str, Any], key: str, reason: str) -> None:
         """A proposal infeasible before it runs: its config cannot be built (dimensions valid
@@ -202,7 +198,7 @@ class OptimixSearcher(Searcher):
         self.seen[key] = trial_id
         self.points_left -= 1
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
-        entry = self.record_infeasible(trial_id, point, reason)
+        entry = self.records.record_infeasible(trial_id, point, reason)
         faults.kill_at("before_tell")
         self._tell(ot_trial, entry)
         log.info("trial %s is infeasible: %s", trial_id, reason)
@@ -212,7 +208,7 @@ class OptimixSearcher(Searcher):
         dimension that is not per-model fixed), trained stacked in the same Tune trial."""
         from optuna.trial import TrialState
 
-        fixed = {k: v for k, v in first.point.items() if not k.startswith(PER_MODEL)}
+        fixed = {k: v for k, v in first.proposal.point.items() if not TrialConfig.meaning(k).per_model}
         first.trial_id = f"{trial_id}_0"
         first.ot_trial.set_user_attr(TRIAL_ID_ATTR, first.trial_id)
         members = [first]
@@ -235,17 +231,16 @@ class OptimixSearcher(Searcher):
     def _next_grid_point(self, wanted: Callable[[dict], bool]) -> dict[str, Any] | None:
         left = self.budget.left()
         for point in self.grid:
-            if not wanted(point) or point_key(self.space, point) in self.seen:
+            if not wanted(point) or self.proposals.key(point) in self.seen:
                 continue
-            try:
-                if trial_flops(self.space, point) <= left:
-                    return point
-            except SpaceError:
-                return point  # infeasible: recorded so when it is asked for (``_admit``)
+            if self.proposals.cost(point) <= left:  # infeasible (``inf``): recorded so when asked for
+                return point
+            if not self.proposals.feasible(point):
+                return point
         return None
 
     def _grid_left(self) -> bool:
-        return any(point_key(self.space, p) not in self.seen for p in self.grid)
+        return any(self.proposals.key(p) not in self.seen for p in self.grid)
 
     def _enqueue_affordable(self) -> bool:
         """The sampler keeps proposing what cannot run (too dear, or trained already): queue
@@ -254,13 +249,9 @@ class OptimixSearcher(Searcher):
         dims = self.space.dimensions
         for _ in range(256):
             point = {key: dim.at(float(self._rng.random())) for key, dim in dims.items()}
-            try:
-                if (trial_flops(self.space, point) <= self.budget.left()
-                        and effective_key(self.space, point) not in self.seen):
-                    self.study.enqueue_trial(point)
-                    return True
-            except SpaceError:
-                continue
+            if self.proposals.cost(point) <= self.budget.left() and self.proposals.key(point) not in self.seen:
+                self.study.enqueue_trial(point)
+                return True
         return False
 
     def _skip(self, ot_trial, reason: str) -> None:
@@ -281,11 +272,11 @@ class OptimixSearcher(Searcher):
             return
         self.conclude(trial_id, result, None)
 
-    def conclude(self, trial_id: str, result: Mapping[str, Any] | None, error: str | None) -> list[dict]:
+    def conclude(self, trial_id: str, result: Mapping[str, Any] | None, error: str | None) -> list[LedgerEntry]:
         """Ledger first, then Optuna: see the module docstring. Returns the ledger entries."""
         self.errored.discard(trial_id)
         members = self.live.pop(trial_id, [])
-        self.budget.reserved.pop(trial_id, None)
+        self.budget.release(trial_id)
         spent = self.progress.pop(trial_id, 0.0)
         docs = json.loads(result[RESULT_KEY]) if result and RESULT_KEY in result else None
         if docs is None and (error is None or self.stopping):
@@ -293,9 +284,8 @@ class OptimixSearcher(Searcher):
                 self.requeue(member.ot_trial, reason="stopped before it finished")
                 self.seen = {k: t for k, t in self.seen.items() if t != member.trial_id}
                 lost = spent / len(members)
-                if lost > 0 and self.record_lost is not None:  # its compute is spent all the same
-                    self.record_lost(member.trial_id, lost)
-                    self.budget.spent += lost
+                if lost > 0:  # its compute is spent all the same
+                    self.records.record_lost(member.trial_id, lost)
             return []
         if docs is None:  # the worker or its node died (after Tune's one retry)
             share = spent / max(1, len(members))
@@ -303,15 +293,20 @@ class OptimixSearcher(Searcher):
                     for _ in members]
         entries = []
         for member, doc in zip(members, docs, strict=True):
-            entry = self.record(member.trial_id, member.point, doc)
+            entry = self.records.record(member.trial_id, member.proposal, doc)
             faults.kill_at("before_tell")
             self._tell(member.ot_trial, entry)
-            self.budget.spent += float(entry["result"]["train_flops"])
             entries.append(entry)
         return entries
 
-    def _tell(self, ot_trial, entry: Mapping[str, Any]) -> None:
-        tell(self.study, ot_trial, entry, self.objectives, self.constraints)
+    def stop_live(self) -> None:
+        """Every trial still running when Tune ends is concluded without an outcome (its
+        point queued to run again later)."""
+        for trial_id in list(self.live):
+            self.conclude(trial_id, None, None)
+
+    def _tell(self, ot_trial, entry: LedgerEntry) -> None:
+        tell(self.study, ot_trial, entry, self.spec)
 
     def requeue(self, ot_trial, reason: str) -> None:
         """FAIL (never left RUNNING), and the same point queued to run again."""
@@ -335,14 +330,13 @@ class OptimixSearcher(Searcher):
         return None
 
 
-def known_misses(space: Space, point: Mapping[str, Any],
-                 constraints: Sequence[metrics.Constraint]) -> list[str]:
-    """The ``constraints`` the trial at ``point`` misses before it runs: those on a metric
-    its plan fixes (``budget.planned_metrics``: FLOPs, tokens, parameters), which a finished
-    trial records as planned. Such a trial is never trained (``_infeasible``)."""
+def known_misses(proposal: Proposal, constraints: Sequence[Constraint]) -> list[str]:
+    """The ``constraints`` the ``proposal`` misses before it runs: those on a metric its plan
+    fixes (``budget.Plan.known_metrics``: FLOPs, tokens, parameters), which a finished trial
+    records as planned. Such a trial is never trained (``_infeasible``)."""
     if not constraints:
         return []
-    known = planned_metrics(space, point)
+    known = proposal.plan.known_metrics()
     return [f"{c.metric} {known[c.metric]:.4g} misses {c}" for c in constraints
             if c.metric in known and c.violation(known) > 0]
 
@@ -364,92 +358,5 @@ class SignalStopper(Stopper):
         return {"interrupted": _never}
 
 
-def point_key(space: Space, point: Mapping[str, Any]) -> str:
-    """What the trial at ``point`` trains (``budget.effective_key``); for a point whose config
-    cannot be built, the point itself."""
-    try:
-        return effective_key(space, point)
-    except SpaceError:
-        return "infeasible:" + json.dumps(dict(point), sort_keys=True, default=str)
-
-
 def _never() -> bool:
     return False
-
-
-def tell(study, ot_trial, entry: Mapping[str, Any], objectives: list[tuple[str, str]],
-         constraints: Sequence[metrics.Constraint] = ()) -> None:
-    """Tell Optuna a trial's outcome as the ledger ``entry`` records it (with ``constraints``,
-    how far it is from each, for the samplers' ``constraints_func``)."""
-    from optuna.trial import TrialState
-
-
-    result = entry["result"]
-    ot_trial.set_user_attr(FLOPS_ATTR, float(result["train_flops"]))
-    status = entry["status"]
-    if status in (metrics.OK, metrics.PRUNED):
-        ot_trial.set_user_attr(CURVE_ATTR, curve_points(entry, objectives))
-    if status == metrics.OK:
-        values = metrics.final_metrics(result)
-        if constraints:  # finite: Optuna's storage keeps JSON numbers
-            told = [min(v, 1e12) for v in metrics.violations(constraints, values)]
-            ot_trial.set_user_attr(metrics.CONSTRAINT_ATTR, told)
-            if hasattr(ot_trial, "set_constraint"):  # Optuna 5; earlier, the constraints_func
-                for constraint, value in zip(constraints, told, strict=True):
-                    ot_trial.set_constraint(str(constraint), value)
-        missing = [m for m, _ in objectives if not math.isfinite(values.get(m, math.nan))]
-        if not missing:
-            study.tell(ot_trial, [optuna_value(m, values[m]) for m, _ in objectives])
-            return
-        ot_trial.set_user_attr("optimix.error", f"no value for {', '.join(missing)}")
-        log.warning("trial %s: no value for %s: told to Optuna as failed", entry["trial_id"], missing)
-    study.tell(ot_trial, state=TrialState.PRUNED if status == metrics.PRUNED else TrialState.FAIL)
-
-
-def curve_points(entry: Mapping[str, Any], objectives: list[tuple[str, str]]) -> list[list[float]]:
-    """The trial's learning-curve points as ``[log10 FLOPs, quality]``, for the frontier
-    sampler's current frontier."""
-    quality = next((m for m, _ in objectives if m != "train_flops"), None)
-    if quality is None or not metrics.curve_metric(quality):
-        return []
-    points = []
-    for point in entry["result"].get("curve", []):
-        value = metrics.point_metrics(entry["result"], point).get(quality)
-        if value is not None and point["train_flops"] > 0:
-            points.append([math.log10(point["train_flops"]), value])
-    return points
-
-
-def reconcile(study, storage, entries: list[dict], objectives: list[tuple[str, str]],
-              constraints: Sequence[metrics.Constraint] = ()) -> None:
-    """Optuna trials a killed driver left RUNNING, set right by the ledger.
-
-    A trial in the ledger was killed between its ledger line and Optuna's tell: Optuna is
-    told what the ledger says. Any other was interrupted while it trained: FAIL, and its
-    point queued to run again, once (a trial that takes the driver down with it must not
-    make every ``--resume`` die the same way).
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    by_id = {e["trial_id"]: e for e in entries}
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial = optuna.Trial(study, _storage_id(study, storage, frozen.number))
-        entry = by_id.get(frozen.user_attrs.get(TRIAL_ID_ATTR, ""))
-        if entry is not None:
-            tell(study, trial, entry, objectives, constraints)
-            continue
-        trial.set_user_attr(SKIPPED_ATTR, "the driver stopped while it ran")
-        study.tell(trial, state=TrialState.FAIL)
-        if not frozen.params:
-            continue
-        if RERUN_ATTR in frozen.user_attrs:
-            log.warning("trial %d was interrupted twice: not run again", frozen.user_attrs[RERUN_ATTR])
-        else:
-            study.enqueue_trial(frozen.params, user_attrs={RERUN_ATTR: frozen.number})
-
-
-def _storage_id(study, storage, number: int) -> int:
-    """The storage's id of trial ``number`` (Optuna's public storage API)."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)

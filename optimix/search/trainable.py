@@ -16,9 +16,10 @@ import time
 import traceback
 from pathlib import Path
 
-from optimix import frontier, hub, metrics
-from optimix.metrics import GROUP_KEY, PROGRESS_KEY, RESULT_KEY, STATUS_KEY
-from optimix.space import Space
+from optimix.core import frontier, metrics
+from optimix.core.metrics import GROUP_KEY, PROGRESS_KEY, RESULT_KEY, STATUS_KEY
+from optimix.core.space import Space
+from optimix.trial import hub
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def trainable(point: dict, space: Space, models_dir: str | None, board=None, snapshots=None) -> None:
     """Ray Tune's function trainable: train ``point`` (or a stacked group), report once.
-    ``snapshots``: the search's copies of its hub datasets, read in their place (``optimix.hub``)."""
+    ``snapshots``: the search's copies of its hub datasets, read in their place (``optimix.trial.hub``)."""
     started_at = time.time()
     import ray
     from ray import tune
@@ -62,7 +63,7 @@ def _train_one(point: dict, space: Space, cpus: float, trial_id: str, save_dir: 
     import ray
     from ray import tune
 
-    from optimix.train import plan_trial, run_trial
+    from optimix.trial.train import plan_trial, run_trial
 
     config = space.resolve(point)
     planned = plan_trial(config)
@@ -82,7 +83,7 @@ def _train_one(point: dict, space: Space, cpus: float, trial_id: str, save_dir: 
 
 def _train_group(points: list[dict], space: Space, cpus: float, save_dirs: list[str] | None) -> list[dict]:
     """Several points trained stacked in this one Tune trial; one result document each."""
-    from optimix.stacked import run_stacked
+    from optimix.trial.stacked import run_stacked
 
     configs = [space.resolve(p) for p in points]
     return [r.to_dict() for r in run_stacked(configs, cpus=cpus, save_dirs=save_dirs)]

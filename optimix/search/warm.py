@@ -13,4 +13,4 @@ def preload() -> None:
     import torch  # noqa: F401
     from transformers import LlamaConfig, LlamaForCausalLM  # noqa: F401
 
-    import optimix.train  # noqa: F401
+    import optimix.trial.train  # noqa: F401
