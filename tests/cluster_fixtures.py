@@ -147,12 +147,16 @@ def short_tmp(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def optimix_search(cwd: Path, *extra: str, env: dict[str, str], timeout: float = 150) -> Completed:
+def optimix_search_args(*extra: str) -> list[str]:
+    """``optimix search`` of the quickstart space made tiny, with ``extra`` arguments."""
     args = [OPTIMIX, "search", str(QUICKSTART)]
     for item in TINY_OVERRIDES:
         args += ["--set", item]
-    args += list(extra)
-    return run_in_session(args, env=env, cwd=cwd, timeout=timeout)
+    return args + list(extra)
+
+
+def optimix_search(cwd: Path, *extra: str, env: dict[str, str], timeout: float = 150) -> Completed:
+    return run_in_session(optimix_search_args(*extra), env=env, cwd=cwd, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +211,10 @@ class RayCluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(timeout: float = 90) -> Iterator[RayCluster]:
-    """``ray start --head`` plus one more node, both on 127.0.0.1, with token auth.
+def ray_cluster(timeout: float = 90, **extra_env: str) -> Iterator[RayCluster]:
+    """``ray start --head`` plus one more node, both on 127.0.0.1, with token auth, each
+    with 1 CPU. ``extra_env``: more variables for the nodes, whose workers inherit them (e.g.
+    ``Holds.env``).
 
     The token is this cluster's own (``RAY_AUTH_TOKEN``), never ``~/.ray/auth_token``; the
     temp dir is a fresh short one, so the cluster's address file and sessions stay out of
@@ -216,7 +222,7 @@ def ray_cluster(timeout: float = 90) -> Iterator[RayCluster]:
     """
     temp_dir = short_tmp("rt")
     env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-                   RAY_TMPDIR=str(temp_dir))
+                   RAY_TMPDIR=str(temp_dir), **extra_env)
     port = free_port()
     cluster = RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir, env=env)
     head = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
@@ -363,8 +369,13 @@ class Holds:
         for point in points:
             os.mkfifo(folder / point.replace(":", "."))
 
-    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it."""
+    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180, processes: int = 1) -> None:
+        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it.
+
+        ``processes`` > 1 (a point of the trials' workers, such as ``trial_started:1``): wait
+        until that many processes are held there at once, a barrier; every later visit of
+        the point then passes without a hold (the FIFO is swapped for an empty file, which
+        those already held do not see), so no worker that comes later waits for ever."""
         fifo = str(self.folder / point.replace(":", "."))
         opened: list[int] = []
         opener = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)), daemon=True)
@@ -377,10 +388,34 @@ class Holds:
             opener.join()
             raise AssertionError(f"the search never reached {point} (exit {proc.poll()})")
         self.open[point] = opened[0]
+        if processes == 1:
+            return
+        while len(held := fifo_readers(fifo)) < processes:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{len(held)} of {processes} processes reached {point} "
+                                     f"(exit {proc.poll()}): {held}")
+            time.sleep(0.2)
+        passed = f"{fifo}.passed"
+        Path(passed).touch()
+        os.replace(passed, fifo)
 
     def release(self, point: str) -> None:
+        """Let the search go on from ``point``."""
         os.close(self.open.pop(point))
 
     def release_all(self) -> None:
         for point in list(self.open):
             self.release(point)
+
+
+def fifo_readers(fifo: str) -> list[int]:
+    """The processes other than this one that have ``fifo`` open (held at it)."""
+    fifo = os.path.realpath(fifo)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == fifo for fd in os.listdir(f"/proc/{entry}/fd")):
+                found.append(int(entry))
+    return found
