@@ -369,13 +369,15 @@ class Holds:
         for point in points:
             os.mkfifo(folder / point.replace(":", "."))
 
-    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180, processes: int = 1) -> None:
-        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it.
+    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180,
+                processes: int = 1) -> list[int]:
+        """Wait until ``processes`` processes of the search are held at ``point`` at once (its
+        FIFO's readers are there: 1, the driver; more, a barrier of the trials' workers at
+        such a point as ``trial_started:1``) and hold them. Returns their pids.
 
-        ``processes`` > 1 (a point of the trials' workers, such as ``trial_started:1``): wait
-        until that many processes are held there at once, a barrier; every later visit of
-        the point then passes without a hold (the FIFO is swapped for an empty file, which
-        those already held do not see), so no worker that comes later waits for ever."""
+        Every later visit of ``point`` then passes without a hold (the FIFO is swapped for an
+        empty file, which those already held do not see): a worker that comes later, or a
+        trial run again in a new worker, never waits for ever."""
         fifo = str(self.folder / point.replace(":", "."))
         opened: list[int] = []
         opener = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)), daemon=True)
@@ -388,8 +390,6 @@ class Holds:
             opener.join()
             raise AssertionError(f"the search never reached {point} (exit {proc.poll()})")
         self.open[point] = opened[0]
-        if processes == 1:
-            return
         while len(held := fifo_readers(fifo)) < processes:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"{len(held)} of {processes} processes reached {point} "
@@ -398,6 +398,7 @@ class Holds:
         passed = f"{fifo}.passed"
         Path(passed).touch()
         os.replace(passed, fifo)
+        return held
 
     def release(self, point: str) -> None:
         """Let the search go on from ``point``."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -248,21 +247,3 @@ class Search:
         parents = client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'search'")
         assert len(parents) == 1
         return parents[0]
-
-
-def wait_for_worker(sid: int, timeout: float = 120) -> int:
-    """A Ray worker of session ``sid`` that is training a trial."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[3]) == sid and "ImplicitFunc.train" in cmdline:
-                return int(entry)
-        time.sleep(0.1)
-    raise AssertionError("no Ray worker started training")

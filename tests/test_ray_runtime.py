@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cluster_fixtures import Holds, base_env, kill_sessions, session_pids
-from conftest import Search, records_space, wait_for_worker
+from conftest import Search, records_space
 
 pytestmark = pytest.mark.slow
 
@@ -56,16 +56,15 @@ def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_tok
 
 
 def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
-    """``kill -9`` of the driver mid-search: every process of its session (Ray's daemons,
-    agents, workers) ends within seconds. (Ray's agents alone would wait a minute, listening,
-    to report the raylet's death to a GCS that died with it.)"""
+    """``kill -9`` of the driver mid-search, its first trial held in its worker
+    (``trial_started:1``): every process of its session (Ray's daemons, agents, workers) ends
+    within seconds. (Ray's agents alone would wait a minute, listening, to report the raylet's
+    death to a GCS that died with it.)"""
     search = Search(tmp_path, records_space(trials=2, max_concurrent=1))
-    tree = json.loads(search.space.read_text())
-    tree["train"]["tokens"] = 200_000  # still training when the driver is killed
-    search.space.write_text(json.dumps(tree))
-    proc = search.start()
+    holds = Holds(tmp_path, ["trial_started:1"])
+    proc = search.start(env={**search.env, **holds.env})
     try:
-        wait_for_worker(proc.pid)
+        holds.reached("trial_started:1", proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         deadline = time.monotonic() + 20
@@ -73,6 +72,7 @@ def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
             time.sleep(0.2)
         left = {pid: _name(pid) for pid in session_pids(proc.pid)}
     finally:
+        holds.release_all()
         kill_sessions([proc.pid], grace_s=3.0)
     assert not left, f"left 20 s after the driver was killed: {left}"
 

@@ -20,7 +20,7 @@ from optimix.search import SearchState
 from optimix.search.ledger import LedgerError
 
 from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
-from conftest import Search, records_space, wait_for_worker
+from conftest import Search, records_space
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,16 +191,18 @@ def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp
 
 
 def test_a_worker_that_dies_is_tried_once_more_and_recorded_once(tmp_path):
+    """The first trial's worker is held where the trial starts (``trial_started:1``) and
+    killed there: by construction a worker with a trial, not one between trials."""
     search = Search(tmp_path, records_space(trials=3, max_concurrent=1))
-    tree = json.loads(search.space.read_text())
-    tree["train"]["tokens"] = 60_000  # long enough to find the worker while it trains
-    search.space.write_text(json.dumps(tree))
-    proc = search.start()
+    holds = Holds(tmp_path, ["trial_started:1"])
+    proc = search.start(env={**search.env, **holds.env})
     try:
-        victim = wait_for_worker(proc.pid)
+        [victim] = holds.reached("trial_started:1", proc)
         os.kill(victim, signal.SIGKILL)
+        holds.release_all()
         out, err = proc.communicate(timeout=240)
     finally:
+        holds.release_all()
         kill_sessions([proc.pid], grace_s=3.0)
     assert proc.returncode == 0, err[-3000:]
     trials = search.trials()
