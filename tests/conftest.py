@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def curve_entry(trial_id: str, status: str, curve: list[tuple[int, float, float]
 
 
 # ---------------------------------------------------------------------------------------------
-# A real six-trial search that plan and verify read
+# A real six-trial search that plan, verify and the MLflow UI read
 
 PLAN_EXPERIMENT = "records"
 # Every trial at a fixed point (two widths, rare frequencies from starved to saturated), so the
@@ -127,13 +128,23 @@ PLAN_EXPERIMENT = "records"
 PLAN_POINTS = [(32, 0.4), (32, 0.1), (32, 0.02), (64, 0.3), (64, 0.05), (64, 0.01)]
 
 
-@pytest.fixture(scope="session")
-def plan_records(tmp_path_factory):
-    """(tracking URI, the search as ``load_search`` reads it) of one real six-trial quickstart
-    search through the command line. Read only: shared by test_records_plan and
-    test_verify_records."""
-    from optimix.records.records import load_search
+@dataclass
+class Recorded:
+    """A search recorded through the command line: its folder (``mlflow.db``, ``runs/``), its
+    store, its experiment and what it printed."""
 
+    root: Path
+    uri: str
+    experiment: str
+    stdout: str
+    trials: int
+
+
+@pytest.fixture(scope="session")
+def quickstart_search(tmp_path_factory) -> Recorded:
+    """One real six-trial quickstart search (made tiny) through the command line, every trial
+    at a fixed point. Read only: plan and verify read its records (test_records_plan,
+    test_verify_records), the MLflow UI shows it (test_mlflow_ui)."""
     root = tmp_path_factory.mktemp("records")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     points = json.dumps([{"model.d_model": d, "mixture.rare_freq": f} for d, f in PLAN_POINTS])
@@ -147,10 +158,18 @@ def plan_records(tmp_path_factory):
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.describe()
-    record = load_search(uri, PLAN_EXPERIMENT)
+    return Recorded(root, uri, PLAN_EXPERIMENT, done.stdout, len(PLAN_POINTS))
+
+
+@pytest.fixture(scope="session")
+def plan_records(quickstart_search: Recorded):
+    """(tracking URI, the search as ``load_search`` reads it) of ``quickstart_search``."""
+    from optimix.records.records import load_search
+
+    record = load_search(quickstart_search.uri, PLAN_EXPERIMENT)
     assert len(record.trials) == len(PLAN_POINTS) and all(t.status == "ok" for t in record.trials)
     assert all("shape.d_model" in t.params for t in record.trials)  # what made verify fail
-    return uri, record
+    return quickstart_search.uri, record
 
 
 def plan_cli(uri: str, capsys, *args: str) -> tuple[int | str | None, dict, str]:

@@ -18,6 +18,7 @@ from optimix.cli import main as cli_main
 from optimix.core.config import SpaceError
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
+from optimix.search.run import SearchSummary
 
 from cluster_fixtures import Holds, frontier_by_hand
 from conftest import FAULTS, tiny_space
@@ -30,7 +31,12 @@ def children(client: MlflowClient, parent_id: str):
     return client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
 
 
-def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_path):
+@pytest.fixture(scope="module")
+def faulty_search(tmp_path_factory) -> tuple[str, SearchSummary]:
+    """(tracking URI, summary) of one real search of seven trials at fixed points: four ok,
+    one that raises, one that diverges, one whose worker exits; the frontier's models kept.
+    Read only: the tests below look at it from three sides."""
+    root = tmp_path_factory.mktemp("faulty")
     points = [
         {"mixture.rare_freq": 0.3, "model.d_model": 16, "train.fault": "none"},
         {"mixture.rare_freq": 0.02, "model.d_model": 32, "train.fault": "none"},
@@ -40,10 +46,14 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
         {"mixture.rare_freq": 0.05, "model.d_model": 32, "train.fault": "exit"},
         {"mixture.rare_freq": 0.01, "model.d_model": 16, "train.fault": "none"},
     ]
-    space = build_space(tiny_space(train={"fault": FAULTS}, search={"trials": 7, "points_to_evaluate": points}))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    space = build_space(tiny_space(train={"fault": FAULTS}, search={"trials": 7, "points_to_evaluate": points,
+                                                                    "save_models": "frontier"}))
+    uri = f"sqlite:///{root}/mlflow.db"
+    return uri, run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(root / "runs")))
 
+
+def test_search_records_every_trial_failures_included_and_tags_the_frontier(faulty_search, tmp_path):
+    uri, summary = faulty_search
     client = MlflowClient(uri)
     parent = client.get_run(summary.parent_run_id)
     assert parent.data.tags["optimix.role"] == "search"
@@ -122,10 +132,8 @@ def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_
     assert [ot.state for ot in told] == ["FAIL"]
 
 
-def test_optimix_frontier_reads_back_what_the_search_tagged(tmp_path, capsys):
-    space = build_space(tiny_space(search={"trials": 3, "sampler": "random"}))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+def test_optimix_frontier_reads_back_what_the_search_tagged(faulty_search, tmp_path, capsys):
+    uri, summary = faulty_search
     cli_main(["frontier", "--tracking-uri", uri, "--experiment", "tiny", "--json",
               "--plot", str(tmp_path / "f.png")])
     rows = json.loads(capsys.readouterr().out)
@@ -263,12 +271,10 @@ def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_say
     assert len(study.trials) == 1  # not queued again: it finished
 
 
-def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
+def test_frontier_models_are_kept_and_reload_with_transformers(faulty_search, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tree = tiny_space(search={"trials": 3, "sampler": "random", "save_models": "frontier"})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(build_space(tree), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    uri, summary = faulty_search
     client = MlflowClient(uri)
     for run in children(client, summary.parent_run_id):
         has_model = any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
