@@ -265,10 +265,11 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, timeout: float = 60) -> Iterator[MlflowServer]:
-    """``mlflow server`` on 127.0.0.1 with a SQLite store, proxying artifacts to a folder."""
+def mlflow_server(root: Path, timeout: float = 60, port: int | None = None) -> Iterator[MlflowServer]:
+    """``mlflow server`` on 127.0.0.1 with a SQLite store, proxying artifacts to a folder; on
+    ``port`` if given (a server restarted where it was), else on a free one."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = root / "server.log"
     args = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",

@@ -186,10 +186,12 @@ def test_search_logs_to_an_mlflow_server(server, tmp_path):
 
 
 def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
-    """The server dies after the first trial: training goes on, every result stays in the
-    ledger, the search ends with exit 3; after a restart, --resume records each trial once."""
+    """The server dies after the first trial is logged (the driver held at ``before_logged:1``,
+    the run complete in MLflow, its ``logged`` line not yet in the ledger, until the server is
+    killed): training goes on, every result stays in the ledger, the search ends with exit 3;
+    after a restart on the same address (the store the search recorded), --resume records each
+    trial once."""
     import subprocess
-    import time
 
     from mlflow.tracking import MlflowClient
 
@@ -202,19 +204,18 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
     for item in TINY_OVERRIDES:
         args += ["--set", item]
     env = base_env(RAY_TMPDIR=str(ray_tmp))
+    holds = Holds(tmp_path, ["before_logged:1"])
     try:
         with mlflow_server(store) as first:
-            proc = subprocess.Popen([*args, "--tracking-uri", first.uri], cwd=tmp_path, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True)
-            deadline = time.monotonic() + 150
-            while not list((tmp_path / "runs").glob("quickstart/*/results.jsonl")):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.2)
-            # Killed, not stopped: a graceful stop keeps serving open connections for seconds,
-            # long enough for a fast search to log everything before the server is gone.
+            port = int(first.uri.rsplit(":", 1)[1])
+            proc = subprocess.Popen([*args, "--tracking-uri", first.uri], cwd=tmp_path,
+                                    env={**env, **holds.env}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            holds.reached("before_logged:1", proc, timeout=150)
+            # Killed, not stopped: a graceful stop keeps serving open connections for seconds.
             os.killpg(first.proc.pid, signal.SIGKILL)
             first.proc.wait(timeout=30)
+        holds.release_all()
         try:  # the server is gone now; the search must finish its trials anyway
             out, err = proc.communicate(timeout=300)
         finally:
@@ -225,7 +226,7 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
         finished = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
         assert len(finished) == 6
 
-        with mlflow_server(store) as second:
+        with mlflow_server(store, port=port) as second:
             done = run_in_session([*args, "--tracking-uri", second.uri, "--resume"], env=env,
                                   cwd=tmp_path, timeout=200)
             assert done.returncode == 0, done.describe()
@@ -242,4 +243,5 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
                                     "--storage-path", str(tmp_path / "runs")], env=env, cwd=tmp_path, timeout=120)
             assert check.returncode == 0, check.describe()
     finally:
+        holds.release_all()
         shutil.rmtree(ray_tmp, ignore_errors=True)
