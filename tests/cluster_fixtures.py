@@ -147,12 +147,16 @@ def short_tmp(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def optimix_search(cwd: Path, *extra: str, env: dict[str, str], timeout: float = 150) -> Completed:
+def optimix_search_args(*extra: str) -> list[str]:
+    """``optimix search`` of the quickstart space made tiny, with ``extra`` arguments."""
     args = [OPTIMIX, "search", str(QUICKSTART)]
     for item in TINY_OVERRIDES:
         args += ["--set", item]
-    args += list(extra)
-    return run_in_session(args, env=env, cwd=cwd, timeout=timeout)
+    return args + list(extra)
+
+
+def optimix_search(cwd: Path, *extra: str, env: dict[str, str], timeout: float = 150) -> Completed:
+    return run_in_session(optimix_search_args(*extra), env=env, cwd=cwd, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +211,10 @@ class RayCluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(timeout: float = 90) -> Iterator[RayCluster]:
-    """``ray start --head`` plus one more node, both on 127.0.0.1, with token auth.
+def ray_cluster(timeout: float = 90, **extra_env: str) -> Iterator[RayCluster]:
+    """``ray start --head`` plus one more node, both on 127.0.0.1, with token auth, each
+    with 1 CPU. ``extra_env``: more variables for the nodes, whose workers inherit them (e.g.
+    ``Holds.env``).
 
     The token is this cluster's own (``RAY_AUTH_TOKEN``), never ``~/.ray/auth_token``; the
     temp dir is a fresh short one, so the cluster's address file and sessions stay out of
@@ -216,7 +222,7 @@ def ray_cluster(timeout: float = 90) -> Iterator[RayCluster]:
     """
     temp_dir = short_tmp("rt")
     env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-                   RAY_TMPDIR=str(temp_dir))
+                   RAY_TMPDIR=str(temp_dir), **extra_env)
     port = free_port()
     cluster = RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir, env=env)
     head = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
@@ -259,10 +265,11 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, timeout: float = 60) -> Iterator[MlflowServer]:
-    """``mlflow server`` on 127.0.0.1 with a SQLite store, proxying artifacts to a folder."""
+def mlflow_server(root: Path, timeout: float = 60, port: int | None = None) -> Iterator[MlflowServer]:
+    """``mlflow server`` on 127.0.0.1 with a SQLite store, proxying artifacts to a folder; on
+    ``port`` if given (a server restarted where it was), else on a free one."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = root / "server.log"
     args = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
@@ -363,8 +370,15 @@ class Holds:
         for point in points:
             os.mkfifo(folder / point.replace(":", "."))
 
-    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-        """Wait until the search is at ``point`` (its FIFO's reader is there) and hold it."""
+    def reached(self, point: str, proc: subprocess.Popen, timeout: float = 180,
+                processes: int = 1) -> list[int]:
+        """Wait until ``processes`` processes of the search are held at ``point`` at once (its
+        FIFO's readers are there: 1, the driver; more, a barrier of the trials' workers at
+        such a point as ``trial_started:1``) and hold them. Returns their pids.
+
+        Every later visit of ``point`` then passes without a hold (the FIFO is swapped for an
+        empty file, which those already held do not see): a worker that comes later, or a
+        trial run again in a new worker, never waits for ever."""
         fifo = str(self.folder / point.replace(":", "."))
         opened: list[int] = []
         opener = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)), daemon=True)
@@ -377,10 +391,33 @@ class Holds:
             opener.join()
             raise AssertionError(f"the search never reached {point} (exit {proc.poll()})")
         self.open[point] = opened[0]
+        while len(held := fifo_readers(fifo)) < processes:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{len(held)} of {processes} processes reached {point} "
+                                     f"(exit {proc.poll()}): {held}")
+            time.sleep(0.2)
+        passed = f"{fifo}.passed"
+        Path(passed).touch()
+        os.replace(passed, fifo)
+        return held
 
     def release(self, point: str) -> None:
+        """Let the search go on from ``point``."""
         os.close(self.open.pop(point))
 
     def release_all(self) -> None:
         for point in list(self.open):
             self.release(point)
+
+
+def fifo_readers(fifo: str) -> list[int]:
+    """The processes other than this one that have ``fifo`` open (held at it)."""
+    fifo = os.path.realpath(fifo)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == fifo for fd in os.listdir(f"/proc/{entry}/fd")):
+                found.append(int(entry))
+    return found

@@ -19,7 +19,6 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from test_search import tiny_space_tree
 
 from optimix.cli import main as cli_main
 from optimix.core import frontier
@@ -30,6 +29,7 @@ from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
 
 from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
+from conftest import FAULTS, tiny_space
 
 
 def run_check(capsys, *args: str) -> tuple[int, list[str], str]:
@@ -54,8 +54,8 @@ def recorded(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("recorded")
     points = [{"mixture.rare_freq": 0.3, "model.d_model": 16, "train.fault": "none"},
               {"mixture.rare_freq": 0.05, "model.d_model": 16, "train.fault": "raise"}]
-    tree = tiny_space_tree(trials=4, sampler="random", points_to_evaluate=points)
-    tree["train"]["fault"]["values"] = ["none", "raise"]
+    tree = tiny_space(train={"fault": {**FAULTS, "values": ["none", "raise"]}},
+                      search={"trials": 4, "sampler": "random", "points_to_evaluate": points})
     (root / "space.yaml").write_text(json.dumps(tree))  # JSON is YAML
     done = subprocess.run(
         [sys.executable, "-m", "optimix.cli", "search", "space.yaml", "--tracking-uri",
@@ -373,11 +373,10 @@ def test_the_same_config_twice_is_a_repeat_even_when_seed_is_searched():
     a, b = ledger_trial("a"), ledger_trial("b")
     assert kinds(record_of([a, b])) == ["repeat"]  # by the ledger's params
     assert kinds(record_of([a, ledger_trial("b", seed=1)])) == []  # another seed: not a repeat
-    space = build_space(tiny_space_tree())
+    space = build_space(tiny_space(train={"fault": FAULTS}))
     assert kinds(record_of([a, b], space=space)) == ["repeat"]  # by budget.effective_key
     assert kinds(record_of([a, ledger_trial("b", rare_freq=0.2)], space=space)) == []
-    searched = tiny_space_tree()
-    searched["seed"] = {"dist": "int", "low": 0, "high": 9}
+    searched = tiny_space(train={"fault": FAULTS}, seed={"dist": "int", "low": 0, "high": 9})
     assert kinds(record_of([a, b], space=build_space(searched))) == ["repeat"]  # one seed, twice
 
 
@@ -437,8 +436,8 @@ def test_while_the_search_runs_what_follows_the_ledger_may_lag():
 def test_a_running_search_checks_clean_whatever_moves_between_the_reads(tmp_path, capsys, monkeypatch):
     """Held at chosen points, the search moves a trial on between check's reads of MLflow,
     Optuna and the ledger: what is not settled yet is in flight, never a violation."""
-    tree = tiny_space_tree(trials=4, sampler="random", max_concurrent=2)
-    tree["train"]["fault"] = "none"  # every trial ok: each one becomes COMPLETE in Optuna
+    # every trial ok (no faults): each one becomes COMPLETE in Optuna
+    tree = tiny_space(search={"trials": 4, "sampler": "random", "max_concurrent": 2})
     (tmp_path / "space.yaml").write_text(json.dumps(tree))
     holds = Holds(tmp_path, ["before_ledger:2", "before_logged:2", "before_ledger:3", "before_ledger:4"])
     args = ["--storage-path", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]

@@ -16,10 +16,13 @@ import pytest
 
 from cluster_fixtures import (
     TASKS,
+    Holds,
     base_env,
     frontier_by_hand,
+    kill_sessions,
     mlflow_server,
     optimix_search,
+    optimix_search_args,
     ray_cluster,
     run_in_session,
     short_tmp,
@@ -29,12 +32,6 @@ pytestmark = pytest.mark.slow
 
 OBJECTIVES = "acc/facts:max,train_flops:min"
 SEARCHED = {"mixture.rare_freq", "model.d_model"}
-
-
-@pytest.fixture
-def cluster():
-    with ray_cluster() as c:
-        yield c
 
 
 @pytest.fixture
@@ -81,26 +78,42 @@ def _check_trial(run, parent_id: str) -> dict:
     return point
 
 
-def test_search_spreads_trials_over_a_two_node_ray_cluster(cluster, tmp_path):
+def test_search_spreads_trials_over_a_two_node_ray_cluster(tmp_path):
+    """Each node has one CPU and each trial takes one: the first two trials are held at
+    their start (``trial_started:1`` in every worker, the nodes' environment) until both are
+    there at once, so they run on the two nodes by construction, however loaded the machine
+    (without the hold, a trial could end before the next started, on the same node)."""
+    import subprocess
+
     from mlflow.tracking import MlflowClient
 
-    nodes = cluster.alive_nodes(want=2)
-    assert len(nodes) == 2, nodes
-    # One machine: Ray rewrites --node-ip-address 127.0.0.1 to the host's reachable address.
-    assert len({n["ip"] for n in nodes}) == 1, nodes
-    assert sorted(r for n in nodes for r in n["resources"] if r.startswith("node_")) == [
-        "node_head", "node_worker"]
-    status = cluster.status(expect=("node_head", "node_worker"))
-    assert status.returncode == 0, status.describe()
-    assert "node_head" in status.stdout and "node_worker" in status.stdout, status.describe()
-    node_ids = {n["id"] for n in nodes}
+    holds = Holds(tmp_path, ["trial_started:1"])
+    with ray_cluster(**holds.env) as cluster:
+        nodes = cluster.alive_nodes(want=2)
+        assert len(nodes) == 2, nodes
+        # One machine: Ray rewrites --node-ip-address 127.0.0.1 to the host's reachable address.
+        assert len({n["ip"] for n in nodes}) == 1, nodes
+        assert sorted(r for n in nodes for r in n["resources"] if r.startswith("node_")) == [
+            "node_head", "node_worker"]
+        status = cluster.status(expect=("node_head", "node_worker"))
+        assert status.returncode == 0, status.describe()
+        assert "node_head" in status.stdout and "node_worker" in status.stdout, status.describe()
+        node_ids = {n["id"] for n in nodes}
 
-    db = tmp_path / "mlflow.db"
-    done = optimix_search(tmp_path, "--trials", "4", "--max-concurrent", "2",
-                          "--address", cluster.address, "--tracking-uri", f"sqlite:///{db}",
-                          "--experiment", "cluster", env=cluster.env)
-    assert done.returncode == 0, done.describe()
-    assert "4 trials (4 ok" in done.stdout, done.describe()
+        db = tmp_path / "mlflow.db"
+        args = optimix_search_args("--trials", "4", "--max-concurrent", "2", "--address", cluster.address,
+                                   "--tracking-uri", f"sqlite:///{db}", "--experiment", "cluster")
+        proc = subprocess.Popen(args, cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            holds.reached("trial_started:1", proc, timeout=150, processes=2)
+            holds.release_all()
+            out, err = proc.communicate(timeout=150)
+        finally:
+            holds.release_all()
+            kill_sessions([proc.pid], grace_s=3.0)
+    assert proc.returncode == 0, err[-3000:]
+    assert "4 trials (4 ok" in out, out + err[-3000:]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     parents, children = _search_runs(client, "cluster")
@@ -114,7 +127,7 @@ def test_search_spreads_trials_over_a_two_node_ray_cluster(cluster, tmp_path):
     assert len({r.data.tags["optimix.trial_id"] for r in children}) == 4
     used = {r.data.tags["optimix.node"] for r in children}
     assert used <= node_ids, (used, node_ids)
-    assert len(used) >= 2, f"all trials ran on {used}; cluster nodes {node_ids}"
+    assert len(used) == 2, f"all trials ran on {used}; cluster nodes {node_ids}"
 
 
 def test_search_logs_to_an_mlflow_server(server, tmp_path):
@@ -173,14 +186,16 @@ def test_search_logs_to_an_mlflow_server(server, tmp_path):
 
 
 def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
-    """The server dies after the first trial: training goes on, every result stays in the
-    ledger, the search ends with exit 3; after a restart, --resume records each trial once."""
+    """The server dies after the first trial is logged (the driver held at ``before_logged:1``,
+    the run complete in MLflow, its ``logged`` line not yet in the ledger, until the server is
+    killed): training goes on, every result stays in the ledger, the search ends with exit 3;
+    after a restart on the same address (the store the search recorded), --resume records each
+    trial once."""
     import subprocess
-    import time
 
     from mlflow.tracking import MlflowClient
 
-    from cluster_fixtures import OPTIMIX, QUICKSTART, TINY_OVERRIDES, kill_sessions
+    from cluster_fixtures import OPTIMIX, QUICKSTART, TINY_OVERRIDES
 
     ray_tmp = short_tmp("rl")
     store = tmp_path / "server"
@@ -189,19 +204,18 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
     for item in TINY_OVERRIDES:
         args += ["--set", item]
     env = base_env(RAY_TMPDIR=str(ray_tmp))
+    holds = Holds(tmp_path, ["before_logged:1"])
     try:
         with mlflow_server(store) as first:
-            proc = subprocess.Popen([*args, "--tracking-uri", first.uri], cwd=tmp_path, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True)
-            deadline = time.monotonic() + 150
-            while not list((tmp_path / "runs").glob("quickstart/*/results.jsonl")):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.2)
-            # Killed, not stopped: a graceful stop keeps serving open connections for seconds,
-            # long enough for a fast search to log everything before the server is gone.
+            port = int(first.uri.rsplit(":", 1)[1])
+            proc = subprocess.Popen([*args, "--tracking-uri", first.uri], cwd=tmp_path,
+                                    env={**env, **holds.env}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            holds.reached("before_logged:1", proc, timeout=150)
+            # Killed, not stopped: a graceful stop keeps serving open connections for seconds.
             os.killpg(first.proc.pid, signal.SIGKILL)
             first.proc.wait(timeout=30)
+        holds.release_all()
         try:  # the server is gone now; the search must finish its trials anyway
             out, err = proc.communicate(timeout=300)
         finally:
@@ -212,7 +226,7 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
         finished = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
         assert len(finished) == 6
 
-        with mlflow_server(store) as second:
+        with mlflow_server(store, port=port) as second:
             done = run_in_session([*args, "--tracking-uri", second.uri, "--resume"], env=env,
                                   cwd=tmp_path, timeout=200)
             assert done.returncode == 0, done.describe()
@@ -229,4 +243,5 @@ def test_a_tracking_server_lost_mid_search_loses_no_result(tmp_path):
                                     "--storage-path", str(tmp_path / "runs")], env=env, cwd=tmp_path, timeout=120)
             assert check.returncode == 0, check.describe()
     finally:
+        holds.release_all()
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -20,20 +20,16 @@ from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
 
+from conftest import tiny_space
+
 
 def tree(constraints=(), sampler: str = "tpe") -> dict:
     points = [{"model.d_model": 16}, {"model.d_model": 64}]
-    return {
-        "name": "constrained",
-        "tasks": {"background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
-                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
-        "mixture": {"rare_task": "facts", "rare_freq": 0.2},
-        "model": {"d_model": {"dist": "choice", "values": [16, 64]}, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 40_000, "batch_size": 32, "threads": 1, "lr": 0.01},
-        "eval": {"points": 2, "size": 128},
-        "search": {"trials": 2, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": sampler,
-                   "points_to_evaluate": points, "constraints": list(constraints)},
-    }
+    return tiny_space("constrained", tasks={"background": {}, "facts": {}}, mixture={"rare_freq": 0.2},
+                      model={"d_model": {"dist": "choice", "values": [16, 64]}},
+                      train={"tokens": 40_000, "lr": 0.01}, eval={"size": 128},
+                      search={"trials": 2, "sampler": sampler, "points_to_evaluate": points,
+                              "constraints": list(constraints)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,15 +164,6 @@ def test_a_plan_with_no_trial_meeting_the_constraints_says_so(trials, fitted, ca
 
 # ---------------------------------------------------------------------------------------------
 # End to end: real Ray, Optuna and MLflow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def two_rare(constraints=()) -> dict:

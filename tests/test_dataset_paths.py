@@ -18,6 +18,8 @@ from optimix.core.config import SpaceError
 from optimix.core.space import load_space
 from optimix.trial.tasks import build_tasks
 
+from conftest import tiny_space
+
 PATH = "tasks.qa.path"
 
 
@@ -31,15 +33,10 @@ def write_json_lines(path: Path, table: list[dict[str, str]]) -> None:
 
 
 def space_tree(path) -> dict:
-    return {
-        "name": "paths",
-        "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
-                  "qa": {"kind": "dataset", "path": path}},
-        "mixture": {"rare_task": "qa", "rare_freq": 0.2},
-        "model": {"d_model": 16, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 2000, "batch_size": 16, "threads": 1, "device": "cpu"},
-        "eval": {"points": 1, "size": 16},
-    }
+    return tiny_space("paths", tasks={"copy": {}, "qa": {"kind": "dataset", "path": path}},
+                      mixture={"rare_task": "qa", "rare_freq": 0.2}, model={"d_model": 16},
+                      train={"tokens": 2000, "batch_size": 16, "device": "cpu"}, eval={"points": 1, "size": 16},
+                      search=None)
 
 
 @pytest.fixture

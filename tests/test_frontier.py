@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from optimix.core.entry import LedgerEntry
 from optimix.core.frontier import (
     Candidate,
     candidates,
@@ -20,39 +19,28 @@ from optimix.core.frontier import (
 from optimix.core.metrics import parse_objectives_tag
 from optimix.records.records import TrialRecord
 
-OBJ = parse_objectives_tag("acc/x:max,train_flops:min")
-
-
-def entry(trial_id: str, status: str, curve: list[tuple[int, float, float]], steps: int = 4) -> LedgerEntry:
-    points = [{"step": s, "tokens": 10 * s, "train_flops": f, "train_loss": 1.0, "train_s": 1.0,
-               "accuracy": {"x": a}, "loss": {"x": 1 - a}} for s, a, f in curve]
-    last = points[-1] if points else {"step": 0, "tokens": 0, "train_flops": 0.0, "accuracy": {}, "loss": {}}
-    return LedgerEntry(trial_id=trial_id, status=status, result={
-        "train_flops": last["train_flops"], "params": 100, "non_embedding_params": 50,
-        "tokens": last["tokens"], "wall_s": 1.0, "train_s": 1.0, "tokens_per_s": 1.0,
-        "steps": last["step"], "planned_steps": steps, "accuracy": last["accuracy"],
-        "loss": last["loss"], "curve": points})
+from conftest import OBJ, curve_entry
 
 
 def test_ok_trials_give_their_final_and_earlier_points_pruned_ones_their_points_failed_none():
-    entries = [entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),
-               entry("b", "pruned", [(2, 0.1, 3.0)]),
-               entry("c", "failed", [(2, 0.9, 1.0)]),
-               entry("d", "infeasible", [(2, 0.9, 1.0)])]
+    entries = [curve_entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),
+               curve_entry("b", "pruned", [(2, 0.1, 3.0)]),
+               curve_entry("c", "failed", [(2, 0.9, 1.0)]),
+               curve_entry("d", "infeasible", [(2, 0.9, 1.0)])]
     got = {(c.trial_id, c.step, c.final) for c in candidates(entries, OBJ)}
     assert got == {("a", 4, True), ("a", 2, False), ("b", 2, False)}
     assert {(c.trial_id, c.final) for c in candidates(entries, OBJ, curve=False)} == {("a", True)}
 
 
 def test_curve_points_are_left_out_when_an_objective_is_not_known_at_them():
-    entries = [entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)])]
+    entries = [curve_entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)])]
     timed = parse_objectives_tag("acc/x:max,wall_s:min")
     assert [c.final for c in candidates(entries, timed)] == [True]
 
 
 def test_a_cheap_curve_point_joins_the_frontier_and_membership_says_which():
-    entries = [entry("a", "ok", [(2, 0.5, 2.0), (4, 0.6, 4.0)]),
-               entry("b", "ok", [(2, 0.1, 3.0), (4, 0.9, 6.0)])]
+    entries = [curve_entry("a", "ok", [(2, 0.5, 2.0), (4, 0.6, 4.0)]),
+               curve_entry("b", "ok", [(2, 0.1, 3.0), (4, 0.9, 6.0)])]
     cands = candidates(entries, OBJ)
     assert membership(cands, OBJ) == {"a": (True, [2]), "b": (True, [])}
 

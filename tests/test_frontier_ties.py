@@ -13,6 +13,8 @@ from optimix.core.metrics import parse_objectives_tag
 from optimix.plan import plots
 from optimix.records.records import TrialRecord
 
+from conftest import tiny_space
+
 OBJ = parse_objectives_tag("acc/x:max,train_flops:min")
 
 
@@ -98,15 +100,7 @@ def test_the_search_driver_ties_by_effective_config():
     from optimix.search.driver import Driver
     from optimix.search.proposals import Proposals
 
-    space = build_space({
-        "name": "ties",
-        "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
-                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
-        "mixture": {"rare_task": "facts", "rare_freq": {"dist": "loguniform", "low": 0.01, "high": 0.3}},
-        "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 15_000, "batch_size": 32},
-        "eval": {"points": 2, "size": 64},
-    })
+    space = build_space(tiny_space("ties", tasks={"copy": {}, "facts": {}}, train={"threads": None}, search=None))
     assert effective_key(space, SAME) != effective_key(space, OTHER)
     driver = Driver.__new__(Driver)  # only what frontier_rows reads
     driver.proposals, driver.objectives, driver.curve, driver.constraints = Proposals(space), OBJ, True, []

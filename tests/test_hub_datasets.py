@@ -25,6 +25,7 @@ from optimix.trial import hub
 from optimix.trial.tasks import build_tasks
 
 from cluster_fixtures import OPTIMIX, base_env, run_in_session, short_tmp
+from conftest import tiny_space
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HUB_NAME = "optimix-tests/sums"
@@ -35,16 +36,11 @@ def rows() -> list[dict[str, str]]:
 
 
 def tree(path: str, **qa) -> dict:
-    return {
-        "name": "hub",
-        "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
-                  "qa": {"kind": "dataset", "path": path, **qa}},
-        "mixture": {"rare_task": "qa", "rare_freq": {"dist": "uniform", "low": 0.1, "high": 0.3}},
-        "model": {"d_model": 16, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 2000, "batch_size": 16, "threads": 1, "device": "cpu"},
-        "eval": {"points": 1, "size": 16},
-        "search": {"trials": 2, "max_concurrent": 1, "cpus_per_trial": 1, "sampler": "random"},
-    }
+    return tiny_space("hub", tasks={"copy": {}, "qa": {"kind": "dataset", "path": path, **qa}},
+                      mixture={"rare_task": "qa", "rare_freq": {"dist": "uniform", "low": 0.1, "high": 0.3}},
+                      model={"d_model": 16}, train={"tokens": 2000, "batch_size": 16, "device": "cpu"},
+                      eval={"points": 1, "size": 16},
+                      search={"trials": 2, "max_concurrent": 1, "sampler": "random"})
 
 
 @pytest.fixture

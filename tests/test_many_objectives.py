@@ -16,21 +16,19 @@ from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
 
+from conftest import tiny_space
+
 
 def tree(objectives, **search) -> dict:
-    return {
-        "name": "three",
-        "tasks": {"background": {"kind": "facts", "n_facts": 200, "zipf": 1.0, "alphabet": 16},
-                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16},
-                  "rev": {"kind": "reverse", "length": 2, "alphabet": 8}},
-        "mixture": {"rare": {"facts": {"dist": "loguniform", "low": 0.02, "high": 0.3},
-                             "rev": {"dist": "loguniform", "low": 0.02, "high": 0.3}}},
-        "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 15_000, "batch_size": 32, "threads": 1, "lr": 0.01},
-        "eval": {"points": 1, "size": 64},
-        "search": {"objectives": objectives, "trials": 8, "max_concurrent": 2, "cpus_per_trial": 1,
-                   "sampler": "random", "curve_candidates": False, **search},
-    }
+    return tiny_space("three",
+                      tasks={"background": {"n_facts": 200}, "facts": {},
+                             "rev": {"kind": "reverse", "length": 2, "alphabet": 8}},
+                      mixture={"rare_task": None, "rare_freq": None,
+                               "rare": {"facts": {"dist": "loguniform", "low": 0.02, "high": 0.3},
+                                        "rev": {"dist": "loguniform", "low": 0.02, "high": 0.3}}},
+                      train={"lr": 0.01}, eval={"points": 1},
+                      search={"objectives": objectives, "trials": 8, "sampler": "random",
+                              "curve_candidates": False, **search})
 
 
 def test_aggregate_objectives_are_parsed_to_one_spelling():
@@ -39,15 +37,6 @@ def test_aggregate_objectives_are_parsed_to_one_spelling():
     assert metrics.aggregates(config) == ["acc/mean.facts.rev"]
     with pytest.raises(SpaceError, match=r"^search.objectives.0: unknown task 'nope' in 'acc/mean.facts.nope'"):
         metrics.parse_objectives(build_space(tree(["acc/mean(facts,nope):max", "train_flops:min"])).base)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def dominated(values: np.ndarray, signs: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ from optimix.core.space import build_space
 from optimix.trial.tasks import build_tasks, scored_on
 from optimix.trial.train import run_trial
 
+from conftest import tiny_space
+
 
 def catalogue(path, n: int = 24) -> None:
     """Product codes and names: nothing to infer, everything to memorise."""
@@ -23,15 +25,13 @@ def catalogue(path, n: int = 24) -> None:
 
 
 def tree(path, scored: str, freq: float = 0.5, tokens: int = 120_000) -> dict:
-    return {
-        "name": "memorise",
-        "tasks": {"background": {"kind": "facts", "n_facts": 200, "zipf": 1.0, "alphabet": 16},
-                  "skus": {"kind": "dataset", "path": str(path), "eval": scored}},
-        "mixture": {"rare_task": "skus", "rare_freq": freq},
-        "model": {"params": 60_000},
-        "train": {"tokens": tokens, "batch_size": 64, "lr": 0.003, "threads": 1, "device": "cpu"},
-        "eval": {"points": 1, "size": 64},
-    }
+    return tiny_space("memorise",
+                      tasks={"background": {"n_facts": 200},
+                             "skus": {"kind": "dataset", "path": str(path), "eval": scored}},
+                      mixture={"rare_task": "skus", "rare_freq": freq},
+                      model={"d_model": None, "n_layer": None, "n_head": None, "params": 60_000},
+                      train={"tokens": tokens, "batch_size": 64, "lr": 0.003, "device": "cpu"},
+                      eval={"points": 1}, search=None)
 
 
 def test_train_rows_are_the_evaluation_set_and_heldout_ones_are_not(tmp_path):

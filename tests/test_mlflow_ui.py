@@ -1,6 +1,7 @@
 """The MLflow UI on a real search, in a real headless browser: ``docs/tools/mlflow_screenshot.py``
 (``mlflow ui`` on loopback, Debian's Chromium driven by Playwright) against the store of a tiny
-quickstart search run through the command line (real Ray, real MLflow in SQLite).
+quickstart search run through the command line (real Ray, real MLflow in SQLite:
+``quickstart_search`` in conftest.py, which plan's tests read too).
 
 The browser tests (slow) need ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright`` package
 (``pip install playwright``; never ``playwright install``). Without them the tests skip, except
@@ -30,16 +31,11 @@ from cluster_fixtures import (
     ROOT,
     base_env,
     kill_sessions,
-    optimix_search,
     run_in_session,
-    short_tmp,
 )
 
 SCRIPT = ROOT / "docs" / "tools" / "mlflow_screenshot.py"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-EXPERIMENT = "ui"
-# Four trials at fixed points: two widths, a starved and a saturated rare frequency.
-POINTS = [(32, 0.4), (32, 0.02), (64, 0.3), (64, 0.01)]
 WIDTH, HEIGHT = 1680, 900
 
 
@@ -74,27 +70,16 @@ class Shot:
 
 
 @pytest.fixture(scope="module")
-def shot(browser, tmp_path_factory) -> Shot:
-    """A four-trial search, then the screenshot script on its store."""
-    root = tmp_path_factory.mktemp("ui")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    points = json.dumps([{"model.d_model": d, "mixture.rare_freq": f} for d, f in POINTS])
-    ray_tmp = short_tmp("ui")
-    try:
-        done = optimix_search(
-            root, "--trials", str(len(POINTS)), "--max-concurrent", "2", "--seed", "0",
-            "--tracking-uri", uri, "--experiment", EXPERIMENT, "--storage-path", str(root / "runs"),
-            "--set", f"search.points_to_evaluate={points}",
-            env=base_env(RAY_TMPDIR=str(ray_tmp)), timeout=300)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert done.returncode == 0, done.describe()
+def shot(browser, quickstart_search, tmp_path_factory) -> Shot:
+    """The screenshot script on the store of ``quickstart_search`` (conftest.py: six trials
+    recorded through the command line), its files in a folder of its own."""
+    store, root = quickstart_search, tmp_path_factory.mktemp("ui")
     # "  then http://127.0.0.1:5000/#/experiments/ID/runs?workflowType=machine_learning -> ..."
-    then = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("  then ")]
-    assert len(then) == 1, done.describe()
+    then = [line.split()[1] for line in store.stdout.splitlines() if line.startswith("  then ")]
+    assert len(then) == 1, store.stdout
 
     runs_png, report_json = root / "runs.png", root / "report.json"
-    args = [sys.executable, str(SCRIPT), "--store-dir", str(root), "--experiment", EXPERIMENT,
+    args = [sys.executable, str(SCRIPT), "--store-dir", str(store.root), "--experiment", store.experiment,
             "--runs-out", str(runs_png), "--report", str(report_json), "--chromium", browser,
             "--width", str(WIDTH), "--height", str(HEIGHT), "--timeout", "90", "--link", then[0]]
     sessions: list[int] = []
@@ -107,10 +92,10 @@ def shot(browser, tmp_path_factory) -> Shot:
         # The script stops mlflow ui and Chromium itself, also on SIGTERM. Whatever is left
         # (of its session, or Chromium, which Playwright starts in a session of its own) is
         # ended here, and must not have been left.
-        left = kill_sessions(sessions, grace_s=5.0) + kill_mentioning(root)
+        left = kill_sessions(sessions, grace_s=5.0) + kill_mentioning(root) + kill_mentioning(store.root)
     assert ran.returncode == 0, ran.describe()
     assert not left, f"processes of the screenshot script outlived it: {left}\n{ran.describe()}"
-    return Shot(json.loads(report_json.read_text()), runs_png, ran.stderr, ran.wall_s, len(POINTS), then[0])
+    return Shot(json.loads(report_json.read_text()), runs_png, ran.stderr, ran.wall_s, store.trials, then[0])
 
 
 def kill_mentioning(folder: Path) -> list[int]:

@@ -7,8 +7,6 @@ real tiny search (real Ray, Optuna, MLflow) that patience ends, resumed, then ch
 from __future__ import annotations
 
 import pytest
-from test_frontier import OBJ, entry
-from test_search import tiny_space_tree
 
 from optimix import report
 from optimix.cli import main as cli_main
@@ -19,14 +17,16 @@ from optimix.core.space import build_space
 from optimix.search.driver import Progress
 from optimix.search.run import SearchSummary, _check_same_space
 
+from conftest import FAULTS, OBJ, curve_entry, tiny_space
+
 LEDGER = [
-    entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # the first result: moves it
-    entry("b", "failed", []),  # no candidates
-    entry("c", "ok", [(2, 0.1, 3.0), (4, 0.5, 5.0)]),  # every point beaten by a's
-    entry("d", "pruned", [(2, 0.3, 1.0)]),  # pruned, but its cheap curve point is on the frontier
-    entry("e", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # ties a's points: on it, moves nothing
-    entry("f", "pruned", [(2, 0.05, 3.5)]),  # pruned and beaten
-    entry("g", "infeasible", []),
+    curve_entry("a", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # the first result: moves it
+    curve_entry("b", "failed", []),  # no candidates
+    curve_entry("c", "ok", [(2, 0.1, 3.0), (4, 0.5, 5.0)]),  # every point beaten by a's
+    curve_entry("d", "pruned", [(2, 0.3, 1.0)]),  # pruned, but its cheap curve point is on the frontier
+    curve_entry("e", "ok", [(2, 0.2, 2.0), (4, 0.6, 4.0)]),  # ties a's points: on it, moves nothing
+    curve_entry("f", "pruned", [(2, 0.05, 3.5)]),  # pruned and beaten
+    curve_entry("g", "infeasible", []),
 ]
 
 
@@ -41,23 +41,26 @@ def test_a_curve_point_moves_the_frontier_only_when_curve_points_are_candidates(
 
 
 def test_a_ledger_of_failures_never_moved_it():
-    assert since_moved([entry("a", "failed", []), entry("b", "infeasible", [])], OBJ) == 2
+    assert since_moved([curve_entry("a", "failed", []), curve_entry("b", "infeasible", [])], OBJ) == 2
 
 
 def test_a_better_trial_after_a_stall_resets_the_count():
-    ledger = [*LEDGER, entry("h", "ok", [(2, 0.4, 2.0), (4, 0.7, 4.0)])]
+    ledger = [*LEDGER, curve_entry("h", "ok", [(2, 0.4, 2.0), (4, 0.7, 4.0)])]
     assert since_moved(ledger, OBJ) == 0
 
 
 def test_patience_is_a_positive_int_and_may_change_on_resume():
-    assert build_space(tiny_space_tree(patience=3)).base.search.patience == 3
-    assert build_space(tiny_space_tree()).base.search.patience is None
+    def tree(**search) -> dict:
+        return tiny_space(search=search)
+
+    assert build_space(tree(patience=3)).base.search.patience == 3
+    assert build_space(tree()).base.search.patience is None
     with pytest.raises(SpaceError, match="search.patience"):
-        build_space(tiny_space_tree(patience=0))
-    _check_same_space(tiny_space_tree(patience=3), tiny_space_tree(patience=5))
-    _check_same_space(tiny_space_tree(), tiny_space_tree(patience=5))
+        build_space(tree(patience=0))
+    _check_same_space(tree(patience=3), tree(patience=5))
+    _check_same_space(tree(), tree(patience=5))
     with pytest.raises(SpaceError, match="search.prune_margin"):
-        _check_same_space(tiny_space_tree(patience=3), tiny_space_tree(patience=3, prune_margin=0.1))
+        _check_same_space(tree(patience=3), tree(patience=3, prune_margin=0.1))
 
 
 def test_the_progress_line_says_when_the_frontier_last_moved(capsys):
@@ -94,15 +97,6 @@ def test_the_summary_says_the_search_stopped_early_and_why(capsys):
 # A real search that patience ends
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
 @pytest.mark.slow
 def test_a_real_search_stops_when_the_frontier_stops_moving_and_resume_keeps_it_stopped(
         tmp_path, capsys, ray_session):
@@ -113,9 +107,9 @@ def test_a_real_search_stops_when_the_frontier_stops_moving_and_resume_keeps_it_
     points = [{"mixture.rare_freq": 0.3, "model.d_model": 16, "train.fault": "none"},
               {"mixture.rare_freq": 0.05, "model.d_model": 16, "train.fault": "raise"},
               {"mixture.rare_freq": 0.05, "model.d_model": 32, "train.fault": "nan"}]
-    tree = tiny_space_tree(trials=10, sampler="random", max_concurrent=1, patience=2,
-                           points_to_evaluate=points)
-    tree["train"]["fault"]["values"] = ["none", "raise", "nan"]
+    tree = tiny_space(train={"fault": {**FAULTS, "values": ["none", "raise", "nan"]}},
+                      search={"trials": 10, "sampler": "random", "max_concurrent": 1, "patience": 2,
+                              "points_to_evaluate": points})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     seen: list[tuple[int, int | None]] = []
     options = SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs"),

@@ -12,29 +12,16 @@ from optimix.cli import main as cli_main
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
 
+from conftest import tiny_space
+
 pytestmark = pytest.mark.slow
 
 
 def tree(name: str) -> dict:
-    return {
-        "name": name,
-        "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
-                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
-        "mixture": {"rare_task": "facts", "rare_freq": {"dist": "choice", "values": [0.05, 0.2]}},
-        "model": {"d_model": 16, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 4000, "batch_size": 16, "threads": 1},
-        "eval": {"points": 1, "size": 32},
-        "search": {"trials": 2, "max_concurrent": 2, "sampler": "grid"},
-    }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+    return tiny_space(name, tasks={"copy": {}, "facts": {}},
+                      mixture={"rare_freq": {"dist": "choice", "values": [0.05, 0.2]}}, model={"d_model": 16},
+                      train={"tokens": 4000, "batch_size": 16}, eval={"points": 1, "size": 32},
+                      search={"trials": 2, "sampler": "grid", "cpus_per_trial": None})
 
 
 def test_frontier_without_an_experiment_takes_this_storage_paths_search(tmp_path, capsys, monkeypatch):

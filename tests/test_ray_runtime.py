@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_records import Search, _wait_for_worker, space_tree
 
 from cluster_fixtures import Holds, base_env, kill_sessions, session_pids
+from conftest import Search, records_space
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_tok
     """Even where ``RAY_AUTH_MODE=disabled`` was set (as Ray before 2.59 defaults): the search's
     Ray runs in token mode, and a client that brings no token is refused."""
     space = tmp_path / "space.yaml"
-    space.write_text(json.dumps(space_tree(trials=1)))
+    space.write_text(json.dumps(records_space(trials=1)))
     script = textwrap.dedent(f"""
         import json, os, subprocess, sys
         import ray  # imported (and its config read) before the search sets the mode
@@ -56,16 +56,15 @@ def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_tok
 
 
 def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
-    """``kill -9`` of the driver mid-search: every process of its session (Ray's daemons,
-    agents, workers) ends within seconds. (Ray's agents alone would wait a minute, listening,
-    to report the raylet's death to a GCS that died with it.)"""
-    search = Search(tmp_path, space_tree(trials=2, max_concurrent=1))
-    tree = json.loads(search.space.read_text())
-    tree["train"]["tokens"] = 200_000  # still training when the driver is killed
-    search.space.write_text(json.dumps(tree))
-    proc = search.start()
+    """``kill -9`` of the driver mid-search, its first trial held in its worker
+    (``trial_started:1``): every process of its session (Ray's daemons, agents, workers) ends
+    within seconds. (Ray's agents alone would wait a minute, listening, to report the raylet's
+    death to a GCS that died with it.)"""
+    search = Search(tmp_path, records_space(trials=2, max_concurrent=1))
+    holds = Holds(tmp_path, ["trial_started:1"])
+    proc = search.start(env={**search.env, **holds.env})
     try:
-        _wait_for_worker(proc.pid)
+        holds.reached("trial_started:1", proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         deadline = time.monotonic() + 20
@@ -73,6 +72,7 @@ def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
             time.sleep(0.2)
         left = {pid: _name(pid) for pid in session_pids(proc.pid)}
     finally:
+        holds.release_all()
         kill_sessions([proc.pid], grace_s=3.0)
     assert not left, f"left 20 s after the driver was killed: {left}"
 
@@ -88,7 +88,7 @@ def test_ctrl_c_while_ray_starts_ends_the_search_in_one_line_and_writes_nothing(
     """SIGINT to the whole process group (as Ctrl-C), with the search held just after Ray
     started and before it wrote anything: one line, exit 130, no traceback, no store, no folder."""
     space = tmp_path / "space.yaml"
-    space.write_text(json.dumps(space_tree(trials=1)))
+    space.write_text(json.dumps(records_space(trials=1)))
     holds = Holds(tmp_path, ["ray_started:1"])
     proc = subprocess.Popen([str(Path(sys.executable).parent / "optimix"), "search", str(space),
                              "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",

@@ -20,96 +20,11 @@ from optimix.core.entry import LedgerEntry
 from optimix.search import SearchState
 from optimix.search.ledger import LedgerError
 
-from cluster_fixtures import OPTIMIX, base_env, kill_sessions
+from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
+from conftest import Search, records_space
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def space_tree(**search) -> dict:
-    """Tiny trials (a second or two each) over choices only, so a seeded sampler that
-    restarts its stream, or any repeat, shows as the same point twice."""
-    return {
-        "name": "records",
-        "tasks": {
-            "background": {"kind": "facts", "n_facts": 200, "zipf": 1.0, "alphabet": 16},
-            "facts": {"kind": "facts", "n_facts": 8, "alphabet": 16},
-        },
-        "mixture": {"rare_task": "facts",
-                    "rare_freq": {"dist": "choice", "values": [0.05, 0.1, 0.2, 0.4]}},
-        "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 12_000, "batch_size": 32, "threads": 1},
-        "eval": {"points": 2, "size": 32},
-        "search": {"trials": 3, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "random", **search},
-    }
-
-
-class Search:
-    """One search's files in a tmp folder, driven through the CLI as a user would."""
-
-    def __init__(self, root: Path, tree: dict):
-        self.root = root
-        self.space = root / "space.yaml"
-        self.space.write_text(json.dumps(tree))  # JSON is YAML
-        self.uri = f"sqlite:///{root}/mlflow.db"
-        self.storage = root / "runs"
-        self.env = base_env()
-
-    def args(self, *extra: str, command: str = "search") -> list[str]:
-        if command == "check":
-            return [OPTIMIX, "check", "--experiment", "records", "--tracking-uri", self.uri,
-                    "--storage-path", str(self.storage), *extra]
-        return [OPTIMIX, "search", str(self.space), "--tracking-uri", self.uri,
-                "--storage-path", str(self.storage), *extra]
-
-    def run(self, *extra: str, command: str = "search", env: dict | None = None,
-            timeout: float = 240) -> subprocess.CompletedProcess:
-        proc = subprocess.Popen(self.args(*extra, command=command), cwd=self.root, env=env or self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        finally:
-            kill_sessions([proc.pid], grace_s=3.0)  # nothing it started outlives it
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-    def start(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen(self.args(*extra), cwd=self.root, env=env or self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-
-    def state(self) -> SearchState:
-        return SearchState.latest(self.storage, "records")
-
-    def trials(self) -> list[LedgerEntry]:
-        return [LedgerEntry.from_json(e) for e in self.state().entries() if "trial_id" in e]
-
-    def wait_for_trials(self, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if len(self.trials()) >= n:
-                    return
-            except Exception:  # the folder is not there yet
-                pass
-            assert proc.poll() is None, f"the search ended first ({proc.returncode}): {proc.stderr.read()[-2000:]}"
-            time.sleep(0.1)
-        raise AssertionError(f"fewer than {n} trials finished in {timeout} s")
-
-    def check(self) -> subprocess.CompletedProcess:
-        return self.run(command="check", timeout=120)
-
-    def study(self) -> optuna.Study:
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(self.state().journal)))
-        return optuna.load_study(study_name="records", storage=storage)
-
-    def parent(self):
-        client = MlflowClient(self.uri)
-        exp = client.get_experiment_by_name("records")
-        parents = client.search_runs([exp.experiment_id], "tags.`optimix.role` = 'search'")
-        assert len(parents) == 1
-        return parents[0]
 
 
 def points_of(trials: list[LedgerEntry]) -> list[tuple]:
@@ -131,7 +46,7 @@ def assert_clean(search: Search, trials: int) -> None:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Search:
-    search = Search(tmp_path_factory.mktemp("recorded"), space_tree())
+    search = Search(tmp_path_factory.mktemp("recorded"), records_space())
     done = search.run()
     assert done.returncode == 0, done.stderr[-3000:]
     return search
@@ -149,17 +64,21 @@ def test_resume_refuses_a_changed_space_naming_the_first_key_that_differs(record
     assert recorded.state().ledger.read_bytes() == before  # nothing lost, nothing added
 
 
-def test_a_second_driver_on_a_running_search_is_refused(recorded):
-    first = recorded.start("--resume", "--trials", "4")
+def test_a_second_driver_on_a_running_search_is_refused(recorded, tmp_path):
+    """The first driver is held (OPTIMIX_HOLD_AT) where its one new trial has finished, the
+    folder's lock taken and nothing written yet, until the second has been refused: it cannot
+    have ended first, however slow the second is to start."""
+    holds = Holds(tmp_path, ["before_ledger:1"])
+    first = recorded.start("--resume", "--trials", "4", env={**recorded.env, **holds.env})
     try:
-        deadline = time.monotonic() + 60
-        while not recorded.state().running():
-            assert time.monotonic() < deadline and first.poll() is None, "the first driver never took the lock"
-            time.sleep(0.05)
-        second = recorded.run("--resume", "--trials", "8", timeout=60)
+        holds.reached("before_ledger:1", first)
+        assert recorded.state().running()
+        second = recorded.run("--resume", "--trials", "8", timeout=120)
         assert second.returncode == 2 and "still running" in second.stderr, second.stderr
+        holds.release_all()
         assert first.wait(timeout=180) == 0, first.stderr.read()[-2000:]
     finally:
+        holds.release_all()
         kill_sessions([first.pid], grace_s=3.0)
     assert_clean(recorded, 4)
 
@@ -187,7 +106,7 @@ def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_pat
     """Runs deleted in MLflow after the search: one deleted (restored as it was), one also
     purged by ``mlflow gc`` (logged again). The resume runs from another folder without
     --tracking-uri: the store is the one the search recorded."""
-    search = Search(tmp_path, space_tree())
+    search = Search(tmp_path, records_space())
     done = search.run()
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(search.uri)
@@ -213,7 +132,7 @@ def test_resume_restores_a_deleted_trial_run_and_logs_a_purged_one_again(tmp_pat
 
 
 def test_a_space_with_fewer_points_than_trials_ends_when_every_point_has_run(tmp_path):
-    tree = space_tree(trials=20)
+    tree = records_space(trials=20)
     tree["mixture"]["rare_freq"]["values"] = [0.1, 0.3]
     search = Search(tmp_path, tree)
     done = search.run()
@@ -227,7 +146,7 @@ def test_a_space_with_fewer_points_than_trials_ends_when_every_point_has_run(tmp
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path, sig):
-    search = Search(tmp_path, space_tree(trials=5))
+    search = Search(tmp_path, records_space(trials=5))
     proc = search.start()
     try:
         search.wait_for_trials(1, proc)
@@ -262,7 +181,7 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
 # benchmarks/faults.py (docs/reliability.md).
 @pytest.mark.parametrize("point", ["torn_ledger", "before_tell"])
 def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp_path, point):
-    search = Search(tmp_path, space_tree(trials=4))
+    search = Search(tmp_path, records_space(trials=4))
     killed = search.run(env={**search.env, "OPTIMIX_KILL_AT": f"{point}:2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     done = search.run("--resume")
@@ -273,16 +192,18 @@ def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp
 
 
 def test_a_worker_that_dies_is_tried_once_more_and_recorded_once(tmp_path):
-    search = Search(tmp_path, space_tree(trials=3, max_concurrent=1))
-    tree = json.loads(search.space.read_text())
-    tree["train"]["tokens"] = 60_000  # long enough to find the worker while it trains
-    search.space.write_text(json.dumps(tree))
-    proc = search.start()
+    """The first trial's worker is held where the trial starts (``trial_started:1``) and
+    killed there: by construction a worker with a trial, not one between trials."""
+    search = Search(tmp_path, records_space(trials=3, max_concurrent=1))
+    holds = Holds(tmp_path, ["trial_started:1"])
+    proc = search.start(env={**search.env, **holds.env})
     try:
-        victim = _wait_for_worker(proc.pid)
+        [victim] = holds.reached("trial_started:1", proc)
         os.kill(victim, signal.SIGKILL)
+        holds.release_all()
         out, err = proc.communicate(timeout=240)
     finally:
+        holds.release_all()
         kill_sessions([proc.pid], grace_s=3.0)
     assert proc.returncode == 0, err[-3000:]
     trials = search.trials()
@@ -290,35 +211,8 @@ def test_a_worker_that_dies_is_tried_once_more_and_recorded_once(tmp_path):
     assert_clean(search, 3)
 
 
-def _wait_for_worker(sid: int, timeout: float = 120) -> int:
-    """A Ray worker of session ``sid`` that is training a trial."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[3]) == sid and "ImplicitFunc.train" in cmdline:
-                return int(entry)
-        time.sleep(0.1)
-    raise AssertionError("no Ray worker started training")
-
-
 # ---------------------------------------------------------------------------------------------
 # Objectives, grids, budgets (in-process: real Ray, real Optuna, real MLflow)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def _in_process(tmp_path, tree):
@@ -334,7 +228,7 @@ def _in_process(tmp_path, tree):
 
 
 def test_every_reported_metric_can_be_an_objective(tmp_path, ray_session):
-    tree = space_tree(trials=2, objectives=["acc/facts:max", "wall_s:min"])
+    tree = records_space(trials=2, objectives=["acc/facts:max", "wall_s:min"])
     summary, state, study = _in_process(tmp_path, tree)
     assert summary.ok == 2
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -345,7 +239,7 @@ def test_every_reported_metric_can_be_an_objective(tmp_path, ray_session):
 
 
 def test_a_grid_of_stacked_trials_runs_every_point_once(tmp_path, ray_session):
-    tree = space_tree(trials=8, sampler="grid", stack=2)
+    tree = records_space(trials=8, sampler="grid", stack=2)
     tree["mixture"]["rare_freq"]["values"] = [0.1, 0.3]
     summary, state, study = _in_process(tmp_path, tree)
     trials = state.trials()
@@ -360,7 +254,7 @@ def test_a_grid_under_a_budget_runs_grid_points_only_and_stays_within_it(tmp_pat
     from optimix.core.space import build_space
     from optimix.search import trial_flops
 
-    tree = space_tree(trials=8, sampler="grid")
+    tree = records_space(trials=8, sampler="grid")
     space = build_space(tree)
     costs = sorted(trial_flops(space, {"mixture.rare_freq": f, "model.d_model": d})
                    for f in (0.05, 0.1, 0.2, 0.4) for d in (16, 32))
@@ -380,7 +274,7 @@ def test_a_crashed_worker_is_charged_what_it_trained_not_its_plan(tmp_path, ray_
     from optimix.core.space import build_space
     from optimix.search import trial_flops
 
-    tree = space_tree(trials=1, points_to_evaluate=[{"mixture.rare_freq": 0.1, "model.d_model": 16}])
+    tree = records_space(trials=1, points_to_evaluate=[{"mixture.rare_freq": 0.1, "model.d_model": 16}])
     tree["train"]["fault"] = "exit"  # the worker process dies at its first step, twice
     summary, state, study = _in_process(tmp_path, tree)
     [trial] = state.trials()
@@ -397,7 +291,7 @@ def test_what_the_in_process_ray_listens_on_is_what_the_readme_says(tmp_path, ra
     of a search does, and no dashboard starts."""
     import psutil
 
-    _in_process(tmp_path, space_tree(trials=1))  # Ray stays up until the module ends
+    _in_process(tmp_path, records_space(trials=1))  # Ray stays up until the module ends
     me = psutil.Process()
     listening = []
     for proc in me.children(recursive=True) + [me]:
@@ -503,7 +397,7 @@ def cli_search(capsys, *args: str) -> tuple[int | str | None, str]:
 
 def test_a_resume_of_another_experiment_or_store_is_refused_before_anything_is_written(tmp_path, capsys):
     space = tmp_path / "space.yaml"
-    space.write_text(json.dumps(space_tree()))
+    space.write_text(json.dumps(records_space()))
     storage, here, elsewhere = tmp_path / "runs", tmp_path / "here.db", tmp_path / "elsewhere.db"
     state = SearchState.create(storage, "rt_b")
     # As an optimix that gave "rt b" and "rt_b" one folder left it: a search of "rt b" there.

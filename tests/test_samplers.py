@@ -9,19 +9,19 @@ import pytest
 from optimix.core.space import Dimension, build_space
 from optimix.search import cheapest_flops, distributions, grid_size, make_sampler, trial_flops
 
+from conftest import tiny_space
+
 
 def space_tree(sampler: str) -> dict:
-    return {
-        "name": "s",
-        "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
-                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
-        "mixture": {"rare_task": "facts",
-                    "rare_freq": {"dist": "loguniform", "low": 0.001, "high": 0.1, "grid": [0.001, 0.01, 0.1]},
-                    "delivery": {"dist": "choice", "values": ["even", "bursts"]}},
-        "model": {"d_model": {"dist": "int", "low": 16, "high": 64, "step": 16}, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 10_000, "lr": {"dist": "uniform", "low": 0.001, "high": 0.01, "grid": [0.003]}},
-        "search": {"sampler": sampler},
-    }
+    return tiny_space("s", tasks={"copy": {}, "facts": {}},
+                      mixture={"rare_freq": {"dist": "loguniform", "low": 0.001, "high": 0.1,
+                                             "grid": [0.001, 0.01, 0.1]},
+                               "delivery": {"dist": "choice", "values": ["even", "bursts"]}},
+                      model={"d_model": {"dist": "int", "low": 16, "high": 64, "step": 16}},
+                      train={"tokens": 10_000, "batch_size": None, "threads": None,
+                             "lr": {"dist": "uniform", "low": 0.001, "high": 0.01, "grid": [0.003]}},
+                      eval=None, search={"sampler": sampler, "trials": None, "max_concurrent": None,
+                                         "cpus_per_trial": None})
 
 
 def test_distributions_match_the_dimensions():

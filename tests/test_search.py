@@ -20,38 +20,12 @@ from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import SearchSpec, parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, SearchState, cheapest_flops, run_search, trial_flops
+from optimix.search.run import SearchSummary
 
-from cluster_fixtures import frontier_by_hand
+from cluster_fixtures import Holds, frontier_by_hand
+from conftest import FAULTS, tiny_space
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_space_tree(**search) -> dict:
-    return {
-        "name": "tiny",
-        "tasks": {
-            "copy": {"kind": "copy", "length": 3, "alphabet": 8},
-            "background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
-            "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16},
-        },
-        "mixture": {"rare_task": "facts",
-                    "rare_freq": {"dist": "loguniform", "low": 0.01, "high": 0.3}},
-        "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 15_000, "batch_size": 32, "threads": 1,
-                  "fault": {"dist": "choice", "values": ["none", "raise", "nan", "exit"],
-                            "default": "none"}},
-        "eval": {"points": 2, "size": 64},
-        "search": {"trials": 6, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "tpe", **search},
-    }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def children(client: MlflowClient, parent_id: str):
@@ -59,7 +33,12 @@ def children(client: MlflowClient, parent_id: str):
     return client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
 
 
-def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_path):
+@pytest.fixture(scope="module")
+def faulty_search(tmp_path_factory) -> tuple[str, SearchSummary]:
+    """(tracking URI, summary) of one real search of seven trials at fixed points: four ok,
+    one that raises, one that diverges, one whose worker exits; the frontier's models kept.
+    Read only: the tests below look at it from three sides."""
+    root = tmp_path_factory.mktemp("faulty")
     points = [
         {"mixture.rare_freq": 0.3, "model.d_model": 16, "train.fault": "none"},
         {"mixture.rare_freq": 0.02, "model.d_model": 32, "train.fault": "none"},
@@ -69,10 +48,14 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(tmp_
         {"mixture.rare_freq": 0.05, "model.d_model": 32, "train.fault": "exit"},
         {"mixture.rare_freq": 0.01, "model.d_model": 16, "train.fault": "none"},
     ]
-    space = build_space(tiny_space_tree(trials=7, points_to_evaluate=points))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    space = build_space(tiny_space(train={"fault": FAULTS}, search={"trials": 7, "points_to_evaluate": points,
+                                                                    "save_models": "frontier"}))
+    uri = f"sqlite:///{root}/mlflow.db"
+    return uri, run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(root / "runs")))
 
+
+def test_search_records_every_trial_failures_included_and_tags_the_frontier(faulty_search, tmp_path):
+    uri, summary = faulty_search
     client = MlflowClient(uri)
     parent = client.get_run(summary.parent_run_id)
     assert parent.data.tags["optimix.role"] == "search"
@@ -126,11 +109,9 @@ def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_
     from optimix.search import check
 
     monkeypatch.chdir(tmp_path)
-    tree = tiny_space_tree(sampler="grid", trials=10)
-    tree["train"].pop("fault")
-    tree["mixture"] = {"rare_task": "facts", "rare_freq": {"dist": "choice", "values": [0.05, 0.2]},
-                       "delivery": {"dist": "choice", "values": ["even", "bursts"]}, "burst_duty": 0.1}
-    tree["model"]["d_model"] = 16
+    tree = tiny_space(search={"sampler": "grid", "trials": 10}, model={"d_model": 16},
+                      mixture={"rare_freq": {"dist": "choice", "values": [0.05, 0.2]},
+                               "delivery": {"dist": "choice", "values": ["even", "bursts"]}, "burst_duty": 0.1})
     (tmp_path / "s.json").write_text(json.dumps(tree))
     args = ["search", "s.json", "--storage-path", "runs", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
     for extra in ([], ["--resume"]):
@@ -153,12 +134,8 @@ def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_
     assert [ot.state for ot in told] == ["FAIL"]
 
 
-def test_optimix_frontier_reads_back_what_the_search_tagged(tmp_path, capsys):
-    tree = tiny_space_tree(trials=3, sampler="random")
-    tree["train"]["fault"] = "none"
-    space = build_space(tree)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+def test_optimix_frontier_reads_back_what_the_search_tagged(faulty_search, tmp_path, capsys):
+    uri, summary = faulty_search
     cli_main(["frontier", "--tracking-uri", uri, "--experiment", "tiny", "--json",
               "--plot", str(tmp_path / "f.png")])
     rows = json.loads(capsys.readouterr().out)
@@ -168,8 +145,7 @@ def test_optimix_frontier_reads_back_what_the_search_tagged(tmp_path, capsys):
 
 
 def test_the_budget_is_never_exceeded_and_unaffordable_points_never_start(tmp_path):
-    tree = tiny_space_tree(trials=20, sampler="random")
-    tree["train"]["fault"] = "none"
+    tree = tiny_space(search={"trials": 20, "sampler": "random"})
     space = build_space(tree)
     cheapest = cheapest_flops(space)
     dearest = trial_flops(space, {"model.d_model": 32, "mixture.rare_freq": 0.1})
@@ -186,8 +162,7 @@ def test_the_budget_is_never_exceeded_and_unaffordable_points_never_start(tmp_pa
 
 
 def test_a_budget_below_the_cheapest_trial_is_bad_input():
-    tree = tiny_space_tree()
-    tree["search"]["budget_flops"] = 1e3
+    tree = tiny_space(search={"budget_flops": 1e3})
     with pytest.raises(SpaceError, match="search.budget_flops: .* below the cheapest trial"):
         run_search(build_space(tree), SearchOptions(storage_path="/nonexistent"))
 
@@ -197,7 +172,7 @@ def test_more_cpus_or_gpus_per_trial_than_any_node_has_are_refused_before_anythi
     for key, value, resource in (("cpus_per_trial", 4000, "CPUs"), ("gpus_per_trial", 8, "GPUs")):
         with pytest.raises(SpaceError, match=rf"^search\.{key}: {value} per trial, but the largest node of "
                                              rf"the Ray cluster has \d+ {resource} \(1 live nodes\)"):
-            run_search(build_space(tiny_space_tree(**{key: value})),
+            run_search(build_space(tiny_space(search={key: value})),
                        SearchOptions(storage_path=str(tmp_path / "runs"),
                                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no state folder, no parent run
@@ -205,39 +180,36 @@ def test_more_cpus_or_gpus_per_trial_than_any_node_has_are_refused_before_anythi
 
 def test_grid_needs_values_for_a_continuous_dimension():
     with pytest.raises(SpaceError, match="mixture.rare_freq.grid"):
-        run_search(build_space(tiny_space_tree(sampler="grid")), SearchOptions(storage_path="/nonexistent"))
+        run_search(build_space(tiny_space(search={"sampler": "grid"})), SearchOptions(storage_path="/nonexistent"))
 
 
 def test_resume_after_sigkill_of_the_driver_process_group(tmp_path):
     # A grid: after the resume every grid point has run exactly once; the trials the kill
-    # interrupted are run again, not replaced by repeats of finished points.
-    tree = tiny_space_tree(trials=6, sampler="grid")
-    tree["mixture"]["rare_freq"]["grid"] = [0.01, 0.05, 0.3]
-    tree["train"]["fault"] = "none"
-    tree["train"]["tokens"] = 30_000
+    # interrupted are run again, not replaced by repeats of finished points. The driver is
+    # held where the third trial has finished and its ledger line is not yet written
+    # (OPTIMIX_HOLD_AT), and its process group killed there: exactly two trials are recorded,
+    # the third's result and whatever else was running are lost.
+    tree = tiny_space(search={"trials": 6, "sampler": "grid"},
+                      mixture={"rare_freq": {"dist": "loguniform", "low": 0.01, "high": 0.3,
+                                             "grid": [0.01, 0.05, 0.3]}})
     space_file = tmp_path / "space.yaml"
     space_file.write_text(json.dumps(tree))  # JSON is YAML
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "optimix.cli", "search", str(space_file), "--tracking-uri", uri,
            "--storage-path", str(tmp_path / "runs")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+    holds = Holds(tmp_path, ["before_ledger:3"])
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, **holds.env}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ledger = None
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            found = list((tmp_path / "runs").glob("tiny/*/results.jsonl"))
-            if found and sum('"trial_id"' in line for line in found[0].read_text().splitlines()) >= 2:
-                ledger = found[0]
-                break
-            time.sleep(0.2)
+        holds.reached("before_ledger:3", proc, timeout=240)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert ledger is not None, "the search never finished two trials"
+        holds.release_all()
+    [ledger] = (tmp_path / "runs").glob("tiny/*/results.jsonl")
     before = [json.loads(x) for x in ledger.read_text().splitlines() if '"trial_id"' in x]
-    assert 2 <= len(before) < 6
+    assert len(before) == 2
 
     done = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -301,13 +273,10 @@ def test_a_trial_in_the_ledger_but_running_in_optuna_is_told_what_the_ledger_say
     assert len(study.trials) == 1  # not queued again: it finished
 
 
-def test_frontier_models_are_kept_and_reload_with_transformers(tmp_path):
+def test_frontier_models_are_kept_and_reload_with_transformers(faulty_search, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tree = tiny_space_tree(trials=3, sampler="random", save_models="frontier")
-    tree["train"]["fault"] = "none"
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_search(build_space(tree), SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
+    uri, summary = faulty_search
     client = MlflowClient(uri)
     for run in children(client, summary.parent_run_id):
         has_model = any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
@@ -347,11 +316,9 @@ def test_a_trial_dominated_at_equal_flops_is_pruned_and_told_to_optuna_as_pruned
     # FLOPs than the whole small trial and recalls fewer facts: it is stopped there.
     points = [{"mixture.rare_freq": 0.3, "model.d_model": 16},
               {"mixture.rare_freq": 0.01, "model.d_model": 32}]
-    tree = tiny_space_tree(trials=2, sampler="random", max_concurrent=1, points_to_evaluate=points,
-                           prune="dominated", prune_margin=0.0)
-    tree["train"]["fault"] = "none"
-    tree["train"]["tokens"] = 40_000
-    tree["eval"]["points"] = 4
+    tree = tiny_space(train={"tokens": 40_000}, eval={"points": 4},
+                      search={"trials": 2, "sampler": "random", "max_concurrent": 1, "points_to_evaluate": points,
+                              "prune": "dominated", "prune_margin": 0.0})
     space = build_space(tree)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_search(space, SearchOptions(tracking_uri=uri, storage_path=str(tmp_path / "runs")))
@@ -379,8 +346,7 @@ def test_a_trial_dominated_at_equal_flops_is_pruned_and_told_to_optuna_as_pruned
 def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(tmp_path):
     from optimix.trial.train import run_trial
 
-    tree = tiny_space_tree(trials=4, sampler="random", max_concurrent=1, stack=2)
-    tree["train"]["fault"] = "none"
+    tree = tiny_space(search={"trials": 4, "sampler": "random", "max_concurrent": 1, "stack": 2})
     space = build_space(tree)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     running = []
@@ -413,8 +379,7 @@ def test_stacked_trials_train_together_and_record_each_point_as_run_trial_would(
 
 
 def test_a_search_in_which_every_trial_failed_exits_1_saying_why(tmp_path):
-    tree = tiny_space_tree(trials=2, sampler="random")
-    tree["train"]["fault"] = "raise"
+    tree = tiny_space(train={"fault": "raise"}, search={"trials": 2, "sampler": "random"})
     (tmp_path / "space.yaml").write_text(json.dumps(tree))  # JSON is YAML
     done = subprocess.run(
         [sys.executable, "-m", "optimix.cli", "search", "space.yaml", "--tracking-uri",

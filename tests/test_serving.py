@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from test_search import tiny_space_tree
 
 from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
 from optimix.search import SearchOptions, run_search
 
 from cluster_fixtures import base_env, free_port, kill_sessions
+from conftest import tiny_space
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 OPTIMIX = str(Path(sys.executable).with_name("optimix"))
@@ -36,16 +36,12 @@ def searched(tmp_path_factory):
     points = [{"mixture.rare_freq": 0.3, "model.d_model": 32},
               {"mixture.rare_freq": 0.02, "model.d_model": 16},
               {"mixture.rare_freq": 0.1, "model.d_model": 16}]
-    tree = tiny_space_tree(trials=3, sampler="random", max_concurrent=1, points_to_evaluate=points,
-                           save_models="frontier")
-    tree["train"].update(fault="none", tokens=60_000)
+    tree = tiny_space(train={"tokens": 60_000},
+                      search={"trials": 3, "sampler": "random", "max_concurrent": 1, "points_to_evaluate": points,
+                              "save_models": "frontier"})
     uri, storage = f"sqlite:///{root}/mlflow.db", str(root / "runs")
     summary = run_search(build_space(tree), SearchOptions(tracking_uri=uri, storage_path=storage))
-    yield uri, storage, summary.parent_run_id
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+    return uri, storage, summary.parent_run_id
 
 
 def optimix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -188,15 +184,13 @@ def test_a_saved_model_answers_every_kind_of_task_in_process(tmp_path):
                                                for a in range(12) for b in range(12)))
     (tmp_path / "prose.txt").write_text("".join(f"the {w} sees the {v} at dawn.\n"
                                                 for w in ("cat", "dog", "owl", "fox") for v in ("emu", "yak", "elk")) * 20)
-    tree = {"name": "serve",
-            "tasks": {"copy": {"kind": "copy", "length": 3, "alphabet": 8},
-                      "qa": {"kind": "dataset", "path": str(tmp_path / "qa.jsonl")},
-                      "prose": {"kind": "text", "path": str(tmp_path / "prose.txt"), "vocab_size": 300,
-                                "max_tokens": 12}},
-            "mixture": {"rare_task": "qa", "rare_freq": 0.3},
-            "model": {"d_model": 32, "n_layer": 2, "n_head": 2},
-            "train": {"tokens": 40_000, "batch_size": 32, "lr": 0.01, "threads": 1, "device": "cpu"},
-            "eval": {"points": 1, "size": 32}}
+    tree = tiny_space("serve",
+                      tasks={"copy": {}, "qa": {"kind": "dataset", "path": str(tmp_path / "qa.jsonl")},
+                             "prose": {"kind": "text", "path": str(tmp_path / "prose.txt"), "vocab_size": 300,
+                                       "max_tokens": 12}},
+                      mixture={"rare_task": "qa", "rare_freq": 0.3}, model={"d_model": 32, "n_layer": 2},
+                      train={"tokens": 40_000, "lr": 0.01, "device": "cpu"}, eval={"points": 1, "size": 32},
+                      search=None)
     result = run_trial(build_space(tree).base, save_dir=tmp_path / "hf")
     assert result.status == "ok", result.error
     model = mlflow.pyfunc.load_model(str(serving.pyfunc_model(tmp_path / "hf", tmp_path / "pyfunc")))

@@ -18,24 +18,16 @@ from optimix.trial.stacked import StackedLlama, per_model_loss, run_stacked
 from optimix.trial.tasks import IGNORE
 from optimix.trial.train import run_trial
 
+from conftest import tiny_space
+
 
 def config(seed: int = 0, rare_freq: float = 0.05, d_model: int = 32, tokens: int = 6000, **train):
     """A tiny trial: 5 tasks, 2 layers, 47 steps of 16 sequences of 8 tokens, 3 evaluations."""
-    tree = {
-        "name": "stacked",
-        "seed": seed,
-        "tasks": {
-            "copy": {"kind": "copy", "length": 3, "alphabet": 8},
-            "reverse": {"kind": "reverse", "length": 3, "alphabet": 8},
-            "background": {"kind": "facts", "n_facts": 200, "zipf": 1.0, "alphabet": 16},
-            "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16},
-            "modadd": {"kind": "modadd", "p": 11},
-        },
-        "mixture": {"rare_task": "facts", "rare_freq": rare_freq},
-        "model": {"d_model": d_model, "n_layer": 2, "n_head": 2},
-        "train": {"tokens": tokens, "batch_size": 16, "device": "cpu", "threads": 1, **train},
-        "eval": {"points": 3, "size": 32},
-    }
+    tree = tiny_space("stacked", seed=seed,
+                      tasks={"copy": {}, "reverse": {}, "background": {"n_facts": 200}, "facts": {}, "modadd": {}},
+                      mixture={"rare_freq": rare_freq}, model={"d_model": d_model, "n_layer": 2},
+                      train={"tokens": tokens, "batch_size": 16, "device": "cpu", **train},
+                      eval={"points": 3, "size": 32}, search=None)
     return build_space(tree).base
 
 

@@ -13,6 +13,8 @@ from optimix.core.space import build_space
 from optimix.trial.tasks import build_tasks
 from optimix.trial.train import run_trial
 
+from conftest import tiny_space
+
 ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "yak", "emu"]
 VERBS = ["sees", "chases", "likes", "follows", "meets"]
 
@@ -30,15 +32,11 @@ def corpus(path, n: int = 600, seed: int = 0) -> list[str]:
 
 
 def tree(path, **text) -> dict:
-    return {
-        "name": "text",
-        "tasks": {"prose": {"kind": "text", "path": str(path), "vocab_size": 300, "max_tokens": 16, **text},
-                  "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16}},
-        "mixture": {"rare_task": "facts", "rare_freq": 0.1},
-        "model": {"d_model": 32, "n_layer": 2, "n_head": 2},
-        "train": {"tokens": 60_000, "batch_size": 32, "lr": 0.01, "threads": 1, "device": "cpu"},
-        "eval": {"points": 1, "size": 64},
-    }
+    return tiny_space("text",
+                      tasks={"prose": {"kind": "text", "path": str(path), "vocab_size": 300, "max_tokens": 16,
+                                       **text}, "facts": {}},
+                      mixture={"rare_freq": 0.1}, model={"d_model": 32, "n_layer": 2},
+                      train={"tokens": 60_000, "lr": 0.01, "device": "cpu"}, eval={"points": 1}, search=None)
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])

@@ -21,29 +21,16 @@ from optimix.trial.monitor import TrialMonitor
 from optimix.trial.tasks import IGNORE, build_tasks, row_hash
 from optimix.trial.train import eval_steps, lr_at, plan_trial, run_trial
 
+from conftest import TASKS, tiny_space
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "search_spaces" / "quickstart.yaml"
 
 
 def tiny_tree(**overrides) -> dict:
-    tree = {
-        "name": "tiny",
-        "tasks": {
-            "copy": {"kind": "copy", "length": 3, "alphabet": 8},
-            "reverse": {"kind": "reverse", "length": 3, "alphabet": 8},
-            "sort": {"kind": "sort", "length": 4, "alphabet": 8},
-            "background": {"kind": "facts", "n_facts": 300, "zipf": 1.0, "alphabet": 16},
-            "facts": {"kind": "facts", "n_facts": 20, "alphabet": 16},
-            "modadd": {"kind": "modadd", "p": 11},
-            "compare": {"kind": "compare", "p": 11},
-        },
-        "mixture": {"rare_task": "facts", "rare_freq": 0.05},
-        "model": {"d_model": 32, "n_layer": 1, "n_head": 2},
-        "train": {"tokens": 20_000, "batch_size": 32},
-        "eval": {"points": 2, "size": 64},
-    }
-    tree.update(overrides)
-    return tree
+    """Every synthetic task, one model; a section in ``overrides`` replaces that section whole."""
+    return {**tiny_space(tasks=dict.fromkeys(TASKS, {}), mixture={"rare_freq": 0.05}, model={"d_model": 32},
+                         train={"tokens": 20_000, "threads": None}, search=None), **overrides}
 
 
 def tiny_config(**overrides):

@@ -1,5 +1,6 @@
 """``optimix plan --verify`` on the records a real search wrote: the six-trial quickstart search
-of ``test_records_plan.py`` (real Ray, real MLflow in SQLite; its fixture is reused here).
+of ``test_records_plan.py`` (real Ray, real MLflow in SQLite; ``plan_records`` in conftest.py,
+run once for both).
 
 What a real search's records showed: every recommendation on them is a recorded trial's own
 point (its size and frequency are recorded values), and verify trained it with the recorded
@@ -16,11 +17,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from test_records_plan import plan_cli, recorded  # noqa: F401  (recorded: one real six-trial search)
 
 from optimix.core.config import flatten
 from optimix.plan import verify
 from optimix.trial.train import TrialResult, plan_trial
+
+from conftest import plan_cli
 
 pytestmark = pytest.mark.slow
 
@@ -63,10 +65,10 @@ def table_of(record):
     return TrialTable.from_records(record.trials, "acc/facts")
 
 
-def test_at_a_recorded_point_verify_trains_that_trial_at_a_seed_no_trial_used(recorded, trainer):  # noqa: F811
+def test_at_a_recorded_point_verify_trains_that_trial_at_a_seed_no_trial_used(plan_records, trainer):
     """Each recorded trial's own point: the new trial is that trial (every config param as
     recorded, the recorded shape, the recorded tokens) but for its seed, which no trial used."""
-    _, record = recorded
+    _, record = plan_records
     table = table_of(record)
     assert {t.params["seed"] for t in record.trials} == {"0"}
     for trial in record.trials:
@@ -84,15 +86,15 @@ def test_at_a_recorded_point_verify_trains_that_trial_at_a_seed_no_trial_used(re
         assert ver["rare_freq"] == float(trial.params["mixture.rare_freq"])
 
 
-def test_a_seed_given_to_verify_is_the_trial_s_seed(recorded, trainer):  # noqa: F811
-    _, record = recorded
+def test_a_seed_given_to_verify_is_the_trial_s_seed(plan_records, trainer):
+    _, record = plan_records
     verify.verify(doc_at(record.trials[0]), table_of(record), record.trials, seed=0)
     assert trainer.configs[-1].seed == 0  # seed 0 replays the recorded trial
 
 
-def test_records_are_matched_to_table_rows_by_run_id(recorded, trainer):  # noqa: F811
+def test_records_are_matched_to_table_rows_by_run_id(plan_records, trainer):
     """The records in another order than the table's rows: the same trial lends the config."""
-    _, record = recorded
+    _, record = plan_records
     table = table_of(record)
     for trial in record.trials:
         in_order = verify.verify(doc_at(trial), table, record.trials)
@@ -101,12 +103,12 @@ def test_records_are_matched_to_table_rows_by_run_id(recorded, trainer):  # noqa
         assert as_logged(trainer.configs[-1]) == as_logged(trainer.configs[-2])
 
 
-def test_between_the_recorded_sizes_the_trained_model_has_the_recommended_size(recorded, trainer):  # noqa: F811
+def test_between_the_recorded_sizes_the_trained_model_has_the_recommended_size(plan_records, trainer):
     """A size no trial had (``--params`` asks for any): the nearest trial's depth and heads,
     a width and MLP width that meet the count (the shape rule missed it by up to 20%)."""
     import math
 
-    _, record = recorded
+    _, record = plan_records
     table = table_of(record)
     sizes = sorted({t.metrics["params"] for t in record.trials})
     for target in (0.6 * sizes[0], math.sqrt(sizes[0] * sizes[-1]), 3 * sizes[-1]):
@@ -121,10 +123,10 @@ def test_between_the_recorded_sizes_the_trained_model_has_the_recommended_size(r
         assert ver["requested"]["params"] == round(target)
 
 
-def test_within_interval_is_judged_against_one_trial_s_interval_when_the_answer_has_one(recorded, trainer):  # noqa: F811
+def test_within_interval_is_judged_against_one_trial_s_interval_when_the_answer_has_one(plan_records, trainer):
     """``trial_interval`` (one trained trial, seed noise included) when the answer has it, else
     ``interval`` (the mean over seeds); both are returned."""
-    _, record = recorded
+    _, record = plan_records
     table, trial = table_of(record), record.trials[0]
     trainer.acc = 0.6
     ver = verify.verify(doc_at(trial, (0.40, 0.45), trial_interval=[0.2, 0.7]), table, record.trials)
@@ -139,10 +141,10 @@ def test_within_interval_is_judged_against_one_trial_s_interval_when_the_answer_
     assert (ver["within_interval"], ver["checked_against"], ver["interval"]) == (None, None, None)
 
 
-def test_verify_trains_a_target_answer_from_real_records(recorded, capsys):  # noqa: F811
+def test_verify_trains_a_target_answer_from_real_records(plan_records, capsys):
     """The command line, the real trainer: ``--target-acc 0.5 --verify`` trains the recommended
     config at a fresh seed and judges it against the interval it reports."""
-    uri, record = recorded
+    uri, record = plan_records
     code, doc, err = plan_cli(uri, capsys, "--target-acc", "0.5", "--verify")
     assert code == 0, err
     pred, ver = doc["predicted"], doc["verify"]

@@ -15,7 +15,11 @@ until a test lets it go: with ``OPTIMIX_HOLD_DIR=DIR``, the thread that reaches 
 opens the FIFO ``DIR/POINT.N`` (made by the test) for reading, which waits for the test to
 open it for writing, and reads it to its end, which waits for the test to close it. So a
 test holds a search in the middle by construction, never by timing. Besides ``POINTS``, a
-search can be held at ``ray_started`` (Ray is up; nothing is written yet).
+search can be held at ``ray_started`` (Ray is up; nothing is written yet), and its trials at
+``trial_started`` (a trial's worker has begun it, before anything is trained): there the
+visits are counted per worker process, so ``trial_started:1`` holds the first trial of each
+worker (every worker that has the variables in its environment: a cluster's, from the
+``ray start`` that started its node).
 
 Unset (always, outside these checks), ``kill_at`` is two dictionary lookups.
 """

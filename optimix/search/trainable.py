@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from optimix.core import frontier, metrics
+from optimix.core import faults, frontier, metrics
 from optimix.core.metrics import GROUP_KEY, PROGRESS_KEY, RESULT_KEY, STATUS_KEY
 from optimix.core.space import Space
 from optimix.trial import hub
@@ -29,6 +29,7 @@ def trainable(point: dict, space: Space, models_dir: str | None, board=None, sna
     """Ray Tune's function trainable: train ``point`` (or a stacked group), report once.
     ``snapshots``: the search's copies of its hub datasets, read in their place (``optimix.trial.hub``)."""
     started_at = time.time()
+    faults.hold_at("trial_started")  # for tests only (OPTIMIX_HOLD_AT); unset, a dictionary lookup
     import ray
     from ray import tune
 
