@@ -36,7 +36,7 @@ from optimix.core.config import (
 from optimix.core.data_paths import sniff_builder
 from optimix.core.task_specs import TextTask
 from optimix.trial import hub
-from optimix.trial.text_task import read_lines, split_lines, text_rows, train_bpe
+from optimix.trial.text_task import load_local, read_lines, split_lines, text_rows, train_bpe
 
 log = logging.getLogger(__name__)
 
@@ -372,9 +372,9 @@ def _read_table(spec: DatasetTask) -> tuple[list[str], list[str]]:
         builder = None if path.is_dir() else builder or sniff_builder(path)
     datasets.disable_progress_bars()
     if builder:
-        table = datasets.load_dataset(builder, data_files=spec.path, split="train")
+        table = load_local(builder, spec.path)
     elif snapshot := hub.local_copy(spec.path, spec.revision, spec.split):  # a search's copy of a hub dataset
-        table = datasets.load_dataset("parquet", data_files=snapshot, split="train")
+        table = load_local("parquet", snapshot)
     else:  # a folder of data files, or a hub name (at the commit ``hub.pin_config`` resolved)
         table = hub.load(spec.path, spec.revision, spec.split)
     for field_name, column in (("prompt_column", spec.prompt_column), ("answer_column", spec.answer_column)):

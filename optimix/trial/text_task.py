@@ -24,17 +24,29 @@ _BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json",
              ".parquet": "parquet"}
 
 
-def read_lines(name: str, spec: TextTask) -> list[str]:
-    """The corpus's non-empty lines (``max_rows`` at most); ``SpaceError`` names the key."""
+def load_local(builder: str, path: str):
+    """A local file through ``datasets``, its own logging quiet while it loads: a file it cannot
+    read is said once, in one line, by the caller (datasets 2.x logs the failure first, with a
+    traceback of its logging)."""
     import datasets
 
+    datasets.disable_progress_bars()
+    was = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        return datasets.load_dataset(builder, data_files=path, split="train")
+    finally:
+        datasets.logging.set_verbosity(was)
+
+
+def read_lines(name: str, spec: TextTask) -> list[str]:
+    """The corpus's non-empty lines (``max_rows`` at most); ``SpaceError`` names the key."""
     path = Path(spec.path)
     if not path.exists():
         raise SpaceError(f"tasks.{name}.path: no such file {spec.path!r} (a text task reads a local corpus)")
-    datasets.disable_progress_bars()
     builder = _BUILDERS.get(path.suffix.lower(), "text")
     try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
+        table = load_local(builder, str(path))
     except Exception as err:  # a corrupt file: name the task, one line
         raise SpaceError(f"tasks.{name}.path: cannot load {spec.path!r}: {type(err).__name__}") from None
     if spec.column not in table.column_names:
