@@ -209,7 +209,7 @@ def hand_check(uri: str, parent_id: str | None, curve_points: int | None,
         finals, steps = frontier_by_hand(client, runs)
     except KeyError as err:  # a run without the tags or metrics a logged trial has
         return [f"frontier-by-hand: a child run lacks {err}"]
-    tagged = {r.info.run_id for r in runs if r.data.tags.get("optimix.core.pareto") == "true"}
+    tagged = {r.info.run_id for r in runs if r.data.tags.get("optimix.pareto") == "true"}
     if tagged != finals:
         out.append(f"frontier-by-hand: pareto tags {sorted(tagged)} != {sorted(finals)}")
     tagged_steps = {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs

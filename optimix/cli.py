@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -177,6 +178,21 @@ def search(space: str, overrides: tuple[str, ...], trials: int | None, budget_fl
         sys.exit(EXIT_CRASH)
 
 
+def _confirm(experiment: str, storage_path: str, tracking_uri: str | None, k: int) -> None:
+    """``frontier --confirm K``: resume the search (its space from its state) to retrain its
+    frontier configs at K fresh seeds (``optimix.search.confirm``)."""
+    from optimix.core.space import build_space
+    from optimix.search import SearchOptions, SearchState, run_search
+
+    saved = SearchState.latest(Path(storage_path).expanduser().resolve(), experiment).load()
+    if saved is None or saved.space is None:
+        raise SpaceError(f"--confirm: the search of {experiment!r} under {storage_path} has no saved state")
+    options = SearchOptions(tracking_uri=tracking_uri, experiment=experiment, storage_path=storage_path,
+                            resume=True, confirm=k, progress=report.progress_printer(), shutdown_ray=True)
+    run_search(build_space(saved.space), options)
+    report.end_progress()
+
+
 def _resume_line(space: str) -> str:
     """The command that takes an interrupted search up: this one, with ``--resume``.
     Credentials in a URI show as ``***`` (put them back, or give them to MLflow as
@@ -211,8 +227,12 @@ def _resume_line(space: str) -> str:
 @click.option("--run", "trial_run", default=None, metavar="ID",
               help="With --register: this trial's model (run or trial id; default: the frontier's "
                    "best in the first objective).")
+@click.option("--confirm", type=click.IntRange(1, 64), default=None, metavar="K",
+              help="Retrain each frontier config at K fresh seeds first, as trials of the same search "
+                   "(same parent run; its budget grows by their cost).")
 def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | None, storage_path: str,
-             as_json: bool, plot_path: str | None, register_as: str | None, trial_run: str | None) -> None:
+             as_json: bool, plot_path: str | None, register_as: str | None, trial_run: str | None,
+             confirm: int | None) -> None:
     """The Pareto frontier of a recorded search."""
     from optimix.core import frontier as front
     from optimix.plan import plots
@@ -220,10 +240,13 @@ def frontier(experiment: str | None, tracking_uri: str | None, run_id: str | Non
     if trial_run is not None and register_as is None:
         raise SpaceError("--run: names the trial whose model --register registers; give --register NAME")
     record = _load_search(tracking_uri, experiment, run_id, storage_path)
+    if confirm is not None:
+        _confirm(record.experiment, storage_path, tracking_uri, confirm)
+        record = _load_search(tracking_uri, record.experiment, record.run_id, storage_path)
     if register_as is not None:
         _register(record, tracking_uri, register_as, trial_run)
         return
-    rows = front.recorded_rows(record.trials, record.objectives)
+    rows = front.recorded_rows(record.trials, record.objectives, record.confirm_at)
     rows.sort(key=lambda r: r.get(plots.axes_for(record.objectives)[0]) or 0)
     if plot_path and not any(t.status == "ok" for t in record.trials):
         raise SpaceError(f"--plot: search {record.run_id} has no finished trial to plot")

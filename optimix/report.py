@@ -67,7 +67,8 @@ def search_summary(summary) -> None:
     n_final = len(summary.frontier) - n_curve
     click.echo(f"Pareto frontier ({n_final} final result{'s' * (n_final != 1)}, "
                f"{n_curve} learning-curve point{'s' * (n_curve != 1)}{_tied_note(summary.frontier)}):")
-    frontier_table(summary.frontier, summary.objectives)
+    frontier_table(summary.frontier, summary.objectives, shown_path(os.path.abspath(summary.space))
+                   if summary.space != "SPACE" else "SPACE")
     uri = summary.tracking_uri
     click.echo(f"\nMLflow: parent run {summary.parent_run_id} in experiment {summary.experiment!r}")
     click.echo(f"  open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
@@ -124,18 +125,48 @@ def frontier(record, rows) -> None:
     frontier_table(rows, record.objectives)
 
 
-def frontier_table(rows, objectives) -> None:
-    """Frontier rows (``optimix.core.frontier.row``), one line each; a row that stands for several
-    tied trials (``frontier.tied``) says how many."""
+def frontier_table(rows, objectives, space: str = "SPACE") -> None:
+    """Frontier rows (``optimix.core.frontier.row``), one line each: a measured objective as
+    ``mean ± sd (n)`` over its config's seeds (``value (1)`` for one seed), whether it is
+    confirmed, where the seeds split into learned and not; then how to retrain it."""
     metrics = [o.metric for o in objectives]
-    head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>14}" for m in metrics) + f"{'params':>10}  point"
+    head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>18}" for m in metrics) + f"{'params':>10}  point"
     click.echo(head)
     for r in rows:
         point = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in r.get("point", {}).items())
         at = "final" if r.get("final", True) else f"step {r['step']}"
-        click.echo(f"{r['run_id']:<34}{at:>11}" + "".join(f"{_fmt(r.get(m)):>14}" for m in metrics)
-                   + f"{int(r['params']):>10,}  {point}"
-                   + (f"  ({r['count']} trials)" if r.get("count", 1) > 1 else ""))
+        stats = r.get("stats") or {}
+        cells = [_seeds_cell(stats[m]) if m in stats else _fmt(r.get(m)) for m in metrics]
+        notes = [_split_note(stats[m]) for m in metrics if m in stats and stats[m].get("learned")]
+        if "confirmed" in r and not r["confirmed"]:
+            notes.append("unconfirmed")
+        if r.get("count", 1) > 1 and "n" not in r:
+            notes.append(f"{r['count']} trials")
+        click.echo(f"{r['run_id'] or '-':<34}{at:>11}" + "".join(f"{c:>18}" for c in cells)
+                   + f"{int(r['params']):>10,}  {point}" + (f"  ({'; '.join(notes)})" if notes else ""))
+        if r.get("overrides") is not None:
+            click.echo(f"{'':<45}retrain: {retrain_line(r, space)}")
+
+
+def retrain_line(row, space: str = "SPACE") -> str:
+    """``optimix train SPACE --set KEY=VALUE ... --seed SEED``: a frontier row's config at a
+    seed no trial of it used (its seeds' next), or its first seed for a curve point."""
+    sets = " ".join(f"--set {o}" for o in row.get("overrides", []))
+    seeds = [s for s in row.get("seeds", []) if s is not None]
+    seed = f" --seed {seeds[0]}" if seeds else ""
+    step = "" if row.get("final", True) else f"  # a curve point: step {row['step']} of {row['steps']}"
+    return f"optimix train {space} {sets}{seed}{step}"
+
+
+def _seeds_cell(stat) -> str:
+    if stat.get("sd") is None:
+        return f"{_fmt(stat['mean'])} (1)"
+    return f"{_fmt(stat['mean'])} ± {stat['sd']:.2f} ({stat['n']})"
+
+
+def _split_note(stat) -> str:
+    learned = stat["learned"]
+    return f"{learned['seeds']} of {learned['of']} seeds learned it (>= {learned['at_least']:.2f})"
 
 
 def _tied_note(rows) -> str:

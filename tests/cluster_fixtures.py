@@ -312,7 +312,7 @@ def frontier_by_hand(client, runs, metric: str = "acc/facts") -> tuple[set[str],
     earlier learning-curve point of ok and pruned trials, read from what MLflow logged.
 
     Returns (runs whose final result is on it, {run: its curve steps on it}), to compare
-    with the ``optimix.core.pareto`` and ``optimix.pareto_steps`` tags.
+    with the ``optimix.pareto`` and ``optimix.pareto_steps`` tags.
     """
     points: dict[tuple[str, int | None], tuple[float, float]] = {}
     for r in runs:

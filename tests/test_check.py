@@ -133,8 +133,8 @@ def delete_child(c: Copy) -> None:
 
 def flip_pareto(c: Copy) -> None:
     run = c.ok_child()
-    flipped = "false" if run.data.tags["optimix.core.pareto"] == "true" else "true"
-    c.client.set_tag(run.info.run_id, "optimix.core.pareto", flipped)
+    flipped = "false" if run.data.tags["optimix.pareto"] == "true" else "true"
+    c.client.set_tag(run.info.run_id, "optimix.pareto", flipped)
 
 
 def duplicate_ledger_line(c: Copy) -> None:
@@ -343,7 +343,7 @@ def record_of(trials: list[LedgerTrial], optuna_trials: list[OptunaTrial] | None
     on = frontier.membership(frontier.candidates([t.entry for t in first], objectives), objectives)
     children = [RunRecord(f"r{t.trial_id}", "FINISHED", True,
                     tags={"optimix.trial_id": t.trial_id, "optimix.status": t.status,
-                          "optimix.core.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
+                          "optimix.pareto": "true" if on.get(t.trial_id, (False, []))[0] else "false",
                           "optimix.pareto_steps": "[]"},
                     params={k: str(v) for k, v in t.params.items()},
                     metrics=(t.entry.final_metrics() if t.status in ("ok", "pruned")

@@ -56,7 +56,7 @@ def _check_trial(run, parent_id: str) -> dict:
     tags = run.data.tags
     assert tags["mlflow.parentRunId"] == parent_id
     assert tags["optimix.status"] == "ok", tags.get("optimix.error")
-    assert tags["optimix.core.pareto"] in ("true", "false")
+    assert tags["optimix.pareto"] in ("true", "false")
     assert tags["optimix.trial_id"]
     assert tags.get("optimix.node"), "no optimix.node tag"
     point = json.loads(tags["optimix.point"])
@@ -176,7 +176,7 @@ def test_search_logs_to_an_mlflow_server(server, tmp_path):
     # Pareto tags == the non-dominated set over final results and learning-curve points,
     # computed here from the logged metrics.
     finals, steps = frontier_by_hand(client, children)
-    tagged = {r.info.run_id for r in children if r.data.tags["optimix.core.pareto"] == "true"}
+    tagged = {r.info.run_id for r in children if r.data.tags["optimix.pareto"] == "true"}
     assert tagged == finals, {"tagged": tagged, "expected": finals}
     assert {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in children
             if r.data.tags["optimix.pareto_steps"] != "[]"} == steps

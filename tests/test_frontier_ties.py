@@ -38,7 +38,8 @@ def rows_of(entries: list[LedgerEntry], identity: dict | None = None) -> list[di
         e = by_trial[c.trial_id]
         rows.append(frontier.row(trial_id=c.trial_id, run_id=e.run_id, name=e.name,
                                  metrics=c.metrics, params=e.result["params"], point=e.point,
-                                 objectives=OBJ, final=c.final, step=c.step, steps=c.steps))
+                                 objectives=OBJ, final=c.final, step=c.step, steps=c.steps,
+                                 trial_ids=c.trial_ids))
     if identity is None:
         identity = {e.trial_id: frontier.params_identity(e.params) for e in entries}
     return frontier.tied(rows, OBJ, identity, {e.trial_id: i for i, e in enumerate(entries)})
@@ -66,9 +67,11 @@ def test_equal_values_of_different_configs_stay_two_rows():
         ("a", 1, ["a"]), ("b", 1, ["b"])]
 
 
-def test_another_seed_is_another_config():
-    entries = [entry("a", 0.5, 4.0, SAME), entry("b", 0.5, 4.0, SAME, seed=1)]
-    assert [r["count"] for r in rows_of(entries)] == [1, 1]
+def test_another_seed_is_a_replicate_of_the_config_one_row_at_the_seeds_mean():
+    entries = [entry("a", 0.5, 4.0, SAME), entry("b", 0.3, 4.0, SAME, seed=1)]
+    rows = rows_of(entries)
+    assert [(r["count"], r["trial_ids"], r["acc/x"]) for r in rows] == [(2, ["a", "b"], 0.4)]
+    assert frontier.membership(frontier.candidates(entries, OBJ), OBJ) == {"a": (True, []), "b": (True, [])}
 
 
 def test_the_row_is_the_first_finished_trials_and_the_identity_may_be_given():
@@ -104,6 +107,7 @@ def test_the_search_driver_ties_by_effective_config():
     assert effective_key(space, SAME) != effective_key(space, OTHER)
     driver = Driver.__new__(Driver)  # only what frontier_rows reads
     driver.proposals, driver.objectives, driver.curve, driver.constraints = Proposals(space), OBJ, True, []
+    driver.space = space
     driver.entries = [entry("a", 0.5, 4.0, SAME), entry("b", 0.5, 4.0, OTHER),
                       entry("c", 0.5, 4.0, SAME)]
     rows = driver.frontier_rows()

@@ -69,7 +69,7 @@ def test_three_objectives_tag_the_n_dimensional_frontier(tmp_path):
     names = ["acc/facts", "acc/mean.facts.rev", "train_flops"]
     values = np.array([[r.data.metrics[n] for n in names] for r in runs])
     expected = ~dominated(values, np.array([1.0, 1.0, -1.0]))
-    tagged = np.array([r.data.tags["optimix.core.pareto"] == "true" for r in runs])
+    tagged = np.array([r.data.tags["optimix.pareto"] == "true" for r in runs])
     np.testing.assert_array_equal(tagged, expected)
     assert {row["run_id"] for row in summary.frontier} == {r.info.run_id for r, on in zip(runs, tagged, strict=True) if on}
     frontier_file = client.download_artifacts(summary.parent_run_id, "frontier.json", str(tmp_path))

@@ -89,10 +89,10 @@ def test_resume_extends_a_search_without_training_any_point_twice_and_retags_the
     client = MlflowClient(recorded.uri)
     runs = client.search_runs([client.get_experiment_by_name("records").experiment_id],
                               "tags.`optimix.role` = 'trial'")
-    off = [r for r in runs if r.data.tags["optimix.core.pareto"] == "false"]
-    on = [r for r in runs if r.data.tags["optimix.core.pareto"] == "true"]
+    off = [r for r in runs if r.data.tags["optimix.pareto"] == "false"]
+    on = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
     stale = (off or on)[0]
-    client.set_tag(stale.info.run_id, "optimix.core.pareto", "true" if off else "false")
+    client.set_tag(stale.info.run_id, "optimix.pareto", "true" if off else "false")
     assert recorded.check().returncode == 1  # the check sees it
 
     # The random sampler's seeded stream, restarted, proposes its first points again.

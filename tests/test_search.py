@@ -73,14 +73,14 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(faul
         assert r.data.metrics["train_flops"] >= 0  # a trial that failed at once spent nothing
         if r.data.tags["optimix.status"] != "ok":
             assert "acc/facts" not in r.data.metrics  # never a made-up score
-            assert r.data.tags["optimix.core.pareto"] == "false"
+            assert r.data.tags["optimix.pareto"] == "false"
     assert statuses == {"none": ["ok"] * 4, "raise": ["failed"], "nan": ["infeasible"], "exit": ["failed"]}
     assert any("injected fault" in r.data.tags.get("optimix.error", "") for r in by_fault.values())
     assert len({r.data.tags["optimix.trial_id"] for r in runs}) == 7
 
     finals, steps = frontier_by_hand(client, runs)
     assert steps  # the cheapest candidate is a learning-curve point (eval.points: 2)
-    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.core.pareto"] == "true"}
+    tagged = {r.info.run_id for r in runs if r.data.tags["optimix.pareto"] == "true"}
     assert tagged == finals
     assert {r.info.run_id: json.loads(r.data.tags["optimix.pareto_steps"]) for r in runs
             if r.data.tags["optimix.pareto_steps"] != "[]"} == steps
@@ -280,7 +280,7 @@ def test_frontier_models_are_kept_and_reload_with_transformers(faulty_search, tm
     client = MlflowClient(uri)
     for run in children(client, summary.parent_run_id):
         has_model = any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
-        assert has_model == (run.data.tags["optimix.core.pareto"] == "true")
+        assert has_model == (run.data.tags["optimix.pareto"] == "true")
         if has_model:
             local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / run.info.run_id))
             assert (Path(local) / "MLmodel").exists()  # an MLflow model, the save_pretrained folder inside

@@ -100,9 +100,9 @@ def test_a_registered_frontier_model_is_served_and_answers_as_it_does_in_process
     assert "registered 'tiny-best' version 1: run " in done.stdout
     run_id = done.stdout.split("run ", 1)[1].split()[0]
     trial = client.get_run(run_id)
-    assert trial.data.tags["mlflow.parentRunId"] == parent and trial.data.tags["optimix.core.pareto"] == "true"
+    assert trial.data.tags["mlflow.parentRunId"] == parent and trial.data.tags["optimix.pareto"] == "true"
     best = max(r.data.metrics["acc/facts"] for r in client.search_runs(
-        [trial.info.experiment_id], "tags.`optimix.core.pareto` = 'true'"))
+        [trial.info.experiment_id], "tags.`optimix.pareto` = 'true'"))
     assert trial.data.metrics["acc/facts"] == best  # the frontier's best in the first objective
     [version] = client.search_model_versions("name = 'tiny-best'")
     assert version.run_id == run_id
@@ -133,8 +133,8 @@ def test_register_names_a_trial_and_refuses_one_that_kept_no_model(searched, tmp
     uri, storage, parent = searched
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
-    kept = [r for r in runs if r.data.tags["optimix.core.pareto"] == "true"]
-    bare = [r for r in runs if r.data.tags["optimix.core.pareto"] != "true"]
+    kept = [r for r in runs if r.data.tags["optimix.pareto"] == "true"]
+    bare = [r for r in runs if r.data.tags["optimix.pareto"] != "true"]
     done = optimix("frontier", "--tracking-uri", uri, "--storage-path", storage, "--register", "pick",
                    "--run", kept[-1].data.tags["optimix.trial_id"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -80,18 +80,31 @@ class Proposal:
         """Training FLOPs, known before the trial runs."""
         return self.plan.train_flops
 
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
-def propose(space: Space, point: Mapping[str, Any], geometry: Geometry) -> Proposal:
-    """The trial at ``point`` as a ``Proposal``; ``SpaceError`` if its config cannot be built."""
-    config = space.resolve(point)
+    def params(self) -> dict[str, Any]:
+        """The resolved config's dotted keys (a ledger entry's ``params``)."""
+        return flatten(self.config.model_dump(mode="json"))
+
+
+def propose(space: Space, point: Mapping[str, Any], geometry: Geometry, seed: int | None = None) -> Proposal:
+    """The trial at ``point`` (at ``seed``: a replicate; else the space's seed) as a
+    ``Proposal``; ``SpaceError`` if its config cannot be built."""
+    config = _seeded(space.resolve(point), seed)
     planned = plan(config, geometry(config))
     dims = space.dimensions
     quantized = {k: dims[k].quantum(v) if k in dims else v for k, v in point.items()}
     keyed, keyed_plan = config, planned
     if quantized != dict(point):
-        keyed = space.resolve(quantized)
+        keyed = _seeded(space.resolve(quantized), seed)
         keyed_plan = plan(keyed, geometry(keyed))
     return Proposal(dict(point), config, planned, _key(keyed, keyed_plan.shape))
+
+
+def _seeded(config: TrialConfig, seed: int | None) -> TrialConfig:
+    return config if seed is None else config.model_copy(update={"seed": int(seed)})
 
 
 def _key(config: TrialConfig, shape: Shape) -> str:
@@ -109,12 +122,12 @@ def _key(config: TrialConfig, shape: Shape) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def effective_key(space: Space, point: Mapping[str, Any], geometry: Geometry) -> str:
+def effective_key(space: Space, point: Mapping[str, Any], geometry: Geometry, seed: int | None = None) -> str:
     """What the trial at ``point`` trains: the resolved config with float values on their
     quantum (``Dimension.quantum``), as ``_key`` digests it. Trials are deterministic for a
     config and seed, so two points with one key would train the same model on the same data:
-    the second teaches nothing."""
-    return propose(space, point, geometry).key
+    the second teaches nothing. ``seed``: a replicate's (else the space's)."""
+    return propose(space, point, geometry, seed).key
 
 
 def trial_flops(space: Space, point: Mapping[str, Any], geometry: Geometry) -> float:

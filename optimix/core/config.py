@@ -206,6 +206,15 @@ class Objective(StrictModel):
         return f"{self.metric}:{self.mode}"
 
 
+class ReplicatesConfig(StrictModel):
+    """Retraining frontier configs at new seeds (``optimix.core.replicates``): a config on the
+    frontier is confirmed once ``seeds`` seeds trained it; replicates count as trials and are
+    charged like any, at most ``max_share`` of the search (of ``budget_flops``, else of ``trials``)."""
+
+    seeds: int = Field(3, ge=2, le=64)
+    max_share: float = Field(0.3, gt=0, le=1)
+
+
 class SearchConfig(StrictModel):
     """How ``optimix search`` explores the space. Its entries cannot be search dimensions."""
 
@@ -243,6 +252,9 @@ class SearchConfig(StrictModel):
     prune_margin: float = Field(0.05, ge=0)
     prune_from: float = Field(0.5, gt=0, le=1)
     """Pruning is considered only at curve points at least this far through training."""
+    replicates: ReplicatesConfig | Literal["auto", "off"] = Field("auto", json_schema_extra=RESUMABLE)
+    """``auto``: ``{seeds: 3, max_share: 0.3}`` where the search has a FLOPs budget or more than
+    6 trials, else off; ``off``: one seed per config (the frontier's values are single draws)."""
     patience: int | None = Field(None, ge=1, json_schema_extra=RESUMABLE)
     """Stop proposing once this many finished trials in a row have not moved the frontier (no
     candidate of theirs changed it; a failed trial never does): running trials still finish.

@@ -5,7 +5,7 @@ real model: the config trained with the same schedule and stopped at that step. 
 of them is a candidate for the accuracy-vs-FLOPs frontier, so one trial can fill in the
 cheap end of the frontier as well as its own final point. A candidate says which it is
 (``final`` or a curve point at ``step`` of ``steps``), and so do MLflow
-(``optimix.core.pareto`` for a final result, ``optimix.pareto_steps`` for curve points) and
+(``optimix.pareto`` for a final result, ``optimix.pareto_steps`` for curve points) and
 ``optimix frontier``.
 
 Curve points stand in for a final result only where every objective is known at them:
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from optimix.core import pareto
+from optimix.core import pareto, replicates
 from optimix.core.config import Objective
 from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import (
@@ -46,43 +46,79 @@ from optimix.core.metrics import (
 @dataclass(frozen=True)
 class Candidate:
     trial_id: str
+    """The first of its trials (its config's first seed)."""
     step: int
     steps: int
     """The trial's planned steps: ``step < steps`` for a curve point of an unfinished schedule."""
     final: bool
     """The trial's finished result (the last curve point of an ``ok`` trial)."""
     metrics: Mapping[str, float]
+    """Over its config's seeds, each metric's mean."""
+    members: tuple[str, ...] = ()
+    """Every trial of its config that has this point (its replicates), ``trial_id`` first."""
+    samples: tuple[Mapping[str, float], ...] = ()
+    """Their metrics, in the order of ``members``."""
+
+    @property
+    def trial_ids(self) -> tuple[str, ...]:
+        return self.members or (self.trial_id,)
+
+    @property
+    def n(self) -> int:
+        return len(self.trial_ids)
+
+    def seed_values(self, metric: str) -> list[float]:
+        """``metric`` at each of its seeds (the mean alone where no samples were kept)."""
+        rows = self.samples or (self.metrics,)
+        return [float(r[metric]) for r in rows if metric in r]
 
 
 def candidates(entries: Iterable[LedgerEntry], objectives: Sequence[Objective],
                curve: bool = True, constraints: Sequence[Constraint] = ()) -> list[Candidate]:
-    """Candidates from ledger entries (their ``trial_id``, ``status``, ``result``).
+    """Candidates from ledger entries (their ``trial_id``, ``status``, ``params``, ``result``),
+    one per config (``replicates.config_id``: trials that differ only in their seed are one
+    config) and point, at the mean over the config's seeds.
 
     An ``ok`` trial gives its final result and, with ``curve``, each earlier curve point; a
     ``pruned`` trial gives its curve points only (it has no final result). Failed and
-    infeasible trials give nothing, and neither does a result or curve point that misses one
-    of the search's ``constraints``.
+    infeasible trials give nothing, and neither does a result or curve point whose mean
+    misses one of the search's ``constraints``.
     """
     curve = curve and curve_usable([*(o.metric for o in objectives), *(c.metric for c in constraints)])
-    out = [c for c in _all_candidates(entries, curve) if not missed(constraints, c.metrics)]
-    return out
+    groups: dict[str, list[Candidate]] = {}
+    for c, config in _all_candidates(entries, curve):
+        groups.setdefault(f"{config}/{c.final}/{c.step if not c.final else ''}", []).append(c)
+    out = [_mean(group) for group in groups.values()]
+    return [c for c in out if not missed(constraints, c.metrics)]
 
 
-def _all_candidates(entries: Iterable[LedgerEntry], curve: bool) -> list[Candidate]:
+def _mean(group: Sequence[Candidate]) -> Candidate:
+    first = group[0]
+    if len(group) == 1:
+        return Candidate(first.trial_id, first.step, first.steps, first.final, first.metrics,
+                         (first.trial_id,), (first.metrics,))
+    keys = [k for k in first.metrics if all(k in c.metrics for c in group)]
+    means = {k: float(np.mean([c.metrics[k] for c in group])) for k in keys}
+    return Candidate(first.trial_id, first.step, first.steps, first.final, means,
+                     tuple(c.trial_id for c in group), tuple(c.metrics for c in group))
+
+
+def _all_candidates(entries: Iterable[LedgerEntry], curve: bool) -> list[tuple[Candidate, str]]:
     out = []
     for e in entries:
         result = e.result
+        config = replicates.config_id(e.params) if e.params else f"trial:{e.trial_id}"  # params unknown: its own
         steps = int(result.get("planned_steps") or result.get("steps") or 0)
         if e.status == OK:
-            out.append(Candidate(e.trial_id, int(result.get("steps", steps)), steps, True,
-                                 final_metrics(result)))
+            out.append((Candidate(e.trial_id, int(result.get("steps", steps)), steps, True,
+                                  final_metrics(result)), config))
         if not curve or e.status not in (OK, PRUNED):
             continue
         for point in result.get("curve", []):
             if e.status == OK and int(point["step"]) >= int(result.get("steps", steps)):
                 continue  # the final result itself
-            out.append(Candidate(e.trial_id, int(point["step"]), steps, False,
-                                 point_metrics(result, point)))
+            out.append((Candidate(e.trial_id, int(point["step"]), steps, False,
+                                  point_metrics(result, point)), config))
     return out
 
 
@@ -118,11 +154,13 @@ def front(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> list[C
 
 def membership(cands: Sequence[Candidate], objectives: Sequence[Objective]
                ) -> dict[str, tuple[bool, list[int]]]:
-    """Per trial on the frontier: (its final result is on it, its curve steps that are)."""
+    """Per trial on the frontier: (its final result is on it, its curve steps that are). Every
+    seed of a config on it is (the config's mean is what is on it)."""
     out: dict[str, tuple[bool, list[int]]] = {}
     for c in front(cands, objectives):
-        final, steps = out.get(c.trial_id, (False, []))
-        out[c.trial_id] = (final or c.final, steps if c.final else sorted({*steps, c.step}))
+        for trial_id in c.trial_ids:  # every seed of a config on it
+            final, steps = out.get(trial_id, (False, []))
+            out[trial_id] = (final or c.final, steps if c.final else sorted({*steps, c.step}))
     return out
 
 
@@ -166,14 +204,15 @@ def _better(a: float, b: float, direction: str, margin: float) -> bool:
 def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], params: float,
         point: Mapping[str, Any], objectives: Sequence[Objective] | None = None,
         final: bool = True, step: int | None = None, steps: int | None = None,
-        trial_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        trial_ids: Sequence[str] | None = None, seeds: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One frontier row: a trial's final result (``final``) or its learning-curve point at ``step``.
 
     Keys, in order: ``run_id``, ``trial_id``, ``count`` and ``trial_ids`` (the trials the row
     stands for, ``trial_id`` first: just it unless given; ``tied`` fills them in), ``name``,
     ``final``, ``step`` and ``steps`` (where given), the objectives' values from ``metrics``
     (None where missing; every metric when ``objectives`` is None), ``params`` (the model's
-    size) and ``point`` (the searched values).
+    size) and ``point`` (the searched values); then, where given, what ``seeds`` says of the
+    config's seeds (``seed_fields``: ``n``, ``confirmed``, ``stats``, ``seeds``, ``overrides``).
     """
     ids = [trial_id] if trial_ids is None else list(trial_ids)
     out: dict[str, Any] = {"run_id": run_id, "trial_id": trial_id, "count": len(ids), "trial_ids": ids,
@@ -185,7 +224,28 @@ def row(*, trial_id: str, run_id: str, name: str, metrics: Mapping[str, Any], pa
     out.update(metrics if objectives is None else {o.metric: metrics.get(o.metric) for o in objectives})
     out["params"] = params
     out["point"] = dict(point)
+    out.update(seeds or {})
     return out
+
+
+def pooled_spread(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> dict[str, float | None]:
+    """Per measured objective (not one a plan fixes), the seed spread pooled over the configs
+    with two or more seeds (``replicates.pooled_sd``; None where there are none)."""
+    finals = [c for c in cands if c.final]
+    return {o.metric: replicates.pooled_sd(c.seed_values(o.metric) for c in finals)
+            for o in objectives if o.metric not in replicates.PLANNED}
+
+
+def seed_fields(c: Candidate, objectives: Sequence[Objective], pooled: Mapping[str, float | None],
+                seeds: Sequence[int], overrides: Sequence[str], confirm_at: int | None) -> dict[str, Any]:
+    """A row's account of its config's seeds: ``n``; ``confirmed`` (trained at ``confirm_at``
+    seeds or more; never without replicates); ``stats``, per measured objective, the seeds'
+    mean, spread, 90% interval and split (``replicates.Summary``); the ``seeds``; and the
+    ``overrides`` that retrain it (``optimix train SPACE --set KEY=VALUE ... --seed SEED``)."""
+    stats = {m: replicates.summarize(c.seed_values(m), m, p).to_json()
+             for m, p in pooled.items() if c.seed_values(m)}
+    return {"n": c.n, "confirmed": confirm_at is not None and c.n >= confirm_at, "stats": stats,
+            "seeds": list(seeds), "overrides": list(overrides)}
 
 
 def tied(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective],
@@ -244,23 +304,53 @@ def recorded_order(trials: Iterable[Any]) -> dict[str, tuple[int, int]]:
 
 
 def recorded_row(trial: Any, objectives: Sequence[Objective] | None = None,
-                 step: int | None = None) -> dict[str, Any]:
-    """``row`` of a trial read back from MLflow (``records.TrialRecord``): its final result,
-    or its learning-curve point at ``step``."""
-    return row(trial_id=trial.trial_id, run_id=trial.run_id, name=trial.name,
-               metrics=trial.metrics if step is None else trial.curve.get(step, {}),
+                 step: int | None = None, metrics: Mapping[str, float] | None = None,
+                 trial_ids: Sequence[str] | None = None, seeds: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``row`` of a trial read back from MLflow (``records.TrialRecord``): its final result
+    (or ``metrics``: its config's means over ``trial_ids``), or its curve point at ``step``."""
+    if metrics is None:
+        metrics = trial.metrics if step is None else trial.curve.get(step, {})
+    return row(trial_id=trial.trial_id, run_id=trial.run_id, name=trial.name, metrics=metrics,
                params=trial.metrics.get("params", 0), point=trial.point, objectives=objectives,
-               final=step is None, step=step)
+               final=step is None, step=step, trial_ids=trial_ids, seeds=seeds)
 
 
-def recorded_rows(trials: Iterable[Any], objectives: Sequence[Objective]) -> list[dict[str, Any]]:
-    """The frontier of a recorded search: the final results on it (``tied``: by the trials'
-    params), then its curve points."""
+def recorded_rows(trials: Iterable[Any], objectives: Sequence[Objective],
+                  confirm_at: int | None = None) -> list[dict[str, Any]]:
+    """The frontier of a recorded search: the configs whose final results are on it, one row
+    each at the mean over their seeds (their trials share ``optimix.config``; ``seed_fields``
+    with ``confirm_at``), then its curve points (tied by params where that tag is missing)."""
     trials = list(trials)
-    rows = ([recorded_row(t, objectives) for t in trials if t.status == OK and t.pareto]
-            + [recorded_row(t, objectives, step) for t in trials for step in t.pareto_steps])
-    identity = {t.trial_id: params_identity(t.params) for t in trials}
+    order = recorded_order(trials)
+    ok = sorted((t for t in trials if t.status == OK), key=lambda t: order[t.trial_id])
+    by_config: dict[str, list[Any]] = {}
+    for t in ok:
+        by_config.setdefault(recorded_config(t), []).append(t)
+    pooled = {m: replicates.pooled_sd([float(t.metrics[m]) for t in group if m in t.metrics]
+                                      for group in by_config.values())
+              for m in (o.metric for o in objectives) if m not in replicates.PLANNED}
+    rows = []
+    for group in by_config.values():
+        on = [t for t in group if t.pareto]
+        if not on:
+            continue
+        c = _mean([Candidate(t.trial_id, 0, 0, True, t.metrics) for t in on])
+        rows.append(recorded_row(on[0], objectives, metrics=c.metrics, trial_ids=c.trial_ids,
+                                 seeds=seed_fields(c, objectives, pooled, [_seed(t) for t in on],
+                                                   replicates.overrides(on[0].point), confirm_at)))
+    rows += [recorded_row(t, objectives, step) for t in trials for step in t.pareto_steps]
+    identity = {t.trial_id: recorded_config(t) for t in trials}
     return tied(rows, objectives, identity, recorded_order(trials))
+
+
+def recorded_config(trial: Any) -> str:
+    """A recorded trial's config without its seed: its ``optimix.config`` tag, else its params'."""
+    return trial.config or replicates.config_id(trial.params)
+
+
+def _seed(trial: Any) -> int | None:
+    value = trial.params.get("seed")
+    return int(value) if value not in (None, "") else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,15 +43,16 @@ def record_status(result_status: str) -> str:
 
 ROLE = "optimix.role"
 STATUS = "optimix.status"
-PARETO = "optimix.core.pareto"
+PARETO = "optimix.pareto"
 PARETO_STEPS = "optimix.pareto_steps"
 TRIAL_ID = "optimix.trial_id"
 OBJECTIVES = "optimix.objectives"
 ERROR = "optimix.error"
-SPACE = "optimix.core.space"
+SPACE = "optimix.space"
 BUDGET = "optimix.budget_flops"
 NODE = "optimix.node"
 POINT = "optimix.point"
+CONFIG = "optimix.config"  # on a trial: its config without its seed (``replicates.config_id``): replicates share it
 STATE_DIR = "optimix.state_dir"
 CONSTRAINTS = "optimix.constraints"  # on the parent: the search's outcome constraints, ";"-joined
 MET = "optimix.constraints_met"  # on a trial: "true", or "false: <the constraints it missed>"
@@ -67,6 +68,7 @@ TERMINATED = ("FINISHED", "FAILED")
 TRIAL_ID_ATTR = "optimix.trial_id"  # on each Optuna trial that ran: its ledger trial_id
 FLOPS_ATTR = "optimix.train_flops"  # what it spent, as the ledger says
 SKIPPED_ATTR = "optimix.skipped"  # a proposal never trained, and why
+SEED_ATTR = "optimix.seed"  # on a replicate's Optuna trial: the seed it trains its config at
 RERUN_ATTR = "optimix.rerun_of"  # a point queued again after its trial was interrupted
 CONSTRAINT_ATTR = "optimix.constraints"  # Optuna's convention: one value per constraint, <= 0 met
 CURVE_ATTR = "optimix.curve"  # [[log10 FLOPs, quality], ...] of a trial's learning-curve points

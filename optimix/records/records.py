@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimix.core.config import Objective
 from optimix.core.metrics import (
+    CONFIG,
     CURVE,
     MET,
     OBJECTIVES,
@@ -69,6 +71,8 @@ class TrialRecord:
     """Curve metrics (without the ``curve/`` prefix) at ``pareto_steps``, by step."""
     constraints_met: bool | None = None
     """Whether it met the search's outcome constraints (None: the search had none)."""
+    config: str = ""
+    """Its config without its seed (``optimix.config``; replicates share it)."""
 
 
 @dataclass
@@ -80,6 +84,28 @@ class SearchRecord:
     tags: dict[str, str] = field(default_factory=dict)
     picked: str = ""
     """How it was chosen when no experiment or run was named (empty when one was)."""
+    confirm_at: int | None = None
+    """Seeds that confirm a frontier config (``search.replicates``); None: replicates off."""
+
+
+def confirm_at(params: Mapping[str, str]) -> int | None:
+    """The seeds that confirm a config, from a search's parent run params (``search.replicates``
+    as the search resolved it: ``replicates.settings``)."""
+    from optimix.core import replicates
+    from optimix.core.config import SearchConfig
+
+    values: dict[str, Any] = {"trials": int(params.get("search.trials", 16))}
+    if params.get("search.budget_flops") not in (None, "None", ""):
+        values["budget_flops"] = float(params["search.budget_flops"])
+    if "search.replicates.seeds" in params:
+        values["replicates"] = {"seeds": int(params["search.replicates.seeds"]),
+                                "max_share": float(params.get("search.replicates.max_share", 0.3))}
+    elif params.get("search.replicates") in ("auto", "off"):
+        values["replicates"] = params["search.replicates"]
+    else:
+        values["replicates"] = "off"  # a search from before replicates
+    found = replicates.settings(SearchConfig(**values))
+    return found.seeds if found else None
 
 
 def load_search(uri: str | None, experiment: str | None, run_id: str | None = None,
@@ -113,7 +139,8 @@ def load_search(uri: str | None, experiment: str | None, run_id: str | None = No
     for trial in trials:
         _read_curve(client, tries, trial)
     objectives = parse_objectives_tag(parent.data.tags.get(OBJECTIVES, ""))
-    return SearchRecord(parent.info.run_id, found.name, objectives, trials, dict(parent.data.tags), picked)
+    return SearchRecord(parent.info.run_id, found.name, objectives, trials, dict(parent.data.tags), picked,
+                        confirm_at(parent.data.params))
 
 
 def _from_storage(client: MlflowClient, tries: Tries, storage_path: str) -> tuple[str | None, str | None]:
@@ -183,6 +210,7 @@ def _trial(run: Run) -> TrialRecord:
         point=json.loads(tags.get(POINT, "{}")),
         pareto_steps=json.loads(tags.get(PARETO_STEPS, "[]")),
         constraints_met=None if MET not in tags else tags[MET] == "true",
+        config=tags.get(CONFIG, ""),
     )
 
 

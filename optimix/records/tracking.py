@@ -2,7 +2,7 @@
 
 Layout (see README.md): one parent run per search (``optimix.role=search``) and one child
 run per trial (``optimix.role=trial``, ``mlflow.parentRunId``), with ``optimix.status`` and
-``optimix.core.pareto`` kept current. Only the search driver writes, so a SQLite store is never
+``optimix.pareto`` kept current. Only the search driver writes, so a SQLite store is never
 written by two processes ("database is locked" cannot happen); a tracking server works too.
 
 Three modules talk to MLflow: this one (the ``Tracker``, which writes), ``records`` (which
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimix.core import faults, metrics
+from optimix.core import faults, metrics, replicates
 from optimix.core.config import flatten as flatten  # imported from here elsewhere
 from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import (  # noqa: F401 (imported from here elsewhere too)
@@ -151,6 +151,11 @@ class Tracker:
         """The parent run of the search whose state lives in ``state_dir``, if it was created."""
         runs = self._tries()(f"looking up the search of {state_dir}", lambda: self._search_runs(state_dir))
         return min(runs, key=_started).info.run_id if runs else None
+
+    def set_budget(self, run_id: str, budget: float) -> None:
+        """The search's FLOPs budget grew (``optimix frontier --confirm``): its parent run says so."""
+        self._tries()("updating the search's budget",
+                      lambda: self.client.set_tag(run_id, BUDGET, f"{budget:g}"))
 
     def reopen_search(self, run_id: str) -> None:
         self._tries()("reopening the search's parent run",
@@ -369,6 +374,7 @@ def _trial_tags(parent_id: str, record: LedgerEntry) -> dict[str, str]:
     if record.missed is not None:  # the search has outcome constraints
         tags[MET] = "false: " + "; ".join(record.missed) if record.missed else "true"
     tags[POINT] = json.dumps(record.point)
+    tags[metrics.CONFIG] = replicates.config_id(record.params)
     return tags
 
 

@@ -57,6 +57,7 @@ def check(record: Record) -> list[Violation]:
     out += _check_children(record, trials, flight)
     out += _check_repeats(record, trials)
     out += _check_pareto(record, trials)
+    out += _check_configs(record, trials, flight)
     out += _check_optuna(record, trials, flight)
     out += check_flops(record, trials, flight)
     out += check_metrics(record, trials, flight)
@@ -173,8 +174,9 @@ def config_key(space: Space | None, trial: LedgerTrial) -> str:
     if space is not None:
         from optimix.search.proposals import effective_key
 
+        seed = trial.params.get("seed")
         try:
-            return effective_key(space, trial.point)
+            return effective_key(space, trial.point, int(seed) if isinstance(seed, int) else None)
         except SpaceError:
             pass  # a point the recorded space no longer resolves: its params say what ran
     return json.dumps(trial.params, sort_keys=True, default=str)
@@ -224,6 +226,26 @@ def _check_pareto(record: Record, trials: Sequence[LedgerTrial]) -> list[Violati
                                            f"pareto={tagged_final} steps={_steps_text(tagged_steps)}; "
                                            f"the ledger's frontier gives pareto={want} "
                                            f"steps={sorted(steps)}"))
+    return out
+
+
+def _check_configs(record: Record, trials: Sequence[LedgerTrial], flight: set[str]) -> list[Violation]:
+    """Each child run's ``optimix.config`` tag is its ledger config (``replicates.config_id``):
+    the frontier groups a config's seeds by it. Runs of searches from before the tag have none;
+    a missing tag is a violation only where the search's other runs have it."""
+    from optimix.core import replicates
+
+    runs = {r.trial_id: r for r in record.children}
+    tagged = any(metrics.CONFIG in r.tags for r in record.children)
+    out = []
+    for t in trials:
+        run = runs.get(t.trial_id)
+        if run is None or t.trial_id in flight or (metrics.CONFIG not in run.tags and not tagged):
+            continue
+        want, got = replicates.config_id(t.params), run.tags.get(metrics.CONFIG)
+        if got != want:
+            out.append(Violation("config", f"trial {t.trial_id} (run {run.run_id}) is tagged "
+                                           f"{metrics.CONFIG}={got}; its ledger params give {want}"))
     return out
 
 

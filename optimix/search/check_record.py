@@ -34,8 +34,10 @@ KINDS = {
     "child-status": "the child's optimix.status tag is the ledger's status",
     "child-stray": "every MLflow child run of the search is a ledger trial",
     "repeat": "no effective config (seed included) is trained twice",
-    "pareto": "optimix.core.pareto and optimix.pareto_steps equal the frontier recomputed from "
-              "the ledger",
+    "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
+              "the ledger (a config's seeds at their mean)",
+    "config": "each child's optimix.config tag is its ledger config without the seed (what "
+              "groups a config's seeds)",
     "optuna-study": "the journal holds the search's Optuna study",
     "optuna-running": "no Optuna trial is RUNNING while the search is not",
     "optuna-complete": "Optuna's COMPLETE trials are the ledger's ok trials",

@@ -10,6 +10,7 @@ results stay in the ledger and are logged later, at the end, or by ``--resume``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimix.core import faults, frontier, metrics
+from optimix.core import faults, frontier, metrics, replicates
 from optimix.core.budget import Budget, Plan, Proposal
 from optimix.core.config import SpaceError, flatten
 from optimix.core.entry import LedgerEntry
@@ -126,10 +127,11 @@ class Driver:
         missed = None
         if self.constraints and status == metrics.OK:
             missed = [str(c) for c in metrics.missed(self.constraints, metrics.final_metrics(doc))]
+        seed = proposal.seed if proposal.seed != self.space.base.seed else None  # a replicate's
         return self._append(LedgerEntry(
-            trial_id=trial_id, index=len(self.entries), name=trial_name(len(self.entries), proposal.point),
+            trial_id=trial_id, index=len(self.entries), name=trial_name(len(self.entries), proposal.point, seed),
             status=status, error=doc.get("error"), point=dict(proposal.point),
-            params=flatten(proposal.config.model_dump(mode="json")), result=doc, node=doc.get("node"),
+            params=proposal.params(), result=doc, node=doc.get("node"),
             missed=missed, model_dir=doc.get("model_dir")))  # "all": uploaded with the run; "frontier": if on it
 
     def record_infeasible(self, trial_id: str, point: Mapping[str, Any], reason: str) -> LedgerEntry:
@@ -236,17 +238,50 @@ class Driver:
         return frontier.candidates(self.entries, self.objectives, self.curve, self.constraints)
 
     def frontier_rows(self) -> list[dict]:
-        """The frontier's rows, tied final results one row each (``frontier.tied``)."""
+        """The frontier's rows (a config's mean over its seeds, with their account:
+        ``frontier.seed_fields``), tied final results one row each (``frontier.tied``)."""
         by_trial = {e.trial_id: e for e in self.entries}
+        cands = self.candidates()
+        pooled = frontier.pooled_spread(cands, self.objectives)
+        settings = replicates.settings(self.space.base.search)
         rows = []
-        for c in frontier.front(self.candidates(), self.objectives):
+        for c in frontier.front(cands, self.objectives):
             e = by_trial[c.trial_id]
+            seeds = [by_trial[t].params.get("seed") for t in c.trial_ids]
+            account = frontier.seed_fields(c, self.objectives, pooled, seeds, replicates.overrides(e.point),
+                                           settings.seeds if settings else None)
             rows.append(frontier.row(trial_id=c.trial_id, run_id=e.run_id, name=e.name,
                                      metrics=c.metrics, params=e.result["params"], point=e.point,
-                                     objectives=self.objectives, final=c.final, step=c.step, steps=c.steps))
+                                     objectives=self.objectives, final=c.final, step=c.step, steps=c.steps,
+                                     trial_ids=c.trial_ids, seeds=account))
         identity = self.identity(r["trial_id"] for r in rows if r["final"])
         order = {e.trial_id: i for i, e in enumerate(self.entries)}
         return frontier.tied(rows, self.objectives, identity, order)
+
+    def config_groups(self) -> dict[str, replicates.Group]:
+        """The finished trials (not infeasible ones) by config (``replicates.config_id``)."""
+        quality = next((o for o in self.objectives if o.metric not in replicates.PLANNED), self.objectives[0])
+        sign = 1.0 if quality.maximize else -1.0
+        groups: dict[str, list[LedgerEntry]] = {}
+        for e in self.entries:
+            if e.status != metrics.INFEASIBLE:
+                groups.setdefault(replicates.config_id(e.params), []).append(e)
+        out = {}
+        for cid, members in groups.items():
+            values = [e.final_metrics().get(quality.metric) for e in members if e.status == metrics.OK]
+            values = [v for v in values if v is not None]
+            first = members[0]
+            out[cid] = replicates.Group(
+                cid, first.point, frozenset(e.params.get("seed") for e in members),
+                sign * sum(values) / len(values) if values else -math.inf,
+                self.proposals.cost(first.point), sum(e.train_flops for e in members[1:]))
+        return out
+
+    def front_configs(self) -> set[str]:
+        """The configs whose mean final result is on the frontier."""
+        by_trial = {e.trial_id: e for e in self.entries}
+        return {replicates.config_id(by_trial[c.trial_id].params)
+                for c in frontier.front(self.candidates(), self.objectives) if c.final}
 
     def identity(self, trial_ids) -> dict[str, str]:
         """What each trial trains (``budget.effective_key``), by trial id: ties share it."""
@@ -340,11 +375,14 @@ class Driver:
             self.progress_fn(p)
 
 
-def trial_name(index: int, point: Mapping[str, Any]) -> str:
+def trial_name(index: int, point: Mapping[str, Any], seed: int | None = None) -> str:
+    """``trial-007 d_model=64 rare_freq=0.0149`` (and ``seed=...`` for a replicate)."""
     parts = []
     for key, value in point.items():
         short = key.rsplit(".", 1)[-1]
         parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    if seed is not None:
+        parts.append(f"seed={seed}")
     return f"trial-{index:03d} " + " ".join(parts)
 
 

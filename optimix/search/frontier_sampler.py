@@ -8,12 +8,15 @@ sampler proposes (cost-aware Bayesian optimisation, as in Snoek et al. 2012's "e
 improvement per second", with the 2-D hypervolume in place of the improvement):
 
 1. a Gaussian process over the space's dimensions (scaled to [0, 1], log scale where the
-   dimension is, numeric choices by value) models the quality of finished trials (a pruned
-   trial's by its last learning-curve point);
+   dimension is, numeric choices by value) models the quality of finished configs (a pruned
+   trial's by its last learning-curve point): a config retrained at several seeds
+   (``optimix.core.replicates``) is one point at its seeds' mean, whose own variance (its
+   seed spread over its number of seeds, heteroscedastic) is added to the GP's noise;
 2. for each of a few hundred candidate points (random, and near the best points so far), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
    frontier, whose candidates include every trial's learning-curve points, is integrated
-   over the GP's prediction (Gauss-Hermite);
+   over the GP's prediction (Gauss-Hermite) and over draws of the GP's posterior at the
+   configs already trained (the frontier itself is noisy, as in BoTorch's qNEHVI);
 3. the candidate with the largest gain per FLOP**alpha that fits the budget left is proposed,
    where alpha falls from 1 to 0 as the budget is spent ("cost cooling", Lee et al. 2020): a
    fresh search buys cheap information, and once the frontier stops moving cheaply, what
@@ -30,8 +33,10 @@ anything it cannot model, Optuna's random sampler proposes instead. Pure numpy.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from optimix.core import replicates
 from optimix.core.metrics import CONSTRAINT_ATTR, CURVE_ATTR
 from optimix.core.space import Dimension
 
@@ -101,20 +107,24 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         if len(done) < self._n_startup:
             return {}
         names = list(self._dims)
-        x = np.array([self._encode(t.params) for t in done])
-        y = self._sign * np.array([_quality(t, self._q) for t in done])
-        gp = _GP.fit(x, y, self._prior_sd)
+        seen = _by_config(done, self._q, self._sign)
+        x = np.array([self._encode(g.params) for g in seen])
+        y = np.array([g.mean for g in seen])
+        gp = _GP.fit(x, y, self._prior_sd, _seed_noise(seen))
 
-        front = _front_points([t for t in trials if t.state != TrialState.RUNNING
-                               and _met(t, self._constraints)], self._sign)
+        finished = [t for t in trials if t.state != TrialState.RUNNING and _met(t, self._constraints)]
+        curve = _curve_means(finished, self._sign)
+        believed = []
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
         for t in running:  # kriging believer: a running trial will land near the GP's mean
             mean, _ = gp.predict(np.array([self._encode(t.params)]))
             cost = self._cost(t.params)
             if math.isfinite(cost):
-                front.append((math.log10(cost), float(mean[0])))
+                believed.append((math.log10(cost), float(mean[0])))
+        fronts = self._noisy_fronts(gp, [g for g in seen if _met(g.trials[0], self._constraints)],
+                                    curve, believed)
 
-        candidates = self._new_configs(self._candidates(done, y), trials)
+        candidates = self._new_configs(self._candidates(seen, y), trials)
         costs = np.array([self._cost(c) for c in candidates])
         fits = np.isfinite(costs) & (costs <= self.budget_left())
         if not fits.any():
@@ -122,12 +132,30 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         candidates = [c for c, ok in zip(candidates, fits, strict=True) if ok]
         costs = costs[fits]
         mean, sd = gp.predict(np.array([self._encode(c) for c in candidates]))
-        reference = math.log10(max([float(costs.max()), *(10 ** p[0] for p in front)]) * 1.0001)
-        gain = expected_gain(mean, sd, np.log10(costs), front, reference, self._ceiling)
-        gain = gain * self._feasible(done, x, np.array([self._encode(c) for c in candidates]))
+        reference = math.log10(max([float(costs.max()), *(10 ** p[0] for f in fronts for p in f)]) * 1.0001)
+        gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, reference, self._ceiling) for f in fronts], axis=0)
+        gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]),
+                                     np.array([self._encode(c) for c in candidates]))
         if not (gain > 0).any():
             return {}
         return candidates[int(np.argmax(gain / costs ** self.cost_weight(len(done))))]
+
+    def _noisy_fronts(self, gp: _GP, seen: Sequence[_Config], curve: list[tuple[float, float]],
+                      believed: list[tuple[float, float]], draws: int = 8) -> list[list[tuple[float, float]]]:
+        """The frontier the gain is measured against, as draws from the GP's posterior at the
+        configs already trained (their final results are noisy: a config's mean over its seeds
+        is not its quality), as BoTorch's qNEHVI integrates over the observed points; each
+        draw with the configs' learning-curve points (means over their seeds) and the running
+        trials' believed points. Where seed noise is negligible the draws are the values."""
+        costs = [self._cost(g.params) for g in seen]
+        keep = [i for i, c in enumerate(costs) if math.isfinite(c)]
+        if not keep:
+            return [curve + believed]
+        mean, cov = gp.posterior(np.array([self._encode(seen[i].params) for i in keep]))
+        sample = self._rng.multivariate_normal(mean, cov + 1e-12 * np.eye(len(keep)), size=draws,
+                                               check_valid="ignore", method="eigh")
+        lc = [math.log10(costs[i]) for i in keep]
+        return [curve + believed + list(zip(lc, row.tolist(), strict=True)) for row in sample]
 
     def _feasible(self, done: Sequence[FrozenTrial], x: np.ndarray, at: np.ndarray) -> np.ndarray:
         """The probability that a candidate meets every outcome constraint: a GP per
@@ -176,7 +204,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
 
     # -- points ---------------------------------------------------------------------------
 
-    def _candidates(self, done: Sequence[FrozenTrial], y: np.ndarray) -> list[dict[str, Any]]:
+    def _candidates(self, done: Sequence[_Config], y: np.ndarray) -> list[dict[str, Any]]:
         out = [self._draw() for _ in range(self._n_candidates)]
         best = [done[int(i)].params for i in np.argsort(-y)[:4]]
         for params in best:  # and near the best so far: one dimension changed at a time
@@ -224,13 +252,56 @@ def _met(trial: FrozenTrial, constraints: int) -> bool:
     return values is not None and all(v <= 0 for v in values)
 
 
-def _front_points(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, float]]:
-    """(log10 FLOPs, quality x sign) of every finished trial's learning-curve points (its
-    final result is the last of them), as the search recorded them (``CURVE_ATTR``)."""
-    points = []
+@dataclass
+class _Config:
+    """The finished trials of one config (its seeds: replicates share the params)."""
+
+    params: dict[str, Any]
+    trials: list[FrozenTrial]
+    values: list[float]
+    """Quality x sign at each seed."""
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+
+def _by_config(done: Sequence[FrozenTrial], q: int, sign: float) -> list[_Config]:
+    """Finished trials grouped by their params: replicates are one point, at their mean."""
+    groups: dict[str, _Config] = {}
     for t in done:
-        points += [(float(lf), sign * float(v)) for lf, v in t.user_attrs.get(CURVE_ATTR, [])]
-    return points
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        group = groups.setdefault(key, _Config(dict(t.params), [], []))
+        group.trials.append(t)
+        group.values.append(sign * _quality(t, q))
+    return list(groups.values())
+
+
+def _seed_noise(seen: Sequence[_Config]) -> np.ndarray:
+    """Each config's mean's seed variance (heteroscedastic): its own seeds' spread shrunk
+    toward the spread pooled over configs with several seeds, over its number of seeds; 0
+    where no config has two seeds (nothing measured: the GP's fitted noise stands)."""
+    pooled = replicates.pooled_sd(g.values for g in seen)
+    if pooled is None:
+        return np.zeros(len(seen))
+    out = []
+    for g in seen:
+        n, mean = len(g.values), g.mean
+        ss = sum((v - mean) ** 2 for v in g.values)
+        var = (ss + replicates.PRIOR_DF * pooled ** 2) / (n - 1 + replicates.PRIOR_DF)
+        out.append(var / n)
+    return np.array(out)
+
+
+def _curve_means(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, float]]:
+    """(log10 FLOPs, quality x sign) of the finished trials' learning-curve points before
+    their final result (``CURVE_ATTR``), averaged over a config's seeds at each point."""
+    points: dict[tuple[str, float], list[float]] = {}
+    for t in done:
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        for lf, v in t.user_attrs.get(CURVE_ATTR, [])[:-1]:
+            points.setdefault((key, round(float(lf), 9)), []).append(sign * float(v))
+    return [(lf, float(np.mean(vs))) for (_, lf), vs in points.items()]
 
 
 def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
@@ -276,13 +347,16 @@ class _GP:
         return np.exp(-0.5 * d2 / scale**2)
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3) -> _GP:
+    def fit(cls, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3, known_noise: np.ndarray | None = None) -> _GP:
+        """``known_noise``: each target's own variance (a mean over seeds), added to the
+        fitted noise on the diagonal."""
         y_mean, y_sd = float(y.mean()), float(max(y.std(), prior_sd))
         z = (y - y_mean) / y_sd
+        extra = np.zeros(len(x)) if known_noise is None else np.asarray(known_noise) / y_sd ** 2
         best = None
         for scale in (0.15, 0.3, 0.6, 1.2):
             for noise in (1e-3, 1e-2, 0.1, 0.3):
-                k = cls._kernel(x, x, scale) + noise * np.eye(len(x))
+                k = cls._kernel(x, x, scale) + np.diag(noise + extra)
                 try:
                     chol = np.linalg.cholesky(k)
                 except np.linalg.LinAlgError:
@@ -293,6 +367,13 @@ class _GP:
                     best = (ll, chol, alpha, scale, noise)
         _, chol, alpha, scale, noise = best
         return cls(x, y_mean, y_sd, chol, alpha, scale, noise)
+
+    def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of the modelled quality (noise-free) at ``x``."""
+        ks = self._kernel(x, self.x, self.scale)
+        v = np.linalg.solve(self.chol, ks.T)
+        cov = self._kernel(x, x, self.scale) - v.T @ v
+        return self.y_mean + self.y_sd * (ks @ self.alpha), self.y_sd ** 2 * cov
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ks = self._kernel(x, self.x, self.scale)

@@ -24,10 +24,10 @@ from optimix.core.space import Dimension, Space
 from optimix.trial.train import task_geometry
 
 
-def propose(space: Space, point: Mapping[str, Any]) -> Proposal:
-    """The trial at ``point``, built and priced once (``budget.propose``); ``SpaceError`` if
-    its config cannot be built."""
-    return budget.propose(space, point, task_geometry)
+def propose(space: Space, point: Mapping[str, Any], seed: int | None = None) -> Proposal:
+    """The trial at ``point`` (at ``seed``: a replicate), built and priced once
+    (``budget.propose``); ``SpaceError`` if its config cannot be built."""
+    return budget.propose(space, point, task_geometry, seed)
 
 
 class Proposals:
@@ -38,9 +38,10 @@ class Proposals:
         self.space = space
         self._built: dict[str, Proposal | str] = {}  # a point's proposal, or why it cannot be built
 
-    def get(self, point: Mapping[str, Any]) -> Proposal:
-        """The proposal at ``point``; ``SpaceError`` if its config cannot be built."""
-        found = self._lookup(point)
+    def get(self, point: Mapping[str, Any], seed: int | None = None) -> Proposal:
+        """The proposal at ``point`` (at ``seed``: a replicate); ``SpaceError`` if its config
+        cannot be built."""
+        found = self._lookup(point, seed)
         if isinstance(found, str):
             raise SpaceError(found)
         return found
@@ -53,17 +54,17 @@ class Proposals:
         found = self._lookup(point)
         return math.inf if isinstance(found, str) else found.cost
 
-    def key(self, point: Mapping[str, Any]) -> str:
-        """What the trial at ``point`` trains (``Proposal.key``); for a point whose config
-        cannot be built, the point itself."""
-        found = self._lookup(point)
+    def key(self, point: Mapping[str, Any], seed: int | None = None) -> str:
+        """What the trial at ``point`` (at ``seed``) trains (``Proposal.key``); for a point
+        whose config cannot be built, the point itself."""
+        found = self._lookup(point, seed)
         return "infeasible:" + _point_text(point) if isinstance(found, str) else found.key
 
-    def _lookup(self, point: Mapping[str, Any]) -> Proposal | str:
-        text = _point_text(point)
+    def _lookup(self, point: Mapping[str, Any], seed: int | None = None) -> Proposal | str:
+        text = _point_text(point) + ("" if seed is None else f"@{seed}")
         if text not in self._built:
             try:
-                self._built[text] = propose(self.space, point)
+                self._built[text] = propose(self.space, point, seed)
             except SpaceError as err:
                 self._built[text] = str(err)
         return self._built[text]
@@ -78,9 +79,9 @@ def trial_flops(space: Space, point: Mapping[str, Any]) -> float:
     return budget.trial_flops(space, point, task_geometry)
 
 
-def effective_key(space: Space, point: Mapping[str, Any]) -> str:
-    """What the trial at ``point`` trains (``budget.effective_key``)."""
-    return budget.effective_key(space, point, task_geometry)
+def effective_key(space: Space, point: Mapping[str, Any], seed: int | None = None) -> str:
+    """What the trial at ``point`` (at ``seed``) trains (``budget.effective_key``)."""
+    return budget.effective_key(space, point, task_geometry, seed)
 
 
 def cheapest_flops(space: Space) -> float:

@@ -54,6 +54,9 @@ class SearchOptions:
     shutdown_ray: bool = False
     """Stop the Ray this search started when it ends (the CLI does; a program that runs
     several searches keeps it)."""
+    confirm: int | None = None
+    """With ``resume``: only retrain the frontier's configs at this many fresh seeds each
+    (``optimix.search.confirm``)."""
 
 
 @dataclass
@@ -85,6 +88,8 @@ class SearchSummary:
     """The MLflow experiment's id (for a link to its runs in the MLflow UI)."""
     first_failure: str | None = None
     """The first failed or infeasible trial's name and reason (None if none failed)."""
+    space: str = "SPACE"
+    """The search space's file, as the frontier's retrain lines name it."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -240,7 +245,7 @@ class SearchRun:
             interrupted_flops=self.budget.lost, budget_flops=search.budget_flops,
             wall_s=time.perf_counter() - self.started, patience=search.patience, stalled=driver.stalled,
             moved_since_stalled=driver.moved_since_stalled(), experiment_id=self.tracker.experiment_id,
-            first_failure=_first_failure(entries))
+            first_failure=_first_failure(entries), space=self.space.source or "SPACE")
 
     def _record_end(self, ended: str, reason: str, shutdown_ray: bool) -> list[dict]:
         """How the search ended, in state.json and on the parent run; the final frontier."""
@@ -267,11 +272,13 @@ class SearchRun:
         study = self._study()
         grid = grid_points(self.space, self.seed) if search.sampler == "grid" else None
         remaining = search.trials - len(driver.entries)
-        if grid is not None:
+        if self.options.confirm:
+            remaining, grid = self._confirm(study), None
+        elif grid is not None:
             remaining = min(remaining, len(grid) - len(driver.entries))
         if remaining <= 0 or self.budget.exhausted() or driver.out_of_patience():  # (patience: on --resume)
             return
-        if self.record.attempts == 0 and grid is None:
+        if self.record.attempts == 0 and grid is None and not self.options.confirm:
             for point in startup_points(self.space, self.seed):
                 study.enqueue_trial(point)
         searcher = self._searcher(study, grid, remaining)
@@ -294,6 +301,17 @@ class SearchRun:
                 ray.kill(board)
             searcher.stop_live()  # stopped without an outcome: run again later
 
+    def _confirm(self, study) -> int:
+        """Queue the frontier's confirmations; the budget grows by their cost (and the
+        parent run's budget with it). How many trials that is."""
+        from optimix.search.confirm import queue
+
+        count, cost = queue(study, self.driver, self.space.base.seed, self.options.confirm)
+        if self.budget.limit is not None and count:
+            self.budget.limit = max(self.budget.limit, self.budget.spent + self.budget.lost + cost)
+            self.tracker.set_budget(self.record.parent_run_id, self.budget.limit)
+        return count
+
     def _study(self):
         """The Optuna study (its journal in the state folder), set right by the ledger."""
         import optuna
@@ -310,13 +328,17 @@ class SearchRun:
         return study
 
     def _searcher(self, study, grid: list[dict[str, Any]] | None, remaining: int):
-        from optimix.search.proposals import attempt_seed
+        from optimix.core import replicates
+        from optimix.search.proposals import attempt_seed, startup_trials
         from optimix.search.searcher import OptimixSearcher, SearcherSetup
 
-        known = {self.proposals.key(e.point): e.trial_id for e in self.driver.entries}
+        known = {self.proposals.key(e.point, e.params.get("seed")): e.trial_id for e in self.driver.entries}
         return OptimixSearcher(SearcherSetup(
             study=study, space=self.space, budget=self.budget, records=self.driver, proposals=self.proposals,
-            points_left=remaining, known=known, grid=grid, seed=attempt_seed(self.seed, self.record.attempts)))
+            points_left=remaining, known=known, grid=grid, seed=attempt_seed(self.seed, self.record.attempts),
+            replicates=None if self.options.confirm else replicates.settings(self.space.base.search),
+            base_seed=self.space.base.seed, explore_first=startup_trials(self.space),
+            queued_only=bool(self.options.confirm)))
 
     def _tuner(self, searcher, remaining: int):
         from ray import tune

@@ -25,23 +25,25 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from ray.tune import Stopper
 from ray.tune.search import Searcher
 
-from optimix.core import faults
+from optimix.core import faults, replicates
 from optimix.core.budget import Budget, Proposal
-from optimix.core.config import SpaceError, TrialConfig
+from optimix.core.config import ReplicatesConfig, SpaceError, TrialConfig
 from optimix.core.entry import LedgerEntry
 from optimix.core.metrics import (
     GROUP_KEY,
     PROGRESS_KEY,
     RERUN_ATTR,
     RESULT_KEY,
+    SEED_ATTR,
     SKIPPED_ATTR,
     TRIAL_ID_ATTR,
     Constraint,
@@ -71,6 +73,12 @@ class TrialRecords(Protocol):
     def out_of_patience(self) -> bool:
         """Whether ``search.patience`` says to propose nothing more."""
 
+    def config_groups(self) -> dict[str, replicates.Group]:
+        """The finished trials by config (``replicates.config_id``)."""
+
+    def front_configs(self) -> set[str]:
+        """The configs whose mean final result is on the frontier."""
+
 
 @dataclass
 class _Member:
@@ -79,6 +87,11 @@ class _Member:
     trial_id: str
     proposal: Proposal
     ot_trial: Any  # optuna.Trial
+    replicate: bool = False
+    """A config retrained at a new seed (``replicates``)."""
+
+    def tune_point(self) -> dict[str, Any]:
+        return replicates.tune_point(self.proposal.point, self.proposal.seed if self.replicate else None)
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,14 @@ class SearcherSetup:
     """Effective key -> the trial that trained it (the ledger's trials, on ``--resume``)."""
     grid: list[dict[str, Any]] | None = None
     seed: int = 0
+    replicates: ReplicatesConfig | None = None
+    """Frontier configs retrained at new seeds (``replicates.settings``), or none."""
+    base_seed: int = 0
+    """The search's seed: a config's first trial's (replicates take ``replicates.seed_for``)."""
+    explore_first: int = 3
+    """Trials of new configs to finish before any replicate."""
+    queued_only: bool = False
+    """Run the points queued in Optuna and nothing else (``optimix.search.confirm``)."""
 
 
 class OptimixSearcher(Searcher):
@@ -117,11 +138,17 @@ class OptimixSearcher(Searcher):
         self.stopping = False  # an interrupted search: propose nothing more
         self._rng = np.random.default_rng([setup.seed, 11])
         self._dry: tuple[int, float] | None = None  # (points seen, FLOPs left) when none was new
+        self.replicates = setup.replicates
+        self.base_seed = setup.base_seed
+        self.explore_first = setup.explore_first
+        self.queued_only = setup.queued_only
 
     # -- proposing -----------------------------------------------------------------------
 
     def suggest(self, trial_id: str):
         if self.stopping or self.points_left <= 0 or self.records.out_of_patience():
+            return Searcher.FINISHED
+        if self.queued_only and not self._queued():
             return Searcher.FINISHED
         # While trials run, "nothing fits" means "not now" (None): one may give FLOPs back.
         not_now = None if self.budget.reserved else Searcher.FINISHED
@@ -139,6 +166,8 @@ class OptimixSearcher(Searcher):
                 if point is None:
                     return not_now if self._grid_left() else Searcher.FINISHED
                 self.study.enqueue_trial(point)
+            elif attempt == 0 and self._enqueue_replicate():
+                pass
             elif attempt >= _AFFORDABLE_AFTER and not self._enqueue_affordable():
                 self._dry = (len(self.seen), self.budget.left())
                 return not_now
@@ -149,12 +178,12 @@ class OptimixSearcher(Searcher):
                 attempt -= self.points_left < points_left  # an infeasible point is a trial, not a miss
                 continue
             members = [member]
-            if self.stack > 1:
+            if self.stack > 1 and not member.replicate:
                 members = self._fill_group(trial_id, member)
             self.live[trial_id] = members
             if len(members) == 1 and self.stack == 1:
-                return dict(member.proposal.point)
-            return {GROUP_KEY: [dict(m.proposal.point) for m in members]}
+                return member.tune_point()
+            return {GROUP_KEY: [m.tune_point() for m in members]}
         if not_now is None:
             return None
         log.warning("no new point fitted the budget in %d tries: ending the search", _MAX_TRIES)
@@ -164,9 +193,10 @@ class OptimixSearcher(Searcher):
         """The proposal as a trial to run, or None (told to Optuna as skipped) if it is
         invalid, a repeat, or does not fit."""
         point = dict(ot_trial.params)
-        key = self.proposals.key(point)
+        seed = ot_trial.user_attrs.get(SEED_ATTR)
+        key = self.proposals.key(point, seed)
         try:
-            proposal = self.proposals.get(point)
+            proposal = self.proposals.get(point, seed)
         except SpaceError as err:
             if key in self.seen:
                 self._skip(ot_trial, f"the same point as trial {self.seen[key]}")
@@ -188,7 +218,7 @@ class OptimixSearcher(Searcher):
         self.budget.reserve(reserve_for or trial_id, proposal.cost)
         self.points_left -= 1
         ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
-        return _Member(trial_id, proposal, ot_trial)
+        return _Member(trial_id, proposal, ot_trial, replicate=seed is not None)
 
     def _infeasible(self, ot_trial, trial_id: str, point: dict[str, Any], key: str, reason: str) -> None:
         """A proposal infeasible before it runs: its config cannot be built (dimensions valid
@@ -253,6 +283,54 @@ class OptimixSearcher(Searcher):
                 self.study.enqueue_trial(point)
                 return True
         return False
+
+    def _queued(self) -> bool:
+        from optuna.trial import TrialState
+
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _enqueue_replicate(self) -> bool:
+        """Queue a frontier config's next seed (``replicates.next_replicate``) where one is due
+        and fits: its share of the search (``max_share`` of the FLOPs budget, else of the
+        trials) and the budget left. Not before ``explore_first`` configs have finished, nor
+        while points are queued (first points, reruns: they go first)."""
+        if self.replicates is None or self.grid is not None:
+            return False
+        groups = dict(self.records.config_groups())
+        if sum(1 for g in groups.values()) < self.explore_first:
+            return False
+        if self._queued():
+            return False
+        running = [m for members in self.live.values() for m in members]
+        for m in running:  # a seed training now is taken
+            cid = replicates.config_id(m.proposal.params())
+            if cid in groups:
+                groups[cid] = replace(groups[cid], seeds=groups[cid].seeds | {m.proposal.seed})
+        spent = sum(g.replicate_flops for g in groups.values()) + sum(m.proposal.cost for m in running if m.replicate)
+        count = sum(len(g.seeds) - 1 for g in groups.values())
+        started = sum(len(g.seeds) for g in groups.values())
+        share, search = self.replicates.max_share, self.space.base.search
+
+        def fits(cost: float) -> bool:
+            """Within the share, paced (no more than the share of what was started so far)
+            unless what is left of the search is no more than what is left of the share."""
+            if cost > self.budget.left():
+                return False
+            if search.budget_flops is not None:
+                allowance = share * search.budget_flops - spent
+                paced = spent + cost <= share * (self.budget.spent + sum(self.budget.reserved.values()) + cost)
+                return cost <= allowance and (paced or self.budget.left() <= allowance)
+            allowance = math.floor(share * search.trials) - count
+            return allowance >= 1 and (count + 1 <= share * (started + 1) or self.points_left <= allowance)
+
+        found = replicates.next_replicate(list(groups.values()), self.records.front_configs(), self.replicates,
+                                          self.base_seed, fits)
+        if found is None:
+            return False
+        group, seed = found
+        self.study.enqueue_trial(dict(group.point), user_attrs={SEED_ATTR: seed})
+        log.info("retraining config %s at seed %d (%d seeds so far)", group.config, seed, len(group.seeds))
+        return True
 
     def _skip(self, ot_trial, reason: str) -> None:
         from optuna.trial import TrialState

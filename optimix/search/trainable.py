@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from optimix.core import faults, frontier, metrics
+from optimix.core import faults, frontier, metrics, replicates
 from optimix.core.metrics import GROUP_KEY, PROGRESS_KEY, RESULT_KEY, STATUS_KEY
 from optimix.core.space import Space
 from optimix.trial import hub
@@ -66,7 +66,7 @@ def _train_one(point: dict, space: Space, cpus: float, trial_id: str, save_dir: 
 
     from optimix.trial.train import plan_trial, run_trial
 
-    config = space.resolve(point)
+    config = replicates.resolve(space, point)
     planned = plan_trial(config)
     sizes = {"params": planned.shape.params, "non_embedding_params": planned.shape.non_embedding_params}
 
@@ -86,7 +86,7 @@ def _train_group(points: list[dict], space: Space, cpus: float, save_dirs: list[
     """Several points trained stacked in this one Tune trial; one result document each."""
     from optimix.trial.stacked import run_stacked
 
-    configs = [space.resolve(p) for p in points]
+    configs = [replicates.resolve(space, p) for p in points]
     return [r.to_dict() for r in run_stacked(configs, cpus=cpus, save_dirs=save_dirs)]
 
 
