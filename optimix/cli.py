@@ -305,13 +305,15 @@ def check_command(experiment: str | None, tracking_uri: str | None, storage_path
 @click.option("--workers", type=int, default=None, help="With SPACE: devices at once (default: search.max_concurrent).")
 @click.option("--validate", "validate_fit", is_flag=True, help="Predict recorded trials left out of the fit (by size, by config).")
 @click.option("--verify", is_flag=True, help="Train the recommended config and compare with the prediction.")
+@click.option("--verify-seeds", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="With --verify: fresh seeds to train it at (their mean against the mean's interval).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (and SPACE sampling).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def plan_command(space: str | None, experiment: str | None, tracking_uri: str | None, run_id: str | None,
                  storage_path: str,
                  budget_flops: float | None, target_acc: float | None, task: str | None,
                  size: float | None, hardware: str | None, workers: int | None, validate_fit: bool, verify: bool,
-                 seed: int, as_json: bool) -> None:
+                 verify_seeds: int, seed: int, as_json: bool) -> None:
     """Answer budget questions from a recorded search, or from SPACE before one."""
     from optimix.core import fit as model
     from optimix.core import hardware as hw
@@ -349,7 +351,7 @@ def plan_command(space: str | None, experiment: str | None, tracking_uri: str | 
         if validate_fit:
             doc["validate"] = planner.cross_validate(table, seed=seed)
         if verify:
-            doc["verify"] = verification.verify(doc, table, record.trials)
+            doc["verify"] = verification.verify(doc, table, record.trials, seeds=verify_seeds)
     except (model.PlanError, hw.HardwareError) as err:
         raise SpaceError(str(err)) from None
     _plan_emit(doc, as_json, report.plan)

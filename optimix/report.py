@@ -196,10 +196,17 @@ def plan(doc) -> None:
     ver = doc.get("verify")
     if ver:
         got = "-" if ver["achieved"] is None else f"{ver['achieved']:.3f}"
+        each = ver.get("achieved_seeds") or [ver["achieved"]]
+        seeds = "" if len(each) == 1 else (
+            f" (mean of {len(each)} fresh seeds: " + ", ".join("-" if a is None else f"{a:.3f}" for a in each) + ")")
+        inside = ver.get("seeds_within_trial_interval")
+        per_seed = ("" if len(each) == 1 or inside is None else
+                    f"; {sum(bool(x) for x in inside)} of {len(each)} seeds inside one trial's interval")
         click.echo(f"verify      trained {ver['params']:,} params on {ver['tokens']:,} tokens ({ver['status']}): "
-                   f"achieved {got}, predicted {ver['predicted']:.3f}"
+                   f"achieved {got}{seeds}, predicted {ver['predicted']:.3f}"
                    + ("" if ver["within_interval"] is None else
-                      (" (inside its interval)" if ver["within_interval"] else " (outside its interval)")))
+                      (" (inside its interval)" if ver["within_interval"] else " (outside its interval)"))
+                   + per_seed)
 
 
 def _answer(doc, metric: str) -> None:
@@ -226,7 +233,8 @@ def _answer(doc, metric: str) -> None:
     obs = doc["observed"]
     click.echo("observed    " + ("no recorded trial answers it" if obs is None else
                f"{obs[metric]:.3f} by run {obs['run_id']} ({_config(obs['config'])}; "
-               f"{obs['train_flops']:.3g} FLOPs)"))
+               f"{obs['train_flops']:.3g} FLOPs; " + (obs["note"] if obs.get("note") else
+               f"its config's {obs['seeds']} seeds average {obs['seeds_mean']:.3f}") + ")"))
     pred = doc["predicted"]
     if pred is None:
         click.echo(f"predicted   none: {doc.get('predicted_error')}")
@@ -291,7 +299,10 @@ def _law(fit) -> str:
         name = label if key == "power_law" else f"{label} a {q['kind']}"
         misfit = f"misfit sd {q['misfit_sd']:.3g}" + (" (assumed)" if q.get("misfit_assumed") else "")
         text += f"; {name}: chi2 {q['chi2']:.3g} on {q['df']} df{p}, {misfit}: {fitness}"
-    return text + (f"; {quality['sizes']} sizes; scatter on the logit scale: seeds {quality['seed_sd_logit']:.2g}, "
+    seeds = (f"seeds {quality['seed_sd_logit']:.2g}" if quality.get("seed_noise") != "unmeasured" else
+             f"seeds {quality['seed_sd_logit']:.2g} (seed noise unmeasured: no config was trained at "
+             "several seeds, a conservative prior is assumed; search.replicates measures it)")
+    return text + (f"; {quality['sizes']} sizes; scatter on the logit scale: {seeds}, "
                    f"configs {quality['config_sd_logit']:.2g}")
 
 

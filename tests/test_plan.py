@@ -517,7 +517,7 @@ def test_verify_hands_the_recommended_config_to_the_trial_runner(fake_search, mo
                                  accuracy={"facts": 0.5, "copy": 1.0})
 
     monkeypatch.setattr(train, "run_trial", fake_run)
-    cli_main(["plan", "--budget-flops", "2e9", "--verify", "--json"])
+    cli_main(["plan", "--budget-flops", "2e9", "--verify", "--verify-seeds", "1", "--json"])
     doc = json.loads(capsys.readouterr().out)
     (config,) = seen
     pred = doc["predicted"]["config"]
@@ -529,12 +529,19 @@ def test_verify_hands_the_recommended_config_to_the_trial_runner(fake_search, mo
     assert ver["within_interval"] == (lo <= 0.5 <= hi)
     cli_main(["plan", "--budget-flops", "2e9", "--verify"])
     assert "verify      trained" in capsys.readouterr().out
+    seen.clear()  # by default, three fresh seeds: their mean against the mean's interval
+    cli_main(["plan", "--budget-flops", "2e9", "--verify", "--json"])
+    ver = json.loads(capsys.readouterr().out)["verify"]
+    assert [c.seed for c in seen] == ver["seeds"] == [ver["seed"] + i for i in range(3)]
+    assert ver["achieved_seeds"] == [0.5] * 3 and ver["checked_against"] == "interval"
+    lo, hi = doc["predicted"]["interval"]
+    assert ver["within_interval"] == (lo <= 0.5 <= hi) and len(ver["seeds_within_trial_interval"]) == 3
 
 
 @pytest.mark.slow
 def test_verify_trains_the_recommended_config(fake_search, capsys):
     """The real trial runner (torch): a few thousand tokens of the quickstart model."""
-    cli_main(["plan", "--budget-flops", "2e9", "--verify", "--json"])
+    cli_main(["plan", "--budget-flops", "2e9", "--verify", "--verify-seeds", "1", "--json"])
     doc = json.loads(capsys.readouterr().out)
     ver = doc["verify"]
     assert ver["status"] == "ok" and 0 <= ver["achieved"] <= 1

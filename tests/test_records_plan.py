@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_verify_trains_the_recommended_config_from_real_records(plan_records, capsys):
     uri, record = plan_records
     budget = max(t.metrics["train_flops"] for t in record.trials)
-    code, doc, err = plan_cli(uri, capsys, "--budget-flops", f"{budget:.6g}", "--verify")
+    code, doc, err = plan_cli(uri, capsys, "--budget-flops", f"{budget:.6g}", "--verify", "--verify-seeds", "1")
     assert code == 0, err
     pred, ver = doc["predicted"], doc["verify"]
     assert ver["status"] == "ok" and ver["error"] is None

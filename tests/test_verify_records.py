@@ -137,22 +137,27 @@ def test_within_interval_is_judged_against_one_trial_s_interval_when_the_answer_
     trainer.acc = 0.42
     ver = verify.verify(doc_at(trial, (0.40, 0.45), trial_interval=[0.5, 0.9]), table, record.trials)
     assert ver["within_interval"] is False  # inside the mean's interval, outside one trial's
-    ver = verify.verify(doc_at(trial, (None, 0.45)), table, record.trials)
+    ver = verify.verify(doc_at(trial, (None, 0.45)), table, record.trials, seeds=1)
     assert (ver["within_interval"], ver["checked_against"], ver["interval"]) == (None, None, None)
 
 
 def test_verify_trains_a_target_answer_from_real_records(plan_records, capsys):
     """The command line, the real trainer: ``--target-acc 0.5 --verify`` trains the recommended
-    config at a fresh seed and judges it against the interval it reports."""
+    config at three fresh seeds and judges their mean against the mean's interval, each seed
+    against one trial's."""
     uri, record = plan_records
     code, doc, err = plan_cli(uri, capsys, "--target-acc", "0.5", "--verify")
     assert code == 0, err
     pred, ver = doc["predicted"], doc["verify"]
     assert ver["status"] == "ok" and ver["error"] is None and 0 <= ver["achieved"] <= 1
-    assert ver["seed"] == 1 and ver["shape_from"] in {t.run_id for t in record.trials}
+    assert ver["seeds"] == [1, 2, 3] and ver["shape_from"] in {t.run_id for t in record.trials}
+    assert ver["achieved"] == pytest.approx(sum(ver["achieved_seeds"]) / 3)
     assert ver["rare_freq"] == pytest.approx(pred["config"]["rare_freq"])
     assert ver["requested"]["params"] == pred["config"]["params"]
     assert ver["interval"] == pred["interval"] and ver["trial_interval"] == pred.get("trial_interval")
-    against = ver["trial_interval"] or ver["interval"]
-    assert ver["checked_against"] == ("trial_interval" if ver["trial_interval"] else "interval")
+    against = ver["interval"] or ver["trial_interval"]
+    assert ver["checked_against"] == ("interval" if ver["interval"] else "trial_interval")
     assert ver["within_interval"] == (against[0] <= ver["achieved"] <= against[1])
+    if ver["trial_interval"]:
+        lo, hi = ver["trial_interval"]
+        assert ver["seeds_within_trial_interval"] == [lo <= a <= hi for a in ver["achieved_seeds"]]

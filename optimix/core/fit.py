@@ -106,6 +106,13 @@ class TrialTable:
             met=[getattr(r, "constraints_met", None) is not False for r in rows],
         )
 
+    def seeds_of(self, row: int) -> np.ndarray:
+        """The usable rows of ``row``'s config (its frequency, size and tokens): its seeds."""
+        rows = self.usable_rows()
+        same = ((np.abs(np.log(self.rare_freq[rows] / self.rare_freq[row])) < 1e-6)
+                & (self.params[rows] == self.params[row]) & (self.tokens[rows] == self.tokens[row]))
+        return rows[same]
+
     def __len__(self) -> int:
         return len(self.run_id)
 
@@ -250,6 +257,7 @@ class Fit:
         """Goodness of fit: of the power law, and of the curve the answers use."""
         lw, s1 = self.law, self.law.stage1
         doc: dict[str, Any] = {"sizes": len(s1.theta), "seed_sd_logit": s1.seed_sd, "config_sd_logit": s1.cell_sd,
+                               "seed_noise": "measured" if s1.seed_measured else "unmeasured",
                                "threshold_se": [float(v) for v in s1.theta_se]}
         for key, curve in (("power_law", lw.line), ("curve", lw.curve)):
             if curve is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,9 @@ class Stage1:
     cell_sd: float
     """Scatter of configs' means around the fit, on the logit scale (the law's shape misfit)."""
     discrete: bool
+    seed_measured: bool = False
+    """Whether ``seed_sd`` was measured (configs trained at several seeds, ``search.replicates``);
+    else it is the stated prior ``SEED_SD_PRIOR``."""
 
 
 @dataclass
@@ -264,15 +268,22 @@ def _stage1(lf, lx, lt, y, *, use_size: bool) -> Stage1:
                   within_se=within_se, mean_lt=d.mean_lt, **_scatter(lf, lx, lt, y, z), discrete=discrete)
 
 
-def _scatter(lf, lx, lt, y, z) -> dict[str, float]:
+SEED_SD_PRIOR = 1.5
+"""Seed noise of one trial on the logit scale where no config was trained at several seeds: a
+conservative prior (sharp, seed-dependent transitions move a trial by more than 1 logit), stated
+with every answer that uses it ("seed noise unmeasured")."""
+
+
+def _scatter(lf, lx, lt, y, z) -> dict[str, Any]:
     """Residual scatter on the logit scale of the trials in the transition (accuracy and
     prediction inside [0.02, 0.98]), split into seed noise (within configs trained more than
-    once) and the configs' misfit (the rest). Without repeats it is all counted as misfit,
-    which widens the intervals of the mean; 0 with fewer than 3 such trials."""
+    once: replicates) and the configs' misfit (the rest). Without repeats the scatter is all
+    counted as misfit, which widens the intervals of the mean, and one trial's seed noise is
+    the prior ``SEED_SD_PRIOR`` (``seed_measured`` False)."""
     p = 1 / (1 + np.exp(-z))
     mid = (y > 0.02) & (y < 0.98) & (p > 0.02) & (p < 0.98)
     if mid.sum() < 3:
-        return {"seed_sd": 0.0, "cell_sd": 0.0}
+        return {"seed_sd": SEED_SD_PRIOR, "cell_sd": 0.0, "seed_measured": False}
     logit = np.log(y[mid] / (1 - y[mid]))
     total = float(np.mean((logit - z[mid]) ** 2))
     cols = [np.round(lf[mid], 6), np.round(lx[mid] / SAME_SIZE)]
@@ -282,11 +293,11 @@ def _scatter(lf, lx, lt, y, z) -> dict[str, float]:
     counts = np.bincount(config)
     repeated = counts[config] >= 2
     if repeated.sum() < 3:
-        return {"seed_sd": 0.0, "cell_sd": math.sqrt(total)}
+        return {"seed_sd": SEED_SD_PRIOR, "cell_sd": math.sqrt(total), "seed_measured": False}
     means = np.bincount(config, weights=logit) / counts
     dev = (logit - means[config])[repeated]
     seed = float(np.sum(dev ** 2) / max(repeated.sum() - len(np.unique(config[repeated])), 1))
-    return {"seed_sd": math.sqrt(seed), "cell_sd": math.sqrt(max(total - seed, 0.0))}
+    return {"seed_sd": math.sqrt(seed), "cell_sd": math.sqrt(max(total - seed, 0.0)), "seed_measured": True}
 
 
 def _curve(stage1: Stage1, degree: int) -> Curve:

@@ -270,6 +270,7 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
         "config": {"params": round(table.params[row]), "rare_freq": float(table.rare_freq[row]),
                    "tokens": round(table.tokens[row])},
         **_costs(hardware, measured, float(table.train_flops[row]), float(table.params[row])),
+        **_seeds(table, row),
     }
     try:
         model = fit(table, n_boot=n_boot, seed=seed)
@@ -284,6 +285,16 @@ def answer(table: TrialTable, *, metric: str, budget_flops: float | None = None,
     return _answer_from_fit(doc, model, table, row, metric=metric, budget_flops=budget_flops,
                             target_acc=target_acc, params=params, allowed=allowed, hardware=hardware,
                             measured=measured)
+
+
+def _seeds(table: TrialTable, row: int) -> dict[str, Any]:
+    """How many seeds of the observed answer's config were recorded, and their mean: an answer
+    that rests on one recorded trial says so (a new seed may land far from it)."""
+    rows = table.seeds_of(row)
+    out: dict[str, Any] = {"seeds": len(rows), "seeds_mean": float(np.mean(table.acc[rows]))}
+    if len(rows) == 1:
+        out["note"] = "rests on one recorded trial (one seed): a new seed may differ widely"
+    return out
 
 
 def _check_query(budget_flops: float | None, target_acc: float | None, params: float | None) -> None:

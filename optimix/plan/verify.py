@@ -6,9 +6,10 @@ tokens), moved to it: its params (the config keys it logged) make the tree, and 
 recommended frequency, tokens and size replace its own (``verify_tree``). It trains with a
 seed no recorded trial of the search used (``fresh_seed``): at a recommendation that is a
 recorded trial's own point, the recorded seed would only replay that trial (training is
-deterministic on CPU), which the fit has already seen. The achieved accuracy is checked against
-the prediction's interval for one trained trial (``trial_interval``, seed noise included) where
-the answer has one, else against ``interval``. Training runs ``optimix.trial.train.run_trial``, with
+deterministic on CPU), which the fit has already seen; by default at 3 fresh seeds. Their mean
+is checked against the interval of the expected accuracy (``interval``) and each seed against
+the interval for one trained trial (``trial_interval``, seed noise included); one seed alone is
+checked against ``trial_interval``. Training runs ``optimix.trial.train.run_trial``, with
 no Ray or MLflow.
 """
 
@@ -26,10 +27,13 @@ from optimix.plan.plan import Config
 
 
 def verify(doc: Mapping[str, Any], table: TrialTable, trials: list[Any], *,
-           seed: int | None = None) -> dict[str, Any]:
+           seed: int | None = None, seeds: int = 3) -> dict[str, Any]:
     """Train ``doc``'s predicted config (an ``optimix.plan.plan.answer`` document with ``task`` and
-    ``metric``); ``trials`` are the table's records (``records.TrialRecord``, matched to the
-    table's rows by run id). ``seed``: the trial's seed (default ``fresh_seed(trials)``)."""
+    ``metric``) at ``seeds`` fresh seeds; ``trials`` are the table's records
+    (``records.TrialRecord``, matched to the table's rows by run id). ``seed``: the first seed
+    (default ``fresh_seed(trials)``), the others follow it. The seeds' mean is judged against
+    the interval of the expected accuracy (``interval``), each seed against one trial's
+    (``trial_interval``)."""
     from optimix.core.space import build_space
     from optimix.trial.train import plan_trial, run_trial
 
@@ -43,27 +47,33 @@ def verify(doc: Mapping[str, Any], table: TrialTable, trials: list[Any], *,
     base = record_of(trials, str(table.run_id[row]))
     recorded = float(table.params[row])
     tree = verify_tree(base.params, config, recorded)
-    tree["seed"] = fresh_seed(trials) if seed is None else seed
+    first = fresh_seed(trials) if seed is None else seed
+    tree["seed"] = first
     trial = build_space(tree).base
     built = plan_trial(trial).shape.params
     if same_size(config.params, recorded) and built != round(recorded):
         raise PlanError(f"--verify: run {base.run_id}'s recorded config builds {built:,} params, "
                         f"the run recorded {recorded:,.0f} (its data or code changed since)")
-    result = run_trial(trial)
-    achieved = result.accuracy.get(doc["task"]) if result.status == "ok" else None
+    results = [run_trial(trial.model_copy(update={"seed": first + i})) for i in range(seeds)]
+    result = results[0]
+    each = [r.accuracy.get(doc["task"]) if r.status == "ok" else None for r in results]
+    got = [a for a in each if a is not None]
+    achieved = float(np.mean(got)) if got else None
     mean_interval = finite_interval(predicted.get("interval"))
     trial_interval = finite_interval(predicted.get("trial_interval"))
-    against = trial_interval or mean_interval
+    against = (mean_interval or trial_interval) if seeds > 1 else (trial_interval or mean_interval)
     return {"status": result.status, "error": result.error, "shape_from": base.run_id,
-            "seed": trial.seed, "requested": config.to_dict(),
+            "seed": trial.seed, "seeds": [first + i for i in range(seeds)], "requested": config.to_dict(),
             "params": result.params, "rare_freq": trial.mixture.rare_freq, "tokens": result.tokens,
             "train_flops": result.train_flops, "predicted": predicted[doc["metric"]],
             "interval": mean_interval, "trial_interval": trial_interval,
             "checked_against": None if against is None else
-            ("trial_interval" if trial_interval else "interval"),
-            "achieved": achieved, "wall_s": result.wall_s,
+            ("interval" if against is mean_interval else "trial_interval"),
+            "achieved": achieved, "achieved_seeds": each, "wall_s": sum(r.wall_s for r in results),
             "within_interval": None if achieved is None or against is None
-            else bool(against[0] <= achieved <= against[1])}
+            else bool(against[0] <= achieved <= against[1]),
+            "seeds_within_trial_interval": None if trial_interval is None else
+            [None if a is None else bool(trial_interval[0] <= a <= trial_interval[1]) for a in each]}
 
 
 def recommended(config: Mapping[str, Any]) -> Config:
