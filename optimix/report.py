@@ -144,7 +144,7 @@ def frontier_table(rows, objectives, space: str = "SPACE") -> None:
             notes.append(f"{r['count']} trials")
         click.echo(f"{r['run_id'] or '-':<34}{at:>11}" + "".join(f"{c:>18}" for c in cells)
                    + f"{int(r['params']):>10,}  {point}" + (f"  ({'; '.join(notes)})" if notes else ""))
-        if r.get("overrides") is not None:
+        if r.get("overrides") is not None and r.get("final", True):
             click.echo(f"{'':<45}retrain: {retrain_line(r, space)}")
 
 

@@ -173,3 +173,29 @@ def test_confirm_retrains_each_frontier_config_at_fresh_seeds_under_the_same_par
         assert (replicates.config_id(e.params), e.params["seed"]) not in old  # a fresh seed
         assert replicates.config_id(e.params) in {replicates.config_id(b.params) for b in before}
     assert search.check().returncode == 0
+
+
+@pytest.mark.parametrize("value, message", [
+    ("maybe", "search.replicates: expected auto, off or {seeds: K, max_share: S}, got 'maybe'"),
+    ({"seeds": 1}, "search.replicates.seeds: input should be greater than or equal to 2, got 1"),
+    ({"seedz": 3}, "search.replicates.seedz: unknown key"),
+    ({"seeds": 3, "max_share": 0}, "search.replicates.max_share: input should be greater than 0, got 0"),
+])
+def test_a_bad_replicates_key_is_one_line_naming_it(value, message):
+    from optimix.core.config import SpaceError
+    from optimix.core.space import build_space
+
+    from conftest import tiny_space
+
+    with pytest.raises(SpaceError) as err:
+        build_space(tiny_space(search={"replicates": value}))
+    assert str(err.value) == message
+
+
+def test_off_and_on_read_as_yaml_booleans_mean_off_and_auto():
+    from optimix.core.space import build_space
+
+    from conftest import tiny_space
+
+    assert build_space(tiny_space(search={"replicates": False})).base.search.replicates == "off"
+    assert build_space(tiny_space(search={"replicates": True})).base.search.replicates == "auto"

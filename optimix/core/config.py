@@ -256,6 +256,16 @@ class SearchConfig(StrictModel):
     """``auto``: ``{seeds: 3, max_share: 0.3}`` where the search has a FLOPs budget or more than
     6 trials, else off; ``off``: one seed per config (the frontier's values are single draws)."""
     patience: int | None = Field(None, ge=1, json_schema_extra=RESUMABLE)
+
+    @field_validator("replicates", mode="before")
+    @classmethod
+    def _replicates_word(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML reads off/on as booleans
+            return "auto" if value else "off"
+        if not isinstance(value, (str, Mapping, ReplicatesConfig)) or (
+                isinstance(value, str) and value not in ("auto", "off")):
+            raise ValueError(f"expected auto, off or {{seeds: K, max_share: S}}, got {value!r}")
+        return value
     """Stop proposing once this many finished trials in a row have not moved the frontier (no
     candidate of theirs changed it; a failed trial never does): running trials still finish.
     Counted over the search's ledger, so across ``--resume`` too. Default: no such stop."""
@@ -373,9 +383,11 @@ def _one_line_error(
     the key, and a key in ``values`` (a searched value) is said to be one."""
     first = err.errors(include_url=False)[0]
     loc = [str(p) for p in first["loc"]]
-    # A discriminated union puts the tag in the path (``tasks.a.copy.length``): drop it.
+    # A discriminated union puts the tag in the path (``tasks.a.copy.length``), a plain union
+    # the section's class (``search.replicates.ReplicatesConfig.seeds``): drop them.
     if len(loc) >= 3 and loc[0] == "tasks" and loc[2] in _TASK_KINDS:
         del loc[2]
+    loc = [p for p in loc if not p.endswith("Config")]
     key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "<top>"
     kind = first["type"]
     if kind == "extra_forbidden":
