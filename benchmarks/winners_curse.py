@@ -325,13 +325,13 @@ def retrain(arms: list[Arm], seeds: dict[str, list[int]], fresh: FreshRuns, jobs
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         docs = list(pool.map(lambda w: fresh.train(w[0].space, w[1].overrides, w[2]), work + again))
-    for (arm, row, _), doc in zip(work, docs):
+    for (arm, row, _), doc in zip(work, docs[:len(work)], strict=True):
         value = metric_value(doc, arm.metric) if doc["status"] == "ok" else None
         if value is None:
             row.fresh_failed += 1
         else:
             row.fresh.append(value)
-    for (arm, row, _), doc in zip(again, docs[len(work):]):
+    for (arm, row, _), doc in zip(again, docs[len(work):], strict=True):
         row.reproduced = metric_value(doc, arm.metric) if doc["status"] == "ok" else None
     per_arm = time.monotonic() - started
     for arm in arms:
