@@ -257,7 +257,8 @@ def as_row(raw: dict[str, Any], metric: str) -> Row:
                overrides=[o for o in overrides if not o.startswith("seed=")],
                train_flops=float(raw["train_flops"]), n=n if isinstance(n, int) else None,
                reported=None if reported is None else float(reported),
-               interval=as_interval(per_objective(raw, "interval", metric)))
+               interval=as_interval((raw.get("stats") or {}).get(metric, {}).get("interval")
+                                    or per_objective(raw, "interval", metric)))
 
 
 def fresh_seeds(count: int, used: set[int]) -> list[int]:
