@@ -1,4 +1,4 @@
-"""Every grow-or-boost answer states its regime (issue 29): tokens per parameter and whether the
+"""Every grow-or-boost answer states its regime: tokens per parameter and whether the
 learning rate was searched at each size, and where the larger sizes trained far below ~20
 tokens per parameter or at one learning rate, that the comparison favours the smaller model
 and which search settles it. The rule by hand (``optimix.core.regime``); then ``optimix
@@ -125,6 +125,7 @@ def test_frontier_and_map_state_the_regime(plan_records, capsys):
     assert "favours the smaller model" in caption and SETTLE_WITH in caption
     x, y = plots.axes_for(record.objectives)
     assert plots.rare_map(rows, y).startswith(b"\x89PNG")
+    assert plots.map_caption([{**r, "tokens": None} for r in rows]) == ""  # nothing to state
 
 
 @pytest.mark.slow

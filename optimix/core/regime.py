@@ -4,8 +4,8 @@ whether its learning rate was searched. Pure: numbers in, a typed answer out.
 A search that trains every size on a few tokens per parameter, or at one learning rate,
 compares an undertrained or mistuned large model with a small one that is neither: the small
 model wins, and "raise the frequency" follows from that rather than from anything about
-frequency against size (issue 29; docs/reproduction.md's iso-FLOP arm gave its larger models
-0.04-0.25 tokens per parameter at one learning rate). Every answer that compares sizes says
+frequency against size (docs/reproduction.md's iso-FLOP arm gave its larger models 0.04-0.25
+tokens per parameter at one learning rate). Every answer that compares sizes says
 which regime it stands in (``optimix plan``, the map on a search's parent run, ``optimix
 frontier``), and where the larger sizes sit in the unfair one it says so and names the
 search that settles it (``SETTLE_WITH``).

@@ -40,9 +40,12 @@ def plot_row(row: Mapping[str, Any], *, pareto: bool, config: Mapping[str, Any])
 
 def map_caption(rows: Sequence[Mapping[str, Any]]) -> str:
     """The map's caption: the regime of its trials (``optimix.core.regime``), each tied row
-    counted for the trials it stands for, and what it means for the comparison."""
-    reg = regime.regime((r["params"], r.get("tokens", math.nan), r.get("lr")) for r in rows
+    counted for the trials it stands for, and what it means for the comparison; empty where
+    no trial recorded its tokens."""
+    reg = regime.regime((r["params"], r.get("tokens") or math.nan, r.get("lr")) for r in rows
                         if not r.get("curve") for _ in range(r.get("count", 1)))
+    if not reg.sizes:
+        return ""
     text = "Regime: " + "; ".join(regime.size_line(s) for s in reg.sizes) + "."
     verdict = regime.verdict_line(reg)
     return text + (f" Caution: {verdict}." if verdict else "")
