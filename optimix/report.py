@@ -2,7 +2,8 @@
 summary, frontier tables, planning answers, space outlooks and single trials.
 
 Each printer takes the document or record a command got (a ``--json`` document is the same
-document as JSON) and writes lines with ``click.echo``; none computes anything of its own.
+document as JSON) and writes lines with ``click.echo``; none computes anything of its own
+(the frontier's regime line is ``optimix.plan.plan_table.trial_regime``'s).
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def frontier(record, rows) -> None:
                f"learning-curve points{_tied_note(rows)}) over "
                + ", ".join(f"{o.metric} ({o.mode})" for o in record.objectives))
     frontier_table(rows, record.objectives)
+    from optimix.plan.plan_table import trial_regime  # the sizes' regime, beside the sizes' rows
+
+    regime(trial_regime(record.trials).to_dict())
 
 
 def frontier_table(rows, objectives, space: str = "SPACE") -> None:
@@ -190,6 +194,7 @@ def plan(doc) -> None:
     if doc.get("query") is not None:
         _answer(doc, doc["metric"])
         _fit(doc.get("fit"), doc.get("frequency_vs_size"))
+        regime(doc.get("regime"), doc.get("frequency_vs_size"))
         _cost(doc)
     if doc.get("validate"):
         _validate(doc["validate"])
@@ -278,6 +283,22 @@ def _fit(fit, cmp_) -> None:
                    f"{cmp_['at_equal']} {n2['acc_gain']:+.3f}: {verdict}")
     for note in [*(fit or {}).get("notes", []), *(cmp_ or {}).get("notes", [])]:
         click.echo(f"            note: {note}")
+
+
+def regime(reg, cmp_=None) -> None:
+    """The regime a grow-or-boost answer stands in (``optimix.core.regime``): tokens per
+    parameter and learning rates at each recorded size, at the sizes ``cmp_`` compares, and
+    whether that favours the smaller model."""
+    if not reg or not reg["lines"]:
+        return
+    click.echo("regime      " + "; ".join(reg["lines"]))
+    if cmp_:
+        per = cmp_["tokens_per_param"]
+        click.echo(f"            compared: {cmp_['base']['params']:,.0f} params at {per['base']:.2g} tokens/param "
+                   f"against {cmp_['double_params']['params']:,.0f} at {per['double_params']:.2g} "
+                   f"(compute-optimal: about {reg['compute_optimal_tokens_per_param']:g})")
+    if reg["verdict"]:
+        click.echo(f"            caution: {reg['verdict']}")
 
 
 def _law(fit) -> str:

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "optimix"
 HEAVY = ("torch", "ray", "mlflow", "transformers", "datasets", "optuna")
 PURE_CORES = ["optimix.core.config", "optimix.core.space", "optimix.core.metrics", "optimix.core.budget", "optimix.core.flops",
               "optimix.core.pareto", "optimix.core.frontier", "optimix.core.fit", "optimix.core.logistic", "optimix.core.hardware",
-              "optimix.core.faults"]
+              "optimix.core.faults", "optimix.core.regime"]
 PUBLIC = ("os._exit",)  # documented API whose name starts with "_"
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60

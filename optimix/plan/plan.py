@@ -207,6 +207,7 @@ def frequency_vs_size(model: Fit, base: Config) -> dict[str, Any]:
                              "interval": interval(gain_f)},
         "double_params": {"params": n2, "tokens": t2, "acc_gain": float(size - now),
                           "interval": interval(gain_n)},
+        "tokens_per_param": {"base": base.tokens / base.params, "double_params": t2 / n2},
         "winner": winner,
         "undetermined": undetermined,
         "p_frequency_wins": p_freq,

@@ -1,6 +1,7 @@
 """What a plan reads: the accuracy metric and the share it is planned over (one of several
-rare tasks: ``--task``), the trial table of a recorded search, and the model sizes the
-search's outcome constraints leave to a predicted answer."""
+rare tasks: ``--task``), the trial table of a recorded search, the regime its sizes trained in
+(``optimix.core.regime``), and the model sizes the search's outcome constraints leave to a
+predicted answer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 
 from optimix.core.config import Objective
 from optimix.core.fit import PlanError, TrialTable
-from optimix.core.metrics import CONSTRAINTS, parse_constraints_tag
+from optimix.core.metrics import CONSTRAINTS, OK, parse_constraints_tag
+from optimix.core.regime import Regime, regime
 
 
 def choose_metric(objectives: Iterable[Objective], rare_tasks: Iterable[str],
@@ -61,8 +63,22 @@ def search_table(record: Any, task: str | None = None) -> tuple[dict[str, Any], 
     if not len(table.usable()):
         raise PlanError(f"{where} has no finished trial with {metric}")
     doc = {"experiment": record.experiment, "search_run_id": record.run_id,
-           "task": metric.removeprefix("acc/"), "metric": metric}
+           "task": metric.removeprefix("acc/"), "metric": metric,
+           "regime": trial_regime(record.trials).to_dict()}
     return doc, table
+
+
+def trial_regime(trials: Iterable[Any]) -> Regime:
+    """The regime (tokens per parameter and learning rates at each size) of a recorded
+    search's finished trials (``records.TrialRecord``)."""
+    def num(value: Any) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return regime((num(t.metrics.get("params")), num(t.metrics.get("tokens")), num(t.params.get("train.lr")))
+                  for t in trials if t.status == OK)
 
 
 def constraint_sizes(table: TrialTable) -> np.ndarray | None:

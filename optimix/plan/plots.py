@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from optimix.core import frontier, metrics
+from optimix.core import frontier, metrics, regime
 from optimix.core.config import Objective
 from optimix.core.entry import LedgerEntry
 
@@ -28,12 +29,26 @@ def axes_for(objectives: Sequence[Objective]) -> tuple[str, str]:
 
 
 def plot_row(row: Mapping[str, Any], *, pareto: bool, config: Mapping[str, Any]) -> dict[str, Any]:
-    """A frontier row (``optimix.core.frontier.row``) as the plots read it: ``pareto``, ``curve`` and
-    the trial's ``rare_freq`` (from its logged params ``config``) added, a curve point named
-    after its step."""
+    """A frontier row (``optimix.core.frontier.row``) as the plots read it: ``pareto``, ``curve``,
+    the trial's ``rare_freq`` and ``lr`` (from its logged params ``config``) added, a curve
+    point named after its step."""
     name = row["name"] if row["final"] else f"{row['name']} @ step {row['step']}"
     return {**row, "name": name, "pareto": pareto, "curve": not row["final"],
-            "rare_freq": float(config.get("mixture.rare_freq", math.nan))}
+            "rare_freq": float(config.get("mixture.rare_freq", math.nan)),
+            "lr": float(config.get("train.lr", math.nan))}
+
+
+def map_caption(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The map's caption: the regime of its trials (``optimix.core.regime``), each tied row
+    counted for the trials it stands for, and what it means for the comparison; empty where
+    no trial recorded its tokens."""
+    reg = regime.regime((r["params"], r.get("tokens") or math.nan, r.get("lr")) for r in rows
+                        if not r.get("curve") for _ in range(r.get("count", 1)))
+    if not reg.sizes:
+        return ""
+    text = "Regime: " + "; ".join(regime.size_line(s) for s in reg.sizes) + "."
+    verdict = regime.verdict_line(reg)
+    return text + (f" Caution: {verdict}." if verdict else "")
 
 
 def rows_from_records(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[dict]:
@@ -106,7 +121,7 @@ def rare_map(rows: Sequence[Mapping[str, Any]], quality: str) -> bytes | None:
            and r.get("rare_freq", math.nan) > 0 and r.get("params", 0) > 0]
     if len({r["rare_freq"] for r in pts}) < 2 or len({r["params"] for r in pts}) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.2, 5.6), dpi=120)
     sc = ax.scatter([r["rare_freq"] for r in pts], [r["params"] for r in pts], c=[r[quality] for r in pts],
                     cmap="viridis", s=260, marker="s", edgecolors=["crimson" if r.get("pareto") else "black"
                                                                   for r in pts], linewidths=1.2)
@@ -125,7 +140,9 @@ def rare_map(rows: Sequence[Mapping[str, Any]], quality: str) -> bytes | None:
     ax.set_title(f"Grow or boost? {words(quality)} by frequency and size (red edge: on the frontier)", fontsize=9)
     fig.colorbar(sc, ax=ax, label=words(quality))
     ax.grid(True, which="both", alpha=0.25)
-    fig.tight_layout()
+    caption = textwrap.fill(map_caption(pts), 125)
+    fig.tight_layout(rect=(0, min(0.4, 0.03 + 0.022 * (caption.count("\n") + 1)), 1, 1))
+    fig.text(0.02, 0.01, caption, fontsize=6.5, va="bottom")  # the regime the map stands in
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
