@@ -9,9 +9,9 @@ Issue 27's evidence. For each space, two searches at the same FLOPs budget (the 
 Each search's frontier is read as a user reads it (``optimix frontier --json``) and every final
 row on it is trained again at ``--seeds-fresh`` seeds no trial of the search used (100001 and
 up), with ``optimix train SPACE --set ... --seed S --json``: the row's ``overrides`` where it has
-them, else its searched ``point``. Learning-curve rows (``final: false``) are not retrained: a
-curve point is a trial part-way through its schedule, which no shorter trial reproduces; they
-are counted and left out of every figure below. A row that rests on one trial is also trained
+them, else its searched ``point``. A learning-curve row (``final: false``, a trial part-way
+through its schedule, which no shorter trial reproduces) is read off the same fresh trainings'
+learning curves at its step. A row that rests on one trial is also trained
 again at that trial's own seed (``--no-reproduce`` skips it): it must give the reported value,
 or the gap would be the harness's (overrides that do not rebuild the config), not the seed's.
 
@@ -90,6 +90,8 @@ class Row:
     trial_id: str = ""
     seed: int | None = None
     """The seed the search trained this row at, where it rests on one trial."""
+    step: int | None = None
+    """A learning-curve row's step: its fresh value is the fresh trainings' curve there."""
     fresh: list[float] = field(default_factory=list)
     fresh_failed: int = 0
     reproduced: float | None = None
@@ -134,7 +136,7 @@ class Arm:
     search_tail: str = ""
 
     def retrained(self) -> list[Row]:
-        return [r for r in self.rows if r.final and r.fresh_mean is not None]
+        return [r for r in self.rows if r.fresh_mean is not None]
 
     def summary(self) -> dict[str, Any]:
         rows = self.retrained()
@@ -252,7 +254,7 @@ def as_row(raw: dict[str, Any], metric: str) -> Row:
     n = per_objective(raw, "n", metric)
     overrides = raw.get("overrides") or [f"{k}={json.dumps(v) if isinstance(v, list | dict) else v}"
                                          for k, v in raw.get("point", {}).items()]
-    return Row(name=raw.get("name", raw.get("trial_id", "")), final=bool(raw.get("final", True)),
+    return Row(name=raw.get("name", raw.get("trial_id", "")), final=bool(raw.get("final", True)), step=raw.get("step"),
                trial_id=raw.get("trial_id", ""),
                overrides=[o for o in overrides if not o.startswith("seed=")],
                train_flops=float(raw["train_flops"]), n=n if isinstance(n, int) else None,
@@ -303,7 +305,8 @@ class FreshRuns:
                "command": "optimix " + " ".join(shlex.quote(a) for a in args),
                "status": result.get("status"), "error": result.get("error"),
                "accuracy": result.get("accuracy", {}), "loss": result.get("loss", {}),
-               "train_flops": result.get("train_flops"), "wall_s": round(time.monotonic() - started, 1)}
+               "train_flops": result.get("train_flops"), "wall_s": round(time.monotonic() - started, 1),
+               "curve": [{"step": p.get("step"), "accuracy": p.get("accuracy", {})} for p in result.get("curve", [])]}
         with self.lock:
             self.done[key] = doc
             with self.path.open("a") as f:
@@ -311,8 +314,12 @@ class FreshRuns:
         return doc
 
 
-def metric_value(doc: dict[str, Any], metric: str) -> float | None:
+def metric_value(doc: dict[str, Any], metric: str, step: int | None = None) -> float | None:
+    """``metric`` of a fresh training: its final value, or at curve ``step``."""
     kind, _, task = metric.partition("/")
+    if step is not None:
+        found = [p["accuracy"].get(task) for p in doc.get("curve", []) if p.get("step") == step]
+        return float(found[0]) if found and found[0] is not None and kind == "acc" else None
     value = doc.get({"acc": "accuracy", "loss": "loss"}.get(kind, ""), {}).get(task) if task else doc.get(metric)
     return None if value is None else float(value)
 
@@ -320,14 +327,14 @@ def metric_value(doc: dict[str, Any], metric: str) -> float | None:
 def retrain(arms: list[Arm], seeds: dict[str, list[int]], fresh: FreshRuns, jobs: int, reproduce: bool) -> None:
     """Train every final row of every arm at its fresh seeds (``jobs`` at a time); with
     ``reproduce``, a row that rests on one trial also at that trial's own seed."""
-    work = [(arm, row, s) for arm in arms for row in arm.rows if row.final for s in seeds[arm.experiment]]
+    work = [(arm, row, s) for arm in arms for row in arm.rows for s in seeds[arm.experiment]]
     again = [(arm, row, row.seed) for arm in arms for row in arm.rows
              if reproduce and row.final and row.seed is not None and row.n in (None, 1)]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         docs = list(pool.map(lambda w: fresh.train(w[0].space, w[1].overrides, w[2]), work + again))
     for (arm, row, _), doc in zip(work, docs[:len(work)], strict=True):
-        value = metric_value(doc, arm.metric) if doc["status"] == "ok" else None
+        value = metric_value(doc, arm.metric, None if row.final else row.step) if doc["status"] == "ok" else None
         if value is None:
             row.fresh_failed += 1
         else:
@@ -354,14 +361,11 @@ def space_table(arms: list[Arm]) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |"]
     for arm in arms:
         for r in arm.rows:
-            if not r.final:
-                lines.append(f"| {arm.arm} | {r.name} (curve point) | {r.train_flops:.3g} | {fmt(r.n, 'd')} | "
-                             f"{fmt(r.reported)} | | | not retrained | | | |")
-                continue
+            name = r.name if r.final else f"{r.name} (curve point, step {r.step})"
             interval = "n/a" if r.interval is None else f"{r.interval[0]:.3f}-{r.interval[1]:.3f}"
             fresh = ", ".join(f"{v:.3f}" for v in r.fresh) + (f" ({r.fresh_failed} failed)" if r.fresh_failed else "")
             inside = "n/a" if arm.arm == "single" and r.interval is None else fmt(r.inside, "")
-            lines.append(f"| {arm.arm} | {r.name} | {r.train_flops:.3g} | {fmt(r.n, 'd')} | {fmt(r.reported)} | "
+            lines.append(f"| {arm.arm} | {name} | {r.train_flops:.3g} | {fmt(r.n, 'd')} | {fmt(r.reported)} | "
                          f"{fmt(r.reproduced)} | {interval} | {fresh} | {fmt(r.fresh_mean)} | {fmt(r.gap, '+.3f')} | {inside} |")
     lines += ["", "| arm | trials | configs | spent FLOPs | search s | retrain s | rows (retrained) | "
                   "median gap | inside | hv reported | hv fresh |",

@@ -57,8 +57,9 @@ def search_summary(summary) -> None:
     pruned = f", {summary.pruned} pruned" if summary.pruned else ""
     lost = (f" (+{summary.interrupted_flops:.3g} in interrupted attempts)"
             if summary.interrupted_flops else "")
+    again = f"; {summary.replicates} retrained a frontier config at a new seed" if summary.replicates else ""
     click.echo(f"search {summary.experiment}: {summary.trials} trials ({summary.ok} ok{pruned}, "
-               f"{summary.failed} failed or infeasible), {summary.spent_flops:.3g}{budget} FLOPs{lost}, "
+               f"{summary.failed} failed or infeasible{again}), {summary.spent_flops:.3g}{budget} FLOPs{lost}, "
                f"{summary.wall_s:.0f} s")
     if summary.stalled is not None:
         click.echo(f"stopped early: the frontier did not move in the last {summary.stalled} trials "
@@ -142,7 +143,7 @@ def frontier_table(rows, objectives, space: str = "SPACE") -> None:
         stats = r.get("stats") or {}
         cells = [_seeds_cell(stats[m]) if m in stats else _fmt(r.get(m)) for m in metrics]
         notes = [_split_note(stats[m]) for m in metrics if m in stats and stats[m].get("learned")]
-        if "confirmed" in r and not r["confirmed"]:
+        if "confirmed" in r and not r["confirmed"] and r.get("final", True):
             notes.append("unconfirmed")
         if r.get("count", 1) > 1 and "n" not in r:
             notes.append(f"{r['count']} trials")

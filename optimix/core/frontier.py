@@ -338,9 +338,26 @@ def recorded_rows(trials: Iterable[Any], objectives: Sequence[Objective],
         rows.append(recorded_row(on[0], objectives, metrics=c.metrics, trial_ids=c.trial_ids,
                                  seeds=seed_fields(c, objectives, pooled, [_seed(t) for t in on],
                                                    replicates.overrides(on[0].point), confirm_at)))
-    rows += [recorded_row(t, objectives, step) for t in trials for step in t.pareto_steps]
+    rows += _recorded_curve_rows(trials, objectives, pooled, confirm_at)
     identity = {t.trial_id: recorded_config(t) for t in trials}
     return tied(rows, objectives, identity, recorded_order(trials))
+
+
+def _recorded_curve_rows(trials: Sequence[Any], objectives: Sequence[Objective],
+                         pooled: Mapping[str, float | None], confirm_at: int | None) -> list[dict[str, Any]]:
+    """The curve points on the frontier, one row per (config, step) at the mean over the
+    config's seeds (all of them carry the step in ``optimix.pareto_steps``)."""
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for t in trials:
+        for step in t.pareto_steps:
+            groups.setdefault((recorded_config(t), step), []).append(t)
+    rows = []
+    for (_, step), group in groups.items():
+        c = _mean([Candidate(t.trial_id, step, 0, False, t.curve.get(step, {})) for t in group])
+        rows.append(recorded_row(group[0], objectives, step, metrics=c.metrics, trial_ids=c.trial_ids,
+                                 seeds=seed_fields(c, objectives, pooled, [_seed(t) for t in group],
+                                                   replicates.overrides(group[0].point), confirm_at)))
+    return rows
 
 
 def recorded_config(trial: Any) -> str:

@@ -90,6 +90,8 @@ class SearchSummary:
     """The first failed or infeasible trial's name and reason (None if none failed)."""
     space: str = "SPACE"
     """The search space's file, as the frontier's retrain lines name it."""
+    replicates: int = 0
+    """Trials that retrained a config at a new seed (``search.replicates``)."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -245,7 +247,8 @@ class SearchRun:
             interrupted_flops=self.budget.lost, budget_flops=search.budget_flops,
             wall_s=time.perf_counter() - self.started, patience=search.patience, stalled=driver.stalled,
             moved_since_stalled=driver.moved_since_stalled(), experiment_id=self.tracker.experiment_id,
-            first_failure=_first_failure(entries), space=self.space.source or "SPACE")
+            first_failure=_first_failure(entries), space=self.space.source or "SPACE",
+            replicates=sum(len(g.seeds) - 1 for g in driver.config_groups().values()))
 
     def _record_end(self, ended: str, reason: str, shutdown_ray: bool) -> list[dict]:
         """How the search ended, in state.json and on the parent run; the final frontier."""

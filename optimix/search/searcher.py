@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _MAX_TRIES = 50
 _AFFORDABLE_AFTER = 3  # proposals refused before a random point that fits is queued
+_PACE = 0.5  # of the replicates' share, what may be spent while the search explores
 
 
 class TrialRecords(Protocol):
@@ -312,16 +313,17 @@ class OptimixSearcher(Searcher):
         share, search = self.replicates.max_share, self.space.base.search
 
         def fits(cost: float) -> bool:
-            """Within the share, paced (no more than the share of what was started so far)
-            unless what is left of the search is no more than what is left of the share."""
+            """Within the share: while the search explores, at most half the share of what it
+            started so far (``_PACE``); the rest once what is left of the search is no more
+            than what is left of the share (its end: the frontier it will report)."""
             if cost > self.budget.left():
                 return False
             if search.budget_flops is not None:
                 allowance = share * search.budget_flops - spent
-                paced = spent + cost <= share * (self.budget.spent + sum(self.budget.reserved.values()) + cost)
+                paced = spent + cost <= _PACE * share * (self.budget.spent + sum(self.budget.reserved.values()) + cost)
                 return cost <= allowance and (paced or self.budget.left() <= allowance)
             allowance = math.floor(share * search.trials) - count
-            return allowance >= 1 and (count + 1 <= share * (started + 1) or self.points_left <= allowance)
+            return allowance >= 1 and (count + 1 <= _PACE * share * (started + 1) or self.points_left <= allowance)
 
         found = replicates.next_replicate(list(groups.values()), self.records.front_configs(), self.replicates,
                                           self.base_seed, fits)
