@@ -51,7 +51,8 @@ TINY: dict[str, Any] = {
     "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
     "train": {"tokens": 15_000, "batch_size": 32, "threads": 1},
     "eval": {"points": 2, "size": 64},
-    "search": {"trials": 6, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "tpe"},
+    "search": {"trials": 6, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "tpe",
+               "replicates": "off"},  # a test of replicates turns them on (test_replicates)
 }
 
 # A search dimension of injected faults (``train.fault``): trials that raise, diverge or kill

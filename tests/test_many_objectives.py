@@ -28,7 +28,7 @@ def tree(objectives, **search) -> dict:
                                         "rev": {"dist": "loguniform", "low": 0.02, "high": 0.3}}},
                       train={"lr": 0.01}, eval={"points": 1},
                       search={"objectives": objectives, "trials": 8, "sampler": "random",
-                              "curve_candidates": False, **search})
+                              "curve_candidates": False, "replicates": "off", **search})
 
 
 def test_aggregate_objectives_are_parsed_to_one_spelling():
