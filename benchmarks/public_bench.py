@@ -479,7 +479,8 @@ def main(argv: list[str] | None = None) -> dict:
                     runs.append(run)
                     print(f"{name:<26} {budget:>6g} {sampler:<8} {seed:>4} {run['regret']:>8.4f} {run['front']:>5} "
                           f"{run['trials']:>6} {run['spent']:>5.2f} {run['seconds']:>6.1f}", flush=True)
-        doc |= _finish(doc, runs, args, started)  # after each problem: a partial run leaves its tables
+                    doc |= _finish(doc, runs, args, started)  # after each run: a stopped run leaves its tables
+        doc |= _finish(doc, runs, args, started)
     print(f"\n{'problem@budget':<32} " + " ".join(f"{s:>8}" for s in args.samplers)
           + "  /best other  /best Optuna  /random")
     for key, cell in doc["summary"].items():
