@@ -456,9 +456,11 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     kept = [json.loads(Path(path).read_text()) for path in args.keep]
     command = "python benchmarks/public_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"Optuna {optuna.__version__}, load average {os.getloadavg()[0]:.1f} at the start")
+    machines = [k["machine"] for k in kept if "machine" in k] + ([] if args.only_kept else [machine])
     doc = {"commands": [c for k in kept for c in k["commands"]] + [command],
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-                      f"Optuna {optuna.__version__}, load average {os.getloadavg()[0]:.1f} at the start",
+           "machine": "; ".join(dict.fromkeys(machines)) or machine,
            "samplers": args.samplers, "seeds": args.seeds, "budgets": args.budgets, "max_trials": args.max_trials}
     runs, done = [], set()
     for run in (r for k in kept for r in k["runs"]):  # the first of two outputs that ran the same wins
