@@ -194,7 +194,7 @@ class Group:
 def next_replicate(groups: Sequence[Group], on_front: set[str], settings: ReplicatesConfig, base_seed: int,
                    fits: Any) -> tuple[Group, int] | None:
     """The frontier config to retrain next and its seed, or None: a config on the frontier
-    (``on_front``) with fewer than ``settings.seeds`` seeds, the fewest seeds first (each
+    (``on_front``: its mean final result or one of its mean curve points) with fewer than ``settings.seeds`` seeds, the fewest seeds first (each
     frontier config gets a second seed before any a third), then the best quality (the top
     row is the one a user trusts most), whose cost ``fits(cost)`` (the share and the budget)."""
     due = [g for g in groups if g.config in on_front and len(g.seeds) < settings.seeds]

@@ -278,10 +278,10 @@ class Driver:
         return out
 
     def front_configs(self) -> set[str]:
-        """The configs whose mean final result is on the frontier."""
+        """The configs on the frontier: their mean final result, or a mean curve point."""
         by_trial = {e.trial_id: e for e in self.entries}
         return {replicates.config_id(by_trial[c.trial_id].params)
-                for c in frontier.front(self.candidates(), self.objectives) if c.final}
+                for c in frontier.front(self.candidates(), self.objectives)}
 
     def identity(self, trial_ids) -> dict[str, str]:
         """What each trial trains (``budget.effective_key``), by trial id: ties share it."""

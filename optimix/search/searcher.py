@@ -78,7 +78,7 @@ class TrialRecords(Protocol):
         """The finished trials by config (``replicates.config_id``)."""
 
     def front_configs(self) -> set[str]:
-        """The configs whose mean final result is on the frontier."""
+        """The configs on the frontier (a mean final result or curve point of theirs)."""
 
 
 @dataclass
