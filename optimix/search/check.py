@@ -231,16 +231,15 @@ def _check_pareto(record: Record, trials: Sequence[LedgerTrial]) -> list[Violati
 
 def _check_configs(record: Record, trials: Sequence[LedgerTrial], flight: set[str]) -> list[Violation]:
     """Each child run's ``optimix.config`` tag is its ledger config (``replicates.config_id``):
-    the frontier groups a config's seeds by it. Runs of searches from before the tag have none;
-    a missing tag is a violation only where the search's other runs have it."""
+    the frontier groups a config's seeds by it. Runs logged before the tag existed have none
+    (a resumed old search mixes both): the frontier then groups them by their params."""
     from optimix.core import replicates
 
     runs = {r.trial_id: r for r in record.children}
-    tagged = any(metrics.CONFIG in r.tags for r in record.children)
     out = []
     for t in trials:
         run = runs.get(t.trial_id)
-        if run is None or t.trial_id in flight or (metrics.CONFIG not in run.tags and not tagged):
+        if run is None or t.trial_id in flight or metrics.CONFIG not in run.tags:
             continue
         want, got = replicates.config_id(t.params), run.tags.get(metrics.CONFIG)
         if got != want:

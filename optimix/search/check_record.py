@@ -36,8 +36,8 @@ KINDS = {
     "repeat": "no effective config (seed included) is trained twice",
     "pareto": "optimix.pareto and optimix.pareto_steps equal the frontier recomputed from "
               "the ledger (a config's seeds at their mean)",
-    "config": "each child's optimix.config tag is its ledger config without the seed (what "
-              "groups a config's seeds)",
+    "config": "each child's optimix.config tag, where it has one, is its ledger config without "
+              "the seed (what groups a config's seeds)",
     "optuna-study": "the journal holds the search's Optuna study",
     "optuna-running": "no Optuna trial is RUNNING while the search is not",
     "optuna-complete": "Optuna's COMPLETE trials are the ledger's ok trials",
