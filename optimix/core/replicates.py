@@ -32,6 +32,9 @@ PRIOR_SD = 0.3
 """Seed spread assumed for an accuracy where none was measured (stated as such)."""
 PRIOR_DF = 1.0
 """How many degrees of freedom the pooled (or prior) spread counts for against a config's own."""
+MIN_SD = 0.05
+"""The least seed spread an accuracy's interval assumes: seeds that all agreed (all 0, all 1)
+in the few configs replicated so far would otherwise give a zero-width interval."""
 SPLIT_GAP = 0.25
 """Seeds of one config whose accuracies part by a gap this wide: some learned it, some did not."""
 _STRIDE = 1_000_003
@@ -127,6 +130,8 @@ def summarize(values: Sequence[float], metric: str, pooled: float | None, level:
     own_ss = sum((v - mean) ** 2 for v in vals)
     sd = math.sqrt(own_ss / (n - 1)) if n > 1 else None
     prior = pooled if pooled is not None else (PRIOR_SD if bounded(metric) else None)
+    if prior is not None and bounded(metric):
+        prior = max(prior, MIN_SD)  # a few seeds that agree do not show a config has no noise
     noise = "pooled" if pooled is not None else "prior"
     if n > 1:
         noise = "measured"
