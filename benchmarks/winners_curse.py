@@ -511,7 +511,7 @@ def main() -> None:
     md = ["# Winner's curse: does the reported frontier hold on a new seed?", "",
           f"`{command}`", "",
           f"{doc['date']}; {m['nproc']} CPUs ({m['cpu']}); commit {m['commit'][:10]}; {doc['wall_s']:.0f} s in all; "
-          f"{args.seeds_fresh} fresh seeds per final frontier row (curve points are not retrained). "
+          f"{args.seeds_fresh} fresh seeds per frontier row (a curve point read off the fresh trainings at its step). "
           "gap: reported - fresh-seed mean; inside: the fresh-seed mean in the row's 90% interval; hv: hypervolume "
           "in (accuracy, log10 FLOPs) bounded by 0 and the budget, as reported and re-scored at fresh-seed means.", "",
           *[space_table(a) + "\n" for a in by_space.values()], "## Summary", "", summary_table(total), ""]
