@@ -322,8 +322,9 @@ def _law(fit) -> str:
         misfit = f"misfit sd {q['misfit_sd']:.3g}" + (" (assumed)" if q.get("misfit_assumed") else "")
         text += f"; {name}: chi2 {q['chi2']:.3g} on {q['df']} df{p}, {misfit}: {fitness}"
     seeds = (f"seeds {quality['seed_sd_logit']:.2g}" if quality.get("seed_noise") != "unmeasured" else
-             f"seeds {quality['seed_sd_logit']:.2g} (seed noise unmeasured: no config was trained at "
-             "several seeds, a conservative prior is assumed; search.replicates measures it)")
+             f"seeds {quality['seed_sd_logit']:.2g} (seed noise unmeasured: no config in the transition, "
+             "accuracy between 0.02 and 0.98, was trained at several seeds; a conservative prior is "
+             "assumed; search.replicates measures it)")
     return text + (f"; {quality['sizes']} sizes; scatter on the logit scale: {seeds}, "
                    f"configs {quality['config_sd_logit']:.2g}")
 
