@@ -326,9 +326,8 @@ def recorded_rows(trials: Iterable[Any], objectives: Sequence[Objective],
     by_config: dict[str, list[Any]] = {}
     for t in ok:
         by_config.setdefault(recorded_config(t), []).append(t)
-    pooled = {m: replicates.pooled_sd([float(t.metrics[m]) for t in group if m in t.metrics]
-                                      for group in by_config.values())
-              for m in (o.metric for o in objectives) if m not in replicates.PLANNED}
+    pooled = pooled_spread([_mean([Candidate(t.trial_id, 0, 0, True, t.metrics) for t in group])
+                            for group in by_config.values()], objectives)
     rows = []
     for group in by_config.values():
         on = [t for t in group if t.pareto]

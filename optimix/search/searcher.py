@@ -297,8 +297,8 @@ class OptimixSearcher(Searcher):
         while points are queued (first points, reruns: they go first)."""
         if self.replicates is None or self.grid is not None:
             return False
-        groups = dict(self.records.config_groups())
-        if sum(1 for g in groups.values()) < self.explore_first:
+        groups = self.records.config_groups()  # a new dict: the running seeds are added to it
+        if len(groups) < self.explore_first:
             return False
         if self._queued():
             return False
