@@ -64,7 +64,7 @@ from study_analysis import (  # noqa: E402
     thresholds,
     write_csv,
 )
-from study_arms import ARMS, arm_searches, primary_facts, report_arms  # noqa: E402
+from study_arms import ARMS, arm_searches, primary_facts, report_arms, tuned_rates  # noqa: E402
 from study_plots import plot_bursts, plot_curves, plot_frontier, plot_thresholds  # noqa: E402
 
 OUT = ROOT / "docs" / "reproduction"
@@ -304,8 +304,15 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path, out: Path, runs: 
     """Every search of one arm (``study_arms.arm_searches``) -> ``OUT/<arm>.csv``."""
     primary_rows = read_csv(OUT / "results.csv")  # the committed grid the arms are centred on
     primary = primary_facts(primary_rows, thresholds(primary_rows))
+    tuned = None
+    if arm == "iso_flop_tuned":  # each size at the rate the lr_sweep arm found best (this run's, else committed)
+        sweep = next((d / "lr_sweep.csv" for d in (out, OUT) if (d / "lr_sweep.csv").exists()), None)
+        if sweep is None:
+            sys.exit("iso_flop_tuned needs the lr_sweep arm's rows: run --experiments lr_sweep first")
+        tuned = tuned_rates(read_csv(sweep))
+        print(f"[{arm}] learning rates from {sweep}: {tuned}", flush=True)
     rows, searches = [], []
-    for search in arm_searches(arm, primary, quick=args.quick):
+    for search in arm_searches(arm, primary, quick=args.quick, tuned_lr=tuned, budgets=tuple(args.budgets)):
         overrides = [*search.overrides, *args.overrides]
         run = run_search(search.space, search.experiment, overrides, workdir, args.resume)
         searches.append(run)
@@ -337,6 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="The matched long-run frequency of the bursts test.")
     parser.add_argument("--burst-period", type=int, default=100)
     parser.add_argument("--burst-duty", type=float, default=0.1)
+    parser.add_argument("--budgets", nargs="+", choices=["b1", "b2", "b3"], default=["b1", "b2"],
+                        help="iso_flop_tuned's budgets: b1/b2 the 110K/621K primary FLOPs, b3 the "
+                             "FLOPs that give 621K 20 tokens per parameter (hours on a CPU).")
     parser.add_argument("--suffix", default="",
                         help="Appended to the experiment and CSV names (a variant, e.g. _long).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

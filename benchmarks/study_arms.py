@@ -35,13 +35,24 @@ SPACES = ROOT / "search_spaces"
 PRIMARY_SPACE = SPACES / "study_reproduction.yaml"
 RULE_SPACE = SPACES / "study_rule.yaml"
 
-ARMS = ("iso_flop", "exposures", "no_background", "sixth_size", "lr", "bursts_matched", "rule")
+ARMS = ("iso_flop", "exposures", "no_background", "sixth_size", "lr", "bursts_matched", "rule",
+        "lr_sweep", "iso_flop_tuned")
 SMALL, MIDDLE, LARGE = 17000, 110000, 620000  # model.params targets of the primary grid
 SIXTH = 1_500_000  # shape_for gives 1,797,696 parameters (d 192, 4 layers)
 LRS = (0.001, 0.003, 0.01)
 TOKEN_FACTORS = (0.5, 2.0)
 BACKGROUND_FACTS = (500, 1)  # a tenth of the 5,000, and one fact (removed)
 BURST_DISTANCE = 2.0  # bursts_matched: the frequency is this multiple of each size's threshold
+
+# Part three: the equal-FLOPs comparison with a learning rate tuned per size.
+TUNED_SIZES = (45000, MIDDLE, LARGE)  # the small model, and two to grow it to
+LR_BRACKETS = {45000: (0.003, 0.01, 0.03), MIDDLE: (0.001, 0.003, 0.01), LARGE: (0.0003, 0.001, 0.003)}
+"""lr_sweep: three rates a factor ~3 apart per size, centred where part two's lr arm pointed
+(the smallest size wanted more than 3e-3, the largest less)."""
+SEEDS3 = (0, 1, 2)
+BASE_FREQ = 0.002  # iso_flop_tuned: the small model's fixed frequency, below its threshold
+BOOSTS = (1, 4, 16)  # iso_flop_tuned: the small model at BASE_FREQ times these
+TOKENS_PER_PARAM_TOP = 20.0  # the top budget gives the largest size this many tokens per parameter
 
 
 @dataclass
@@ -89,8 +100,22 @@ def primary_facts(rows: list[dict], per_size: list[dict]) -> dict:
     return out
 
 
-def arm_searches(arm: str, primary: dict, quick: bool = False) -> list[Search]:
-    """The searches that make up ``arm`` (``quick``: the smallest sizes, one seed, few points)."""
+def iso_tuned_budgets(primary: dict) -> dict[str, float]:
+    """iso_flop_tuned's training budgets: the middle and the largest primary size's FLOPs, and
+    the FLOPs that give the largest size ``TOKENS_PER_PARAM_TOP`` tokens per parameter (the
+    primary grid's FLOPs per token times those tokens)."""
+    large = primary[LARGE]
+    per_token = large["train_flops"] / 896000
+    return {"b1": primary[MIDDLE]["train_flops"], "b2": large["train_flops"],
+            "b3": per_token * TOKENS_PER_PARAM_TOP * large["params"]}
+
+
+def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[int, float] | None = None,
+                 budgets: tuple[str, ...] = ("b1", "b2")) -> list[Search]:
+    """The searches that make up ``arm`` (``quick``: the smallest sizes, one seed, few points).
+
+    ``tuned_lr`` (iso_flop_tuned): each size's learning rate from the lr_sweep arm;
+    ``budgets``: which of ``iso_tuned_budgets`` it trains at."""
     grid = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]
     centre = {size: on_grid(p["threshold"], grid) for size, p in primary.items()}
     seeds0 = [_seeds([0])]
@@ -139,6 +164,29 @@ def arm_searches(arm: str, primary: dict, quick: bool = False) -> list[Search]:
                         "mixture.delivery={dist: choice, values: [even, bursts]}",
                         _seeds([0] if quick else [0, 1])])
                 for size in sizes]
+    if arm == "lr_sweep":
+        sizes, seeds = (TUNED_SIZES[:2], [0]) if quick else (TUNED_SIZES, SEEDS3)
+        return [Search(PRIMARY_SPACE, f"study_lr_sweep_{size}",
+                       [_sizes([size]), f"mixture.rare_freq={centre[size]:g}",
+                        f"train.lr={{dist: choice, values: {list(LR_BRACKETS[size])}}}", _seeds(seeds)])
+                for size in sizes]
+    if arm == "iso_flop_tuned":
+        sizes = TUNED_SIZES[:2] if quick else TUNED_SIZES
+        if missing := [size for size in sizes if size not in (tuned_lr or {})]:
+            raise ValueError(f"iso_flop_tuned trains each size at its tuned learning rate: no lr_sweep rows "
+                             f"for {missing}; run --experiments lr_sweep first")
+        all_budgets = iso_tuned_budgets(primary)
+        seeds, boosts = ([0], (1, 16)) if quick else (SEEDS3, BOOSTS)
+        chosen = ("b1",) if quick else budgets
+        out = []
+        for name in chosen:
+            for size in sizes:
+                freqs = [BASE_FREQ * b for b in boosts] if size == TUNED_SIZES[0] else [BASE_FREQ]
+                freq = (f"mixture.rare_freq={freqs[0]:g}" if len(freqs) == 1 else _freqs(freqs))
+                out.append(Search(PRIMARY_SPACE, f"study_iso_flop_tuned_{name}_{size}",
+                                  ["train.tokens=null", f"train.flops={all_budgets[name]:.6g}", _sizes([size]),
+                                   freq, f"train.lr={tuned_lr[size]:g}", _seeds(seeds)]))
+        return out
     if arm == "rule":
         overrides = []
         if quick:
@@ -271,6 +319,101 @@ def analyze_lr(rows: list[dict]) -> list[dict]:
     return out
 
 
+def analyze_lr_sweep(rows: list[dict]) -> list[dict]:
+    """``analyze_lr`` per size, with the best rate (``tuned_rates``) and whether the sweep
+    brackets it (a rate on either side of it was tried and did worse)."""
+    best = tuned_rates(rows)
+    out = []
+    for entry in analyze_lr(rows):
+        lrs = sorted(entry["by_lr"])
+        lr = best[entry["target_params"]]
+        entry.update(best_lr=lr, bracketed=0 < lrs.index(lr) < len(lrs) - 1,
+                     tokens_per_param=_ok(rows, target_params=entry["target_params"])[0]["tokens"] / entry["params"])
+        out.append(entry)
+    return out
+
+
+LEVEL_90 = 0.90  # iso_flop_tuned: the two-sided level of the intervals on differences
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> dict:
+    """Mean of a - b over the seeds both have, with its t interval (``LEVEL_90``)."""
+    from optimix.core.replicates import t_quantile
+
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    n = len(diffs)
+    mean = float(np.mean(diffs)) if n else None
+    half = (t_quantile(0.5 + LEVEL_90 / 2, n - 1) * float(np.std(diffs, ddof=1)) / math.sqrt(n)) if n > 1 else None
+    return {"mean": mean, "n": n, "by_seed": diffs,
+            "interval": None if half is None else [mean - half, mean + half]}
+
+
+def analyze_iso_flop_tuned(rows: list[dict]) -> list[dict]:
+    """Per FLOPs budget: the small model at its fixed frequency (the baseline), boosted (the
+    same model at a higher frequency) and grown (a larger model at the fixed frequency), each
+    at its tuned learning rate; rare and background accuracy per option, and each option's
+    difference from the baseline, paired by seed, with a 90% interval. ``boost_vs_grow``: the
+    best boost against the best grown model (best: highest mean rare accuracy)."""
+    out = []
+    ok = _ok(rows)
+    for budget in sorted({r["experiment"].split("_")[-2] for r in ok}):
+        sub = [r for r in ok if r["experiment"].split("_")[-2] == budget]
+        small = min(r["params"] for r in sub)
+        base_freq = min(r["rare_freq"] for r in sub if r["params"] == small)
+        options = []
+        for params, freq in sorted({(r["params"], r["rare_freq"]) for r in sub}):
+            cell = sorted((r for r in sub if r["params"] == params and r["rare_freq"] == freq), key=lambda r: r["seed"])
+            kind = "baseline" if (params, freq) == (small, base_freq) else "boost" if params == small else "grow"
+            options.append({
+                "kind": kind, "params": params, "rare_freq": freq, "lr": cell[0]["lr"], "tokens": cell[0]["tokens"],
+                "steps": cell[0]["steps"], "tokens_per_param": cell[0]["tokens"] / params,
+                "train_flops": float(np.median([r["train_flops"] for r in cell])),
+                "rare_exposures": cell[0]["rare_per_item"],
+                **{f"{k}_by_seed": {r["seed"]: r[k] for r in cell} for k in ("rare_acc", "background_acc")}})
+        base = next(o for o in options if o["kind"] == "baseline")
+        for o in options:
+            for k in ("rare_acc", "background_acc"):
+                values = list(o[f"{k}_by_seed"].values())
+                o[k] = float(np.mean(values))
+                o[f"{k}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+                o[f"{k}_minus_baseline"] = None if o is base else _paired(o[f"{k}_by_seed"], base[f"{k}_by_seed"])
+        entry = {"budget": budget, "budget_flops": float(np.median([r["train_flops"] for r in sub])),
+                 "options": options}
+        boosts = [o for o in options if o["kind"] == "boost"]
+        grows = [o for o in options if o["kind"] == "grow"]
+        if boosts and grows:
+            boost, grow = (max(group, key=lambda o: o["rare_acc"]) for group in (boosts, grows))
+            entry["boost_vs_grow"] = {
+                "boost": {"params": boost["params"], "rare_freq": boost["rare_freq"]},
+                "grow": {"params": grow["params"], "rare_freq": grow["rare_freq"]},
+                **{k: _paired(boost[f"{k}_by_seed"], grow[f"{k}_by_seed"]) for k in ("rare_acc", "background_acc")}}
+            entry["boost_vs_grow"]["verdict"] = _verdict(entry["boost_vs_grow"])
+        out.append(entry)
+    return out
+
+
+def _verdict(cmp_: dict) -> str:
+    """Boost against grow on rare and background accuracy together: an option wins a score where
+    the 90% interval of the difference excludes 0; it wins outright when it wins one score and
+    does not lose the other."""
+    def side(d: dict) -> int:
+        if d["interval"] is None:
+            return 0
+        lo, hi = d["interval"]
+        return 1 if lo > 0 else -1 if hi < 0 else 0
+
+    rare, back = side(cmp_["rare_acc"]), side(cmp_["background_acc"])
+    names = {1: "boost", -1: "grow"}
+    if rare == back == 0:
+        return "undetermined: neither difference's 90% interval excludes 0"
+    if rare * back == -1:
+        return f"a trade: {names[rare]} wins the rare task, {names[back]} the background"
+    winner = names[rare or back]
+    won = " and ".join(k for k, v in (("rare", rare), ("background", back)) if v)
+    return f"{winner} wins ({won} accuracy; the other score within its interval)" if 0 in (rare, back) \
+        else f"{winner} wins on both scores"
+
+
 def analyze_bursts_matched(rows: list[dict], primary: dict) -> list[dict]:
     """``bursts_comparison`` per size, with the frequency's distance above that size's threshold."""
     from study_analysis import bursts_comparison
@@ -348,10 +491,32 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
         summary["lr"] = result = analyze_lr(data["lr"])
         print("\nlearning rate: rare accuracy (mean; per seed)")
         for e in result:
-            cells = ", ".join(f"{lr:g}: {v['rare_acc']:.2f} ({', '.join(f'{a:.2f}' for a in v['rare_acc_by_seed'])})"
-                              for lr, v in e["by_lr"].items())
-            print(f"{e['params']:,} params at f={e['rare_freq']:g}: {cells}; limited by lr: {e['limited']}")
+            print(f"{e['params']:,} params at f={e['rare_freq']:g}: {_by_lr(e)}; limited by lr: {e['limited']}")
         plots.plot_lr(result, out / "lr.png")
+    if "lr_sweep" in data:
+        summary["lr_sweep"] = result = analyze_lr_sweep(data["lr_sweep"])
+        print("\nlr_sweep: rare accuracy (mean; per seed) at a frequency near each size's threshold")
+        for e in result:
+            print(f"{e['params']:,} params at f={e['rare_freq']:g}: {_by_lr(e)}; best {e['best_lr']:g}"
+                  + ("" if e["bracketed"] else " (at the sweep's edge: not bracketed)"))
+        plots.plot_lr(result, out / "lr_sweep.png")
+    if "iso_flop_tuned" in data:
+        summary["iso_flop_tuned"] = result = analyze_iso_flop_tuned(data["iso_flop_tuned"])
+        for b in result:
+            print(f"\niso_flop_tuned at {b['budget_flops']:.3g} FLOPs: rare and background accuracy "
+                  "(mean ± sd over seeds), difference from the baseline [90% interval]\n"
+                  "| option | params | f | lr | tokens/param | rare | background | rare - base | background - base |\n"
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            for o in b["options"]:
+                print(f"| {o['kind']} | {o['params']:,} | {o['rare_freq']:g} | {o['lr']:g} | "
+                      f"{o['tokens_per_param']:,.1f} | {_pm(o, 'rare_acc')} | {_pm(o, 'background_acc', '.3f')} | "
+                      f"{_diff(o['rare_acc_minus_baseline'])} | {_diff(o['background_acc_minus_baseline'], '.3f')} |")
+            if "boost_vs_grow" in b:
+                c = b["boost_vs_grow"]
+                print(f"boost ({c['boost']['params']:,} at f={c['boost']['rare_freq']:g}) - grow "
+                      f"({c['grow']['params']:,} at f={c['grow']['rare_freq']:g}): rare {_diff(c['rare_acc'])}, "
+                      f"background {_diff(c['background_acc'], '.3f')} -> {c['verdict']}")
+        plots.plot_iso_tuned(result, out / "iso_flop_tuned.png")
     if "bursts_matched" in data:
         summary["bursts_matched"] = result = analyze_bursts_matched(data["bursts_matched"], primary)
         for e in result:
@@ -396,6 +561,24 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
     return summary
 
 
+def _by_lr(entry: dict) -> str:
+    """Rare accuracy at each learning rate: ``0.003: 0.34 (0.27, 0.41)`` (mean, then per seed)."""
+    return ", ".join(f"{lr:g}: {v['rare_acc']:.2f} ({', '.join(f'{a:.2f}' for a in v['rare_acc_by_seed'])})"
+                     for lr, v in entry["by_lr"].items())
+
+
+def _pm(option: dict, key: str, digits: str = ".2f") -> str:
+    sd = option[f"{key}_sd"]
+    return format(option[key], digits) + ("" if sd is None else f" ± {sd:{digits}}")
+
+
+def _diff(d: dict | None, digits: str = ".2f") -> str:
+    if d is None:
+        return "-"
+    interval = "" if d["interval"] is None else f" [{d['interval'][0]:+{digits}}, {d['interval'][1]:+{digits}}]"
+    return f"{d['mean']:+{digits}}{interval}"
+
+
 def _slopes(entries: list[dict]) -> str:
     return ", ".join(format(e["slope"], ".2f") for e in entries)
 
@@ -417,3 +600,13 @@ def _print_thresholds(arm: str, result: list[dict]) -> None:
             cells.append(f"{value:,}: {_show(t)} / {_show(t, 'exposures', '.1f')}{extra}")
         tail = f"; exponent {entry['exponent']:.2f} -> {entry['verdict']}" if arm == "exposures" and entry["exponent"] is not None else ""
         print(f"{entry['params']:,} params: " + "; ".join(cells) + tail)
+
+
+def tuned_rates(rows: list[dict]) -> dict[int, float]:
+    """Per target size, the lr_sweep rate with the best mean rare accuracy over seeds (ties:
+    the lower mean rare loss)."""
+    best = {}
+    for entry in analyze_lr(rows):
+        by_lr = entry["by_lr"]
+        best[entry["target_params"]] = min(by_lr, key=lambda lr: (-by_lr[lr]["rare_acc"], by_lr[lr]["rare_loss"]))
+    return best

@@ -71,6 +71,8 @@ def search_summary(summary) -> None:
                f"{n_curve} learning-curve point{'s' * (n_curve != 1)}{_tied_note(summary.frontier)}):")
     frontier_table(summary.frontier, summary.objectives, shown_path(os.path.abspath(summary.space))
                    if summary.space != "SPACE" else "SPACE")
+    if summary.regime and len(summary.regime["sizes"]) > 1:  # the frontier compares sizes: in which regime
+        regime(summary.regime)
     uri = summary.tracking_uri
     click.echo(f"\nMLflow: parent run {summary.parent_run_id} in experiment {summary.experiment!r}")
     click.echo(f"  open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

@@ -129,6 +129,20 @@ def test_frontier_and_map_state_the_regime(plan_records, capsys):
 
 
 @pytest.mark.slow
+def test_the_search_summary_states_the_regime_of_the_sizes_it_compares(quickstart_search, plan_records):
+    """``optimix search`` ends with the same regime lines as ``optimix frontier``, under the
+    frontier it printed: its two widths trained at one learning rate."""
+    from optimix.plan.plan_table import trial_regime
+
+    uri, record = plan_records
+    expected = trial_regime(record.trials).to_dict()
+    out = quickstart_search.stdout
+    assert "regime      " + "; ".join(expected["lines"]) in out
+    assert f"caution: {expected['verdict']}" in out
+    assert out.index("Pareto frontier") < out.index("regime      ") < out.index("MLflow: parent run")
+
+
+@pytest.mark.slow
 def test_the_map_on_the_parent_run_is_drawn_from_the_ledger_with_its_regime(quickstart_search, plan_records):
     """The search driver draws the map from its ledger entries (``rows_from_entries``): they
     carry the tokens and learning rates the caption needs, and the map is on the parent run."""

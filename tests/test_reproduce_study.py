@@ -240,3 +240,39 @@ def test_script_runs_arms_by_name(tmp_path):
     assert summary["runs"]["no_background"]["searches"][0]["experiment"] == "study_no_background_17000"
     for name in ("lr.png", "no_background.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_iso_flop_tuned_trains_each_size_at_the_rate_its_sweep_found(tmp_path):
+    """lr_sweep, then iso_flop_tuned (--quick, tiny): the second reads the first's CSV and
+    trains every option at equal FLOPs at its size's best rate; the analysis pairs the options
+    with the baseline by seed."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    base = [sys.executable, str(SCRIPT), "--quick", "--workdir", str(work), "--out", str(out),
+            "--set", "eval.size=100", "--set", "tasks.background.n_facts=200"]
+    done = subprocess.run([*base, "--experiments", "lr_sweep", "--set", "train.tokens=4480"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    with open(out / "lr_sweep.csv", newline="") as f:
+        sweep = list(csv.DictReader(f))
+    assert sorted(float(r["lr"]) for r in sweep if r["target_params"] == "45000") == [0.003, 0.01, 0.03]
+    summary = json.loads((out / "summary.json").read_text())
+    entry, _ = summary["arms"]["lr_sweep"]  # 45K, then 110K
+    best = entry["best_lr"]
+    assert entry["by_lr"][str(best)]["rare_acc"] == max(v["rare_acc"] for v in entry["by_lr"].values())
+
+    done = subprocess.run([*base, "--experiments", "iso_flop_tuned", "--set", "train.flops=4e9"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    with open(out / "iso_flop_tuned.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["status"] for r in rows} == {"ok"}
+    by_size = {int(r["target_params"]): float(r["lr"]) for r in rows}
+    assert by_size[45000] == best  # the small model at the rate its sweep found
+    flops = [float(r["train_flops"]) for r in rows]
+    assert max(flops) <= 4e9 * 1.15 and min(flops) >= 4e9 * 0.85  # equal FLOPs to a step: larger models, fewer tokens
+    (budget,) = json.loads((out / "summary.json").read_text())["arms"]["iso_flop_tuned"]
+    kinds = [o["kind"] for o in budget["options"]]
+    assert kinds.count("baseline") == 1 and "boost" in kinds and "grow" in kinds
+    assert budget["boost_vs_grow"]["verdict"]
+    assert (out / "iso_flop_tuned.png").read_bytes()[:4] == b"\x89PNG"

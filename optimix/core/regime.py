@@ -21,6 +21,7 @@ Parameters are the model's total count (embeddings included, as optimix records 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -83,15 +84,24 @@ class Regime:
                 "lines": [size_line(s) for s in self.sizes], "verdict": verdict_line(self)}
 
 
-def regime(trials: Iterable[tuple[float, float, float | None]]) -> Regime:
-    """The regime of finished trials given as ``(params, tokens, lr)`` (``lr`` None where
-    not recorded); trials without a positive size or token count are left out."""
+def regime(trials: Iterable[tuple[Any, Any, Any]]) -> Regime:
+    """The regime of finished trials given as ``(params, tokens, lr)``, numbers or their text
+    as records hold them (``lr`` None where not recorded); trials without a positive size or
+    token count are left out."""
     by_size: dict[int, list[tuple[float, float | None]]] = {}
-    for params, tokens, lr in trials:
+    for params, tokens, lr in ((_number(a), _number(b), _number(c)) for a, b, c in trials):
         if params > 0 and tokens > 0:
             by_size.setdefault(round(params), []).append((tokens / params, lr))
     sizes = tuple(_size(n, rows) for n, rows in sorted(by_size.items()))
     return Regime(sizes=sizes, why=_why(sizes[1:]))
+
+
+def _number(value: Any) -> float:
+    """A recorded value as a float (NaN where it is missing or not a number)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _size(params: int, rows: list[tuple[float, float | None]]) -> SizeRegime:

@@ -71,13 +71,7 @@ def search_table(record: Any, task: str | None = None) -> tuple[dict[str, Any], 
 def trial_regime(trials: Iterable[Any]) -> Regime:
     """The regime (tokens per parameter and learning rates at each size) of a recorded
     search's finished trials (``records.TrialRecord``)."""
-    def num(value: Any) -> float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    return regime((num(t.metrics.get("params")), num(t.metrics.get("tokens")), num(t.params.get("train.lr")))
+    return regime((t.metrics.get("params"), t.metrics.get("tokens"), t.params.get("train.lr"))
                   for t in trials if t.status == OK)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from optimix.core import faults, metrics
+from optimix.core import faults, metrics, regime
 from optimix.core.budget import Budget
 from optimix.core.config import Objective, SearchConfig, SpaceError, TrialConfig, flatten
 from optimix.core.entry import LedgerEntry
@@ -92,6 +92,10 @@ class SearchSummary:
     """The search space's file, as the frontier's retrain lines name it."""
     replicates: int = 0
     """Trials that retrained a config at a new seed (``search.replicates``)."""
+    regime: dict | None = None
+    """The regime its sizes trained in (``optimix.core.regime.Regime.to_dict``): tokens per
+    parameter and learning rates at each size, and whether a grow-or-boost reading of the
+    frontier favours the smaller model."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -248,7 +252,8 @@ class SearchRun:
             wall_s=time.perf_counter() - self.started, patience=search.patience, stalled=driver.stalled,
             moved_since_stalled=driver.moved_since_stalled(), experiment_id=self.tracker.experiment_id,
             first_failure=_first_failure(entries), space=self.space.source or "SPACE",
-            replicates=sum(len(g.seeds) - 1 for g in driver.config_groups().values()))
+            replicates=sum(len(g.seeds) - 1 for g in driver.config_groups().values()),
+            regime=_regime(entries).to_dict())
 
     def _record_end(self, ended: str, reason: str, shutdown_ray: bool) -> list[dict]:
         """How the search ended, in state.json and on the parent run; the final frontier."""
@@ -430,6 +435,12 @@ def _resumable() -> list[str]:
     """The entries ``--resume`` may change (``FieldMeaning.resumable``)."""
     return [f"search.{name}" for name in SearchConfig.model_fields
             if TrialConfig.meaning(f"search.{name}").resumable]
+
+
+def _regime(entries) -> regime.Regime:
+    """The regime of the finished trials: (params, tokens, lr) from each ``ok`` ledger entry."""
+    return regime.regime((e.result.get("params"), e.result.get("tokens"), e.params.get("train.lr"))
+                         for e in entries if e.status == metrics.OK)
 
 
 def _first_failure(entries: list[LedgerEntry]) -> str | None:
