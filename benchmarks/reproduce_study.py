@@ -312,11 +312,15 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path, out: Path, runs: 
         tuned = tuned_rates(read_csv(sweep))
         print(f"[{arm}] learning rates from {sweep}: {tuned}", flush=True)
     rows, searches = [], []
-    for search in arm_searches(arm, primary, quick=args.quick, tuned_lr=tuned, budgets=tuple(args.budgets)):
+    seeds = args.arm_seeds
+    for search in arm_searches(arm, primary, quick=args.quick, tuned_lr=tuned, budgets=tuple(args.budgets),
+                               seeds=seeds):
         overrides = [*search.overrides, *args.overrides]
         run = run_search(search.space, search.experiment, overrides, workdir, args.resume)
         searches.append(run)
         rows += collect(search.space, search.experiment, overrides, workdir)
+    if seeds and (out / f"{arm}.csv").exists():  # more seeds of an arm already run: keep its other seeds' rows
+        rows = [r for r in read_csv(out / f"{arm}.csv") if r["seed"] not in seeds] + rows
     write_csv(rows, out / f"{arm}.csv")
     print(f"[{arm}] {len(rows)} rows -> {out / f'{arm}.csv'}", flush=True)
     runs[arm] = {"experiment": arm, "searches": searches, "trials": sum(r["trials"] for r in searches),
@@ -347,6 +351,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", nargs="+", choices=["b1", "b2", "b3"], default=["b1", "b2"],
                         help="iso_flop_tuned's budgets: b1/b2 the 110K/621K primary FLOPs, b3 the "
                              "FLOPs that give 621K 20 tokens per parameter (hours on a CPU).")
+    parser.add_argument("--arm-seeds", nargs="+", type=int, default=None,
+                        help="exposures and no_background: run these seeds (default 0), merged into "
+                             "the arm's CSV in place of any rows of the same seeds.")
     parser.add_argument("--suffix", default="",
                         help="Appended to the experiment and CSV names (a variant, e.g. _long).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

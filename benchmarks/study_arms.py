@@ -111,14 +111,15 @@ def iso_tuned_budgets(primary: dict) -> dict[str, float]:
 
 
 def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[int, float] | None = None,
-                 budgets: tuple[str, ...] = ("b1", "b2")) -> list[Search]:
+                 budgets: tuple[str, ...] = ("b1", "b2"), seeds: list[int] | None = None) -> list[Search]:
     """The searches that make up ``arm`` (``quick``: the smallest sizes, one seed, few points).
 
     ``tuned_lr`` (iso_flop_tuned): each size's learning rate from the lr_sweep arm;
-    ``budgets``: which of ``iso_tuned_budgets`` it trains at."""
+    ``budgets``: which of ``iso_tuned_budgets`` it trains at; ``seeds`` (exposures,
+    no_background): the seeds to run, seed 0 by default."""
     grid = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]
     centre = {size: on_grid(p["threshold"], grid) for size, p in primary.items()}
-    seeds0 = [_seeds([0])]
+    seeds0 = [_seeds(seeds or [0])]
     if arm == "iso_flop":
         budgets = {"small": primary[SMALL]["train_flops"], "middle": primary[MIDDLE]["train_flops"]}
         sizes = sorted(primary)
@@ -225,10 +226,27 @@ def _ok(rows: list[dict], **match) -> list[dict]:
     return [r for r in rows if r["status"] == "ok" and all(r.get(k) == v for k, v in match.items())]
 
 
-def paired_primary(primary_rows: list[dict], target: int) -> list[dict]:
-    """The primary grid's seed-0 trials of one size: the arms' single-seed baseline (same facts,
-    same initialisation, same sampling)."""
-    return _ok(primary_rows, target_params=target, seed=0)
+def paired_primary(primary_rows: list[dict], target: int, seeds=(0,)) -> list[dict]:
+    """The primary grid's trials of one size at ``seeds``: the arms' baseline (same seeds: same
+    facts, same initialisation, same sampling)."""
+    return [r for r in _ok(primary_rows, target_params=target) if r["seed"] in seeds]
+
+
+def _per_seed(rows: list[dict]) -> dict[int, dict]:
+    """``_threshold`` of each seed's trials alone."""
+    return {seed: _threshold([r for r in rows if r["seed"] == seed]) for seed in sorted({r["seed"] for r in rows})}
+
+
+def _seed_spread(values: list[float]) -> dict:
+    """Mean, sd and the 90% t interval of the mean of per-seed values (None where under two)."""
+    from optimix.core.replicates import t_quantile
+
+    n = len(values)
+    if n < 2:
+        return {"mean": values[0] if values else None, "sd": None, "n": n, "interval": None}
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    half = t_quantile(0.95, n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "interval": [mean - half, mean + half]}
 
 
 def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
@@ -236,19 +254,35 @@ def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
     f_thres ~ tokens^-e: 0 for a threshold in frequency, 1 for one in exposures per fact."""
     out = []
     for target in sorted({r["target_params"] for r in rows}):
+        seeds = sorted({r["seed"] for r in _ok(rows, target_params=target)})
         runs = {tokens: _ok(rows, target_params=target, tokens=tokens)
                 for tokens in sorted({r["tokens"] for r in rows})}
-        runs[896000] = paired_primary(primary_rows, target)
+        runs[896000] = paired_primary(primary_rows, target, seeds)
         per_tokens = {tokens: _threshold(rs) for tokens, rs in sorted(runs.items()) if rs}
-        inside = [(k, t["threshold"]) for k, t in per_tokens.items() if t["how"] == "interpolated"]
-        exponent = (float(-np.polyfit(np.log([k for k, _ in inside]), np.log([v for _, v in inside]), 1)[0])
-                    if len(inside) >= 2 else None)
+        exponent = _exponent(per_tokens)
+        by_seed = {seed: _exponent({k: _threshold([r for r in rs if r["seed"] == seed]) for k, rs in runs.items()})
+                   for seed in seeds}
+        spread = _seed_spread([e for e in by_seed.values() if e is not None])
         verdict = ("undetermined: fewer than two token counts put the threshold inside the grid"
                    if exponent is None else "exposures" if exponent >= 0.75
                    else "frequency" if exponent <= 0.25 else f"between the two (exponent {exponent:.2f})")
+        if spread["interval"] is not None:
+            lo, hi = spread["interval"]
+            verdict += (f"; per-seed exponents {', '.join('-' if e is None else f'{e:.2f}' for e in by_seed.values())}"
+                        f", 90% interval of their mean [{lo:.2f}, {hi:.2f}]"
+                        + ("" if lo <= 1 <= hi else ", which excludes 1 (a pure exposures law)"))
         out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
-                    "by_tokens": per_tokens, "exponent": exponent, "verdict": verdict})
+                    "seeds": seeds, "by_tokens": per_tokens, "exponent": exponent,
+                    "exponent_by_seed": by_seed, "exponent_seed_spread": spread, "verdict": verdict})
     return out
+
+
+def _exponent(per_tokens: dict[int, dict]) -> float | None:
+    """e in f_thres ~ tokens^-e over the token counts whose threshold is inside the grid."""
+    inside = [(k, t["threshold"]) for k, t in per_tokens.items() if t["how"] == "interpolated"]
+    if len(inside) < 2:
+        return None
+    return float(-np.polyfit(np.log([k for k, _ in inside]), np.log([v for _, v in inside]), 1)[0])
 
 
 def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
@@ -256,16 +290,26 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
     it and one fact; ``moved``: the ratio 5,000-fact / variant beyond ``CROWDING`` either way."""
     out = []
     for target in sorted({r["target_params"] for r in rows}):
-        base = _threshold(paired_primary(primary_rows, target))
+        seeds = sorted({r["seed"] for r in _ok(rows, target_params=target)})
+        primary = paired_primary(primary_rows, target, seeds)
+        base, base_by_seed = _threshold(primary), _per_seed(primary)
         variants = {}
         for facts in sorted({r["background_facts"] for r in rows}, reverse=True):
-            t = _threshold(_ok(rows, target_params=target, background_facts=facts))
+            sub = _ok(rows, target_params=target, background_facts=facts)
+            t = _threshold(sub)
             both = base["how"] == t["how"] == "interpolated"
             t["ratio"] = base["exposures"] / t["exposures"] if both else None
             t["moved"] = None if t["ratio"] is None else not (1 / CROWDING <= t["ratio"] <= CROWDING)
+            # seed by seed: the ratio of the 5,000-fact threshold to this one (same seed), in log
+            ratios = [base_by_seed[seed]["exposures"] / v["exposures"] for seed, v in _per_seed(sub).items()
+                      if seed in base_by_seed and base_by_seed[seed]["how"] == v["how"] == "interpolated"]
+            spread = _seed_spread([math.log(r) for r in ratios])
+            t["ratio_by_seed"] = ratios
+            t["ratio_interval"] = (None if spread["interval"] is None
+                                   else [math.exp(spread["interval"][0]), math.exp(spread["interval"][1])])
             variants[facts] = t
         out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
-                    "background_5000": base, "by_background_facts": variants})
+                    "seeds": seeds, "background_5000": base, "by_background_facts": variants})
     return out
 
 
@@ -476,8 +520,10 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
         panels = {}
         for entry in result:
             target = entry["target_params"]
-            lines = {"5,000 background facts" if arm == "no_background" else "896,000 tokens (primary, seed 0)":
-                     paired_primary(primary_rows, target)}
+            seeds = entry["seeds"]
+            lines = {"5,000 background facts" if arm == "no_background" else
+                     f"896,000 tokens (primary, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})":
+                     paired_primary(primary_rows, target, seeds)}
             for value in sorted({r[key] for r in data[arm]}, reverse=arm == "no_background"):
                 unit = x_name[:-1] if value == 1 else x_name  # "1 background fact"
                 lines[f"{value:,} {unit}"] = _ok(data[arm], target_params=target, **{key: value})
@@ -597,6 +643,9 @@ def _print_thresholds(arm: str, result: list[dict]) -> None:
                          f"{_show(entry['background_5000'], 'exposures', '.1f')}")
         for value, t in entry[key].items():
             extra = f" (x{t['ratio']:.2f})" if t.get("ratio") else ""
+            if t.get("ratio_interval"):
+                extra += (f" per seed {', '.join(f'{r:.2f}' for r in t['ratio_by_seed'])}, 90% interval "
+                          f"[{t['ratio_interval'][0]:.2f}, {t['ratio_interval'][1]:.2f}]")
             cells.append(f"{value:,}: {_show(t)} / {_show(t, 'exposures', '.1f')}{extra}")
         tail = f"; exponent {entry['exponent']:.2f} -> {entry['verdict']}" if arm == "exposures" and entry["exponent"] is not None else ""
         print(f"{entry['params']:,} params: " + "; ".join(cells) + tail)

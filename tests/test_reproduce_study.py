@@ -240,6 +240,15 @@ def test_script_runs_arms_by_name(tmp_path):
     assert summary["runs"]["no_background"]["searches"][0]["experiment"] == "study_no_background_17000"
     for name in ("lr.png", "no_background.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    # another seed of an arm joins its rows; the analysis pairs it with the same seed of the grid
+    again = subprocess.run([*cmd[:3], "no_background", *cmd[5:], "--arm-seeds", "1"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    with open(out / "no_background.csv", newline="") as f:
+        both = list(csv.DictReader(f))
+    assert sorted(int(r["seed"]) for r in both) == sorted([0] * len(bg_rows) + [1] * len(bg_rows))
+    (entry,) = json.loads((out / "summary.json").read_text())["arms"]["no_background"]
+    assert entry["seeds"] == [0, 1]
 
 
 @pytest.mark.slow
