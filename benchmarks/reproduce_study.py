@@ -313,16 +313,24 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path, out: Path, runs: 
         print(f"[{arm}] learning rates from {sweep}: {tuned}", flush=True)
     rows, searches = [], []
     seeds = args.arm_seeds
-    for search in arm_searches(arm, primary, quick=args.quick, tuned_lr=tuned, budgets=tuple(args.budgets),
-                               seeds=seeds):
+    chosen = [search for search in arm_searches(arm, primary, quick=args.quick, tuned_lr=tuned,
+                                                budgets=tuple(args.budgets), seeds=seeds)
+              if not args.searches or search.experiment in args.searches]
+    for search in chosen:
         overrides = [*search.overrides, *args.overrides]
         run = run_search(search.space, search.experiment, overrides, workdir, args.resume)
         searches.append(run)
         rows += collect(search.space, search.experiment, overrides, workdir)
-    if seeds and (out / f"{arm}.csv").exists():  # more seeds of an arm already run: keep its other seeds' rows
-        rows = [r for r in read_csv(out / f"{arm}.csv") if r["seed"] not in seeds] + rows
+    if (seeds or args.searches) and (out / f"{arm}.csv").exists():
+        # more seeds, or some of an arm's searches run again: keep the arm's other rows
+        ran = {search.experiment for search in chosen}
+        rows = [r for r in read_csv(out / f"{arm}.csv")
+                if not (r["experiment"] in ran and (not seeds or r["seed"] in seeds))] + rows
     write_csv(rows, out / f"{arm}.csv")
     print(f"[{arm}] {len(rows)} rows -> {out / f'{arm}.csv'}", flush=True)
+    if seeds or args.searches:  # the searches of the rows kept stay on record beside the new ones
+        before = runs.get(arm, {}).get("searches", [])
+        searches = [r for r in before if seeds or r["experiment"] not in args.searches] + searches
     runs[arm] = {"experiment": arm, "searches": searches, "trials": sum(r["trials"] for r in searches),
                  "wall_s": round(sum(r["wall_s"] for r in searches), 1), "workdir": str(workdir),
                  "quick": args.quick}
@@ -354,6 +362,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arm-seeds", nargs="+", type=int, default=None,
                         help="exposures and no_background: run these seeds (default 0), merged into "
                              "the arm's CSV in place of any rows of the same seeds.")
+    parser.add_argument("--searches", nargs="+", default=None, metavar="EXPERIMENT",
+                        help="Run only these searches of an arm (by experiment name); their rows replace "
+                             "theirs in the arm's CSV, the others are kept.")
     parser.add_argument("--suffix", default="",
                         help="Appended to the experiment and CSV names (a variant, e.g. _long).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

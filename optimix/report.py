@@ -140,7 +140,8 @@ def frontier_table(rows, objectives, space: str = "SPACE") -> None:
     head = f"{'run':<34}{'at':>11}" + "".join(f"{m:>18}" for m in metrics) + f"{'params':>10}  point"
     click.echo(head)
     for r in rows:
-        point = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in r.get("point", {}).items())
+        point = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in r.get("point", {}).items()
+                         if not (k == "seed" and r.get("n", 1) > 1))  # a row over seeds shows none of them
         at = "final" if r.get("final", True) else f"step {r['step']}"
         stats = r.get("stats") or {}
         cells = [_seeds_cell(stats[m]) if m in stats else _fmt(r.get(m)) for m in metrics]

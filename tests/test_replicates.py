@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from optimix.core import replicates
-from optimix.core.config import ReplicatesConfig, SearchConfig
+from optimix.core.config import Objective, ReplicatesConfig, SearchConfig
 from optimix.core.replicates import Group, next_replicate, pooled_sd, seed_for, split, summarize
 
 from cluster_fixtures import OPTIMIX
@@ -62,6 +62,22 @@ def test_the_best_unconfirmed_frontier_config_is_retrained_at_a_seed_it_has_not_
     got = next_replicate(groups, {"a", "b"}, settings, 0, lambda cost: True)
     assert got[0].config == "a" and got[1] == seed_for(0, 1)  # b has its 2 seeds, c is off the frontier
     assert next_replicate(groups, {"a"}, settings, 0, lambda cost: cost < 10) is None
+
+
+def test_the_retrain_line_gives_a_searched_seed_once_as_its_seed_and_a_row_over_seeds_shows_none(capsys):
+    """Where the space searches ``seed`` (a grid over seeds), the row of a config stands for
+    all its seeds: its point shows no seed, and its retrain line sets the seed once (--seed)."""
+    from optimix.report import frontier_table, retrain_line
+
+    assert replicates.overrides({"seed": 1, "train.lr": 0.003}) == ["train.lr=0.003"]
+    row = {"run_id": "r", "final": True, "acc/x": 0.5, "params": 100, "n": 3, "seeds": [3],
+           "point": {"seed": 1, "train.lr": 0.003}, "overrides": ["train.lr=0.003"],
+           "stats": {"acc/x": {"mean": 0.5, "sd": 0.1, "n": 3}}}
+    assert retrain_line(row, "S.yaml") == "optimix train S.yaml --set train.lr=0.003 --seed 3"
+    frontier_table([row, {**row, "n": 1, "stats": {}}], [Objective(metric="acc/x", mode="max")])
+    first, second = capsys.readouterr().out.splitlines()[1::2]
+    assert "seed=" not in first and "lr=0.003" in first
+    assert "seed=1" in second  # one seed: the row is that trial
 
 
 def test_auto_is_on_for_a_budget_or_more_than_a_handful_of_trials():

@@ -71,8 +71,9 @@ def resolve(space: Space, point: Mapping[str, Any]) -> TrialConfig:
 
 
 def overrides(point: Mapping[str, Any]) -> list[str]:
-    """``KEY=VALUE`` for ``optimix train --set``: the searched values of a point."""
-    return [f"{k}={v}" for k, v in point.items()]
+    """``KEY=VALUE`` for ``optimix train --set``: the searched values of a point, but its seed
+    (where the space searches it), which the retrain line gives as ``--seed``."""
+    return [f"{k}={v}" for k, v in point.items() if k != SEED_KEY]
 
 
 def config_id(params: Mapping[str, Any]) -> str:
