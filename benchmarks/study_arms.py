@@ -298,6 +298,9 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
         for facts in sorted({r["background_facts"] for r in rows}, reverse=True):
             sub = _ok(rows, target_params=target, background_facts=facts)
             t = _threshold(sub)
+            t["seeds"] = sorted({r["seed"] for r in sub})
+            # the 5,000-fact threshold over the seeds this variant has (its ratio pairs like with like)
+            base = _threshold(paired_primary(primary_rows, target, t["seeds"]))
             both = base["how"] == t["how"] == "interpolated"
             t["ratio"] = base["exposures"] / t["exposures"] if both else None
             t["moved"] = None if t["ratio"] is None else not (1 / CROWDING <= t["ratio"] <= CROWDING)
@@ -310,7 +313,7 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
                                    else [math.exp(spread["interval"][0]), math.exp(spread["interval"][1])])
             variants[facts] = t
         out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
-                    "seeds": seeds, "background_5000": base, "by_background_facts": variants})
+                    "seeds": seeds, "background_5000": _threshold(primary), "by_background_facts": variants})
     return out
 
 
