@@ -157,8 +157,9 @@ def frontier_table(rows, objectives, space: str = "SPACE") -> None:
 
 
 def retrain_line(row, space: str = "SPACE") -> str:
-    """``optimix train SPACE --set KEY=VALUE ... --seed SEED``: a frontier row's config at a
-    seed no trial of it used (its seeds' next), or its first seed for a curve point."""
+    """``optimix train SPACE --set KEY=VALUE ... --seed SEED``: a frontier row's config at its
+    first seed, which trains its first recorded trial again, result for result (a curve point:
+    that trial's run, read at the step named)."""
     sets = " ".join(f"--set {o}" for o in row.get("overrides", []))
     seeds = [s for s in row.get("seeds", []) if s is not None]
     seed = f" --seed {seeds[0]}" if seeds else ""
