@@ -50,6 +50,7 @@ LR_BRACKETS = {45000: (0.001, 0.003, 0.01, 0.03), MIDDLE: (0.001, 0.003, 0.01), 
 """lr_sweep: rates a factor ~3 apart per size, centred where part two's lr arm pointed (17K
 wanted more than 3e-3, 621K less). 45K's first sweep (3e-3 to 3e-2) put its best at the
 lower edge, so it reaches down to 1e-3."""
+QUICK_RATES = {45000: (0.003, 0.01), MIDDLE: (0.001, 0.003)}  # --quick: two rates, the two smaller sizes
 SEEDS3 = (0, 1, 2)
 BASE_FREQ = 0.002  # iso_flop_tuned: the small model's fixed frequency, below its threshold
 BOOSTS = (1, 4, 16)  # iso_flop_tuned: the small model at BASE_FREQ times these
@@ -168,9 +169,10 @@ def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[in
                 for size in sizes]
     if arm == "lr_sweep":
         sizes, seeds = (TUNED_SIZES[:2], [0]) if quick else (TUNED_SIZES, SEEDS3)
+        rates = QUICK_RATES if quick else LR_BRACKETS
         return [Search(PRIMARY_SPACE, f"study_lr_sweep_{size}",
                        [_sizes([size]), f"mixture.rare_freq={centre[size]:g}",
-                        f"train.lr={{dist: choice, values: {list(LR_BRACKETS[size])}}}", _seeds(seeds)])
+                        f"train.lr={{dist: choice, values: {list(rates[size])}}}", _seeds(seeds)])
                 for size in sizes]
     if arm == "iso_flop_tuned":
         sizes = TUNED_SIZES[:2] if quick else TUNED_SIZES

@@ -53,12 +53,18 @@ def sigmoid_in_log(x: float, centre: float) -> float:
 # Grids
 
 
+TUNED = {45000: 0.003, 110000: 0.003, 620000: 0.001}  # what lr_sweep found (docs/reproduction/lr_sweep.csv)
+
+
 def test_every_arm_is_a_valid_grid_search_centred_on_the_primary(primary):
     counts = {}
     for arm in study_arms.ARMS:
-        for search in study_arms.arm_searches(arm, primary):
+        for search in study_arms.arm_searches(arm, primary, tuned_lr=TUNED):
             counts[search.experiment] = grid_size(load_space(search.space, search.overrides))
     assert counts["study_iso_flop_small"] == 60 and counts["study_iso_flop_middle"] == 30
+    assert sum(v for k, v in counts.items() if k.startswith("study_lr_sweep")) == 12 + 9 + 9
+    for budget in ("b1", "b2"):  # the small model at three frequencies, the grown ones at one; 3 seeds
+        assert [counts[f"study_iso_flop_tuned_{budget}_{size}"] for size in TUNED] == [9, 3, 3]
     assert sum(v for k, v in counts.items() if k.startswith("study_exposures")) == 30
     assert counts["study_rule"] == 40
     (iso_small, iso_middle) = study_arms.arm_searches("iso_flop", primary)
@@ -76,8 +82,20 @@ def test_every_arm_is_a_valid_grid_search_centred_on_the_primary(primary):
 
 def test_quick_arms_are_small(primary):
     trials = sum(grid_size(load_space(s.space, s.overrides))
-                 for arm in study_arms.ARMS for s in study_arms.arm_searches(arm, primary, quick=True))
+                 for arm in study_arms.ARMS for s in study_arms.arm_searches(arm, primary, quick=True, tuned_lr=TUNED))
     assert trials <= 40
+
+
+def test_iso_flop_tuned_trains_each_size_at_its_rate_and_equal_flops(primary):
+    budgets = study_arms.iso_tuned_budgets(primary)
+    # the top budget: the 621K model at 20 tokens per parameter
+    assert budgets["b3"] / (primary[620000]["train_flops"] / 896000) / primary[620000]["params"] == pytest.approx(20)
+    for search in study_arms.arm_searches("iso_flop_tuned", primary, tuned_lr=TUNED, budgets=("b1", "b2", "b3")):
+        budget, size = search.experiment.rsplit("_", 2)[1:]
+        config = load_space(search.space, search.overrides).resolve({})
+        assert config.train.lr == TUNED[int(size)] and config.train.flops == pytest.approx(budgets[budget], rel=1e-5)
+    with pytest.raises(ValueError, match="no lr_sweep rows for \\[620000\\]"):
+        study_arms.arm_searches("iso_flop_tuned", primary, tuned_lr={45000: 0.003, 110000: 0.003})
 
 
 # ---------------------------------------------------------------------------------------------
