@@ -394,8 +394,8 @@ def _paired(a: dict[int, float], b: dict[int, float]) -> dict:
     n = len(diffs)
     mean = float(np.mean(diffs)) if n else None
     half = (t_quantile(0.5 + LEVEL_90 / 2, n - 1) * float(np.std(diffs, ddof=1)) / math.sqrt(n)) if n > 1 else None
-    return {"mean": mean, "n": n, "by_seed": diffs,
-            "interval": None if half is None else [mean - half, mean + half]}
+    return {"mean": mean, "n": n, "by_seed": diffs,  # a difference of accuracies lies in [-1, 1]
+            "interval": None if half is None else [max(-1.0, mean - half), min(1.0, mean + half)]}
 
 
 def analyze_iso_flop_tuned(rows: list[dict]) -> list[dict]:
