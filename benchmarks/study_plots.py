@@ -248,8 +248,10 @@ def plot_lr(entries: list[dict], path: Path) -> None:
 def plot_iso_tuned(budgets: list[dict], path: Path) -> None:
     """Equal FLOPs, tuned learning rates: per budget, rare and background accuracy of the
     baseline, the boosts and the grown models (bars: seed means; dots: seeds)."""
+    from optimix.core.regime import ratio
+
     plt = _plt()
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.6 * len(budgets), 4), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(max(6.4, 4.6 * len(budgets)), 4.2), dpi=120, squeeze=False)
     for ax, budget in zip(axes[0], budgets, strict=True):
         options = budget["options"]
         xs = np.arange(len(options))
@@ -261,13 +263,13 @@ def plot_iso_tuned(budgets: list[dict], path: Path) -> None:
                 ax.scatter([x + offset] * len(seeds), seeds, color="black", s=6, zorder=3)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{o['kind']}\n{_size_label(o['params'])}, f={o['rare_freq']:g}\n"
-                            f"lr {o['lr']:g}, {o['tokens_per_param']:,.0f} tok/p" for o in options], fontsize=6)
+                            f"lr {o['lr']:g}, {ratio(o['tokens_per_param'])} tok/p" for o in options], fontsize=6)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{budget['budget_flops']:.3g} training FLOPs", fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Equal FLOPs, each size at its tuned learning rate: boost the frequency or grow the model?",
+    fig.suptitle("Equal FLOPs, each size at its tuned learning rate:\nboost the frequency or grow the model?",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
