@@ -18,7 +18,7 @@ import numpy as np
 
 from optimix.core import budget, metrics
 from optimix.core.budget import Proposal
-from optimix.core.config import SpaceError
+from optimix.core.config import SpaceError, TrialConfig
 from optimix.core.metrics import MIN_FLOPS
 from optimix.core.space import Dimension, Space
 from optimix.trial.train import task_geometry
@@ -59,6 +59,31 @@ class Proposals:
         whose config cannot be built, the point itself."""
         found = self._lookup(point, seed)
         return "infeasible:" + _point_text(point) if isinstance(found, str) else found.key
+
+    def size(self, point: Mapping[str, Any]) -> float:
+        """Parameters of the model the trial at ``point`` builds; ``nan`` where its config
+        cannot be built."""
+        found = self._lookup(point)
+        return math.nan if isinstance(found, str) else float(found.plan.shape.params)
+
+    def built(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """``point`` as its trial builds it: each model entry (``FieldMeaning.as_shape``) at
+        the shape built (a ``model.params`` target at the parameters of the model the rule
+        builds for it), each float range at its quantum (``Dimension.quantum``). Two points
+        with one effective config (``key``) are one point here; a point whose config cannot be
+        built is itself."""
+        found = self._lookup(point)
+        if isinstance(found, str):
+            return dict(point)
+        shape, dims = found.plan.shape, self.space.dimensions
+        out = {}
+        for key, value in point.items():
+            name = key.rsplit(".", 1)[-1]
+            if TrialConfig.meaning(key).as_shape and hasattr(shape, name):
+                out[key] = getattr(shape, name)
+            else:
+                out[key] = dims[key].quantum(value) if key in dims else value
+        return out
 
     def _lookup(self, point: Mapping[str, Any], seed: int | None = None) -> Proposal | str:
         text = _point_text(point) + ("" if seed is None else f"@{seed}")
@@ -210,6 +235,7 @@ def make_sampler(space: Space, seed: int, budget_left: Callable[[], float] = lam
                                quality.maximize, proposals.cost, budget_left=budget_left,
                                n_startup=n_startup(space, seed), seed=seed,
                                key=lambda p: proposals.key(p) if proposals.feasible(p) else None,
+                               built=proposals.built, size=proposals.size,
                                budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space),
                                ceiling=1.0 if quality.metric.startswith("acc/") else math.inf,
                                constraints=len(constraints))
