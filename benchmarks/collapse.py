@@ -27,6 +27,7 @@ import numpy as np
 
 from optimix.core import pareto
 from optimix.core.budget import Proposal
+from optimix.core.config import TrialConfig
 from optimix.core.metrics import CURVE_ATTR
 from optimix.core.space import Space, load_space
 from optimix.search.frontier_sampler import NEAR
@@ -56,7 +57,7 @@ def near_repeats(space: Space, built: list[tuple[str, dict]]) -> int:
     that config's: what the sampler should never propose."""
     def close(a: dict, b: dict) -> bool:
         for name, dim in space.dimensions.items():
-            if name.startswith("model."):
+            if TrialConfig.meaning(name).as_shape:
                 continue
             if dim.dist == "choice" and a[name] != b[name]:
                 return False

@@ -28,6 +28,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
+from optimix.core.config import TrialConfig
 from optimix.core.metrics import CURVE_ATTR
 from optimix.core.space import load_space
 from optimix.search import distributions, make_sampler
@@ -70,7 +71,7 @@ def near_repeat(space, proposals: Proposals, point: dict, trained: list[dict]) -
     for other in trained:
         if shape_of(proposals, other) == shape_of(proposals, point) and all(
                 point[k] == other[k] if dim.dist == "choice" else abs(dim.unit(point[k]) - dim.unit(other[k])) < NEAR
-                for k, dim in space.dimensions.items() if not k.startswith("model.")):
+                for k, dim in space.dimensions.items() if not TrialConfig.meaning(k).as_shape):
             return other
     return None
 
@@ -84,7 +85,7 @@ def test_a_repeat_is_judged_on_the_model_built_not_the_size_proposed(seed):
     # at 0.0021 (one 16,536-param model), and 61,677 at 0.238 after 56,023 at 0.233.
     space, proposals, study, trials = replay("reverse_params", "reverse_params_s0.json", 11, seed)
     dim, dists = space.dimensions["mixture.rare_freq"], distributions(space)
-    for _ in range(6):
+    for _ in range(4):
         trial = study.ask(dists)
         point = trial.params
         trained = [t.params for t in study.get_trials(states=(TrialState.COMPLETE,))]
@@ -108,3 +109,17 @@ def test_a_budget_that_allows_it_buys_a_dearer_model_once_the_cheap_one_is_known
     point = study.ask(distributions(space)).params
     assert proposals.cost(point) > proposals.cost(trials[3]["params"]), point
     assert proposals.cost(point) <= study.sampler.budget_left()
+
+
+def test_a_point_as_built_has_the_model_built_and_the_settings_proposed():
+    space = load_space(SPACES / "reverse_params.yaml")
+    proposals = Proposals(space)
+    a = proposals.built({"model.params": 15983, "mixture.rare_freq": 0.299})
+    b = proposals.built({"model.params": 21939, "mixture.rare_freq": 0.2713})
+    assert a["model.params"] == b["model.params"] == 16536
+    assert proposals.size({"model.params": 15983, "mixture.rare_freq": 0.1}) == 16536
+    # Frequencies as proposed, not on their quantum: 0.299 and 0.2713 are 0.019 apart in the
+    # range's log scale (near), though their quanta (0.3 and 0.2714) are 0.02 apart.
+    dim = space.dimensions["mixture.rare_freq"]
+    assert (a["mixture.rare_freq"], b["mixture.rare_freq"]) == (0.299, 0.2713)
+    assert abs(dim.unit(a["mixture.rare_freq"]) - dim.unit(b["mixture.rare_freq"])) < NEAR

@@ -67,22 +67,21 @@ class Proposals:
         return math.nan if isinstance(found, str) else float(found.plan.shape.params)
 
     def built(self, point: Mapping[str, Any]) -> dict[str, Any]:
-        """``point`` as its trial builds it: each model entry (``FieldMeaning.as_shape``) at
-        the shape built (a ``model.params`` target at the parameters of the model the rule
-        builds for it), each float range at its quantum (``Dimension.quantum``). Two points
-        with one effective config (``key``) are one point here; a point whose config cannot be
+        """``point`` with each model entry (``FieldMeaning.as_shape``) at the shape its trial
+        builds: a ``model.params`` target at the parameters of the model the rule builds for
+        it, so two targets that build one model are one size. Other entries are left as
+        proposed (their quantum, ``Dimension.quantum``, is the key's to judge: rounded here,
+        two frequencies a quantum apart would never be near). A point whose config cannot be
         built is itself."""
         found = self._lookup(point)
         if isinstance(found, str):
             return dict(point)
-        shape, dims = found.plan.shape, self.space.dimensions
-        out = {}
-        for key, value in point.items():
+        shape = found.plan.shape
+        out = dict(point)
+        for key in point:
             name = key.rsplit(".", 1)[-1]
             if TrialConfig.meaning(key).as_shape and hasattr(shape, name):
                 out[key] = getattr(shape, name)
-            else:
-                out[key] = dims[key].quantum(value) if key in dims else value
         return out
 
     def _lookup(self, point: Mapping[str, Any], seed: int | None = None) -> Proposal | str:
