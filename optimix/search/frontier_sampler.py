@@ -26,7 +26,8 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    otherwise predicted at the mean of what was seen, its spread being no evidence either way;
 3. the candidate with the largest gain per price**alpha that fits the budget left is
    proposed. A candidate's price is its FLOPs, but never less than the budget left over the
-   trials left: below that share the search runs out of trials before FLOPs, and a FLOP
+   trials the search may still run (``search.trials``, not the count the budget is expected
+   to buy, which is no limit): below that share the search runs out of trials before FLOPs, and a FLOP
    saved buys nothing, so a model that costs less than the share is no cheaper than one that
    costs the share. alpha falls from 1 to 0 as the budget is spent ("cost cooling", Lee et
    al. 2020): a fresh search buys cheap information, and once the frontier stops moving
@@ -72,7 +73,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     (``search.proposals.distributions``); candidates are drawn with ``Dimension.at``.
     ``cost(point) -> FLOPs`` prices a point (``math.inf`` for an invalid one);
     ``budget_left() -> FLOPs`` bounds what may be proposed; ``budget_limit`` and ``n_trials``
-    (the trials the search expects) set the cost cooling and the price floor.
+    (the trials the search expects) set the cost cooling, ``budget_limit`` and ``max_trials``
+    (the most it may run, ``search.trials``) the price floor.
     ``key(point)`` names what a point trains (``budget.effective_key``), ``built(point)`` is
     the point as its trial builds it (``Proposals.built``) and ``size(point)`` the parameters
     of the model it builds (``Proposals.size``; ``nan``: unknown).
@@ -85,7 +87,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
                  key: Callable[[dict[str, Any]], str | None] = lambda p: None,
                  built: Callable[[dict[str, Any]], dict[str, Any]] = dict,
                  size: Callable[[dict[str, Any]], float] = lambda p: math.nan,
-                 budget_limit: float | None = None, n_trials: int = 100, prior_sd: float = 0.1,
+                 budget_limit: float | None = None, n_trials: int = 100, max_trials: int | None = None,
+                 prior_sd: float = 0.1,
                  ceiling: float = math.inf, constraints: int = 0):
         if list(dimensions) != list(distributions):
             raise ValueError("the dimensions and the distributions must name the same entries")
@@ -103,6 +106,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self._model_columns = self._columns([n for n in dimensions if TrialConfig.meaning(n).as_shape])
         self.budget_limit = budget_limit
         self._n_trials = n_trials
+        self._max_trials = max_trials
         self._prior_sd = prior_sd
         self._ceiling = ceiling if maximize else math.inf
         self._constraints = constraints
@@ -162,7 +166,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         if not (gain > 0).any():
             return {}
         started = sum(set(names) <= set(t.params) for t in trials)
-        price = self.price(costs, self._n_trials - started)
+        price = self.price(costs, None if self._max_trials is None else self._max_trials - started)
         return candidates[int(np.argmax(gain / price ** self.cost_weight(len(done))))]
 
     def _noisy_fronts(self, gp: _GP, seen: Sequence[_Config], curve: list[tuple[float, float]],
@@ -234,12 +238,13 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             out[smaller] = np.maximum(out[smaller], gp.predict(at)[0])
         return out
 
-    def price(self, costs: np.ndarray, n_left: int) -> np.ndarray:
+    def price(self, costs: np.ndarray, n_left: int | None) -> np.ndarray:
         """What a candidate uses of what the search has left, in FLOPs: its own cost, but never
-        less than the budget left over the trials left. Below that share, a FLOP saved is
-        never spent (the trials run out first), so a cheap point is no cheaper than a dearer
-        one; without a FLOPs budget, its cost."""
-        if not self.budget_limit:
+        less than the budget left over the trials the search may still run (``n_left``, from
+        ``max_trials``). Below that share, a FLOP saved is never spent (the trials run out
+        first), so a cheap point is no cheaper than a dearer one; without a FLOPs budget or a
+        trial limit, its cost."""
+        if not self.budget_limit or n_left is None:
             return costs
         return np.maximum(costs, self.budget_left() / max(1, n_left))
 

@@ -236,6 +236,7 @@ def make_sampler(space: Space, seed: int, budget_left: Callable[[], float] = lam
                                key=lambda p: proposals.key(p) if proposals.feasible(p) else None,
                                built=proposals.built, size=proposals.size,
                                budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space),
+                               max_trials=space.base.search.trials,
                                ceiling=1.0 if quality.metric.startswith("acc/") else math.inf,
                                constraints=len(constraints))
     # Optuna 5 reads what ``searcher.tell`` set with ``Trial.set_constraint``; before it, a
