@@ -161,8 +161,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         mean = np.maximum(mean, self._smaller_models(gp, encoded, [self._size(c) for c in candidates], seen))
         reference = math.log10(max([float(costs.max()), *(10 ** p[0] for f in fronts for p in f)]) * 1.0001)
         gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, reference, self._ceiling) for f in fronts], axis=0)
-        gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]),
-                                     np.array([self._encode(c) for c in candidates]))
+        gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]), encoded)
         if not (gain > 0).any():
             return {}
         started = sum(set(names) <= set(t.params) for t in trials)
