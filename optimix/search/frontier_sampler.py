@@ -11,20 +11,32 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    dimension is, numeric choices by value) models the quality of finished configs (a pruned
    trial's by its last learning-curve point): a config retrained at several seeds
    (``optimix.core.replicates``) is one point at its seeds' mean, whose own variance (its
-   seed spread over its number of seeds, heteroscedastic) is added to the GP's noise;
+   seed spread over its number of seeds, heteroscedastic) is added to the GP's noise. A
+   point enters the GP as its trial builds it (``built``): a model entry at the shape built,
+   so a ``model.params`` target is read as the parameters of the model the rule builds for
+   it (20,505 and 23,356 that both build one 17,880-param model are one size, not two);
 2. for each of a few hundred candidate points (random, and near the best points so far), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
    frontier, whose candidates include every trial's learning-curve points, is integrated
    over the GP's prediction (Gauss-Hermite) and over draws of the GP's posterior at the
-   configs already trained (the frontier itself is noisy, as in BoTorch's qNEHVI);
-3. the candidate with the largest gain per FLOP**alpha that fits the budget left is proposed,
-   where alpha falls from 1 to 0 as the budget is spent ("cost cooling", Lee et al. 2020): a
-   fresh search buys cheap information, and once the frontier stops moving cheaply, what
-   a dearer point could add (a larger model at the frequencies that worked) is worth its
-   price. Candidates are whole effective configs (``budget.effective_key``): one that would
-   train a model already trained or running is never proposed, and the GP's prior spread
-   never falls below ``prior_sd`` (an unexplored part of the space is never "known" to be
-   as flat as what was seen); an accuracy is never expected above 1.
+   configs already trained (the frontier itself is noisy, as in BoTorch's qNEHVI). The GP's
+   mean at a candidate is never below its mean, at the candidate's other settings, of a
+   smaller model already trained: at a fixed number of tokens a larger model does no worse
+   (Kaplan et al. 2020, arXiv:2001.08361), and a size seen only at poor frequencies is
+   otherwise predicted at the mean of what was seen, its spread being no evidence either way;
+3. the candidate with the largest gain per price**alpha that fits the budget left is
+   proposed. A candidate's price is its FLOPs, but never less than the budget left over the
+   trials the search may still run (``search.trials``, not the count the budget is expected
+   to buy, which is no limit): below that share the search runs out of trials before FLOPs, and a FLOP
+   saved buys nothing, so a model that costs less than the share is no cheaper than one that
+   costs the share. alpha falls from 1 to 0 as the budget is spent ("cost cooling", Lee et
+   al. 2020): a fresh search buys cheap information, and once the frontier stops moving
+   cheaply, what a dearer point could add (a larger model at the frequencies that worked)
+   is worth its price. Candidates are whole effective configs (``budget.effective_key``):
+   one that would train a model already trained or running is never proposed, nor a
+   near-repeat of one (the same model built, every other dimension within ``NEAR``); the
+   GP's prior spread never falls below ``prior_sd`` (an unexplored part of the space is
+   never "known" to be as flat as what was seen); an accuracy is never expected above 1.
 
 Running trials count as finished at the GP's mean (the "kriging believer"), so parallel
 slots do not propose the same point. Until ``n_startup`` trials have finished, and for
@@ -45,6 +57,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optimix.core import replicates
+from optimix.core.config import TrialConfig
 from optimix.core.metrics import CONSTRAINT_ATTR, CURVE_ATTR
 from optimix.core.space import Dimension
 
@@ -59,7 +72,12 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     ``dimensions`` are the space's, ``distributions`` the same in Optuna's terms
     (``search.proposals.distributions``); candidates are drawn with ``Dimension.at``.
     ``cost(point) -> FLOPs`` prices a point (``math.inf`` for an invalid one);
-    ``budget_left() -> FLOPs`` bounds what may be proposed.
+    ``budget_left() -> FLOPs`` bounds what may be proposed; ``budget_limit`` and ``n_trials``
+    (the trials the search expects) set the cost cooling, ``budget_limit`` and ``max_trials``
+    (the most it may run, ``search.trials``) the price floor.
+    ``key(point)`` names what a point trains (``budget.effective_key``), ``built(point)`` is
+    the point as its trial builds it (``Proposals.built``) and ``size(point)`` the parameters
+    of the model it builds (``Proposals.size``; ``nan``: unknown).
     """
 
     def __init__(self, dimensions: Mapping[str, Dimension], distributions: Mapping[str, BaseDistribution],
@@ -67,7 +85,10 @@ class FrontierSampler(optuna.samplers.BaseSampler):
                  budget_left: Callable[[], float] = lambda: math.inf,
                  n_startup: int = 3, n_candidates: int = 384, seed: int | None = None,
                  key: Callable[[dict[str, Any]], str | None] = lambda p: None,
-                 budget_limit: float | None = None, n_trials: int = 100, prior_sd: float = 0.1,
+                 built: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+                 size: Callable[[dict[str, Any]], float] = lambda p: math.nan,
+                 budget_limit: float | None = None, n_trials: int = 100, max_trials: int | None = None,
+                 prior_sd: float = 0.1,
                  ceiling: float = math.inf, constraints: int = 0):
         if list(dimensions) != list(distributions):
             raise ValueError("the dimensions and the distributions must name the same entries")
@@ -80,8 +101,12 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self._n_startup = n_startup
         self._n_candidates = n_candidates
         self._key = key
+        self._built = built
+        self._size = size
+        self._model_columns = self._columns([n for n in dimensions if TrialConfig.meaning(n).as_shape])
         self.budget_limit = budget_limit
         self._n_trials = n_trials
+        self._max_trials = max_trials
         self._prior_sd = prior_sd
         self._ceiling = ceiling if maximize else math.inf
         self._constraints = constraints
@@ -131,14 +156,17 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             return {}
         candidates = [c for c, ok in zip(candidates, fits, strict=True) if ok]
         costs = costs[fits]
-        mean, sd = gp.predict(np.array([self._encode(c) for c in candidates]))
+        encoded = np.array([self._encode(c) for c in candidates])
+        mean, sd = gp.predict(encoded)
+        mean = np.maximum(mean, self._smaller_models(gp, encoded, [self._size(c) for c in candidates], seen))
         reference = math.log10(max([float(costs.max()), *(10 ** p[0] for f in fronts for p in f)]) * 1.0001)
         gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, reference, self._ceiling) for f in fronts], axis=0)
-        gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]),
-                                     np.array([self._encode(c) for c in candidates]))
+        gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]), encoded)
         if not (gain > 0).any():
             return {}
-        return candidates[int(np.argmax(gain / costs ** self.cost_weight(len(done))))]
+        started = sum(set(names) <= set(t.params) for t in trials)
+        price = self.price(costs, None if self._max_trials is None else self._max_trials - started)
+        return candidates[int(np.argmax(gain / price ** self.cost_weight(len(done))))]
 
     def _noisy_fronts(self, gp: _GP, seen: Sequence[_Config], curve: list[tuple[float, float]],
                       believed: list[tuple[float, float]], draws: int = 8) -> list[list[tuple[float, float]]]:
@@ -183,10 +211,47 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             return min(1.0, max(0.0, self.budget_left() / self.budget_limit))
         return min(1.0, max(0.0, 1.0 - n_done / max(1, self._n_trials)))
 
+    def _smaller_models(self, gp: _GP, encoded: np.ndarray, sizes: Sequence[float],
+                        seen: Sequence[_Config]) -> np.ndarray:
+        """The best the GP expects, at each candidate's other settings, of a smaller model
+        already trained: a larger model trained on the same tokens is expected to do no worse
+        (at a fixed number of tokens, loss falls with size: Kaplan et al. 2020, arXiv:2001.08361).
+        Without it, the GP's mean at a size seen only at poor settings reverts to the mean of
+        what was seen, and its spread alone never pays for the size's price. ``-inf`` where no
+        smaller model was trained (or the space searches no model size)."""
+        out = np.full(len(encoded), -np.inf)
+        if not self._model_columns.any():
+            return out
+        sizes = np.asarray(sizes, dtype=float)
+        models = {}
+        for g in seen:
+            size = self._size(g.params)
+            if math.isfinite(size):
+                models[size] = np.array(self._encode(g.params))[self._model_columns]
+        for size, columns in models.items():
+            smaller = sizes > size
+            if not smaller.any():
+                continue
+            at = encoded[smaller].copy()
+            at[:, self._model_columns] = columns
+            out[smaller] = np.maximum(out[smaller], gp.predict(at)[0])
+        return out
+
+    def price(self, costs: np.ndarray, n_left: int | None) -> np.ndarray:
+        """What a candidate uses of what the search has left, in FLOPs: its own cost, but never
+        less than the budget left over the trials the search may still run (``n_left``, from
+        ``max_trials``). Below that share, a FLOP saved is never spent (the trials run out
+        first), so a cheap point is no cheaper than a dearer one; without a FLOPs budget or a
+        trial limit, its cost."""
+        if not self.budget_limit or n_left is None:
+            return costs
+        return np.maximum(costs, self.budget_left() / max(1, n_left))
+
     def _new_configs(self, candidates: list[dict[str, Any]], trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
         """One candidate per effective config, none that a trial trained or is training, and
-        none a near-repeat of one (every dimension within ``NEAR`` of its range: a deterministic
-        trial there would mostly retell what its neighbour said)."""
+        none a near-repeat of one (every dimension of what it builds within ``NEAR`` of its
+        range: the same model, at nearly the same frequency and settings, whatever size it
+        proposed; a deterministic trial there would mostly retell what its neighbour said)."""
         tried = [t.params for t in trials if set(self._dims) <= set(t.params)]
         seen = {self._key(p) for p in tried}
         near = np.array([self._encode(p) for p in tried]) if tried else np.zeros((0, 0))
@@ -216,9 +281,21 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     def _draw(self) -> dict[str, Any]:
         return {name: dim.at(float(self._rng.random())) for name, dim in self._dims.items()}
 
+    def _columns(self, names: Sequence[str]) -> np.ndarray:
+        """Which of the GP's input columns (``_encode``) hold the dimensions ``names``."""
+        out = []
+        for name, dim in self._dims.items():
+            numeric = dim.dist != "choice" or all(isinstance(c, int | float) and not isinstance(c, bool) and c > 0
+                                                  for c in dim.values)
+            out += [name in names] * (1 if numeric else len(dim.values))
+        return np.array(out, dtype=bool)
+
     def _encode(self, params: dict[str, Any]) -> list[float]:
-        """A point as GP inputs: each range dimension at its place in [0, 1] (``Dimension.unit``),
-        a choice of positive numbers by its value in log scale, any other choice one-hot."""
+        """A point as GP inputs, as its trial builds it (``built``: a ``model.params`` target
+        at the parameters of the model built): each range dimension at its place in [0, 1]
+        (``Dimension.unit``), a choice of positive numbers by its value in log scale, any
+        other choice one-hot."""
+        params = self._built(params)
         row = []
         for name, dim in self._dims.items():
             value = params[name]

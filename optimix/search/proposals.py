@@ -18,7 +18,7 @@ import numpy as np
 
 from optimix.core import budget, metrics
 from optimix.core.budget import Proposal
-from optimix.core.config import SpaceError
+from optimix.core.config import SpaceError, TrialConfig
 from optimix.core.metrics import MIN_FLOPS
 from optimix.core.space import Dimension, Space
 from optimix.trial.train import task_geometry
@@ -59,6 +59,30 @@ class Proposals:
         whose config cannot be built, the point itself."""
         found = self._lookup(point, seed)
         return "infeasible:" + _point_text(point) if isinstance(found, str) else found.key
+
+    def size(self, point: Mapping[str, Any]) -> float:
+        """Parameters of the model the trial at ``point`` builds; ``nan`` where its config
+        cannot be built."""
+        found = self._lookup(point)
+        return math.nan if isinstance(found, str) else float(found.plan.shape.params)
+
+    def built(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """``point`` with each model entry (``FieldMeaning.as_shape``) at the shape its trial
+        builds: a ``model.params`` target at the parameters of the model the rule builds for
+        it, so two targets that build one model are one size. Other entries are left as
+        proposed (their quantum, ``Dimension.quantum``, is the key's to judge: rounded here,
+        two frequencies a quantum apart would never be near). A point whose config cannot be
+        built is itself."""
+        found = self._lookup(point)
+        if isinstance(found, str):
+            return dict(point)
+        shape = found.plan.shape
+        out = dict(point)
+        for key in point:
+            name = key.rsplit(".", 1)[-1]
+            if TrialConfig.meaning(key).as_shape and hasattr(shape, name):
+                out[key] = getattr(shape, name)
+        return out
 
     def _lookup(self, point: Mapping[str, Any], seed: int | None = None) -> Proposal | str:
         text = _point_text(point) + ("" if seed is None else f"@{seed}")
@@ -210,7 +234,9 @@ def make_sampler(space: Space, seed: int, budget_left: Callable[[], float] = lam
                                quality.maximize, proposals.cost, budget_left=budget_left,
                                n_startup=n_startup(space, seed), seed=seed,
                                key=lambda p: proposals.key(p) if proposals.feasible(p) else None,
+                               built=proposals.built, size=proposals.size,
                                budget_limit=space.base.search.budget_flops, n_trials=expected_trials(space),
+                               max_trials=space.base.search.trials,
                                ceiling=1.0 if quality.metric.startswith("acc/") else math.inf,
                                constraints=len(constraints))
     # Optuna 5 reads what ``searcher.tell`` set with ``Trial.set_constraint``; before it, a
