@@ -23,7 +23,10 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    mean at a candidate is never below its mean, at the candidate's other settings, of a
    smaller model already trained: at a fixed number of tokens a larger model does no worse
    (Kaplan et al. 2020, arXiv:2001.08361), and a size seen only at poor frequencies is
-   otherwise predicted at the mean of what was seen, its spread being no evidence either way;
+   otherwise predicted at the mean of what was seen, its spread being no evidence either way.
+   Not where trials train to a FLOPs target (``train.flops``, ``Proposals.size``): there a
+   larger model gets fewer tokens, and the floor cost a held-out iso-FLOP space a third of its
+   hypervolume at a small budget (docs/benchmarks/collapse.md);
 3. the candidate with the largest gain per price**alpha that fits the budget left is
    proposed. A candidate's price is its FLOPs, but never less than the budget left over the
    trials the search may still run (``search.trials``, not the count the budget is expected
@@ -218,7 +221,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         (at a fixed number of tokens, loss falls with size: Kaplan et al. 2020, arXiv:2001.08361).
         Without it, the GP's mean at a size seen only at poor settings reverts to the mean of
         what was seen, and its spread alone never pays for the size's price. ``-inf`` where no
-        smaller model was trained (or the space searches no model size)."""
+        smaller model was trained, or sizes do not compare (the space searches none, or trains
+        to a FLOPs target: ``size`` is ``nan``)."""
         out = np.full(len(encoded), -np.inf)
         if not self._model_columns.any():
             return out

@@ -61,10 +61,13 @@ class Proposals:
         return "infeasible:" + _point_text(point) if isinstance(found, str) else found.key
 
     def size(self, point: Mapping[str, Any]) -> float:
-        """Parameters of the model the trial at ``point`` builds; ``nan`` where its config
-        cannot be built."""
+        """Parameters of the model the trial at ``point`` builds, where sizes compare at its
+        other settings; ``nan`` where its config cannot be built, or trains to a FLOPs target
+        (``train.flops``: a larger model then gets fewer tokens, and may well do worse)."""
         found = self._lookup(point)
-        return math.nan if isinstance(found, str) else float(found.plan.shape.params)
+        if isinstance(found, str) or found.config.train.flops is not None:
+            return math.nan
+        return float(found.plan.shape.params)
 
     def built(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """``point`` with each model entry (``FieldMeaning.as_shape``) at the shape its trial
