@@ -123,3 +123,15 @@ def test_a_point_as_built_has_the_model_built_and_the_settings_proposed():
     dim = space.dimensions["mixture.rare_freq"]
     assert (a["mixture.rare_freq"], b["mixture.rare_freq"]) == (0.299, 0.2713)
     assert abs(dim.unit(a["mixture.rare_freq"]) - dim.unit(b["mixture.rare_freq"])) < NEAR
+
+
+def test_sizes_do_not_compare_where_trials_train_to_a_flops_target():
+    """At a FLOPs target a larger model gets fewer tokens and may well do worse, so no smaller
+    model's mean floors a larger one's (``Proposals.size`` is nan): on the held-out iso-FLOP
+    space the floor cost hypervolume (docs/benchmarks/collapse.md)."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "spaces"
+    proposals = Proposals(load_space(bench / "isoflop.yaml"))
+    assert math.isnan(proposals.size({"model.params": 40000, "train.flops": 6.0e10, "mixture.rare_freq": 0.03}))
+    tokens = Proposals(load_space(bench / "facts_sizes.yaml"))
+    point = {k: d.default for k, d in tokens.space.dimensions.items()}
+    assert tokens.size(point) > 0
