@@ -336,6 +336,16 @@ def run_arm(arm: str, args: argparse.Namespace, workdir: Path, out: Path, runs: 
                  "quick": args.quick}
 
 
+def _runs(path: Path, updates: dict | None = None) -> dict:
+    """``runs.json`` as it is on disk, with ``updates`` (entries by name) written into it: an
+    invocation writes only its own entries, so two running side by side keep each other's."""
+    runs = json.loads(path.read_text()) if path.exists() else {}
+    if updates:
+        runs.update(updates)
+        path.write_text(json.dumps(runs, indent=2) + "\n")
+    return runs
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer sizes, frequencies, seeds.")
@@ -387,14 +397,15 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out) if args.out else (workdir / "out" if args.quick and workdir else OUT)
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "runs.json"
-    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    runs = _runs(runs_path)
     if workdir is not None:
         spaces = {"primary": (PRIMARY_SPACE, "study_reproduction", "results.csv"),
                   "bursts": (PRIMARY_SPACE, "study_bursts", "bursts.csv"),
                   "modadd": (MODADD_SPACE, "study_modadd", "modadd.csv")}
         for kind in [k for k in args.experiments if k in ARMS]:
+            runs = _runs(runs_path)  # as it is now: another invocation may have written since
             run_arm(kind, args, workdir, out, runs)
-            runs_path.write_text(json.dumps(runs, indent=2) + "\n")
+            runs = _runs(runs_path, {kind: runs[kind]})
         for kind in [k for k in args.experiments if k not in ARMS]:
             space, experiment, csv_name = spaces[kind]
             overrides = space_overrides(args, kind)
@@ -404,11 +415,10 @@ def main(argv: list[str] | None = None) -> None:
             run = run_search(space, experiment, overrides, workdir, args.resume)
             run["workdir"] = str(workdir)
             run["quick"] = args.quick
-            runs[name] = run
             rows = collect(space, experiment, overrides, workdir)
             write_csv(rows, out / csv_name)
             print(f"[{name}] {len(rows)} rows -> {out / csv_name}", flush=True)
-            runs_path.write_text(json.dumps(runs, indent=2) + "\n")
+            runs = _runs(runs_path, {name: run})
     analyze(out, runs)
 
 
