@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from optimix.core.metrics import OK
+
 COMPUTE_OPTIMAL = 20.0
 """Tokens per parameter at which training is compute-optimal (Chinchilla, arXiv:2203.15556)."""
 FAR_BELOW = 5.0
@@ -94,6 +96,13 @@ def regime(trials: Iterable[tuple[Any, Any, Any]]) -> Regime:
             by_size.setdefault(round(params), []).append((tokens / params, lr))
     sizes = tuple(_size(n, rows) for n, rows in sorted(by_size.items()))
     return Regime(sizes=sizes, why=_why(sizes[1:]))
+
+
+def of_entries(entries: Iterable[Any]) -> Regime:
+    """The regime of a search's finished trials (``LedgerEntry``: params and tokens from its
+    result, the learning rate from its config)."""
+    return regime((e.result.get("params"), e.result.get("tokens"), e.params.get("train.lr"))
+                  for e in entries if e.status == OK)
 
 
 def _number(value: Any) -> float:

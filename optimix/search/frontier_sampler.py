@@ -9,37 +9,29 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
 
 1. a Gaussian process over the space's dimensions (scaled to [0, 1], log scale where the
    dimension is, numeric choices by value) models the quality of finished configs (a pruned
-   trial's by its last learning-curve point): a config retrained at several seeds
-   (``optimix.core.replicates``) is one point at its seeds' mean, whose own variance (its
-   seed spread over its number of seeds, heteroscedastic) is added to the GP's noise. A
-   point enters the GP as its trial builds it (``built``): a model entry at the shape built,
-   so a ``model.params`` target is read as the parameters of the model the rule builds for
-   it (20,505 and 23,356 that both build one 17,880-param model are one size, not two);
+   trial's by its last learning-curve point), each point as its trial builds it (``built``:
+   a ``model.params`` target at the parameters of the model built, so two targets that
+   build one model are one size); a config retrained at several seeds is one point at its
+   seeds' mean, its seed variance over n added to the GP's noise (heteroscedastic);
 2. for each of a few hundred candidate points (random, and near the best points so far), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
-   frontier, whose candidates include every trial's learning-curve points, is integrated
-   over the GP's prediction (Gauss-Hermite) and over draws of the GP's posterior at the
-   configs already trained (the frontier itself is noisy, as in BoTorch's qNEHVI). The GP's
-   mean at a candidate is never below its mean, at the candidate's other settings, of a
-   smaller model already trained: at a fixed number of tokens a larger model does no worse
-   (Kaplan et al. 2020, arXiv:2001.08361), and a size seen only at poor frequencies is
-   otherwise predicted at the mean of what was seen, its spread being no evidence either way.
-   Not where trials train to a FLOPs target (``train.flops``, ``Proposals.size``): there a
-   larger model gets fewer tokens, and the floor cost a held-out iso-FLOP space a third of its
-   hypervolume at a small budget (docs/benchmarks/collapse.md);
+   frontier (curve points included) is integrated over the GP's prediction (Gauss-Hermite)
+   and over draws of its posterior at the configs trained (a noisy frontier, as in qNEHVI).
+   The GP's mean at a candidate is never below its mean, at the candidate's other settings,
+   of a smaller model already trained (at fixed tokens a larger model does no worse: Kaplan
+   et al. 2020, arXiv:2001.08361; a size seen only at poor frequencies would otherwise be
+   predicted at the mean of what was seen); not where trials train to a FLOPs target
+   (``train.flops``), where a larger model gets fewer tokens (docs/benchmarks/collapse.md);
 3. the candidate with the largest gain per price**alpha that fits the budget left is
-   proposed. A candidate's price is its FLOPs, but never less than the budget left over the
-   trials the search may still run (``search.trials``, not the count the budget is expected
-   to buy, which is no limit): below that share the search runs out of trials before FLOPs, and a FLOP
-   saved buys nothing, so a model that costs less than the share is no cheaper than one that
-   costs the share. alpha falls from 1 to 0 as the budget is spent ("cost cooling", Lee et
-   al. 2020): a fresh search buys cheap information, and once the frontier stops moving
-   cheaply, what a dearer point could add (a larger model at the frequencies that worked)
-   is worth its price. Candidates are whole effective configs (``budget.effective_key``):
-   one that would train a model already trained or running is never proposed, nor a
-   near-repeat of one (the same model built, every other dimension within ``NEAR``); the
-   GP's prior spread never falls below ``prior_sd`` (an unexplored part of the space is
-   never "known" to be as flat as what was seen); an accuracy is never expected above 1.
+   proposed. Its price is its FLOPs, but never less than the budget left over the trials the
+   search may still run (``search.trials``): below that share the trials run out first and a
+   FLOP saved buys nothing. alpha falls from 1 to 0 as the budget is spent ("cost cooling",
+   Lee et al. 2020): a fresh search buys cheap information, and once the frontier stops
+   moving cheaply, what a dearer point could add is worth its price. Candidates are whole
+   effective configs (``budget.effective_key``): one that would train a model already
+   trained or running is never proposed, nor a near-repeat (the same model built, every
+   other dimension within ``NEAR``); the GP's prior spread never falls below ``prior_sd``;
+   an accuracy is never expected above 1.
 
 Running trials count as finished at the GP's mean (the "kriging believer"), so parallel
 slots do not propose the same point. Until ``n_startup`` trials have finished, and for
@@ -217,12 +209,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     def _smaller_models(self, gp: _GP, encoded: np.ndarray, sizes: Sequence[float],
                         seen: Sequence[_Config]) -> np.ndarray:
         """The best the GP expects, at each candidate's other settings, of a smaller model
-        already trained: a larger model trained on the same tokens is expected to do no worse
-        (at a fixed number of tokens, loss falls with size: Kaplan et al. 2020, arXiv:2001.08361).
-        Without it, the GP's mean at a size seen only at poor settings reverts to the mean of
-        what was seen, and its spread alone never pays for the size's price. ``-inf`` where no
-        smaller model was trained, or sizes do not compare (the space searches none, or trains
-        to a FLOPs target: ``size`` is ``nan``)."""
+        already trained (the floor of step 2 in the module's docstring); ``-inf`` where no
+        smaller model was trained, or sizes do not compare (``size`` is ``nan``)."""
         out = np.full(len(encoded), -np.inf)
         if not self._model_columns.any():
             return out
@@ -242,11 +230,9 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         return out
 
     def price(self, costs: np.ndarray, n_left: int | None) -> np.ndarray:
-        """What a candidate uses of what the search has left, in FLOPs: its own cost, but never
-        less than the budget left over the trials the search may still run (``n_left``, from
-        ``max_trials``). Below that share, a FLOP saved is never spent (the trials run out
-        first), so a cheap point is no cheaper than a dearer one; without a FLOPs budget or a
-        trial limit, its cost."""
+        """What a candidate uses of what the search has left, in FLOPs: its cost, but never
+        less than the budget left over the ``n_left`` trials it may still run (step 3 in the
+        module's docstring); without a FLOPs budget or a trial limit, its cost."""
         if not self.budget_limit or n_left is None:
             return costs
         return np.maximum(costs, self.budget_left() / max(1, n_left))

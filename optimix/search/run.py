@@ -93,9 +93,7 @@ class SearchSummary:
     replicates: int = 0
     """Trials that retrained a config at a new seed (``search.replicates``)."""
     regime: dict | None = None
-    """The regime its sizes trained in (``optimix.core.regime.Regime.to_dict``): tokens per
-    parameter and learning rates at each size, and whether a grow-or-boost reading of the
-    frontier favours the smaller model."""
+    """The regime its sizes trained in (``optimix.core.regime.Regime.to_dict``)."""
 
 
 class SearchInterrupted(RuntimeError):
@@ -253,7 +251,7 @@ class SearchRun:
             moved_since_stalled=driver.moved_since_stalled(), experiment_id=self.tracker.experiment_id,
             first_failure=_first_failure(entries), space=self.space.source or "SPACE",
             replicates=sum(len(g.seeds) - 1 for g in driver.config_groups().values()),
-            regime=_regime(entries).to_dict())
+            regime=regime.of_entries(entries).to_dict())
 
     def _record_end(self, ended: str, reason: str, shutdown_ray: bool) -> list[dict]:
         """How the search ended, in state.json and on the parent run; the final frontier."""
@@ -435,12 +433,6 @@ def _resumable() -> list[str]:
     """The entries ``--resume`` may change (``FieldMeaning.resumable``)."""
     return [f"search.{name}" for name in SearchConfig.model_fields
             if TrialConfig.meaning(f"search.{name}").resumable]
-
-
-def _regime(entries) -> regime.Regime:
-    """The regime of the finished trials: (params, tokens, lr) from each ``ok`` ledger entry."""
-    return regime.regime((e.result.get("params"), e.result.get("tokens"), e.params.get("train.lr"))
-                         for e in entries if e.status == metrics.OK)
 
 
 def _first_failure(entries: list[LedgerEntry]) -> str | None:
