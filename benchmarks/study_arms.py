@@ -383,19 +383,13 @@ def analyze_lr_sweep(rows: list[dict]) -> list[dict]:
     return out
 
 
-LEVEL_90 = 0.90  # iso_flop_tuned: the two-sided level of the intervals on differences
-
-
 def _paired(a: dict[int, float], b: dict[int, float]) -> dict:
-    """Mean of a - b over the seeds both have, with its t interval (``LEVEL_90``)."""
-    from optimix.core.replicates import t_quantile
-
+    """Mean of a - b over the seeds both have, with its 90% t interval (``_seed_spread``)."""
     diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
-    n = len(diffs)
-    mean = float(np.mean(diffs)) if n else None
-    half = (t_quantile(0.5 + LEVEL_90 / 2, n - 1) * float(np.std(diffs, ddof=1)) / math.sqrt(n)) if n > 1 else None
-    return {"mean": mean, "n": n, "by_seed": diffs,  # a difference of accuracies lies in [-1, 1]
-            "interval": None if half is None else [max(-1.0, mean - half), min(1.0, mean + half)]}
+    spread = _seed_spread(diffs)
+    interval = spread["interval"]  # a difference of accuracies lies in [-1, 1]
+    return {"mean": spread["mean"], "n": spread["n"], "by_seed": diffs,
+            "interval": None if interval is None else [max(-1.0, interval[0]), min(1.0, interval[1])]}
 
 
 def analyze_iso_flop_tuned(rows: list[dict]) -> list[dict]:
