@@ -55,6 +55,11 @@ SEEDS3 = (0, 1, 2)
 BASE_FREQ = 0.002  # iso_flop_tuned: the small model's fixed frequency, below its threshold
 BOOSTS = (1, 4, 16)  # iso_flop_tuned: the small model at BASE_FREQ times these
 TOKENS_PER_PARAM_TOP = 20.0  # the top budget gives the largest size this many tokens per parameter
+CAPPED = {"b3": "b2"}
+"""iso_flop_tuned: at b3 only the largest size trains; the smaller sizes stand in with their b2
+trials, i.e. they spend at most the budget (at b3's FLOPs the 45K model would train 3,900 tokens
+per parameter, 28 core-hours on a CPU). A capped option trains no longer than it could, so the
+comparison favours growing: a boost that still wins, wins at b3 too."""
 
 
 @dataclass
@@ -184,7 +189,7 @@ def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[in
         chosen = ("b1",) if quick else budgets
         out = []
         for name in chosen:
-            for size in sizes:
+            for size in ([LARGE] if name in CAPPED else sizes):
                 freqs = [BASE_FREQ * b for b in boosts] if size == TUNED_SIZES[0] else [BASE_FREQ]
                 freq = (f"mixture.rare_freq={freqs[0]:g}" if len(freqs) == 1 else _freqs(freqs))
                 out.append(Search(PRIMARY_SPACE, f"study_iso_flop_tuned_{name}_{size}",
@@ -397,11 +402,21 @@ def analyze_iso_flop_tuned(rows: list[dict]) -> list[dict]:
     same model at a higher frequency) and grown (a larger model at the fixed frequency), each
     at its tuned learning rate; rare and background accuracy per option, and each option's
     difference from the baseline, paired by seed, with a 90% interval. ``boost_vs_grow``: the
-    best boost against the best grown model (best: highest mean rare accuracy)."""
+    best boost against the best grown model (best: highest mean rare accuracy). At a budget in
+    ``CAPPED`` the sizes it did not train stand in with their trials at the smaller budget
+    (``capped``: they spent less than the budget)."""
     out = []
     ok = _ok(rows)
-    for budget in sorted({r["experiment"].split("_")[-2] for r in ok}):
-        sub = [r for r in ok if r["experiment"].split("_")[-2] == budget]
+
+    def budget_of(r: dict) -> str:
+        return r["experiment"].split("_")[-2]
+
+    for budget in sorted({budget_of(r) for r in ok}):
+        sub = [r for r in ok if budget_of(r) == budget]
+        budget_flops = float(np.median([r["train_flops"] for r in sub]))
+        trained = {r["params"] for r in sub}
+        if budget in CAPPED:  # sizes not trained here: their trials at CAPPED[budget]
+            sub += [r for r in ok if budget_of(r) == CAPPED[budget] and r["params"] not in trained]
         small = min(r["params"] for r in sub)
         base_freq = min(r["rare_freq"] for r in sub if r["params"] == small)
         options = []
@@ -412,17 +427,17 @@ def analyze_iso_flop_tuned(rows: list[dict]) -> list[dict]:
                 "kind": kind, "params": params, "rare_freq": freq, "lr": cell[0]["lr"], "tokens": cell[0]["tokens"],
                 "steps": cell[0]["steps"], "tokens_per_param": cell[0]["tokens"] / params,
                 "train_flops": float(np.median([r["train_flops"] for r in cell])),
-                "rare_exposures": cell[0]["rare_per_item"],
+                "rare_exposures": cell[0]["rare_per_item"], "capped": params not in trained,
                 **{f"{k}_by_seed": {r["seed"]: r[k] for r in cell} for k in ("rare_acc", "background_acc")}})
-        base = next(o for o in options if o["kind"] == "baseline")
+        base = next((o for o in options if o["kind"] == "baseline"), None)
         for o in options:
             for k in ("rare_acc", "background_acc"):
                 values = list(o[f"{k}_by_seed"].values())
                 o[k] = float(np.mean(values))
                 o[f"{k}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-                o[f"{k}_minus_baseline"] = None if o is base else _paired(o[f"{k}_by_seed"], base[f"{k}_by_seed"])
-        entry = {"budget": budget, "budget_flops": float(np.median([r["train_flops"] for r in sub])),
-                 "options": options}
+                o[f"{k}_minus_baseline"] = None if o is base or base is None else \
+                    _paired(o[f"{k}_by_seed"], base[f"{k}_by_seed"])
+        entry = {"budget": budget, "budget_flops": budget_flops, "options": options}
         boosts = [o for o in options if o["kind"] == "boost"]
         grows = [o for o in options if o["kind"] == "grow"]
         if boosts and grows:

@@ -167,3 +167,29 @@ def test_across_sizes_interval_covers_the_slope_and_local_slopes_follow_the_law(
         lo, hi = study_analysis.across_sizes(noisy)["ci95_across_sizes"]
         hits += lo <= 0.6 <= hi
     assert 0.91 <= hits / 400 <= 0.99
+
+
+def test_iso_flop_tuned_top_budget_compares_the_largest_size_against_capped_smaller_ones():
+    """At b3 only 621K trains; 45K and 110K stand in with their b2 trials, marked capped (they
+    spent less than the budget), and the budget is the one 621K trained at."""
+    def row(budget, target, freq, seed, acc, tokens):
+        return trial(target, freq, acc, seed=seed, tokens=tokens, background_acc=0.3 + 0.01 * seed,
+                     experiment=f"study_iso_flop_tuned_{budget}_{target}")
+
+    rows = []
+    for seed in (0, 1, 2):
+        rows += [row("b2", 45000, f, seed, acc, 12_000_000) for f, acc in ((0.002, 0.0), (0.008, 0.6), (0.032, 1.0))]
+        rows += [row("b2", 110000, 0.002, seed, 0.1, 5_000_000), row("b2", 620000, 0.002, seed, 0.0, 900_000)]
+        rows.append(row("b3", 620000, 0.002, seed, 0.3 + 0.05 * seed, 12_400_000))
+    b2, b3 = study_arms.analyze_iso_flop_tuned(rows)
+    assert b3["budget"] == "b3" and b3["budget_flops"] == pytest.approx(6.0 * 620000 * 12_400_000)
+    kinds = {(o["params"], o["rare_freq"]): (o["kind"], o["capped"], o["tokens"]) for o in b3["options"]}
+    assert kinds[(45000, 0.002)] == ("baseline", True, 12_000_000)
+    assert kinds[(SIZES[110000], 0.002)] == ("grow", True, 5_000_000)
+    assert kinds[(SIZES[620000], 0.002)] == ("grow", False, 12_400_000)
+    assert b3["boost_vs_grow"]["grow"]["params"] == SIZES[620000]  # the best grown model by rare recall
+    assert b3["boost_vs_grow"]["rare_acc"]["mean"] == pytest.approx(1.0 - 0.35)
+    assert not any(o["capped"] for o in b2["options"])
+    # the top budget alone (its stand-ins not run yet): no baseline, no verdict, no error
+    (alone,) = study_arms.analyze_iso_flop_tuned([r for r in rows if "b3" in r["experiment"]])
+    assert "boost_vs_grow" not in alone and all(o["rare_acc_minus_baseline"] is None for o in alone["options"])
