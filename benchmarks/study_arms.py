@@ -566,11 +566,12 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
         for b in result:
             print(f"\niso_flop_tuned at {b['budget_flops']:.3g} FLOPs: rare and background accuracy "
                   "(mean ± sd over seeds), difference from the baseline [90% interval]\n"
-                  "| option | params | f | lr | tokens/param | rare | background | rare - base | background - base |\n"
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                  "| option | params | f | lr | tokens/param | FLOPs | rare | background | rare - base | background - base |\n"
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             for o in b["options"]:
+                flops = f"{o['train_flops']:.3g}" + (" (capped)" if o.get("capped") else "")
                 print(f"| {o['kind']} | {o['params']:,} | {o['rare_freq']:g} | {o['lr']:g} | "
-                      f"{o['tokens_per_param']:,.1f} | {_pm(o, 'rare_acc')} | {_pm(o, 'background_acc', '.3f')} | "
+                      f"{o['tokens_per_param']:,.1f} | {flops} | {_pm(o, 'rare_acc')} | {_pm(o, 'background_acc', '.3f')} | "
                       f"{_diff(o['rare_acc_minus_baseline'])} | {_diff(o['background_acc_minus_baseline'], '.3f')} |")
             if "boost_vs_grow" in b:
                 c = b["boost_vs_grow"]

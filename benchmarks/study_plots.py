@@ -247,7 +247,8 @@ def plot_lr(entries: list[dict], path: Path) -> None:
 
 def plot_iso_tuned(budgets: list[dict], path: Path) -> None:
     """Equal FLOPs, tuned learning rates: per budget, rare and background accuracy of the
-    baseline, the boosts and the grown models (bars: seed means; dots: seeds)."""
+    baseline, the boosts and the grown models (bars: seed means; dots: seeds; a capped option
+    trained on fewer FLOPs than its budget)."""
     from optimix.core.regime import ratio
 
     plt = _plt()
@@ -263,7 +264,9 @@ def plot_iso_tuned(budgets: list[dict], path: Path) -> None:
                 ax.scatter([x + offset] * len(seeds), seeds, color="black", s=6, zorder=3)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{o['kind']}\n{_size_label(o['params'])}, f={o['rare_freq']:g}\n"
-                            f"lr {o['lr']:g}, {ratio(o['tokens_per_param'])} tok/p" for o in options], fontsize=6)
+                            f"lr {o['lr']:g}, {ratio(o['tokens_per_param'])} tok/p"
+                            + (f"\ncapped: {o['train_flops']:.2g} FLOPs" if o.get("capped") else "")
+                            for o in options], fontsize=6)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{budget['budget_flops']:.3g} training FLOPs", fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
