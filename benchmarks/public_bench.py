@@ -220,11 +220,12 @@ class TableSpace:
 
 
 def frontier_sampler(problem: Problem, seed: int, budget: float, left: Callable[[], float],
-                     expected: int) -> tuple[Any, list[dict[str, Any]]]:
+                     expected: int, max_trials: int) -> tuple[Any, list[dict[str, Any]]]:
     """optimix's ``FrontierSampler`` and its first points, as ``proposals.make_sampler``,
     ``startup_trials``, ``startup_points``, ``affordable_start`` and ``n_startup`` build them
-    for a quality + FLOPs search with a budget that buys ``expected`` trials, the table's cost
-    in place of FLOPs (those functions price a point through an LM config)."""
+    for a quality + FLOPs search with a budget that buys ``expected`` trials and may run at
+    most ``max_trials`` (``search.trials``), the table's cost in place of FLOPs (those
+    functions price a point through an LM config)."""
     from optimix.search.frontier_sampler import FrontierSampler
     from optimix.search.proposals import START_SHARE, distributions, startup_design
 
@@ -239,7 +240,8 @@ def frontier_sampler(problem: Problem, seed: int, budget: float, left: Callable[
         spent += problem.cost_of(point)
     sampler = FrontierSampler(problem.dimensions, distributions(space), 0, True, problem.cost_of,
                               budget_left=left, n_startup=max(3, min(n_first, len(first))), seed=seed,
-                              key=problem.key, budget_limit=budget, n_trials=expected, ceiling=1.0)
+                              key=problem.key, budget_limit=budget, n_trials=expected, max_trials=max_trials,
+                              ceiling=1.0)
     return sampler, first
 
 
@@ -322,7 +324,7 @@ def run_one(problem: Problem, scale: Scale, sampler: str, seed: int, budget_eval
     search = Search(problem, budget, max(1, round(max_trials_factor * budget_evals)), seed)
     if sampler == "optimix":
         chosen, first = frontier_sampler(problem, seed, budget, search.left,
-                                         min(search.points_left, round(budget_evals)))
+                                         min(search.points_left, round(budget_evals)), search.points_left)
     else:
         chosen, first = optuna_sampler(sampler, seed), []
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
