@@ -7,12 +7,13 @@ search should spend its FLOPs where the frontier gains most per FLOP, which is w
 sampler proposes (cost-aware Bayesian optimisation, as in Snoek et al. 2012's "expected
 improvement per second", with the 2-D hypervolume in place of the improvement):
 
-1. a Gaussian process over the space's dimensions (scaled to [0, 1], log scale where the
-   dimension is, numeric choices by value) models the quality of finished configs (a pruned
-   trial's by its last learning-curve point), each point as its trial builds it (``built``:
-   a ``model.params`` target at the parameters of the model built, so two targets that
-   build one model are one size); a config retrained at several seeds is one point at its
-   seeds' mean, its seed variance over n added to the GP's noise (heteroscedastic);
+1. a Gaussian process (``gp.GP``: Matern-5/2, a length scale fitted per dimension) over the
+   space's dimensions (scaled to [0, 1], log scale where the dimension is, numeric choices by
+   value) models the quality of finished configs (a pruned trial's by its last learning-curve
+   point), each point as its trial builds it (``built``: a ``model.params`` target at the
+   parameters of the model built, so two targets that build one model are one size); a config
+   retrained at several seeds is one point at its seeds' mean, its seed variance over n added
+   to the GP's noise (heteroscedastic);
 2. for each of a few hundred candidate points (random, and near the best points so far), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
    frontier (curve points included) is integrated over the GP's prediction (Gauss-Hermite)
@@ -55,6 +56,7 @@ from optimix.core import replicates
 from optimix.core.config import TrialConfig
 from optimix.core.metrics import CONSTRAINT_ATTR, CURVE_ATTR
 from optimix.core.space import Dimension
+from optimix.search.gp import GP, HalfRank
 
 NEAR = 0.02  # a candidate this close to a tried point in every scaled dimension is a near-repeat
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
@@ -99,6 +101,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self._built = built
         self._size = size
         self._model_columns = self._columns([n for n in dimensions if TrialConfig.meaning(n).as_shape])
+        self._groups = np.concatenate([np.full(int(self._columns([n]).sum()), k) for k, n in enumerate(dimensions)])
         self.budget_limit = budget_limit
         self._n_trials = n_trials
         self._max_trials = max_trials
@@ -130,7 +133,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         seen = _by_config(done, self._q, self._sign)
         x = np.array([self._encode(g.params) for g in seen])
         y = np.array([g.mean for g in seen])
-        gp = _GP.fit(x, y, self._prior_sd, _seed_noise(seen))
+        warp = HalfRank(y)  # the GP models warped values; gains are read back through warp.inverse
+        gp = GP.fit(x, warp(y), self._prior_sd, _seed_noise(seen), self._groups)
 
         finished = [t for t in trials if t.state != TrialState.RUNNING and _met(t, self._constraints)]
         curve = _curve_means(finished, self._sign)
@@ -140,8 +144,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             mean, _ = gp.predict(np.array([self._encode(t.params)]))
             cost = self._cost(t.params)
             if math.isfinite(cost):
-                believed.append((math.log10(cost), float(mean[0])))
-        fronts = self._noisy_fronts(gp, [g for g in seen if _met(g.trials[0], self._constraints)],
+                believed.append((math.log10(cost), float(warp.inverse(mean)[0])))
+        fronts = self._noisy_fronts(gp, warp, [g for g in seen if _met(g.trials[0], self._constraints)],
                                     curve, believed)
 
         candidates = self._new_configs(self._candidates(seen, y), trials)
@@ -155,7 +159,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         mean, sd = gp.predict(encoded)
         mean = np.maximum(mean, self._smaller_models(gp, encoded, [self._size(c) for c in candidates], seen))
         reference = math.log10(max([float(costs.max()), *(10 ** p[0] for f in fronts for p in f)]) * 1.0001)
-        gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, reference, self._ceiling) for f in fronts], axis=0)
+        gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, reference, self._ceiling, warp.inverse)
+                        for f in fronts], axis=0)
         gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]), encoded)
         if not (gain > 0).any():
             return {}
@@ -163,7 +168,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         price = self.price(costs, None if self._max_trials is None else self._max_trials - started)
         return candidates[int(np.argmax(gain / price ** self.cost_weight(len(done))))]
 
-    def _noisy_fronts(self, gp: _GP, seen: Sequence[_Config], curve: list[tuple[float, float]],
+    def _noisy_fronts(self, gp: GP, warp: HalfRank, seen: Sequence[_Config], curve: list[tuple[float, float]],
                       believed: list[tuple[float, float]], draws: int = 8) -> list[list[tuple[float, float]]]:
         """The frontier the gain is measured against, as draws from the GP's posterior at the
         configs already trained (their final results are noisy: a config's mean over its seeds
@@ -178,7 +183,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         sample = self._rng.multivariate_normal(mean, cov + 1e-12 * np.eye(len(keep)), size=draws,
                                                check_valid="ignore", method="eigh")
         lc = [math.log10(costs[i]) for i in keep]
-        return [curve + believed + list(zip(lc, row.tolist(), strict=True)) for row in sample]
+        return [curve + believed + list(zip(lc, warp.inverse(row).tolist(), strict=True)) for row in sample]
 
     def _feasible(self, done: Sequence[FrozenTrial], x: np.ndarray, at: np.ndarray) -> np.ndarray:
         """The probability that a candidate meets every outcome constraint: a GP per
@@ -194,7 +199,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         cdf = np.vectorize(NormalDist().cdf)
         for k in range(values.shape[1]):
             slack = np.clip(values[:, k], -1e6, 1e6)
-            gp = _GP.fit(x[rows], slack, 1e-3)
+            gp = GP.fit(x[rows], slack, 1e-3, groups=self._groups)
             mean, sd = gp.predict(at)
             p *= cdf(-mean / np.maximum(sd, 1e-9))
         return p
@@ -206,7 +211,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             return min(1.0, max(0.0, self.budget_left() / self.budget_limit))
         return min(1.0, max(0.0, 1.0 - n_done / max(1, self._n_trials)))
 
-    def _smaller_models(self, gp: _GP, encoded: np.ndarray, sizes: Sequence[float],
+    def _smaller_models(self, gp: GP, encoded: np.ndarray, sizes: Sequence[float],
                         seen: Sequence[_Config]) -> np.ndarray:
         """The best the GP expects, at each candidate's other settings, of a smaller model
         already trained (the floor of step 2 in the module's docstring); ``-inf`` where no
@@ -373,78 +378,32 @@ def _curve_means(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, 
 
 def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
                   front: Sequence[tuple[float, float]], reference: float,
-                  ceiling: float = math.inf) -> np.ndarray:
+                  ceiling: float = math.inf, inverse: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Expected 2-D hypervolume gain of adding (quality ~ N(mean, sd), log_cost) to ``front``.
 
     Quality is maximised (the caller flips signs), log cost minimised, and the area is
     bounded by quality ``floor`` (the lowest seen, or 0) and log cost ``reference``. A
     quality cannot pass ``ceiling`` (an accuracy's 1): the GP's tail above it is no gain.
+    ``inverse`` maps the modelled quality back to the front's scale (``gp.HalfRank``).
     """
+    quality = mean[:, None] + sd[:, None] * _NODES[None, :]  # (n, nodes)
+    if inverse is not None:
+        quality, mean = inverse(quality), inverse(mean)
     floor = min([0.0, *(q for _, q in front), *mean.tolist()])
     # The current staircase: best quality at cost <= u, for u along the log-cost axis.
     pts = sorted(front)
     edges, best, level = [], [], floor
-    for lc, quality in pts:
-        if quality > level:
+    for lc, height in pts:
+        if height > level:
             edges.append(lc)
             best.append(level)
-            level = quality
+            level = height
     edges.append(reference)
     best.append(level)
     starts = np.array([-np.inf, *edges[:-1]])  # segment k: [starts[k], edges[k]) at height best[k]
     ends = np.array(edges)
     heights = np.array(best)
-    quality = np.minimum(mean[:, None] + sd[:, None] * _NODES[None, :], ceiling)  # (n, nodes)
+    quality = np.minimum(quality, ceiling)
     width = np.clip(ends[None, :] - np.maximum(starts[None, :], log_cost[:, None]), 0.0, None)  # (n, k)
     lift = np.clip(quality[:, :, None] - heights[None, None, :], 0.0, None)  # (n, nodes, k)
     return (lift * width[:, None, :]).sum(axis=2) @ _WEIGHTS
-
-
-class _GP:
-    """Zero-mean GP on standardised targets, RBF kernel; length scale and noise chosen by
-    marginal likelihood on a small grid (enough for tens of points in a few dimensions)."""
-
-    def __init__(self, x, y_mean, y_sd, chol, alpha, scale, noise):
-        self.x, self.y_mean, self.y_sd = x, y_mean, y_sd
-        self.chol, self.alpha, self.scale, self.noise = chol, alpha, scale, noise
-
-    @staticmethod
-    def _kernel(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
-        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-        return np.exp(-0.5 * d2 / scale**2)
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3, known_noise: np.ndarray | None = None) -> _GP:
-        """``known_noise``: each target's own variance (a mean over seeds), added to the
-        fitted noise on the diagonal."""
-        y_mean, y_sd = float(y.mean()), float(max(y.std(), prior_sd))
-        z = (y - y_mean) / y_sd
-        extra = np.zeros(len(x)) if known_noise is None else np.asarray(known_noise) / y_sd ** 2
-        best = None
-        for scale in (0.15, 0.3, 0.6, 1.2):
-            for noise in (1e-3, 1e-2, 0.1, 0.3):
-                k = cls._kernel(x, x, scale) + np.diag(noise + extra)
-                try:
-                    chol = np.linalg.cholesky(k)
-                except np.linalg.LinAlgError:
-                    continue
-                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
-                ll = -0.5 * z @ alpha - np.log(np.diag(chol)).sum()
-                if best is None or ll > best[0]:
-                    best = (ll, chol, alpha, scale, noise)
-        _, chol, alpha, scale, noise = best
-        return cls(x, y_mean, y_sd, chol, alpha, scale, noise)
-
-    def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance of the modelled quality (noise-free) at ``x``."""
-        ks = self._kernel(x, self.x, self.scale)
-        v = np.linalg.solve(self.chol, ks.T)
-        cov = self._kernel(x, x, self.scale) - v.T @ v
-        return self.y_mean + self.y_sd * (ks @ self.alpha), self.y_sd ** 2 * cov
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ks = self._kernel(x, self.x, self.scale)
-        mean = ks @ self.alpha
-        v = np.linalg.solve(self.chol, ks.T)
-        var = np.clip(1.0 - (v**2).sum(0), 1e-9, None)
-        return self.y_mean + self.y_sd * mean, self.y_sd * np.sqrt(var)
