@@ -265,10 +265,12 @@ def plot_iso_tuned(budgets: list[dict], path: Path) -> None:
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{o['kind']}\n{_size_label(o['params'])}, f={o['rare_freq']:g}\n"
                             f"lr {o['lr']:g}, {ratio(o['tokens_per_param'])} tok/p"
-                            + (f"\ncapped: {o['train_flops']:.2g} FLOPs" if o.get("capped") else "")
+                            + ("\n(capped)" if o.get("capped") else "")
                             for o in options], fontsize=6)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{budget['budget_flops']:.3g} training FLOPs", fontsize=9)
+        capped = sorted({o["train_flops"] for o in options if o.get("capped")})
+        ax.set_title(f"{budget['budget_flops']:.3g} training FLOPs"
+                     + (f"\n(capped: trained to {capped[0]:.3g})" if capped else ""), fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7, loc="upper left")
