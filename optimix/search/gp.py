@@ -42,11 +42,6 @@ class GP:
         self.chol = np.linalg.cholesky(self._kernel(x, x) + np.diag(noise + known))
         self.alpha = _solve(self.chol, z)
 
-    @property
-    def scale(self) -> float:
-        """The geometric mean length scale (one number for messages and tests)."""
-        return float(np.exp(np.log(self.scales).mean()))
-
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.signal * matern(_scaled_d2(_per_group(a, b, self.groups), self.scales))
 
@@ -78,7 +73,7 @@ class GP:
             bounds = [_BOUNDS["scale"]] * n_groups + [_BOUNDS["signal"], _BOUNDS["noise"]]
             found = minimize(objective, best, jac=True, method="L-BFGS-B", bounds=bounds,
                              options={"maxiter": 200})
-            if np.all(np.isfinite(found.x)) and objective(found.x, grad=False) <= objective(best, grad=False):
+            if found.fun <= objective(best, grad=False):  # found.fun: the objective at found.x
                 best = found.x
         return cls(x, z, groups, y_mean, y_sd, np.exp(best[:n_groups]), math.exp(best[-2]), math.exp(best[-1]),
                    known)
