@@ -449,6 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks" / "public_bench.md"),
                         help="the tables ('' for none)")
     args = parser.parse_args(argv)
+    _one_thread()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -495,6 +496,20 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"budget {budget}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in goal.items()))
     return doc
+
+
+def _one_thread() -> None:
+    """One thread per search, in every library that would start more: on a shared 2-core
+    host, torch's and BLAS's own pools (GPSampler fits with torch) made one search 100x
+    slower beside other work, and the seconds column would time the host, not the sampler."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
 
 
 def _finish(doc: dict, runs: list[dict], args: argparse.Namespace, started: float) -> dict:
