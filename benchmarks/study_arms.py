@@ -451,26 +451,41 @@ def analyze_iso_flop_tuned(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _verdict(cmp_: dict) -> str:
-    """Boost against grow on rare and background accuracy together: an option wins a score where
-    the 90% interval of the difference excludes 0; it wins outright when it wins one score and
-    does not lose the other."""
-    def side(d: dict) -> int:
-        if d["interval"] is None:
-            return 0
-        lo, hi = d["interval"]
-        return 1 if lo > 0 else -1 if hi < 0 else 0
+TIE = 0.01
+"""A difference of accuracies whose 90% interval lies within +-TIE is a tie: the scores are read
+to two decimals, and at a ceiling (both near 1.00) a few facts in a thousand part them."""
 
-    rare, back = side(cmp_["rare_acc"]), side(cmp_["background_acc"])
+
+def _verdict(cmp_: dict) -> str:
+    """Boost against grow on rare and background accuracy together. Per score: an option wins it
+    where the 90% interval of the difference excludes 0 and the mean is at least ``TIE``; a
+    tie where the interval lies within +-``TIE``; else open. An option wins outright when it
+    wins one score and does not lose the other."""
+    def side(d: dict) -> int | str:
+        if d["interval"] is None:
+            return "open"
+        lo, hi = d["interval"]
+        if -TIE <= lo and hi <= TIE:
+            return "tie"
+        if lo > 0 and d["mean"] >= TIE:
+            return 1
+        if hi < 0 and d["mean"] <= -TIE:
+            return -1
+        return "open"
+
+    sides = {"rare": side(cmp_["rare_acc"]), "background": side(cmp_["background_acc"])}
     names = {1: "boost", -1: "grow"}
-    if rare == back == 0:
-        return "undetermined: neither difference's 90% interval excludes 0"
-    if rare * back == -1:
-        return f"a trade: {names[rare]} wins the rare task, {names[back]} the background"
-    winner = names[rare or back]
-    won = " and ".join(k for k, v in (("rare", rare), ("background", back)) if v)
-    return f"{winner} wins ({won} accuracy; the other score within its interval)" if 0 in (rare, back) \
-        else f"{winner} wins on both scores"
+    won = {k: v for k, v in sides.items() if isinstance(v, int)}
+    rest = "; ".join(f"{k} {'tied within ' + format(TIE, 'g') if v == 'tie' else 'undetermined'}"
+                     for k, v in sides.items() if not isinstance(v, int))
+    if set(won.values()) == {1, -1}:
+        return f"a trade: {names[won['rare']]} wins the rare task, {names[won['background']]} the background"
+    if won:
+        winner = names[next(iter(won.values()))]
+        return f"{winner} wins on both scores" if len(won) == 2 else f"{winner} wins ({next(iter(won))}; {rest})"
+    if all(v == "tie" for v in sides.values()):
+        return f"a tie: both differences lie within +-{TIE:g}"
+    return f"undetermined: no score is won ({rest})"
 
 
 def analyze_bursts_matched(rows: list[dict], primary: dict) -> list[dict]:

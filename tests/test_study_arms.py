@@ -193,3 +193,21 @@ def test_iso_flop_tuned_top_budget_compares_the_largest_size_against_capped_smal
     # the top budget alone (its stand-ins not run yet): no baseline, no verdict, no error
     (alone,) = study_arms.analyze_iso_flop_tuned([r for r in rows if "b3" in r["experiment"]])
     assert "boost_vs_grow" not in alone and all(o["rare_acc_minus_baseline"] is None for o in alone["options"])
+
+
+@pytest.mark.parametrize(("rare", "background", "verdict"), [
+    ((0.96, [0.93, 0.99]), (0.041, [0.025, 0.057]), "boost wins on both scores"),
+    # at a ceiling: 3 facts in 1,000 with a tight interval is a tie, not a win
+    ((0.20, [-0.18, 0.58]), (-0.003, [-0.005, -0.001]), "undetermined: no score is won"),
+    ((0.0, [0.0, 0.0]), (-0.011, [-0.013, -0.008]), "grow wins (background; rare tied within 0.01)"),
+    ((0.0, [-0.004, 0.004]), (0.002, [-0.001, 0.006]), "a tie: both differences lie within +-0.01"),
+    ((0.30, [0.10, 0.50]), (-0.05, [-0.08, -0.02]), "a trade: boost wins the rare task, grow the background"),
+    # an interval off 0 whose mean is under the tie margin: neither a win nor a tie
+    ((0.008, [0.001, 0.015]), (0.0, None), "undetermined: no score is won"),
+])
+def test_boost_vs_grow_verdict_wins_only_beyond_the_tie_margin(rare, background, verdict):
+    def diff(mean_interval):
+        mean, interval = mean_interval
+        return {"mean": mean, "interval": interval}
+
+    assert study_arms._verdict({"rare_acc": diff(rare), "background_acc": diff(background)}).startswith(verdict)
