@@ -27,7 +27,9 @@ Samplers: ``optimix`` is ``FrontierSampler`` built as ``proposals.make_sampler``
 a quality + FLOPs search, with the same Latin-hypercube first points under the same budget
 share (``frontier_sampler`` below); note that optimix's ``auto`` picks TPE instead once a budget
 buys more than 100 trials (``proposals.sampler_name``), which the 400 budget does. ``gp``,
-``tpe``, ``nsga2`` and ``random`` are Optuna's samplers at their defaults, seeded.
+``tpe``, ``nsga2`` and ``random`` are Optuna's samplers at their defaults, seeded. ``smac`` is
+the one peer outside Optuna: SMAC3's multi-objective optimiser (``SmacStudy``), told the same
+``[quality, log10 cost]``, driven by the same loop.
 
 Score: the frontier the sampler reports (the configs non-dominated in the noisy values it
 observed), re-scored at each config's true mean over the table's seeds, as hypervolume regret
@@ -38,7 +40,7 @@ the true frontier's end points count too. Regret = HV(true frontier) - HV(report
 at true means), in that unit box (0: the true frontier found).
 
     python benchmarks/public_bench.py [--split dev|test|all] [--problems NAME ...]
-        [--budgets 25 100 400] [--seeds 0 1 ... 9] [--samplers optimix gp tpe nsga2 random]
+        [--budgets 25 100 400] [--seeds 0 1 ... 9] [--samplers optimix gp tpe nsga2 random smac]
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import pickle
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -75,7 +78,7 @@ TEST = ["nb201/cifar100/train_time", "nb201/cifar100/model_size",
         "nb201/imagenet/train_time", "nb201/imagenet/model_size",
         "hpobench/kc1", "hpobench/segment", "hpobench/blood_transfusion", "hpobench/credit_g"]
 """Held out (issue 28): run once, after the sampler is committed."""
-SAMPLERS = ["optimix", "gp", "tpe", "nsga2", "random"]
+SAMPLERS = ["optimix", "gp", "tpe", "nsga2", "random", "smac"]
 OPTUNA_MODELS = ["gp", "tpe", "nsga2"]
 
 MAX_TRIES = 50  # as optimix/search/searcher.py: misses in a row before the search ends
@@ -253,6 +256,60 @@ def optuna_sampler(name: str, seed: int):
     return samplers[name](seed=seed)
 
 
+class SmacStudy:
+    """SMAC3's multi-objective optimiser (the hyperparameter-optimisation facade: a random
+    forest, ParEGO's random scalarisations, a Sobol initial design over a quarter of the
+    evaluations) behind the three calls the search loop makes of an Optuna study: ``ask``,
+    ``tell`` and ``enqueue_trial``. SMAC minimises, so it is told ``[-quality, log10 cost]``.
+    A proposal the loop refuses (a repeat, or one that does not fit) is never told: it stays
+    pending in SMAC's history, as Optuna's samplers leave a failed trial out of their model."""
+
+    def __init__(self, problem: Problem, seed: int, n_trials: int, workdir: str):
+        from ConfigSpace import Categorical, ConfigurationSpace, Integer
+        from smac import HyperparameterOptimizationFacade, Scenario
+        from smac.multi_objective.parego import ParEGO
+
+        space = ConfigurationSpace(seed=seed)
+        for name, dim in problem.dimensions.items():
+            space.add(Categorical(name, dim.values) if dim.dist == "choice" else Integer(name, (dim.low, dim.high)))
+        scenario = Scenario(space, objectives=["quality", "log_cost"], deterministic=True, n_trials=n_trials,
+                            seed=seed, output_directory=Path(workdir))
+        self._space = space
+        self._smac = HyperparameterOptimizationFacade(
+            scenario, target_function=lambda config, seed=0: [0.0, 0.0], overwrite=True, logging_level=40,
+            multi_objective_algorithm=ParEGO(scenario))
+        self._queue: list[dict[str, Any]] = []
+
+    def ask(self, _distributions: Any = None) -> _SmacTrial:
+        from ConfigSpace import Configuration
+        from smac.runhistory import TrialInfo
+
+        if self._queue:
+            return _SmacTrial(TrialInfo(Configuration(self._space, values=self._queue.pop(0)), seed=0))
+        return _SmacTrial(self._smac.ask())
+
+    def tell(self, trial: _SmacTrial, values: list[float] | None = None, state: Any = None) -> None:
+        from smac.runhistory import TrialValue
+
+        if values is not None:
+            self._smac.tell(trial.info, TrialValue(cost=[-values[0], values[1]]), save=False)
+
+    def enqueue_trial(self, point: dict[str, Any]) -> None:
+        self._queue.append(point)
+
+
+@dataclass
+class _SmacTrial:
+    info: Any
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.info.config)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------
 # The search loop
 
@@ -322,16 +379,20 @@ def run_one(problem: Problem, scale: Scale, sampler: str, seed: int, budget_eval
 
     budget = budget_evals * problem.mean_cost
     search = Search(problem, budget, max(1, round(max_trials_factor * budget_evals)), seed)
-    if sampler == "optimix":
-        chosen, first = frontier_sampler(problem, seed, budget, search.left,
-                                         min(search.points_left, round(budget_evals)), search.points_left)
-    else:
-        chosen, first = optuna_sampler(sampler, seed), []
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
-    for point in first:
-        study.enqueue_trial(point)
     started = time.perf_counter()
-    search.run(study, distributions(TableSpace(problem.dimensions)))
+    if sampler == "smac":
+        with tempfile.TemporaryDirectory(prefix="public-bench-smac-") as workdir:
+            search.run(SmacStudy(problem, seed, search.points_left, workdir), {})
+    else:
+        if sampler == "optimix":
+            chosen, first = frontier_sampler(problem, seed, budget, search.left,
+                                             min(search.points_left, round(budget_evals)), search.points_left)
+        else:
+            chosen, first = optuna_sampler(sampler, seed), []
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
+        for point in first:
+            study.enqueue_trial(point)
+        search.run(study, distributions(TableSpace(problem.dimensions)))
     value, front = regret(problem, scale, search.rows, search.observed)
     return {"problem": problem.name, "budget": budget_evals, "sampler": sampler, "seed": seed,
             "regret": value, "front": front, "trials": len(search.rows),
