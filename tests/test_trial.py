@@ -113,6 +113,24 @@ def test_background_facts_are_zipf_sampled():
     assert len(counts) > 250  # the tail is being sampled too
 
 
+def test_fresh_background_values_leave_nothing_to_memorise():
+    """``values: fresh``: the same keys at the same share, each sequence's value drawn afresh
+    (a key's training values spread over the alphabet), scored on fixed values (chance)."""
+    spec = {"kind": "facts", "n_facts": 20, "alphabet": 16, "value_len": 1}
+    tree = tiny_tree()
+    tree["tasks"]["background"] = {**spec, "values": "fresh"}
+    fresh = build_tasks(build_space(tree).base).tasks["background"]
+    tree["tasks"]["background"] = spec
+    fixed = build_tasks(build_space(tree).base).tasks["background"]
+    for task, per_key in ((fixed, 1), (fresh, 10)):
+        ids, _ = task.sample(np.random.default_rng(0), 4000)
+        keys, values = row_hash(ids[:, 1:4]), ids[:, -1]
+        assert len(np.unique(keys)) == 20  # the same 20 keys either way
+        spread = [len(np.unique(values[keys == k])) for k in np.unique(keys)]
+        assert min(spread) >= per_key if per_key > 1 else max(spread) == 1, spread
+    assert (fresh.eval_ids[:, 1:4] == fixed.eval_ids[:, 1:4]).all()
+
+
 def test_dataset_task_from_local_json(tmp_path):
     rows = [{"q": f"{i}+{j}", "a": str(i + j)} for i in range(12) for j in range(12)]
     path = tmp_path / "sums.jsonl"

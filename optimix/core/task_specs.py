@@ -26,6 +26,10 @@ class FactsTask(StrictModel):
     ``zipf = 1`` and thousands of facts the tail is never exhausted, so the task keeps
     competing for capacity (a non-saturating background). Evaluation is recall of the
     facts themselves (memorisation has no held-out inputs), on a uniform sample.
+
+    ``values: fresh`` draws each training sequence's value afresh: the same keys and share of
+    the training, all gradient and nothing a model can store (a background that interferes
+    but cannot be memorised; its recall stays at chance, 1 / alphabet ** value_len).
     """
 
     kind: Literal["facts"]
@@ -35,6 +39,7 @@ class FactsTask(StrictModel):
     value_len: int = Field(2, ge=1, le=16)
     alphabet: int = Field(64, ge=2, le=1024)
     zipf: float = Field(0.0, ge=0)
+    values: Literal["fixed", "fresh"] = "fixed"
 
 
 class ArithmeticTask(StrictModel):

@@ -242,7 +242,6 @@ def shift_targets(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return targets
 
 
-
 # copy / reverse / sort -----------------------------------------------------------------------
 
 
@@ -302,6 +301,8 @@ def _facts_task(name, spec: FactsTask, vocab: Vocab, rng, eval_size) -> Task:
 
     def sample(rng, n):
         which = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right").clip(0, spec.n_facts - 1)
+        if spec.values == "fresh":  # drawn only then: a fixed task's stream is as it was
+            return _frame(tag, keys[which], rng.integers(0, spec.alphabet, size=(n, spec.value_len)) + vocab.symbol0)
         return _frame(tag, keys[which], values[which])
 
     shown = np.sort(rng.choice(spec.n_facts, size=min(eval_size, spec.n_facts), replace=False))
