@@ -370,7 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="iso_flop_tuned's budgets: b1/b2 the 110K/621K primary FLOPs, b3 the "
                              "FLOPs that give 621K 20 tokens per parameter (hours on a CPU).")
     parser.add_argument("--arm-seeds", nargs="+", type=int, default=None,
-                        help="exposures and no_background: run these seeds (default 0), merged into "
+                        help="exposures, no_background and interference: run these seeds (default 0), merged into "
                              "the arm's CSV in place of any rows of the same seeds.")
     parser.add_argument("--searches", nargs="+", default=None, metavar="EXPERIMENT",
                         help="Run only these searches of an arm (by experiment name); their rows replace "

@@ -12,6 +12,11 @@ under ``docs/reproduction/`` named after the arm:
 - ``no_background``: the same rare facts and exposures with the Zipf background cut to a tenth
   of its facts (500) or to one fact (nothing left to learn): crowding-out moves the threshold
   in exposures, memorisation speed does not.
+- ``interference``: the 5,000-fact background with each sequence's value drawn afresh
+  (``values: fresh``: the same share of training, all gradient, nothing to store), at the
+  primary sizes around each threshold: against ``no_background``'s 500 facts it tells
+  capacity (storing the background) from interference (its gradient) as the cause of the
+  5,000-fact background's higher threshold.
 - ``sixth_size``: a 1.8M-parameter model, to see whether the slope flattens.
 - ``lr``: three learning rates around 3e-3 at the smallest and largest size, each at a
   frequency near its threshold.
@@ -36,7 +41,7 @@ PRIMARY_SPACE = SPACES / "study_reproduction.yaml"
 RULE_SPACE = SPACES / "study_rule.yaml"
 
 ARMS = ("iso_flop", "exposures", "no_background", "sixth_size", "lr", "bursts_matched", "rule",
-        "lr_sweep", "iso_flop_tuned")
+        "lr_sweep", "iso_flop_tuned", "interference")
 SMALL, MIDDLE, LARGE = 17000, 110000, 620000  # model.params targets of the primary grid
 SIXTH = 1_500_000  # shape_for gives 1,797,696 parameters (d 192, 4 layers)
 LRS = (0.001, 0.003, 0.01)
@@ -123,7 +128,7 @@ def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[in
 
     ``tuned_lr`` (iso_flop_tuned): each size's learning rate from the lr_sweep arm;
     ``budgets``: which of ``iso_tuned_budgets`` it trains at; ``seeds`` (exposures,
-    no_background): the seeds to run, seed 0 by default."""
+    no_background, interference): the seeds to run, seed 0 by default."""
     grid = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]
     centre = {size: on_grid(p["threshold"], grid) for size, p in primary.items()}
     seeds0 = [_seeds(seeds or [0])]
@@ -152,6 +157,12 @@ def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[in
         return [Search(PRIMARY_SPACE, f"study_no_background_{size}",
                        [_sizes([size]), f"tasks.background.n_facts={{dist: choice, values: {facts}}}",
                         _freqs(around(centre[size], 2 if quick else 3, 0 if quick else 1)), *seeds0])
+                for size in sizes]
+    if arm == "interference":
+        sizes = [SMALL] if quick else [SMALL, MIDDLE, LARGE]
+        return [Search(PRIMARY_SPACE, f"study_interference_{size}",
+                       [_sizes([size]), "tasks.background.values=fresh",
+                        _freqs(around(centre[size], 1 if quick else 2, 1 if quick else 2)), *seeds0])
                 for size in sizes]
     if arm == "sixth_size":
         size, freqs, seeds = SIXTH, [0.001, 0.002, 0.004, 0.008], [0, 1]
@@ -321,6 +332,35 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
             variants[facts] = t
         out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
                     "seeds": seeds, "background_5000": _threshold(primary), "by_background_facts": variants})
+    return out
+
+
+def capacity_or_interference(cut: list[dict], fresh: list[dict]) -> list[dict]:
+    """Per size in both arms (``analyze_no_background`` of each): the 5,000-fact threshold in
+    exposures over the 500-fact one and over the fresh-valued 5,000-fact one. The fresh
+    background keeps the share and the gradient and removes what can be stored: where its
+    threshold falls (ratio's 90% interval above 1), storing the background (capacity) raised
+    it; where it rises (below 1), the gradient alone does (interference); else undetermined."""
+    by_size = {e["target_params"]: e for e in cut}
+    out = []
+    for entry in fresh:
+        size = entry["target_params"]
+        t = next(iter(entry["by_background_facts"].values()), None)
+        t500 = by_size.get(size, {}).get("by_background_facts", {}).get(500)
+        interval = t["ratio_interval"] if t else None
+        if t is None or t["ratio"] is None:
+            verdict = "undetermined: the fresh background's threshold is not inside the grid"
+        elif interval is None:
+            verdict = f"undetermined: {len(t['seeds'])} seed(s), no interval"
+        elif interval[0] > 1:
+            verdict = "capacity: with nothing to store, the rare facts need fewer exposures"
+        elif interval[1] < 1:
+            verdict = "interference: a background that is all gradient raises the threshold"
+        else:
+            verdict = "undetermined: the ratio's interval spans 1"
+        out.append({"target_params": size, "params": entry["params"], "seeds": t["seeds"] if t else [],
+                    "ratio_500": t500["ratio"] if t500 else None, "ratio_fresh": t["ratio"] if t else None,
+                    "fresh_interval": interval, "verdict": verdict})
     return out
 
 
@@ -542,7 +582,8 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
             for b in result}, "rare_freq", out / "iso_flop.png",
             "Equal training FLOPs: each size trains on the tokens the budget buys",
             "rare-task frequency (share of training sequences)")
-    for arm, key, x_name in (("exposures", "tokens", "tokens"), ("no_background", "background_facts", "background facts")):
+    for arm, key, x_name in (("exposures", "tokens", "tokens"), ("no_background", "background_facts", "background facts"),
+                             ("interference", "background_facts", "background facts, values drawn afresh")):
         if arm not in data:
             continue
         analyze = analyze_exposures if arm == "exposures" else analyze_no_background
@@ -551,18 +592,26 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
         for entry in result:
             target = entry["target_params"]
             seeds = entry["seeds"]
-            lines = {"5,000 background facts" if arm == "no_background" else
+            lines = {"5,000 background facts" if arm != "exposures" else
                      f"896,000 tokens (primary, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})":
                      paired_primary(primary_rows, target, seeds)}
-            for value in sorted({r[key] for r in data[arm]}, reverse=arm == "no_background"):
+            for value in sorted({r[key] for r in data[arm]}, reverse=arm != "exposures"):
                 unit = x_name[:-1] if value == 1 else x_name  # "1 background fact"
                 lines[f"{value:,} {unit}"] = _ok(data[arm], target_params=target, **{key: value})
             panels[f"{_label(entry['params'])} params"] = lines
         plots.plot_panels(panels, "rare_per_item", out / f"{arm}.png",
                           "Rare accuracy against exposures per fact" + (
                               ", at half, equal and twice the tokens" if arm == "exposures"
-                              else ", with the background cut"), "exposures per rare fact")
+                              else ", with the background cut" if arm == "no_background"
+                              else ", background values fresh"), "exposures per rare fact")
         _print_thresholds(arm, result)
+    if "no_background" in summary and "interference" in summary:
+        summary["capacity_or_interference"] = result = capacity_or_interference(
+            summary["no_background"], summary["interference"])
+        print("\ncapacity or interference (5,000-fact threshold in exposures over each variant's):")
+        for e in result:
+            print(f"{e['params']:,} params: 500 facts x{_num(e['ratio_500'])}, fresh values x{_num(e['ratio_fresh'])} "
+                  f"{_interval(e['fresh_interval'])} -> {e['verdict']}")
     if "lr" in data:
         summary["lr"] = result = analyze_lr(data["lr"])
         print("\nlearning rate: rare accuracy (mean; per seed)")
@@ -660,6 +709,10 @@ def _slopes(entries: list[dict]) -> str:
     return ", ".join(format(e["slope"], ".2f") for e in entries)
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _interval(ci) -> str:
     return "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
@@ -669,7 +722,7 @@ def _print_thresholds(arm: str, result: list[dict]) -> None:
     print(f"\n{arm}: threshold frequency / exposures per fact at threshold")
     for entry in result:
         cells = []
-        if arm == "no_background":
+        if arm != "exposures":
             cells.append(f"5000 facts: {_show(entry['background_5000'])} / "
                          f"{_show(entry['background_5000'], 'exposures', '.1f')}")
         for value, t in entry[key].items():
@@ -677,7 +730,7 @@ def _print_thresholds(arm: str, result: list[dict]) -> None:
             if t.get("ratio_interval"):
                 extra += (f" per seed {', '.join(f'{r:.2f}' for r in t['ratio_by_seed'])}, 90% interval "
                           f"[{t['ratio_interval'][0]:.2f}, {t['ratio_interval'][1]:.2f}]")
-            cells.append(f"{value:,}: {_show(t)} / {_show(t, 'exposures', '.1f')}{extra}")
+            cells.append(f"{value:,}{' fresh' * (arm == 'interference')}: {_show(t)} / {_show(t, 'exposures', '.1f')}{extra}")
         tail = f"; exponent {entry['exponent']:.2f} -> {entry['verdict']}" if arm == "exposures" and entry["exponent"] is not None else ""
         print(f"{entry['params']:,} params: " + "; ".join(cells) + tail)
 
