@@ -501,28 +501,27 @@ def _verdict(cmp_: dict) -> str:
     where the 90% interval of the difference excludes 0 and the mean is at least ``TIE``; a
     tie where the interval lies within +-``TIE``; else open. An option wins outright when it
     wins one score and does not lose the other."""
-    def side(d: dict) -> int | str:
+    def side(d: dict) -> str:
         if d["interval"] is None:
             return "open"
         lo, hi = d["interval"]
         if -TIE <= lo and hi <= TIE:
             return "tie"
         if lo > 0 and d["mean"] >= TIE:
-            return 1
+            return "boost"
         if hi < 0 and d["mean"] <= -TIE:
-            return -1
+            return "grow"
         return "open"
 
     sides = {"rare": side(cmp_["rare_acc"]), "background": side(cmp_["background_acc"])}
-    names = {1: "boost", -1: "grow"}
-    won = {k: v for k, v in sides.items() if isinstance(v, int)}
-    rest = "; ".join(f"{k} {'tied within ' + format(TIE, 'g') if v == 'tie' else 'undetermined'}"
-                     for k, v in sides.items() if not isinstance(v, int))
-    if set(won.values()) == {1, -1}:
-        return f"a trade: {names[won['rare']]} wins the rare task, {names[won['background']]} the background"
+    won = {k: v for k, v in sides.items() if v in ("boost", "grow")}
+    rest = "; ".join(f"{k} tied within {TIE:g}" if v == "tie" else f"{k} undetermined"
+                     for k, v in sides.items() if k not in won)
+    if len(set(won.values())) == 2:
+        return f"a trade: {won['rare']} wins the rare task, {won['background']} the background"
     if won:
-        winner = names[next(iter(won.values()))]
-        return f"{winner} wins on both scores" if len(won) == 2 else f"{winner} wins ({next(iter(won))}; {rest})"
+        (score, winner), *_ = won.items()
+        return f"{winner} wins on both scores" if len(won) == 2 else f"{winner} wins ({score}; {rest})"
     if all(v == "tie" for v in sides.values()):
         return f"a tie: both differences lie within +-{TIE:g}"
     return f"undetermined: no score is won ({rest})"
