@@ -14,7 +14,8 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    parameters of the model built, so two targets that build one model are one size); a config
    retrained at several seeds is one point at its seeds' mean, its seed variance over n added
    to the GP's noise (heteroscedastic);
-2. for each of a few hundred candidate points (random, and near the best points so far), the
+2. for each of a few hundred candidate points (random, near the best points so far, then
+   hill-climbed from the best-scoring ones, as GPSampler searches its acquisition), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
    frontier (curve points included) is integrated over the GP's prediction (Gauss-Hermite)
    and over draws of its posterior at the configs trained (a noisy frontier, as in qNEHVI).
@@ -56,11 +57,10 @@ from optimix.core import replicates
 from optimix.core.config import TrialConfig
 from optimix.core.metrics import CONSTRAINT_ATTR, CURVE_ATTR
 from optimix.core.space import Dimension
+from optimix.search.acquisition import expected_gain, feasibility
 from optimix.search.gp import GP, HalfRank
 
 NEAR = 0.02  # a candidate this close to a tried point in every scaled dimension is a near-repeat
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 class FrontierSampler(optuna.samplers.BaseSampler):
@@ -124,57 +124,95 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
         if not search_space:
             return {}
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                           TrialState.RUNNING))
+        acq = self.acquisition(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                          TrialState.RUNNING)))
+        if acq is None:
+            return {}
+        candidates, score = self._score(self._new_configs(self._candidates(acq.seen), acq.trials), acq)
+        candidates, score = self._climb(candidates, score, acq)
+        if not (score > 0).any():
+            return {}
+        return candidates[int(np.argmax(score))]
+
+    def acquisition(self, trials: Sequence[FrozenTrial]) -> _Acquisition | None:
+        """What scoring candidates needs, from the study's finished and running trials (steps 1
+        and 2 of the module's docstring); ``None`` before ``n_startup`` trials have finished."""
         done = [t for t in trials if _quality(t, self._q) is not None]
         if len(done) < self._n_startup:
-            return {}
+            return None
         names = list(self._dims)
         seen = _by_config(done, self._q, self._sign)
         x = np.array([self._encode(g.params) for g in seen])
-        y = np.array([g.mean for g in seen])
-        warp = HalfRank(y)  # the GP models warped values; gains are read back through warp.inverse
-        gp = GP.fit(x, warp(y), self._prior_sd, _seed_noise(seen), self._groups)
-
+        warp = HalfRank(np.array([g.mean for g in seen]))  # the GP models warped values, read back by warp.inverse
+        gp = GP.fit(x, warp(np.array([g.mean for g in seen])), self._prior_sd, _seed_noise(seen), self._groups)
         finished = [t for t in trials if t.state != TrialState.RUNNING and _met(t, self._constraints)]
-        curve = _curve_means(finished, self._sign)
-        believed = []
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
-        for t in running:  # kriging believer: a running trial will land near the GP's mean
-            mean, _ = gp.predict(np.array([self._encode(t.params)]))
-            cost = self._cost(t.params)
-            if math.isfinite(cost):
-                believed.append((math.log10(cost), float(warp.inverse(mean)[0])))
         fronts = self._noisy_fronts(gp, warp, [g for g in seen if _met(g.trials[0], self._constraints)],
-                                    curve, believed)
+                                    _curve_means(finished, self._sign), running)
+        started = sum(set(names) <= set(t.params) for t in trials)
+        return _Acquisition(gp, warp, fronts, seen, self._constraint_models(done), list(trials),
+                            self.cost_weight(len(done)),
+                            None if self._max_trials is None else self._max_trials - started)
 
-        candidates = self._new_configs(self._candidates(seen, y), trials)
+    def _score(self, candidates: list[dict[str, Any]], acq: _Acquisition) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """The candidates that fit the budget left, each with its expected frontier gain
+        (times the chance it meets the constraints) over its price**alpha (steps 2 and 3)."""
         costs = np.array([self._cost(c) for c in candidates])
-        fits = np.isfinite(costs) & (costs <= self.budget_left())
-        if not fits.any():
-            return {}
+        fits = np.isfinite(costs) & (costs <= self.budget_left()) if candidates else np.zeros(0, dtype=bool)
         candidates = [c for c, ok in zip(candidates, fits, strict=True) if ok]
+        if not candidates:
+            return [], np.zeros(0)
         costs = costs[fits]
         encoded = np.array([self._encode(c) for c in candidates])
-        mean, sd = gp.predict(encoded)
-        mean = np.maximum(mean, self._smaller_models(gp, encoded, [self._size(c) for c in candidates], seen))
-        reference = math.log10(max([float(costs.max()), *(10 ** p[0] for f in fronts for p in f)]) * 1.0001)
-        gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, reference, self._ceiling, warp.inverse)
-                        for f in fronts], axis=0)
-        gain = gain * self._feasible(done, np.array([self._encode(t.params) for t in done]), encoded)
-        if not (gain > 0).any():
-            return {}
-        started = sum(set(names) <= set(t.params) for t in trials)
-        price = self.price(costs, None if self._max_trials is None else self._max_trials - started)
-        return candidates[int(np.argmax(gain / price ** self.cost_weight(len(done))))]
+        mean, sd = acq.gp.predict(encoded)
+        mean = np.maximum(mean, self._smaller_models(acq.gp, encoded, [self._size(c) for c in candidates], acq.seen))
+        if acq.reference is None:  # fixed by the first pool, so that later scores compare
+            acq.reference = math.log10(max([float(costs.max()), *(10 ** p[0] for f in acq.fronts for p in f)])
+                                       * 1.0001)
+        gain = np.mean([expected_gain(mean, sd, np.log10(costs), f, acq.reference, self._ceiling, acq.warp.inverse)
+                        for f in acq.fronts], axis=0)
+        return candidates, gain * feasibility(acq.constraints, encoded) / self.price(costs, acq.n_left) ** acq.alpha
+
+    def _climb(self, candidates: list[dict[str, Any]], score: np.ndarray, acq: _Acquisition,
+               starts: int = 4, rounds: int = 4) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """Hill-climb the score from the ``starts`` best candidates, one dimension changed at
+        a time (``_neighbours``): a few hundred random draws seldom hold a categorical space's best."""
+        out, scores = list(candidates), list(score)
+        for i in np.argsort(-score)[:starts]:
+            point, best = candidates[int(i)], float(score[int(i)])
+            for _ in range(rounds):
+                steps, values = self._score(self._new_configs(self._neighbours(point), acq.trials), acq)
+                if not len(values) or values.max() <= best:
+                    break
+                point, best = steps[int(np.argmax(values))], float(values.max())
+                out.append(point)
+                scores.append(best)
+        return out, np.array(scores)
+
+    def _neighbours(self, point: dict[str, Any]) -> list[dict[str, Any]]:
+        """``point`` with one dimension changed: to each other value of a choice, or nearby along a range."""
+        out = []
+        for name, dim in self._dims.items():
+            if dim.dist == "choice":
+                out += [{**point, name: v} for v in dim.values if v != point[name]]
+            else:
+                u = dim.unit(point[name])
+                out += [{**point, name: dim.at(min(1.0, max(0.0, u + d)))} for d in (-0.1, -0.03, 0.03, 0.1)]
+        return out
 
     def _noisy_fronts(self, gp: GP, warp: HalfRank, seen: Sequence[_Config], curve: list[tuple[float, float]],
-                      believed: list[tuple[float, float]], draws: int = 8) -> list[list[tuple[float, float]]]:
+                      running: Sequence[FrozenTrial], draws: int = 8) -> list[list[tuple[float, float]]]:
         """The frontier the gain is measured against, as draws from the GP's posterior at the
         configs already trained (their final results are noisy: a config's mean over its seeds
         is not its quality), as BoTorch's qNEHVI integrates over the observed points; each
         draw with the configs' learning-curve points (means over their seeds) and the running
-        trials' believed points. Where seed noise is negligible the draws are the values."""
+        trials at the GP's mean (the kriging believer). Where seed noise is negligible the
+        draws are the values."""
+        priced = [(t.params, self._cost(t.params)) for t in running]
+        priced = [(p, c) for p, c in priced if math.isfinite(c)]
+        believed = ([] if not priced else list(zip(
+            [math.log10(c) for _, c in priced],
+            warp.inverse(gp.predict(np.array([self._encode(p) for p, _ in priced]))[0]).tolist(), strict=True)))
         costs = [self._cost(g.params) for g in seen]
         keep = [i for i, c in enumerate(costs) if math.isfinite(c)]
         if not keep:
@@ -185,24 +223,16 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         lc = [math.log10(costs[i]) for i in keep]
         return [curve + believed + list(zip(lc, warp.inverse(row).tolist(), strict=True)) for row in sample]
 
-    def _feasible(self, done: Sequence[FrozenTrial], x: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """The probability that a candidate meets every outcome constraint: a GP per
-        constraint over the values ``searcher.tell`` stored (<= 0 met), as in constrained
-        expected improvement (Gardner et al. 2014). 1 without constraints."""
-        from statistics import NormalDist
-
-        p = np.ones(len(at))
-        rows = [i for i, t in enumerate(done) if CONSTRAINT_ATTR in t.user_attrs]
+    def _constraint_models(self, done: Sequence[FrozenTrial]) -> list[GP]:
+        """A GP per outcome constraint over the values ``searcher.tell`` stored (<= 0 met),
+        whose chance of a candidate meeting it weighs its gain, as in constrained expected
+        improvement (Gardner et al. 2014); none without constraints."""
+        rows = [t for t in done if CONSTRAINT_ATTR in t.user_attrs]
         if not self._constraints or len(rows) < 2:
-            return p
-        values = np.array([done[i].user_attrs[CONSTRAINT_ATTR] for i in rows], dtype=float)
-        cdf = np.vectorize(NormalDist().cdf)
-        for k in range(values.shape[1]):
-            slack = np.clip(values[:, k], -1e6, 1e6)
-            gp = GP.fit(x[rows], slack, 1e-3, groups=self._groups)
-            mean, sd = gp.predict(at)
-            p *= cdf(-mean / np.maximum(sd, 1e-9))
-        return p
+            return []
+        x = np.array([self._encode(t.params) for t in rows])
+        values = np.clip(np.array([t.user_attrs[CONSTRAINT_ATTR] for t in rows], dtype=float), -1e6, 1e6)
+        return [GP.fit(x, values[:, k], 1e-3, groups=self._groups) for k in range(values.shape[1])]
 
     def cost_weight(self, n_done: int) -> float:
         """alpha in gain / FLOPs**alpha: the share of the budget left (of the trials, without a
@@ -264,9 +294,9 @@ class FrontierSampler(optuna.samplers.BaseSampler):
 
     # -- points ---------------------------------------------------------------------------
 
-    def _candidates(self, done: Sequence[_Config], y: np.ndarray) -> list[dict[str, Any]]:
+    def _candidates(self, seen: Sequence[_Config]) -> list[dict[str, Any]]:
         out = [self._draw() for _ in range(self._n_candidates)]
-        best = [done[int(i)].params for i in np.argsort(-y)[:4]]
+        best = [seen[int(i)].params for i in np.argsort([-g.mean for g in seen])[:4]]
         for params in best:  # and near the best so far: one dimension changed at a time
             for name, dim in self._dims.items():
                 values = dim.values if dim.dist == "choice" else [self._draw()[name] for _ in range(8)]
@@ -280,9 +310,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         """Which of the GP's input columns (``_encode``) hold the dimensions ``names``."""
         out = []
         for name, dim in self._dims.items():
-            numeric = dim.dist != "choice" or all(isinstance(c, int | float) and not isinstance(c, bool) and c > 0
-                                                  for c in dim.values)
-            out += [name in names] * (1 if numeric else len(dim.values))
+            out += [name in names] * (1 if dim.dist != "choice" or _positive(dim.values) else len(dim.values))
         return np.array(out, dtype=bool)
 
     def _encode(self, params: dict[str, Any]) -> list[float]:
@@ -296,12 +324,17 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             value = params[name]
             if dim.dist != "choice":
                 row.append(dim.unit(value))
-            elif all(isinstance(c, int | float) and not isinstance(c, bool) and c > 0 for c in dim.values):
+            elif _positive(dim.values):
                 low, high = math.log(min(dim.values)), math.log(max(dim.values))
                 row.append((math.log(value) - low) / (high - low) if high > low else 0.5)
             else:
                 row += [1.0 if value == c else 0.0 for c in dim.values]
         return row
+
+
+def _positive(values: Sequence[Any]) -> bool:
+    """Whether a choice's values are positive numbers (encoded by value, in log scale)."""
+    return all(isinstance(c, int | float) and not isinstance(c, bool) and c > 0 for c in values)
 
 
 def _quality(trial: FrozenTrial, q: int) -> float | None:
@@ -322,6 +355,21 @@ def _met(trial: FrozenTrial, constraints: int) -> bool:
         return True
     values = trial.user_attrs.get(CONSTRAINT_ATTR)
     return values is not None and all(v <= 0 for v in values)
+
+
+@dataclass
+class _Acquisition:
+    """What scoring a candidate needs (``FrontierSampler._score``), fixed for one proposal."""
+
+    gp: GP
+    warp: HalfRank
+    fronts: list[list[tuple[float, float]]]
+    seen: Sequence[_Config]
+    constraints: list[GP]
+    trials: Sequence[FrozenTrial]
+    alpha: float
+    n_left: int | None
+    reference: float | None = None
 
 
 @dataclass
@@ -374,36 +422,3 @@ def _curve_means(done: Sequence[FrozenTrial], sign: float) -> list[tuple[float, 
         for lf, v in t.user_attrs.get(CURVE_ATTR, [])[:-1]:
             points.setdefault((key, round(float(lf), 9)), []).append(sign * float(v))
     return [(lf, float(np.mean(vs))) for (_, lf), vs in points.items()]
-
-
-def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
-                  front: Sequence[tuple[float, float]], reference: float,
-                  ceiling: float = math.inf, inverse: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Expected 2-D hypervolume gain of adding (quality ~ N(mean, sd), log_cost) to ``front``.
-
-    Quality is maximised (the caller flips signs), log cost minimised, and the area is
-    bounded by quality ``floor`` (the lowest seen, or 0) and log cost ``reference``. A
-    quality cannot pass ``ceiling`` (an accuracy's 1): the GP's tail above it is no gain.
-    ``inverse`` maps the modelled quality back to the front's scale (``gp.HalfRank``).
-    """
-    quality = mean[:, None] + sd[:, None] * _NODES[None, :]  # (n, nodes)
-    if inverse is not None:
-        quality, mean = inverse(quality), inverse(mean)
-    floor = min([0.0, *(q for _, q in front), *mean.tolist()])
-    # The current staircase: best quality at cost <= u, for u along the log-cost axis.
-    pts = sorted(front)
-    edges, best, level = [], [], floor
-    for lc, height in pts:
-        if height > level:
-            edges.append(lc)
-            best.append(level)
-            level = height
-    edges.append(reference)
-    best.append(level)
-    starts = np.array([-np.inf, *edges[:-1]])  # segment k: [starts[k], edges[k]) at height best[k]
-    ends = np.array(edges)
-    heights = np.array(best)
-    quality = np.minimum(quality, ceiling)
-    width = np.clip(ends[None, :] - np.maximum(starts[None, :], log_cost[:, None]), 0.0, None)  # (n, k)
-    lift = np.clip(quality[:, :, None] - heights[None, None, :], 0.0, None)  # (n, nodes, k)
-    return (lift * width[:, None, :]).sum(axis=2) @ _WEIGHTS
