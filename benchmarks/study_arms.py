@@ -321,6 +321,9 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
             base = _threshold(paired_primary(primary_rows, target, t["seeds"]))
             both = base["how"] == t["how"] == "interpolated"
             t["ratio"] = base["exposures"] / t["exposures"] if both else None
+            # never reached on any seed: the threshold lies beyond the most exposures tried
+            t["base_exposures"], t["top_exposures"] = base["exposures"], max((r["rare_per_item"] for r in sub), default=None)
+            t["above_grid_every_seed"] = bool(sub) and all(v["how"] == "above-grid" for v in _per_seed(sub).values())
             t["moved"] = None if t["ratio"] is None else not (1 / CROWDING <= t["ratio"] <= CROWDING)
             # seed by seed: the ratio of the 5,000-fact threshold to this one (same seed), in log
             ratios = [base_by_seed[seed]["exposures"] / v["exposures"] for seed, v in _per_seed(sub).items()
@@ -340,7 +343,9 @@ def capacity_or_interference(cut: list[dict], fresh: list[dict]) -> list[dict]:
     exposures over the 500-fact one and over the fresh-valued 5,000-fact one. The fresh
     background keeps the share and the gradient and removes what can be stored: where its
     threshold falls (ratio's 90% interval above 1), storing the background (capacity) raised
-    it; where it rises (below 1), the gradient alone does (interference); else undetermined."""
+    it; where it rises (below 1), the gradient alone does (interference); else undetermined.
+    Where no seed reaches the level inside the grid, the ratio is below the 5,000-fact
+    threshold over the most exposures tried (``ratio_bound``): interference if that is below 1."""
     by_size = {e["target_params"]: e for e in cut}
     out = []
     for entry in fresh:
@@ -348,7 +353,12 @@ def capacity_or_interference(cut: list[dict], fresh: list[dict]) -> list[dict]:
         t = next(iter(entry["by_background_facts"].values()), None)
         t500 = by_size.get(size, {}).get("by_background_facts", {}).get(500)
         interval = t["ratio_interval"] if t else None
-        if t is None or t["ratio"] is None:
+        bound = (t["base_exposures"] / t["top_exposures"] if t and t["above_grid_every_seed"] and t["base_exposures"]
+                 else None)
+        if bound is not None and bound < 1:
+            verdict = (f"interference: on every seed the fresh background's threshold lies above the grid "
+                       f"(ratio below {bound:.2f})")
+        elif t is None or t["ratio"] is None:
             verdict = "undetermined: the fresh background's threshold is not inside the grid"
         elif interval is None:
             verdict = f"undetermined: {len(t['seeds'])} seed(s), no interval"
@@ -360,7 +370,7 @@ def capacity_or_interference(cut: list[dict], fresh: list[dict]) -> list[dict]:
             verdict = "undetermined: the ratio's interval spans 1"
         out.append({"target_params": size, "params": entry["params"], "seeds": t["seeds"] if t else [],
                     "ratio_500": t500["ratio"] if t500 else None, "ratio_fresh": t["ratio"] if t else None,
-                    "fresh_interval": interval, "verdict": verdict})
+                    "fresh_interval": interval, "ratio_bound": bound, "verdict": verdict})
     return out
 
 
