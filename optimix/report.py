@@ -320,7 +320,8 @@ def _law(fit) -> str:
         q = quality[key]
         if q is None or (key == "curve" and q["kind"].startswith("power law")):
             continue
-        fitness = "fits badly" if q["fits_badly"] else "fits"
+        # on 0 degrees of freedom the curve passes through every size: nothing is left to test it
+        fitness = "untested (0 df)" if not q["df"] else "fits badly" if q["fits_badly"] else "fits"
         p = "" if q["p_value"] is None else f", p {q['p_value']:.2g}"
         name = label if key == "power_law" else f"{label} a {q['kind']}"
         misfit = f"misfit sd {q['misfit_sd']:.3g}" + (" (assumed)" if q.get("misfit_assumed") else "")

@@ -131,6 +131,20 @@ def test_the_slope_is_printed_with_its_sign():
     assert "N^-0.56" in report._law(falling)
 
 
+def test_a_law_on_zero_degrees_of_freedom_is_printed_untested_not_fitting():
+    """A straight line through as many placed sizes as it has parameters passes through them
+    all (the quickstart's two placed widths): its chi2 says nothing, and the law line must
+    not call it a fit."""
+    quality = {"sizes": 3, "seed_sd_logit": 1.5, "config_sd_logit": 0.36, "curve": None,
+               "power_law": {"kind": "power law (straight in log N)", "chi2": 3.6e-29, "df": 0, "p_value": None,
+                             "misfit_sd": 0.3, "misfit_assumed": True, "fits_badly": False}}
+    line = report._law({"power_law": {"c": 1.08, "s": 0.32, "s_interval": None, "u": None}, "quality": quality})
+    assert "on 0 df" in line and "untested (0 df)" in line and ": fits" not in line, line
+    quality["power_law"] |= {"df": 1, "p_value": 0.8}
+    assert ": fits" in report._law({"power_law": {"c": 1.08, "s": 0.32, "s_interval": None, "u": None},
+                                    "quality": quality})
+
+
 # ---------------------------------------------------------------------------------------------
 # A threshold the trials cannot place: hand-made tables
 
