@@ -143,8 +143,9 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         names = list(self._dims)
         seen = _by_config(done, self._q, self._sign)
         x = np.array([self._encode(g.params) for g in seen])
-        warp = HalfRank(np.array([g.mean for g in seen]))  # the GP models warped values, read back by warp.inverse
-        gp = GP.fit(x, warp(np.array([g.mean for g in seen])), self._prior_sd, _seed_noise(seen), self._groups)
+        y = np.array([g.mean for g in seen])
+        warp = HalfRank(y)  # the GP models warped values; gains are read back through warp.inverse
+        gp = GP.fit(x, warp(y), self._prior_sd, _seed_noise(seen), self._groups)
         finished = [t for t in trials if t.state != TrialState.RUNNING and _met(t, self._constraints)]
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
         fronts = self._noisy_fronts(gp, warp, [g for g in seen if _met(g.trials[0], self._constraints)],
