@@ -396,10 +396,10 @@ def test_the_frontier_sampler_hill_climbs_its_score_on_a_categorical_space():
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3))
     study.optimize(lambda t: (quality(p := {k: t.suggest_categorical(k, ops) for k in dims}), cost(p)), n_trials=12)
     acq = sampler.acquisition(study.get_trials(deepcopy=False))
-    drawn, drawn_score = sampler._score(sampler._new_configs(sampler._candidates(acq.seen), acq.trials), acq)
+    drawn, drawn_score = sampler._score(sampler._new_configs(sampler._candidates(acq.seen), acq), acq)
     climbed, score = sampler._climb(drawn, drawn_score, acq, rounds=50)
     best = climbed[int(np.argmax(score))]
     assert score.max() >= drawn_score.max() > 0
-    _, around = sampler._score(sampler._new_configs(sampler._neighbours(best), acq.trials), acq)
+    _, around = sampler._score(sampler._new_configs(sampler._neighbours(best), acq), acq)
     assert len(around) and around.max() <= score.max()
     assert len(climbed) > len(drawn), "nothing was climbed: the test no longer exercises the climb"

@@ -128,7 +128,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
                                                                           TrialState.RUNNING)))
         if acq is None:
             return {}
-        candidates, score = self._score(self._new_configs(self._candidates(acq.seen), acq.trials), acq)
+        candidates, score = self._score(self._new_configs(self._candidates(acq.seen), acq), acq)
         candidates, score = self._climb(candidates, score, acq)
         if not (score > 0).any():
             return {}
@@ -150,10 +150,11 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
         fronts = self._noisy_fronts(gp, warp, [g for g in seen if _met(g.trials[0], self._constraints)],
                                     _curve_means(finished, self._sign), running)
-        started = sum(set(names) <= set(t.params) for t in trials)
-        return _Acquisition(gp, warp, fronts, seen, self._constraint_models(done), list(trials),
+        tried = [t.params for t in trials if set(names) <= set(t.params)]  # trained or training
+        return _Acquisition(gp, warp, fronts, seen, self._constraint_models(done), {self._key(p) for p in tried},
+                            np.array([self._encode(p) for p in tried]) if tried else np.zeros((0, 0)),
                             self.cost_weight(len(done)),
-                            None if self._max_trials is None else self._max_trials - started)
+                            None if self._max_trials is None else self._max_trials - len(tried))
 
     def _score(self, candidates: list[dict[str, Any]], acq: _Acquisition) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The candidates that fit the budget left, each with its expected frontier gain
@@ -182,7 +183,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         for i in np.argsort(-score)[:starts]:
             point, best = candidates[int(i)], float(score[int(i)])
             for _ in range(rounds):
-                steps, values = self._score(self._new_configs(self._neighbours(point), acq.trials), acq)
+                steps, values = self._score(self._new_configs(self._neighbours(point), acq), acq)
                 if not len(values) or values.max() <= best:
                     break
                 point, best = steps[int(np.argmax(values))], float(values.max())
@@ -273,14 +274,12 @@ class FrontierSampler(optuna.samplers.BaseSampler):
             return costs
         return np.maximum(costs, self.budget_left() / max(1, n_left))
 
-    def _new_configs(self, candidates: list[dict[str, Any]], trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
+    def _new_configs(self, candidates: list[dict[str, Any]], acq: _Acquisition) -> list[dict[str, Any]]:
         """One candidate per effective config, none that a trial trained or is training, and
         none a near-repeat of one (every dimension of what it builds within ``NEAR`` of its
         range: the same model, at nearly the same frequency and settings, whatever size it
         proposed; a deterministic trial there would mostly retell what its neighbour said)."""
-        tried = [t.params for t in trials if set(self._dims) <= set(t.params)]
-        seen = {self._key(p) for p in tried}
-        near = np.array([self._encode(p) for p in tried]) if tried else np.zeros((0, 0))
+        seen, near = set(acq.tried_keys), acq.tried_x
         out = []
         for c in candidates:
             k = self._key(c)
@@ -367,7 +366,10 @@ class _Acquisition:
     fronts: list[list[tuple[float, float]]]
     seen: Sequence[_Config]
     constraints: list[GP]
-    trials: Sequence[FrozenTrial]
+    tried_keys: set[str | None]
+    """The effective configs trained or training (``budget.effective_key``)."""
+    tried_x: np.ndarray
+    """Those configs as GP inputs (``_encode``), for the near-repeat test."""
     alpha: float
     n_left: int | None
     reference: float | None = None
