@@ -321,12 +321,13 @@ def analyze_no_background(rows: list[dict], primary_rows: list[dict]) -> list[di
             base = _threshold(paired_primary(primary_rows, target, t["seeds"]))
             both = base["how"] == t["how"] == "interpolated"
             t["ratio"] = base["exposures"] / t["exposures"] if both else None
+            by_seed = _per_seed(sub)
             # never reached on any seed: the threshold lies beyond the most exposures tried
             t["base_exposures"], t["top_exposures"] = base["exposures"], max((r["rare_per_item"] for r in sub), default=None)
-            t["above_grid_every_seed"] = bool(sub) and all(v["how"] == "above-grid" for v in _per_seed(sub).values())
+            t["above_grid_every_seed"] = bool(sub) and all(v["how"] == "above-grid" for v in by_seed.values())
             t["moved"] = None if t["ratio"] is None else not (1 / CROWDING <= t["ratio"] <= CROWDING)
             # seed by seed: the ratio of the 5,000-fact threshold to this one (same seed), in log
-            ratios = [base_by_seed[seed]["exposures"] / v["exposures"] for seed, v in _per_seed(sub).items()
+            ratios = [base_by_seed[seed]["exposures"] / v["exposures"] for seed, v in by_seed.items()
                       if seed in base_by_seed and base_by_seed[seed]["how"] == v["how"] == "interpolated"]
             spread = _seed_spread([math.log(r) for r in ratios])
             t["ratio_by_seed"] = ratios
