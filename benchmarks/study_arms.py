@@ -22,6 +22,9 @@ under ``docs/reproduction/`` named after the arm:
   frequency near its threshold.
 - ``bursts_matched``: even against bursts at twice each size's threshold frequency.
 - ``rule``: ``reverse`` scored on held-out inputs (``search_spaces/study_rule.yaml``).
+- ``longer``: 4x the primary tokens at 17K, 45K and 110K, 16x at 17K, each size at its tuned
+  learning rate: does the threshold stay one of exposures with longer training, or turn into
+  one of frequency (Gu et al.), and does the size slope move?
 
 Grids that depend on a size (frequencies around its threshold) are centred on the
 thresholds of the committed primary grid, read from ``results.csv``.
@@ -41,7 +44,7 @@ PRIMARY_SPACE = SPACES / "study_reproduction.yaml"
 RULE_SPACE = SPACES / "study_rule.yaml"
 
 ARMS = ("iso_flop", "exposures", "no_background", "sixth_size", "lr", "bursts_matched", "rule",
-        "lr_sweep", "iso_flop_tuned", "interference")
+        "lr_sweep", "iso_flop_tuned", "interference", "longer")
 SMALL, MIDDLE, LARGE = 17000, 110000, 620000  # model.params targets of the primary grid
 SIXTH = 1_500_000  # shape_for gives 1,797,696 parameters (d 192, 4 layers)
 LRS = (0.001, 0.003, 0.01)
@@ -65,6 +68,13 @@ CAPPED = {"b3": "b2"}
 trials, i.e. they spend at most the budget (at b3's FLOPs the 45K model would train 3,900 tokens
 per parameter, 28 core-hours on a CPU). A capped option trains no longer than it could, so the
 comparison favours growing: a boost that still wins, wins at b3 too."""
+
+# longer: each size at its tuned rate. 45K and 110K: lr_sweep's 3e-3, the primary grid's rate, so
+# the primary trials are their 1x baseline. 17K: part two's lr arm (1e-2 above 3e-3 on both
+# seeds, 0.56 against 0.34), so its 1x baseline trains in the arm at that rate.
+LONGER_RATES = {SMALL: 0.01, 45000: 0.003, MIDDLE: 0.003}
+LONGER_FACTORS = (4, 16)  # x the primary tokens; 16x at the smallest size and the first seed only
+PRIMARY_TOKENS = 896000
 
 
 @dataclass
@@ -207,12 +217,36 @@ def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[in
                                   ["train.tokens=null", f"train.flops={all_budgets[name]:.6g}", _sizes([size]),
                                    freq, f"train.lr={tuned_lr[size]:g}", _seeds(seeds)]))
         return out
+    if arm == "longer":
+        return _longer_searches(centre, quick, seeds or [0])
     if arm == "rule":
         overrides = []
         if quick:
             overrides = [_sizes([SMALL, 45000]), _freqs([0.064, 0.256]), _seeds([0])]
         return [Search(RULE_SPACE, "study_rule", overrides)]
     raise ValueError(f"unknown arm {arm!r} (arms: {', '.join(ARMS)})")
+
+
+def _longer_searches(centre: dict, quick: bool, seeds: list[int]) -> list[Search]:
+    """The ``longer`` arm: 4x the tokens at every size over frequencies from an eighth of its
+    primary threshold (an exposures law's place at 4x) to twice it (a frequency law's), and
+    16x at the smallest size from a 32nd to half of it (one seed: each trial costs 16 primary
+    ones). A size whose tuned rate is not the primary grid's trains its 1x baseline here."""
+    def tokens(*factors) -> str:
+        return f"train.tokens={{dist: choice, values: {[PRIMARY_TOKENS * k for k in factors]}}}"
+
+    if quick:
+        return [Search(PRIMARY_SPACE, f"study_longer_{SMALL}",
+                       [_sizes([SMALL]), tokens(LONGER_FACTORS[0]), f"train.lr={LONGER_RATES[SMALL]:g}",
+                        _freqs(around(centre[SMALL] / 4, 0, 1)), _seeds(seeds[:1])])]
+    out = [Search(PRIMARY_SPACE, f"study_longer_{size}",
+                  [_sizes([size]), tokens(*([1] if lr != 0.003 else []), LONGER_FACTORS[0]), f"train.lr={lr:g}",
+                   _freqs(around(centre[size], 3, 1)), _seeds(seeds)])
+           for size, lr in LONGER_RATES.items()]
+    out.append(Search(PRIMARY_SPACE, f"study_longer16_{SMALL}",
+                      [_sizes([SMALL]), tokens(LONGER_FACTORS[1]), f"train.lr={LONGER_RATES[SMALL]:g}",
+                       _freqs(around(centre[SMALL] / 8, 2, 2)), _seeds(seeds[:1])]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,9 +308,7 @@ def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
     out = []
     for target in sorted({r["target_params"] for r in rows}):
         seeds = sorted({r["seed"] for r in _ok(rows, target_params=target)})
-        runs = {tokens: _ok(rows, target_params=target, tokens=tokens)
-                for tokens in sorted({r["tokens"] for r in rows})}
-        runs[896000] = paired_primary(primary_rows, target, seeds)
+        runs = _token_runs(rows, primary_rows, target, seeds)
         per_tokens = {tokens: _threshold(rs) for tokens, rs in sorted(runs.items()) if rs}
         exponent = _exponent(per_tokens)
         by_seed = {seed: _exponent({k: _threshold([r for r in rs if r["seed"] == seed]) for k, rs in runs.items()})
@@ -294,6 +326,44 @@ def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
                     "seeds": seeds, "by_tokens": per_tokens, "exponent": exponent,
                     "exponent_by_seed": by_seed, "exponent_seed_spread": spread, "verdict": verdict})
     return out
+
+
+def _token_runs(rows: list[dict], primary_rows: list[dict], target: int, seeds: list[int]) -> dict[int, list[dict]]:
+    """One size's trials by token count; at the primary tokens, the arm's own trials where it
+    trained them (a size at another rate than the primary grid's), else the primary grid's."""
+    runs = {tokens: rs for tokens in sorted({r["tokens"] for r in rows})
+            if (rs := _ok(rows, target_params=target, tokens=tokens))}
+    if PRIMARY_TOKENS not in runs:
+        runs[PRIMARY_TOKENS] = paired_primary(primary_rows, target, seeds)
+    return dict(sorted(runs.items()))
+
+
+def analyze_longer(rows: list[dict], primary_rows: list[dict]) -> dict:
+    """``longer``: per size, the exposures analysis over 1x, 4x (and 16x) the tokens; per token
+    count, the size slope s in f_thres ~ params^-s over the sizes whose threshold is inside the
+    grid, at the seed means and per seed (Gu et al. measured 1.15)."""
+    sizes = analyze_exposures(rows, primary_rows)
+    per_seed: dict[int, dict[int, list]] = {}  # tokens -> seed -> [(params, threshold)]
+    for entry in sizes:
+        for tokens, rs in _token_runs(rows, primary_rows, entry["target_params"], entry["seeds"]).items():
+            for seed, t in _per_seed(rs).items():
+                if t["how"] == "interpolated":
+                    per_seed.setdefault(tokens, {}).setdefault(seed, []).append((entry["params"], t["threshold"]))
+    slopes = []
+    for tokens in sorted({k for e in sizes for k in e["by_tokens"]}):
+        inside = [(e["params"], e["by_tokens"][tokens]["threshold"]) for e in sizes
+                  if tokens in e["by_tokens"] and e["by_tokens"][tokens]["how"] == "interpolated"]
+        by_seed = {seed: _slope(points) for seed, points in per_seed.get(tokens, {}).items()
+                   if len(points) == len(inside) >= 2}
+        slopes.append({"tokens": tokens, "sizes": [p for p, _ in inside],
+                       "slope": _slope(inside) if len(inside) >= 2 else None,
+                       "slope_by_seed": by_seed, "slope_seed_spread": _seed_spread(list(by_seed.values()))})
+    return {"sizes": sizes, "slopes": slopes}
+
+
+def _slope(points: list[tuple[int, float]]) -> float:
+    """s in f_thres ~ params^-s through (params, threshold) points."""
+    return float(-np.polyfit(np.log([p for p, _ in points]), np.log([f for _, f in points]), 1)[0])
 
 
 def _exponent(per_tokens: dict[int, dict]) -> float | None:
@@ -615,6 +685,20 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
                               else ", with the background cut" if arm == "no_background"
                               else ", background values fresh"), "exposures per rare fact")
         _print_thresholds(arm, result)
+    if "longer" in data:
+        summary["longer"] = result = analyze_longer(data["longer"], primary_rows)
+        plots.plot_panels({f"{_label(e['params'])} params, lr {LONGER_RATES[e['target_params']]:g}": {
+            f"{tokens // PRIMARY_TOKENS}x the tokens ({tokens:,})": rs
+            for tokens, rs in _token_runs(data["longer"], primary_rows, e["target_params"], e["seeds"]).items()}
+            for e in result["sizes"]}, "rare_per_item", out / "longer.png",
+            "Longer training: rare accuracy against exposures per fact, each size at its tuned rate",
+            "exposures per rare fact")
+        _print_thresholds("longer", result["sizes"])
+        print("size slope s in f_thres ~ params^-s, per token count (per seed; 90% interval of their mean):")
+        for e in result["slopes"]:
+            spread = e["slope_seed_spread"]
+            print(f"{e['tokens']:,} tokens: {_num(e['slope'])} over {len(e['sizes'])} sizes "
+                  f"({', '.join(f'{v:.2f}' for v in e['slope_by_seed'].values())}; {_interval(spread['interval'])})")
     if "no_background" in summary and "interference" in summary:
         summary["capacity_or_interference"] = result = capacity_or_interference(
             summary["no_background"], summary["interference"])
@@ -728,11 +812,12 @@ def _interval(ci) -> str:
 
 
 def _print_thresholds(arm: str, result: list[dict]) -> None:
-    key = "by_tokens" if arm == "exposures" else "by_background_facts"
+    by_tokens = arm in ("exposures", "longer")
+    key = "by_tokens" if by_tokens else "by_background_facts"
     print(f"\n{arm}: threshold frequency / exposures per fact at threshold")
     for entry in result:
         cells = []
-        if arm != "exposures":
+        if not by_tokens:
             cells.append(f"5000 facts: {_show(entry['background_5000'])} / "
                          f"{_show(entry['background_5000'], 'exposures', '.1f')}")
         for value, t in entry[key].items():
@@ -741,7 +826,7 @@ def _print_thresholds(arm: str, result: list[dict]) -> None:
                 extra += (f" per seed {', '.join(f'{r:.2f}' for r in t['ratio_by_seed'])}, 90% interval "
                           f"[{t['ratio_interval'][0]:.2f}, {t['ratio_interval'][1]:.2f}]")
             cells.append(f"{value:,}{' fresh' * (arm == 'interference')}: {_show(t)} / {_show(t, 'exposures', '.1f')}{extra}")
-        tail = f"; exponent {entry['exponent']:.2f} -> {entry['verdict']}" if arm == "exposures" and entry["exponent"] is not None else ""
+        tail = f"; exponent {entry['exponent']:.2f} -> {entry['verdict']}" if by_tokens and entry["exponent"] is not None else ""
         print(f"{entry['params']:,} params: " + "; ".join(cells) + tail)
 
 

@@ -74,6 +74,17 @@ def test_every_arm_is_a_valid_grid_search_centred_on_the_primary(primary):
         size = int(search.experiment.rsplit("_", 1)[1])
         grid = load_space(search.space, search.overrides).dimensions["mixture.rare_freq"].grid
         assert min(grid) < primary[size]["threshold"] / 2 and max(grid) > primary[size]["threshold"] * 2
+    assert [counts[f"study_longer_{size}"] for size in (17000, 45000, 110000)] == [10, 5, 5]
+    assert counts["study_longer16_17000"] == 5
+    for search in study_arms.arm_searches("longer", primary, seeds=[0, 1]):  # both laws' thresholds inside
+        space = load_space(search.space, search.overrides)
+        size, factor = int(search.experiment.rsplit("_", 1)[1]), max(space.dimensions["train.tokens"].values) / 896000
+        grid, rate = space.dimensions["mixture.rare_freq"].grid, space.resolve({}).train.lr
+        assert rate == study_arms.LONGER_RATES[size] and factor in (4, 16)
+        assert min(grid) <= primary[size]["threshold"] / factor  # an exposures law's threshold
+        if factor == 4:  # a frequency law's, and the 1x baseline at a rate other than the primary grid's
+            assert max(grid) > primary[size]["threshold"]
+            assert (896000 in space.dimensions["train.tokens"].values) == (rate != 0.003)
     for search in study_arms.arm_searches("bursts_matched", primary):
         size = int(search.experiment.rsplit("_", 1)[1])
         config = load_space(search.space, search.overrides).resolve({})
@@ -117,6 +128,31 @@ def test_exposures_tells_a_threshold_in_exposures_from_one_in_frequency(law, exp
     assert entry["exponent"] == pytest.approx(exponent, abs=0.05)
     assert entry["verdict"] == verdict
     assert set(entry["by_tokens"]) == {448000, 896000, 1792000}
+
+
+@pytest.mark.parametrize("law", ["exposures", "frequency"])
+def test_longer_reads_each_sizes_law_and_the_size_slope_at_each_token_count(law):
+    """Thresholds that fall as params^-1 at every token count; at 4x the tokens they fall 4x
+    (exposures) or stay put (frequency). 17K's 1x rows are the arm's own (its rate is not the
+    primary grid's): the primary grid's 17K rows, at another threshold, must not be used."""
+    def centre(size, tokens):  # 17K: 0.029 at 1x
+        return 500 / SIZES[size] * 896000 / (tokens if law == "exposures" else 896000)
+
+    freqs = [0.00005 * 2 ** k for k in range(13)]
+    primary_rows = [trial(s, f, sigmoid_in_log(f, centre(s, 896000)), seed=seed)
+                    for s in (110000, 620000) for f in freqs for seed in (0, 1)]
+    primary_rows += [trial(17000, f, sigmoid_in_log(f, 0.5), seed=seed) for f in freqs for seed in (0, 1)]
+    rows = [trial(s, f, sigmoid_in_log(f, centre(s, t)), seed=seed, tokens=t)
+            for s in SIZES for t in (3584000,) for f in freqs for seed in (0, 1)]
+    rows += [trial(17000, f, sigmoid_in_log(f, centre(17000, 896000)), seed=seed) for f in freqs for seed in (0, 1)]
+    result = study_arms.analyze_longer(rows, primary_rows)
+    verdicts = {e["target_params"]: e["verdict"].split(";")[0] for e in result["sizes"]}
+    assert verdicts == dict.fromkeys(SIZES, law)
+    slopes = {e["tokens"]: e for e in result["slopes"]}
+    assert set(slopes) == {896000, 3584000}
+    for entry in slopes.values():
+        assert entry["slope"] == pytest.approx(1.0, abs=0.05) and len(entry["sizes"]) == 3
+        assert set(entry["slope_by_seed"]) == {0, 1}
 
 
 def test_exposures_says_undetermined_when_the_grid_misses_the_thresholds():
