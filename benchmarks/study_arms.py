@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -345,10 +346,13 @@ def analyze_longer(rows: list[dict], primary_rows: list[dict]) -> dict:
     sizes = analyze_exposures(rows, primary_rows)
     per_seed: dict[int, dict[int, list]] = {}  # tokens -> seed -> [(params, threshold)]
     for entry in sizes:
-        for tokens, rs in _token_runs(rows, primary_rows, entry["target_params"], entry["seeds"]).items():
-            for seed, t in _per_seed(rs).items():
+        runs = {tokens: _per_seed(rs) for tokens, rs in
+                _token_runs(rows, primary_rows, entry["target_params"], entry["seeds"]).items()}
+        for tokens, by_seed in runs.items():
+            for seed, t in by_seed.items():
                 if t["how"] == "interpolated":
                     per_seed.setdefault(tokens, {}).setdefault(seed, []).append((entry["params"], t["threshold"]))
+        entry["steps"] = [_step(a, b, runs[a], runs[b], entry["by_tokens"]) for a, b in pairwise(runs)]
     slopes = []
     for tokens in sorted({k for e in sizes for k in e["by_tokens"]}):
         inside = [(e["params"], e["by_tokens"][tokens]["threshold"]) for e in sizes
@@ -358,7 +362,20 @@ def analyze_longer(rows: list[dict], primary_rows: list[dict]) -> dict:
         slopes.append({"tokens": tokens, "sizes": [p for p, _ in inside],
                        "slope": _slope(inside) if len(inside) >= 2 else None,
                        "slope_by_seed": by_seed, "slope_seed_spread": _seed_spread(list(by_seed.values()))})
+    if len(slopes) >= 2:  # the slope's change from the first token count to the second, paired by seed
+        first, second = slopes[0]["slope_by_seed"], slopes[1]["slope_by_seed"]
+        change = {seed: second[seed] - first[seed] for seed in first if seed in second}
+        slopes[1]["change_by_seed"], slopes[1]["change_seed_spread"] = change, _seed_spread(list(change.values()))
     return {"sizes": sizes, "slopes": slopes}
+
+
+def _step(a: int, b: int, at_a: dict[int, dict], at_b: dict[int, dict], means: dict[int, dict]) -> dict:
+    """The exponent from ``a`` to ``b`` tokens alone (a size's local law), at the seed means
+    and per seed where both thresholds are inside the grid."""
+    by_seed = {seed: _exponent({a: at_a[seed], b: at_b[seed]}) for seed in at_a if seed in at_b}
+    by_seed = {seed: e for seed, e in by_seed.items() if e is not None}
+    return {"from": a, "to": b, "exponent": _exponent({a: means[a], b: means[b]}), "exponent_by_seed": by_seed,
+            "exponent_seed_spread": _seed_spread(list(by_seed.values()))}
 
 
 def _slope(points: list[tuple[int, float]]) -> float:
@@ -694,11 +711,18 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
             "Longer training: rare accuracy against exposures per fact, each size at its tuned rate",
             "exposures per rare fact")
         _print_thresholds("longer", result["sizes"])
+        for e in result["sizes"]:
+            print(f"{e['params']:,} params, exponent by step: " + "; ".join(
+                f"{st['from']:,} -> {st['to']:,} tokens {_num(st['exponent'])} "
+                f"({', '.join(f'{v:.2f}' for v in st['exponent_by_seed'].values())}; "
+                f"{_interval(st['exponent_seed_spread']['interval'])})" for st in e["steps"]))
         print("size slope s in f_thres ~ params^-s, per token count (per seed; 90% interval of their mean):")
         for e in result["slopes"]:
             spread = e["slope_seed_spread"]
             print(f"{e['tokens']:,} tokens: {_num(e['slope'])} over {len(e['sizes'])} sizes "
-                  f"({', '.join(f'{v:.2f}' for v in e['slope_by_seed'].values())}; {_interval(spread['interval'])})")
+                  f"({', '.join(f'{v:.2f}' for v in e['slope_by_seed'].values())}; {_interval(spread['interval'])})"
+                  + (f"; change {_num(e['change_seed_spread']['mean'])} "
+                     f"{_interval(e['change_seed_spread']['interval'])}" if "change_by_seed" in e else ""))
     if "no_background" in summary and "interference" in summary:
         summary["capacity_or_interference"] = result = capacity_or_interference(
             summary["no_background"], summary["interference"])

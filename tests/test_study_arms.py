@@ -153,6 +153,11 @@ def test_longer_reads_each_sizes_law_and_the_size_slope_at_each_token_count(law)
     for entry in slopes.values():
         assert entry["slope"] == pytest.approx(1.0, abs=0.05) and len(entry["sizes"]) == 3
         assert set(entry["slope_by_seed"]) == {0, 1}
+    assert slopes[3584000]["change_seed_spread"]["mean"] == pytest.approx(0.0, abs=0.05)
+    for entry in result["sizes"]:  # one step, 1x -> 4x, on each seed
+        (step,) = entry["steps"]
+        assert (step["from"], step["to"]) == (896000, 3584000) and set(step["exponent_by_seed"]) == {0, 1}
+        assert step["exponent"] == pytest.approx(1.0 if law == "exposures" else 0.0, abs=0.05)
 
 
 def test_exposures_says_undetermined_when_the_grid_misses_the_thresholds():
