@@ -22,7 +22,7 @@ under ``docs/reproduction/`` named after the arm:
   frequency near its threshold.
 - ``bursts_matched``: even against bursts at twice each size's threshold frequency.
 - ``rule``: ``reverse`` scored on held-out inputs (``search_spaces/study_rule.yaml``).
-- ``longer``: 4x the primary tokens at 17K, 45K and 110K, 16x at 17K, each size at its tuned
+- ``longer``: 4x the primary tokens at 17K, 45K and 110K, 16x at 17K and 45K, each at its tuned
   learning rate: does the threshold stay one of exposures with longer training, or turn into
   one of frequency (Gu et al.), and does the size slope move?
 
@@ -74,8 +74,9 @@ comparison favours growing: a boost that still wins, wins at b3 too."""
 # the primary trials are their 1x baseline. 17K: part two's lr arm (1e-2 above 3e-3 on both
 # seeds, 0.56 against 0.34), so its 1x baseline trains in the arm at that rate.
 LONGER_RATES = {SMALL: 0.01, 45000: 0.003, MIDDLE: 0.003}
-LONGER_FACTORS = (4, 16)  # x the primary tokens; 16x at the smallest size and the first seed only
-PRIMARY_TOKENS = 896000
+LONGER_FACTORS = (4, 16)  # x the primary tokens; 16x at LONGER16_SIZES and the first seed only
+LONGER16_SIZES = (SMALL, 45000)
+PRIMARY_TOKENS, PRIMARY_LR = 896000, 0.003  # the primary grid's tokens and peak learning rate
 
 
 @dataclass
@@ -231,22 +232,26 @@ def arm_searches(arm: str, primary: dict, quick: bool = False, tuned_lr: dict[in
 def _longer_searches(centre: dict, quick: bool, seeds: list[int]) -> list[Search]:
     """The ``longer`` arm: 4x the tokens at every size over frequencies from an eighth of its
     primary threshold (an exposures law's place at 4x) to twice it (a frequency law's), and
-    16x at the smallest size from a 32nd to half of it (one seed: each trial costs 16 primary
-    ones). A size whose tuned rate is not the primary grid's trains its 1x baseline here."""
+    16x at the two smallest sizes from a 32nd to half of it (one seed: each trial costs 16
+    primary ones). A size whose tuned rate is not the primary grid's trains its 1x baseline here."""
     def tokens(*factors) -> str:
         return f"train.tokens={{dist: choice, values: {[PRIMARY_TOKENS * k for k in factors]}}}"
 
-    if quick:
-        return [Search(PRIMARY_SPACE, f"study_longer_{SMALL}",
-                       [_sizes([SMALL]), tokens(LONGER_FACTORS[0]), f"train.lr={LONGER_RATES[SMALL]:g}",
-                        _freqs(around(centre[SMALL] / 4, 0, 1)), _seeds(seeds[:1])])]
+    def factors(lr: float) -> list[int]:  # the 1x baseline too, where the primary grid's rate is not the size's
+        return [*([1] if lr != PRIMARY_LR else []), LONGER_FACTORS[0]]
+
+    if quick:  # 45K: its rate is the primary grid's, so 4x alone is a comparison
+        return [Search(PRIMARY_SPACE, "study_longer_45000",
+                       [_sizes([45000]), tokens(*factors(LONGER_RATES[45000])), f"train.lr={LONGER_RATES[45000]:g}",
+                        _freqs(around(centre[45000] / 2, 1, 0)), _seeds(seeds[:1])])]
     out = [Search(PRIMARY_SPACE, f"study_longer_{size}",
-                  [_sizes([size]), tokens(*([1] if lr != 0.003 else []), LONGER_FACTORS[0]), f"train.lr={lr:g}",
+                  [_sizes([size]), tokens(*factors(lr)), f"train.lr={lr:g}",
                    _freqs(around(centre[size], 3, 1)), _seeds(seeds)])
            for size, lr in LONGER_RATES.items()]
-    out.append(Search(PRIMARY_SPACE, f"study_longer16_{SMALL}",
-                      [_sizes([SMALL]), tokens(LONGER_FACTORS[1]), f"train.lr={LONGER_RATES[SMALL]:g}",
-                       _freqs(around(centre[SMALL] / 8, 2, 2)), _seeds(seeds[:1])]))
+    out += [Search(PRIMARY_SPACE, f"study_longer16_{size}",
+                   [_sizes([size]), tokens(LONGER_FACTORS[1]), f"train.lr={LONGER_RATES[size]:g}",
+                    _freqs(around(centre[size] / 8, 2, 2)), _seeds(seeds[:1])])
+            for size in LONGER16_SIZES]
     return out
 
 
@@ -309,7 +314,7 @@ def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
     out = []
     for target in sorted({r["target_params"] for r in rows}):
         seeds = sorted({r["seed"] for r in _ok(rows, target_params=target)})
-        runs = _token_runs(rows, primary_rows, target, seeds)
+        runs = token_runs(rows, primary_rows, target, seeds)
         per_tokens = {tokens: _threshold(rs) for tokens, rs in sorted(runs.items()) if rs}
         exponent = _exponent(per_tokens)
         by_seed = {seed: _exponent({k: _threshold([r for r in rs if r["seed"] == seed]) for k, rs in runs.items()})
@@ -329,13 +334,14 @@ def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
     return out
 
 
-def _token_runs(rows: list[dict], primary_rows: list[dict], target: int, seeds: list[int]) -> dict[int, list[dict]]:
+def token_runs(rows: list[dict], primary_rows: list[dict], target: int, seeds: list[int]) -> dict[int, list[dict]]:
     """One size's trials by token count; at the primary tokens, the arm's own trials where it
     trained them (a size at another rate than the primary grid's), else the primary grid's."""
     runs = {tokens: rs for tokens in sorted({r["tokens"] for r in rows})
             if (rs := _ok(rows, target_params=target, tokens=tokens))}
-    if PRIMARY_TOKENS not in runs:
-        runs[PRIMARY_TOKENS] = paired_primary(primary_rows, target, seeds)
+    rates = {r["lr"] for rs in runs.values() for r in rs}
+    if PRIMARY_TOKENS not in runs:  # the primary grid's trials only at the arm's rate
+        runs[PRIMARY_TOKENS] = [r for r in paired_primary(primary_rows, target, seeds) if r.get("lr", PRIMARY_LR) in rates]
     return dict(sorted(runs.items()))
 
 
@@ -347,7 +353,7 @@ def analyze_longer(rows: list[dict], primary_rows: list[dict]) -> dict:
     per_seed: dict[int, dict[int, list]] = {}  # tokens -> seed -> [(params, threshold)]
     for entry in sizes:
         runs = {tokens: _per_seed(rs) for tokens, rs in
-                _token_runs(rows, primary_rows, entry["target_params"], entry["seeds"]).items()}
+                token_runs(rows, primary_rows, entry["target_params"], entry["seeds"]).items()}
         for tokens, by_seed in runs.items():
             for seed, t in by_seed.items():
                 if t["how"] == "interpolated":
@@ -706,7 +712,7 @@ def report_arms(out: Path, primary_rows: list[dict]) -> dict:
         summary["longer"] = result = analyze_longer(data["longer"], primary_rows)
         plots.plot_panels({f"{_label(e['params'])} params, lr {LONGER_RATES[e['target_params']]:g}": {
             f"{tokens // PRIMARY_TOKENS}x the tokens ({tokens:,})": rs
-            for tokens, rs in _token_runs(data["longer"], primary_rows, e["target_params"], e["seeds"]).items()}
+            for tokens, rs in token_runs(data["longer"], primary_rows, e["target_params"], e["seeds"]).items()}
             for e in result["sizes"]}, "rare_per_item", out / "longer.png",
             "Longer training: rare accuracy against exposures per fact, each size at its tuned rate",
             "exposures per rare fact")

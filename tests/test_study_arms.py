@@ -75,7 +75,7 @@ def test_every_arm_is_a_valid_grid_search_centred_on_the_primary(primary):
         grid = load_space(search.space, search.overrides).dimensions["mixture.rare_freq"].grid
         assert min(grid) < primary[size]["threshold"] / 2 and max(grid) > primary[size]["threshold"] * 2
     assert [counts[f"study_longer_{size}"] for size in (17000, 45000, 110000)] == [10, 5, 5]
-    assert counts["study_longer16_17000"] == 5
+    assert counts["study_longer16_17000"] == counts["study_longer16_45000"] == 5
     for search in study_arms.arm_searches("longer", primary, seeds=[0, 1]):  # both laws' thresholds inside
         space = load_space(search.space, search.overrides)
         size, factor = int(search.experiment.rsplit("_", 1)[1]), max(space.dimensions["train.tokens"].values) / 896000
@@ -154,6 +154,9 @@ def test_longer_reads_each_sizes_law_and_the_size_slope_at_each_token_count(law)
         assert entry["slope"] == pytest.approx(1.0, abs=0.05) and len(entry["sizes"]) == 3
         assert set(entry["slope_by_seed"]) == {0, 1}
     assert slopes[3584000]["change_seed_spread"]["mean"] == pytest.approx(0.0, abs=0.05)
+    # 17K's 4x trials alone, at a rate the primary grid did not train: no 1x baseline, not the primary's
+    at_1e2 = [{**r, "lr": 0.01} for r in rows if r["target_params"] == 17000 and r["tokens"] == 3584000]
+    assert study_arms.token_runs(at_1e2, primary_rows, 17000, [0, 1])[896000] == []
     for entry in result["sizes"]:  # one step, 1x -> 4x, on each seed
         (step,) = entry["steps"]
         assert (step["from"], step["to"]) == (896000, 3584000) and set(step["exponent_by_seed"]) == {0, 1}
