@@ -88,41 +88,6 @@ def tiny_space(name: str = "tiny", *, tasks: Mapping[str, Mapping[str, Any]] | N
 
 
 # ---------------------------------------------------------------------------------------------
-# Two workers (pytest-xdist: ``-n 2 --dist loadgroup`` in pyproject.toml)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The suite runs on two workers: most of its time is spent waiting on Ray, subprocess
-    searches and servers rather than on the CPU. A fixture that several tests share (module or
-    session scope: a recorded search, a server) is built in each worker that runs one of them,
-    so the tests that share one are kept on one worker (an ``xdist_group``) and it is built once:
-    the tests of the session fixtures (one recorded search, and what is read from it) form one
-    group, with the rest of their modules' shared-fixture tests; any other module's
-    shared-fixture tests form a group of their own."""
-    shared = {item: _shared_fixtures(item) for item in items}
-    session_modules = {item.module.__name__ for item, fixtures in shared.items()
-                       if any(scope == "session" for _, scope in fixtures)}
-    for item, fixtures in shared.items():
-        if fixtures:
-            module = item.module.__name__
-            item.add_marker(pytest.mark.xdist_group("session" if module in session_modules else module))
-
-
-def _shared_fixtures(item: pytest.Item) -> set[tuple[str, str]]:
-    """(name, scope) of the module- and session-scoped fixtures of this suite that ``item``
-    uses, directly or through another fixture (pytest's own, and the autouse Ray, left out)."""
-    info = getattr(item, "_fixtureinfo", None)
-    out = set()
-    for name in getattr(item, "fixturenames", ()):
-        for fixturedef in (info.name2fixturedefs.get(name, ()) if info else ())[-1:]:
-            module = getattr(fixturedef.func, "__module__", "")
-            if (fixturedef.scope in ("module", "session") and name != "ray_session"
-                    and (module == "conftest" or module.startswith("test_"))):
-                out.add((name, fixturedef.scope))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The in-process Ray
 
 
