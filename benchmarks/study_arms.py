@@ -314,24 +314,34 @@ def analyze_exposures(rows: list[dict], primary_rows: list[dict]) -> list[dict]:
     out = []
     for target in sorted({r["target_params"] for r in rows}):
         seeds = sorted({r["seed"] for r in _ok(rows, target_params=target)})
-        runs = token_runs(rows, primary_rows, target, seeds)
-        per_tokens = {tokens: _threshold(rs) for tokens, rs in sorted(runs.items()) if rs}
-        exponent = _exponent(per_tokens)
-        by_seed = {seed: _exponent({k: _threshold([r for r in rs if r["seed"] == seed]) for k, rs in runs.items()})
-                   for seed in seeds}
-        spread = _seed_spread([e for e in by_seed.values() if e is not None])
-        verdict = ("undetermined: fewer than two token counts put the threshold inside the grid"
-                   if exponent is None else "exposures" if exponent >= 0.75
-                   else "frequency" if exponent <= 0.25 else f"between the two (exponent {exponent:.2f})")
-        if spread["interval"] is not None:
-            lo, hi = spread["interval"]
-            verdict += (f"; per-seed exponents {', '.join('-' if e is None else f'{e:.2f}' for e in by_seed.values())}"
-                        f", 90% interval of their mean [{lo:.2f}, {hi:.2f}]"
-                        + ("" if lo <= 1 <= hi else ", which excludes 1 (a pure exposures law)"))
-        out.append({"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
-                    "seeds": seeds, "by_tokens": per_tokens, "exponent": exponent,
-                    "exponent_by_seed": by_seed, "exponent_seed_spread": spread, "verdict": verdict})
+        out.append(_exposures_entry(rows, target, seeds, *_size_runs(rows, primary_rows, target, seeds)))
     return out
+
+
+def _size_runs(rows: list[dict], primary_rows: list[dict], target: int, seeds: list[int]) -> tuple[dict, dict]:
+    """One size's trials by token count (``token_runs``) and each seed's threshold there."""
+    runs = token_runs(rows, primary_rows, target, seeds)
+    return runs, {tokens: _per_seed(rs) for tokens, rs in runs.items()}
+
+
+def _exposures_entry(rows: list[dict], target: int, seeds: list[int], runs: dict, at_seed: dict) -> dict:
+    """``analyze_exposures``'s entry for one size, from its trials and per-seed thresholds by
+    token count."""
+    per_tokens = {tokens: _threshold(rs) for tokens, rs in runs.items() if rs}
+    exponent = _exponent(per_tokens)
+    by_seed = {seed: _exponent({k: ts[seed] for k, ts in at_seed.items() if seed in ts}) for seed in seeds}
+    spread = _seed_spread([e for e in by_seed.values() if e is not None])
+    verdict = ("undetermined: fewer than two token counts put the threshold inside the grid"
+               if exponent is None else "exposures" if exponent >= 0.75
+               else "frequency" if exponent <= 0.25 else f"between the two (exponent {exponent:.2f})")
+    if spread["interval"] is not None:
+        lo, hi = spread["interval"]
+        verdict += (f"; per-seed exponents {', '.join('-' if e is None else f'{e:.2f}' for e in by_seed.values())}"
+                    f", 90% interval of their mean [{lo:.2f}, {hi:.2f}]"
+                    + ("" if lo <= 1 <= hi else ", which excludes 1 (a pure exposures law)"))
+    return {"target_params": target, "params": _ok(rows, target_params=target)[0]["params"],
+            "seeds": seeds, "by_tokens": per_tokens, "exponent": exponent,
+            "exponent_by_seed": by_seed, "exponent_seed_spread": spread, "verdict": verdict}
 
 
 def token_runs(rows: list[dict], primary_rows: list[dict], target: int, seeds: list[int]) -> dict[int, list[dict]]:
@@ -349,16 +359,17 @@ def analyze_longer(rows: list[dict], primary_rows: list[dict]) -> dict:
     """``longer``: per size, the exposures analysis over 1x, 4x (and 16x) the tokens; per token
     count, the size slope s in f_thres ~ params^-s over the sizes whose threshold is inside the
     grid, at the seed means and per seed (Gu et al. measured 1.15)."""
-    sizes = analyze_exposures(rows, primary_rows)
+    sizes = []
     per_seed: dict[int, dict[int, list]] = {}  # tokens -> seed -> [(params, threshold)]
-    for entry in sizes:
-        runs = {tokens: _per_seed(rs) for tokens, rs in
-                token_runs(rows, primary_rows, entry["target_params"], entry["seeds"]).items()}
-        for tokens, by_seed in runs.items():
+    for target in sorted({r["target_params"] for r in rows}):
+        seeds = sorted({r["seed"] for r in _ok(rows, target_params=target)})
+        runs, at_seed = _size_runs(rows, primary_rows, target, seeds)
+        sizes.append(entry := _exposures_entry(rows, target, seeds, runs, at_seed))
+        for tokens, by_seed in at_seed.items():
             for seed, t in by_seed.items():
                 if t["how"] == "interpolated":
                     per_seed.setdefault(tokens, {}).setdefault(seed, []).append((entry["params"], t["threshold"]))
-        entry["steps"] = [_step(a, b, runs[a], runs[b], entry["by_tokens"]) for a, b in pairwise(runs)]
+        entry["steps"] = [_step(a, b, at_seed[a], at_seed[b], entry["by_tokens"]) for a, b in pairwise(at_seed)]
     slopes = []
     for tokens in sorted({k for e in sizes for k in e["by_tokens"]}):
         inside = [(e["params"], e["by_tokens"][tokens]["threshold"]) for e in sizes
