@@ -36,6 +36,28 @@ def test_a_dimension_that_does_not_matter_gets_a_long_length_scale_and_predictio
     assert 0.5 < np.mean(np.abs(error) < 2 * sd)  # the spread is not blind to its errors
 
 
+def test_a_large_fit_uses_a_subset_and_the_gp_conditions_on_every_point():
+    rng = np.random.default_rng(2)
+    n = G.FIT_POINTS + 150
+    x = rng.random((n, 3))
+    truth = lambda a: np.sin(6 * a[:, 0]) + 0.3 * a[:, 1]  # noqa: E731
+    y = truth(x) + 0.05 * rng.standard_normal(n)
+    gp = G.GP.fit(x, y)
+    assert len(gp.x) == n and gp.scales[0] < 0.6 and gp.scales[2] > 3 * gp.scales[0]
+    assert G.GP.fit(x, y).theta == pytest.approx(gp.theta)  # the subset is seeded: the same fit
+    held_out = rng.random((300, 3))
+    assert np.sqrt(np.mean((gp.predict(held_out)[0] - truth(held_out)) ** 2)) < 0.05
+    # Held hyperparameters: the same GP as the fit that found them, and new points are heard
+    same = G.GP.at(gp.theta, x, y)
+    assert same.predict(held_out)[0] == pytest.approx(gp.predict(held_out)[0], abs=1e-9)
+    far = np.array([[0.95, 0.95, 0.5]])
+    moved = G.GP.at(gp.theta, np.vstack([x, far]), np.append(y, 5.0))
+    assert moved.predict(far)[0][0] > gp.predict(far)[0][0] + 0.3
+    # A start from an earlier fit is taken only where it is better than the grid's best
+    restarted = G.GP.fit(x[:120], y[:120], start=gp.theta)
+    assert restarted.scales[0] < 0.6
+
+
 def test_half_rank_keeps_the_upper_half_and_pulls_in_the_failures():
     y = np.array([0.1, 0.35, 0.58, 0.8, 0.84, 0.85, 0.86, 0.87, 0.88, 0.9])
     warp = G.HalfRank(y)

@@ -403,3 +403,34 @@ def test_the_frontier_sampler_hill_climbs_its_score_on_a_categorical_space():
     _, around = sampler._score(sampler._new_configs(sampler._neighbours(best), acq), acq)
     assert len(around) and around.max() <= score.max()
     assert len(climbed) > len(drawn), "nothing was climbed: the test no longer exercises the climb"
+
+
+def test_past_two_hundred_configs_the_frontier_sampler_refits_its_gp_only_as_they_grow(monkeypatch):
+    """Fitting the GP's hyperparameters factorises the kernel matrix at each optimiser step,
+    O(n^3): a search of several hundred trials would spend most of its time there. Below
+    ``REFIT[0]`` configs every proposal fits; from there only after the configs grow by
+    ``REFIT[1]``, and in between the GP holds the last fit's hyperparameters while it
+    conditions on every point."""
+    from optimix.search import frontier_sampler as F
+    from optimix.search import gp as G
+
+    ops = ["none", "skip", "conv1", "conv3", "pool"]
+    dims = {f"edge{k}": Dimension(dist="choice", values=ops) for k in range(6)}
+    dists = {k: optuna.distributions.CategoricalDistribution(ops) for k in dims}
+    weight = {"none": 0.0, "skip": 0.1, "conv1": 0.5, "conv3": 1.0, "pool": 0.2}
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=5))
+    study.optimize(lambda t: (sum(weight[t.suggest_categorical(k, ops)] for k in dims), 1.0), n_trials=250)
+    trials = study.get_trials(deepcopy=False)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 250  # one config per trial
+    sampler = F.FrontierSampler(dims, dists, 0, True, lambda p: 1.0 + sum(weight[v] for v in p.values()), seed=5)
+    fitted = []
+    fit = G.GP.fit.__func__
+    monkeypatch.setattr(G.GP, "fit", classmethod(lambda cls, x, *a, **k: fitted.append(len(x)) or fit(cls, x, *a, **k)))
+    held = {}
+    for n in range(F.REFIT[0] - 2, 250):
+        held[n] = sampler.acquisition(trials[:n]).gp
+    first = F.REFIT[0]
+    assert F.REFIT == (200, 1.1) and fitted == [198, 199, 219, 241]  # 219 > 1.1 x 199, 241 > 1.1 x 219
+    assert held[218].theta == pytest.approx(held[first - 1].theta)  # held in between ...
+    assert len(held[218].x) == 218  # ... conditioned on every config
+    assert not np.allclose(held[219].theta, held[218].theta)

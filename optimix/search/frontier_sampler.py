@@ -61,6 +61,7 @@ from optimix.search.acquisition import expected_gain, feasibility
 from optimix.search.gp import GP, HalfRank
 
 NEAR = 0.02  # a candidate this close to a tried point in every scaled dimension is a near-repeat
+REFIT = (200, 1.1)  # from this many configs, the GP's hyperparameters are refitted once they grow by this factor
 
 
 class FrontierSampler(optuna.samplers.BaseSampler):
@@ -110,6 +111,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self._constraints = constraints
         self._rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._fitted: tuple[int, np.ndarray] | None = None  # (configs, GP.theta) of the last fit
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -145,7 +147,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         x = np.array([self._encode(g.params) for g in seen])
         y = np.array([g.mean for g in seen])
         warp = HalfRank(y)  # the GP models warped values; gains are read back through warp.inverse
-        gp = GP.fit(x, warp(y), self._prior_sd, _seed_noise(seen), self._groups)
+        gp = self._quality_gp(x, warp(y), _seed_noise(seen))
         finished = [t for t in trials if t.state != TrialState.RUNNING and _met(t, self._constraints)]
         running = [t for t in trials if t.state == TrialState.RUNNING and set(names) <= set(t.params)]
         fronts = self._noisy_fronts(gp, warp, [g for g in seen if _met(g.trials[0], self._constraints)],
@@ -155,6 +157,21 @@ class FrontierSampler(optuna.samplers.BaseSampler):
                             np.array([self._encode(p) for p in tried]) if tried else np.zeros((0, 0)),
                             self.cost_weight(len(done)),
                             None if self._max_trials is None else self._max_trials - len(tried))
+
+    def _quality_gp(self, x: np.ndarray, z: np.ndarray, noise: np.ndarray) -> GP:
+        """The quality GP: fitted at every proposal below ``REFIT[0]`` configs; from there, only
+        once the configs have grown by ``REFIT[1]`` since the last fit (starting from its
+        hyperparameters), and conditioned on the new points with the last fit's in between.
+        A fit's optimiser factorises the kernel matrix at each step, and a few more points
+        barely move the length scales; a search of several hundred trials would otherwise
+        spend most of its proposal time fitting."""
+        n = len(x)
+        last = self._fitted
+        if last is not None and REFIT[0] <= n < REFIT[1] * last[0]:
+            return GP.at(last[1], x, z, self._prior_sd, noise, self._groups)
+        gp = GP.fit(x, z, self._prior_sd, noise, self._groups, start=None if n < REFIT[0] or last is None else last[1])
+        self._fitted = (n, gp.theta)
+        return gp
 
     def _score(self, candidates: list[dict[str, Any]], acq: _Acquisition) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The candidates that fit the budget left, each with its expected frontier gain

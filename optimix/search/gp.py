@@ -7,7 +7,9 @@ choice) share a scale, as a Hamming distance would. The length scales, the signa
 and the noise are the maximum a posteriori under log-normal priors (the length scales' grow
 with the number of dimensions, as in Hvarfner et al. 2024, arXiv:2402.02229), by L-BFGS-B
 from the best isotropic fit on a small grid; with too few points to say more, the isotropic
-fit stands. Pure numpy, scipy for the optimiser.
+fit stands. Above ``FIT_POINTS`` points the hyperparameters are fitted to a random subset of
+that many (each step of the optimiser costs O(n^3)), and the GP conditions on all of them.
+Pure numpy, scipy for the optimiser.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg import cho_solve, solve_triangular
 
 _SQRT5 = math.sqrt(5.0)
 _SCALES = (0.15, 0.3, 0.6, 1.2)  # the isotropic grid the fit starts from
@@ -24,6 +27,7 @@ _BOUNDS = {"scale": (math.log(0.03), math.log(30.0)), "signal": (math.log(0.05),
 _SCALE_SD = 1.5  # the length scales' prior: log-normal, sd in log units
 _SIGNAL_PRIOR = (0.0, 1.0)  # mean and sd of log signal variance (targets are standardised)
 _NOISE_PRIOR = (math.log(1e-2), 2.0)
+FIT_POINTS = 200
 
 
 def matern(d2: np.ndarray) -> np.ndarray:
@@ -39,6 +43,9 @@ class GP:
                  scales: np.ndarray, signal: float, noise: float, known: np.ndarray):
         self.x, self.groups, self.y_mean, self.y_sd = x, groups, y_mean, y_sd
         self.scales, self.signal, self.noise = scales, signal, noise
+        self.theta = np.array([*np.log(scales), math.log(signal), math.log(noise)])
+        """The hyperparameters (log length scales, log signal, log noise), for ``fit(start=)``
+        and ``GP.at``."""
         self.chol = np.linalg.cholesky(self._kernel(x, x) + np.diag(noise + known))
         self.alpha = _solve(self.chol, z)
 
@@ -47,26 +54,26 @@ class GP:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3, known_noise: np.ndarray | None = None,
-            groups: np.ndarray | None = None) -> GP:
+            groups: np.ndarray | None = None, start: np.ndarray | None = None) -> GP:
         """Fit to inputs ``x`` (in [0, 1]) and targets ``y``; ``prior_sd``: the least spread the
         targets are standardised by; ``known_noise``: each target's own variance (a mean over
         seeds), added to the fitted noise; ``groups``: the dimension of each column of ``x``
-        (its columns share a length scale; default: a scale per column)."""
-        x = np.asarray(x, dtype=float)
-        y = np.asarray(y, dtype=float)
-        groups = np.arange(x.shape[1]) if groups is None else np.asarray(groups)
-        y_mean, y_sd = float(y.mean()), float(max(y.std(), prior_sd))
-        z = (y - y_mean) / y_sd
-        known = np.zeros(len(x)) if known_noise is None else np.asarray(known_noise, dtype=float) / y_sd ** 2
-        d2 = _per_group(x, x, groups)
+        (its columns share a length scale; default: a scale per column); ``start``: an earlier
+        fit's ``theta``, where the optimiser starts if it is better than the grid's best."""
+        x, z, groups, y_mean, y_sd, known = _standardised(x, y, prior_sd, known_noise, groups)
+        rows = np.arange(len(x))
+        if len(x) > FIT_POINTS:  # a seeded subset: the same points give the same fit
+            rows = np.sort(np.random.default_rng(len(x)).choice(len(x), FIT_POINTS, replace=False))
+        d2 = _per_group(x[rows], x[rows], groups)
         n_groups = d2.shape[0]
         scale_mean = math.log(0.5 * math.sqrt(max(1, n_groups)))
 
         def objective(theta: np.ndarray, grad: bool = True):
-            return neg_log_posterior(theta, d2, z, known, scale_mean, grad)
+            return neg_log_posterior(theta, d2, z[rows], known[rows], scale_mean, grad)
 
         starts = [np.array([math.log(s)] * n_groups + [0.0, math.log(v)]) for s in _SCALES for v in _NOISES]
-        best = min(starts, key=lambda t: objective(t, grad=False))
+        best = min(starts + ([] if start is None else [np.asarray(start, dtype=float)]),
+                   key=lambda t: objective(t, grad=False))
         if len(x) > 2:
             from scipy.optimize import minimize
 
@@ -78,17 +85,27 @@ class GP:
         return cls(x, z, groups, y_mean, y_sd, np.exp(best[:n_groups]), math.exp(best[-2]), math.exp(best[-1]),
                    known)
 
+    @classmethod
+    def at(cls, theta: np.ndarray, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3,
+           known_noise: np.ndarray | None = None, groups: np.ndarray | None = None) -> GP:
+        """The GP with hyperparameters ``theta`` (an earlier fit's), conditioned on ``x``, ``y``
+        as ``fit`` would be: no optimiser, one Cholesky factorisation."""
+        x, z, groups, y_mean, y_sd, known = _standardised(x, y, prior_sd, known_noise, groups)
+        n_groups = len(theta) - 2
+        return cls(x, z, groups, y_mean, y_sd, np.exp(theta[:n_groups]), math.exp(theta[-2]), math.exp(theta[-1]),
+                   known)
+
     def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the modelled quality (noise-free) at ``x``."""
         ks = self._kernel(x, self.x)
-        v = np.linalg.solve(self.chol, ks.T)
+        v = solve_triangular(self.chol, ks.T, lower=True)
         cov = self._kernel(x, x) - v.T @ v
         return self.y_mean + self.y_sd * (ks @ self.alpha), self.y_sd ** 2 * cov
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the modelled quality (noise-free) at each of ``x``."""
         ks = self._kernel(x, self.x)
-        v = np.linalg.solve(self.chol, ks.T)
+        v = solve_triangular(self.chol, ks.T, lower=True)
         var = np.clip(self.signal - (v ** 2).sum(0), 1e-9, None)
         return self.y_mean + self.y_sd * (ks @ self.alpha), self.y_sd * np.sqrt(var)
 
@@ -125,10 +142,26 @@ def neg_log_posterior(theta: np.ndarray, d2: np.ndarray, z: np.ndarray, known: n
     return -(lml + prior), -g
 
 
+def _standardised(x, y, prior_sd, known_noise, groups):
+    """(x, standardised targets, groups, their mean, their spread, known noise in target units)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    groups = np.arange(x.shape[1]) if groups is None else np.asarray(groups)
+    y_mean, y_sd = float(y.mean()), float(max(y.std(), prior_sd))
+    known = np.zeros(len(x)) if known_noise is None else np.asarray(known_noise, dtype=float) / y_sd ** 2
+    return x, (y - y_mean) / y_sd, groups, y_mean, y_sd, known
+
+
 def _per_group(a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """(groups, len(a), len(b)): squared distances within each group of columns."""
-    diff2 = (np.asarray(a, dtype=float)[:, None, :] - np.asarray(b, dtype=float)[None, :, :]) ** 2
-    return np.stack([diff2[:, :, groups == g].sum(-1) for g in np.unique(groups)])
+    """(groups, len(a), len(b)): squared distances within each group of columns, as
+    |a|^2 + |b|^2 - 2 a.b (exact on one-hot columns; no (len(a), len(b), columns) array)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    out = []
+    for g in np.unique(groups):
+        ag, bg = a[:, groups == g], b[:, groups == g]
+        d2 = (ag ** 2).sum(1)[:, None] + (bg ** 2).sum(1)[None, :] - 2.0 * ag @ bg.T
+        out.append(np.maximum(d2, 0.0))
+    return np.stack(out)
 
 
 def _scaled_d2(d2: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -136,7 +169,7 @@ def _scaled_d2(d2: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def _solve(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.linalg.solve(chol.T, np.linalg.solve(chol, b))
+    return cho_solve((chol, True), b)
 
 
 class HalfRank:
