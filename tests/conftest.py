@@ -10,6 +10,7 @@ changes a search's records runs its own.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -88,6 +90,21 @@ def tiny_space(name: str = "tiny", *, tasks: Mapping[str, Mapping[str, Any]] | N
 
 
 # ---------------------------------------------------------------------------------------------
+# The order modules run in
+
+# The slowest modules, slowest first (``--durations=0`` of a whole run). Under ``--dist
+# loadscope`` (pyproject's addopts) a module runs whole on one worker; one of these picked up
+# last would leave the other worker idle for minutes at the end. The rest keep their order.
+SLOWEST_MODULES = ("test_records", "test_reproduce_study", "test_constraints", "test_replicates",
+                   "test_cluster_search", "test_check", "test_search", "test_tracking", "test_mlflow_ui")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
+# ---------------------------------------------------------------------------------------------
 # The in-process Ray
 
 
@@ -144,24 +161,46 @@ class Recorded:
 
 
 @pytest.fixture(scope="session")
-def quickstart_search(tmp_path_factory) -> Recorded:
+def quickstart_search(tmp_path_factory, worker_id) -> Recorded:
     """One real six-trial quickstart search (made tiny) through the command line, every trial
     at a fixed point. Read only: plan and verify read its records (test_records_plan,
-    test_verify_records), the MLflow UI shows it (test_mlflow_ui)."""
-    root = tmp_path_factory.mktemp("records")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    points = json.dumps([{"model.d_model": d, "mixture.rare_freq": f} for d, f in PLAN_POINTS])
-    ray_tmp = short_tmp("rp")
-    try:
-        done = optimix_search(
-            root, "--trials", str(len(PLAN_POINTS)), "--max-concurrent", "2", "--seed", "0",
-            "--tracking-uri", uri, "--experiment", PLAN_EXPERIMENT, "--storage-path", str(root / "runs"),
-            "--set", f"search.points_to_evaluate={points}",
-            env=base_env(RAY_TMPDIR=str(ray_tmp)), timeout=300)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert done.returncode == 0, done.describe()
-    return Recorded(root, uri, PLAN_EXPERIMENT, done.stdout, len(PLAN_POINTS))
+    test_verify_records), the MLflow UI shows it (test_mlflow_ui). Recorded once per run:
+    under pytest-xdist the first worker to ask records it, in the workers' shared folder, and
+    the others wait on its lock and read it (``shared_once``)."""
+    with shared_once(tmp_path_factory, worker_id, "records") as (root, done):
+        if not done.exists():
+            uri = f"sqlite:///{root / 'mlflow.db'}"
+            points = json.dumps([{"model.d_model": d, "mixture.rare_freq": f} for d, f in PLAN_POINTS])
+            ray_tmp = short_tmp("rp")
+            try:
+                run = optimix_search(
+                    root, "--trials", str(len(PLAN_POINTS)), "--max-concurrent", "2", "--seed", "0",
+                    "--tracking-uri", uri, "--experiment", PLAN_EXPERIMENT, "--storage-path", str(root / "runs"),
+                    "--set", f"search.points_to_evaluate={points}",
+                    env=base_env(RAY_TMPDIR=str(ray_tmp)), timeout=300)
+            finally:
+                shutil.rmtree(ray_tmp, ignore_errors=True)
+            assert run.returncode == 0, run.describe()
+            done.write_text(run.stdout)
+    return Recorded(root, f"sqlite:///{root / 'mlflow.db'}", PLAN_EXPERIMENT, done.read_text(), len(PLAN_POINTS))
+
+
+@contextlib.contextmanager
+def shared_once(tmp_path_factory, worker_id: str, name: str):
+    """(folder, marker) for something built once per ``pytest`` run and only read after: under
+    pytest-xdist a folder in the workers' shared temporary root, held under a file lock while
+    the caller builds it (it writes ``marker`` when done; a worker that finds the marker
+    reads what is there); without xdist, a fresh folder."""
+    if worker_id == "master":
+        root = tmp_path_factory.mktemp(name)
+        yield root, root / "done"
+        return
+    root = tmp_path_factory.getbasetemp().parent / name
+    with filelock.FileLock(str(root) + ".lock"):
+        if not (root / "done").exists():  # nothing yet, or what a failed build left
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+        yield root, root / "done"
 
 
 @pytest.fixture(scope="session")
