@@ -25,8 +25,8 @@ sampler could otherwise buy thousands of HPOBench's cheapest configs). Optuna is
 
 Samplers: ``optimix`` is ``FrontierSampler`` built as ``proposals.make_sampler`` builds it for
 a quality + FLOPs search, with the same Latin-hypercube first points under the same budget
-share (``frontier_sampler`` below); note that optimix's ``auto`` picks TPE instead once a budget
-buys more than 100 trials (``proposals.sampler_name``), which the 400 budget does. ``gp``,
+share (``frontier_sampler`` below), as optimix's ``auto`` picks it at every budget
+(``proposals.sampler_name``). ``gp``,
 ``tpe``, ``nsga2`` and ``random`` are Optuna's samplers at their defaults, seeded. ``smac`` is
 the one peer outside Optuna: SMAC3's multi-objective optimiser (``SmacStudy``), told the same
 ``[quality, log10 cost]``, driven by the same loop.

@@ -175,15 +175,18 @@ def startup_trials(space: Space) -> int:
 
 
 def sampler_name(space: Space) -> str:
-    """The sampler ``search.sampler`` names; ``auto`` picks gp for small searches."""
+    """The sampler ``search.sampler`` names. ``auto`` picks the frontier sampler for one
+    quality metric against FLOPs, at any size (past 200 configs it refits its GP only as they
+    grow, ``frontier_sampler.REFIT``); otherwise Optuna's GP for small searches of up to
+    three objectives and TPE for the rest."""
     search = space.base.search
     if search.sampler != "auto":
         return search.sampler
-    if expected_trials(space) > 100:
-        return "tpe"
     objectives = space.spec.objectives
     if len(objectives) == 2 and MIN_FLOPS in objectives:
         return "frontier"
+    if expected_trials(space) > 100:
+        return "tpe"
     return "gp" if len(objectives) <= 3 else "tpe"
 
 
