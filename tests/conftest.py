@@ -90,21 +90,6 @@ def tiny_space(name: str = "tiny", *, tasks: Mapping[str, Mapping[str, Any]] | N
 
 
 # ---------------------------------------------------------------------------------------------
-# The order modules run in
-
-# The slowest modules, slowest first (``--durations=0`` of a whole run). Under ``--dist
-# loadscope`` (pyproject's addopts) a module runs whole on one worker; one of these picked up
-# last would leave the other worker idle for minutes at the end. The rest keep their order.
-SLOWEST_MODULES = ("test_records", "test_reproduce_study", "test_constraints", "test_replicates",
-                   "test_cluster_search", "test_check", "test_search", "test_tracking", "test_mlflow_ui")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: k for k, name in enumerate(SLOWEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
-
-
-# ---------------------------------------------------------------------------------------------
 # The in-process Ray
 
 
