@@ -13,7 +13,8 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    point), each point as its trial builds it (``built``: a ``model.params`` target at the
    parameters of the model built, so two targets that build one model are one size); a config
    retrained at several seeds is one point at its seeds' mean, its seed variance over n added
-   to the GP's noise (heteroscedastic);
+   to the GP's noise (heteroscedastic); past 200 configs its length scales are refitted only
+   as the configs grow by a tenth (``REFIT``), so a search of hundreds of trials stays fast;
 2. for each of a few hundred candidate points (random, near the best points so far, then
    hill-climbed from the best-scoring ones, as GPSampler searches its acquisition), the
    expected hypervolume gain of adding its (quality, log10 FLOPs) point to the current
