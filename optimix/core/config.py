@@ -225,9 +225,9 @@ class SearchConfig(StrictModel):
     """Outcome constraints (``["acc/background >= 0.2"]``; ``>=``, ``>``, ``<=``, ``<``): told to
     the samplers; a trial that misses one is tagged so and never on the frontier."""
     sampler: Literal["auto", "frontier", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
-    """``auto``: for up to 100 expected trials, ``frontier`` (``optimix.search.frontier_sampler``:
-    the most expected frontier gain per FLOP) when the objectives are one quality metric and
-    ``train_flops:min``, else ``gp`` (up to 3 objectives); ``tpe`` for larger searches."""
+    """``auto``: ``frontier`` (``optimix.search.frontier_sampler``: the most expected frontier
+    gain per FLOP) when the objectives are one quality metric and ``train_flops:min``, at any
+    size; else ``gp`` (up to 3 objectives and 100 expected trials), ``tpe`` past that."""
     trials: int = Field(16, ge=1, le=1_000_000, json_schema_extra=RESUMABLE)
     budget_flops: float | None = Field(None, gt=0, json_schema_extra=RESUMABLE)
     max_concurrent: int = Field(2, ge=1, json_schema_extra=RESUMABLE)
