@@ -43,11 +43,20 @@ class GP:
                  scales: np.ndarray, signal: float, noise: float, known: np.ndarray):
         self.x, self.groups, self.y_mean, self.y_sd = x, groups, y_mean, y_sd
         self.scales, self.signal, self.noise = scales, signal, noise
-        self.theta = np.array([*np.log(scales), math.log(signal), math.log(noise)])
-        """The hyperparameters (log length scales, log signal, log noise), for ``fit(start=)``
-        and ``GP.at``."""
         self.chol = np.linalg.cholesky(self._kernel(x, x) + np.diag(noise + known))
         self.alpha = _solve(self.chol, z)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """The hyperparameters (log length scales, log signal, log noise), for ``fit(start=)``
+        and ``GP.at``."""
+        return np.array([*np.log(self.scales), math.log(self.signal), math.log(self.noise)])
+
+    @classmethod
+    def _with(cls, theta: np.ndarray, x, z, groups, y_mean, y_sd, known) -> GP:
+        n_groups = len(theta) - 2
+        return cls(x, z, groups, y_mean, y_sd, np.exp(theta[:n_groups]), math.exp(theta[-2]), math.exp(theta[-1]),
+                   known)
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.signal * matern(_scaled_d2(_per_group(a, b, self.groups), self.scales))
@@ -82,18 +91,14 @@ class GP:
                              options={"maxiter": 200})
             if found.fun <= objective(best, grad=False):  # found.fun: the objective at found.x
                 best = found.x
-        return cls(x, z, groups, y_mean, y_sd, np.exp(best[:n_groups]), math.exp(best[-2]), math.exp(best[-1]),
-                   known)
+        return cls._with(best, x, z, groups, y_mean, y_sd, known)
 
     @classmethod
     def at(cls, theta: np.ndarray, x: np.ndarray, y: np.ndarray, prior_sd: float = 1e-3,
            known_noise: np.ndarray | None = None, groups: np.ndarray | None = None) -> GP:
         """The GP with hyperparameters ``theta`` (an earlier fit's), conditioned on ``x``, ``y``
         as ``fit`` would be: no optimiser, one Cholesky factorisation."""
-        x, z, groups, y_mean, y_sd, known = _standardised(x, y, prior_sd, known_noise, groups)
-        n_groups = len(theta) - 2
-        return cls(x, z, groups, y_mean, y_sd, np.exp(theta[:n_groups]), math.exp(theta[-2]), math.exp(theta[-1]),
-                   known)
+        return cls._with(theta, *_standardised(x, y, prior_sd, known_noise, groups))
 
     def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the modelled quality (noise-free) at ``x``."""
