@@ -441,9 +441,10 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else (math.inf if a > 0 else 1.0)
 
 
-def goals(summary: dict[str, dict], budgets: list[float]) -> dict[str, dict]:
+def goals(summary: dict[str, dict], budgets: list[float], runs: list[dict] | None = None) -> dict[str, dict]:
     """Issue 28's goals per budget, medians over problems: optimix / best Optuna model <= 0.7
-    (and no problem above 1.1), optimix / random <= 1 / 1.5."""
+    (and no problem above 1.1), optimix / random <= 1 / 1.5. With the runs, each figure also
+    gets its 90% interval over seeds (``seed_bootstrap``)."""
     out = {}
     for budget in budgets:
         cells = [c for k, c in summary.items() if k.rsplit("@", 1)[1] == f"{budget:g}"]
@@ -454,6 +455,40 @@ def goals(summary: dict[str, dict], budgets: list[float]) -> dict[str, dict]:
             "worst_vs_best_optuna": max(vs_optuna) if vs_optuna else None,
             "median_vs_random": statistics.median(vs_random) if vs_random else None,
             "problems": len(cells)}
+        if runs:
+            out[f"{budget:g}"]["seed_90"] = seed_bootstrap([r for r in runs if r["budget"] == budget])
+    return out
+
+
+def seed_bootstrap(runs: list[dict], draws: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+    """How far another set of seeds could move each goal's figure: every (problem, sampler)
+    cell's seeds are redrawn with replacement, its median regret taken again, the best Optuna
+    sampler chosen again per problem, and the goal's figure computed again; the 5th and 95th
+    percentiles of the draws, and the share of draws that meet each goal. For the two medians
+    over problems only: the worst problem's ratio is a maximum of noisy ratios, whose redraws
+    lean high (a 90% interval of this kind held the true worst in 77% of simulated benchmarks,
+    against 93% for the medians: ``tests/test_public_bench.py``)."""
+    rng = np.random.default_rng(seed)
+    cells: dict[str, dict[str, np.ndarray]] = {}
+    for run in runs:
+        cells.setdefault(run["problem"], {}).setdefault(run["sampler"], []).append(run["regret"])
+    vs_optuna, vs_random = [], []
+    for by_sampler in cells.values():
+        if "optimix" not in by_sampler:
+            continue
+        medians = {s: np.median(rng.choice(v, size=(draws, len(v))), axis=1) for s, v in by_sampler.items()}
+        models = [medians[s] for s in OPTUNA_MODELS if s in medians]
+        if models:
+            vs_optuna.append(medians["optimix"] / np.maximum(np.min(models, axis=0), 1e-12))
+        if "random" in medians:
+            vs_random.append(medians["optimix"] / np.maximum(medians["random"], 1e-12))
+    out = {}
+    for name, ratios, pick, goal in (("median_vs_best_optuna", vs_optuna, np.median, 0.7),
+                                     ("median_vs_random", vs_random, np.median, 1 / 1.5)):
+        if ratios:
+            figure = pick(np.array(ratios), axis=0)
+            out[name] = [float(np.percentile(figure, 5)), float(np.percentile(figure, 95)),
+                         float(np.mean(figure <= goal))]
     return out
 
 
@@ -482,7 +517,10 @@ def markdown(doc: dict) -> str:
                 + " | " + " | ".join(f"{cell[r]:.2f}" if r in cell else "" for r in
                                      ("vs_best_other", "vs_best_optuna", "vs_random")) + " |")
         goal = doc["goals"][f"{budget:g}"]
-        said = [f"{text} {goal[key]:.2f} ({aim})" for key, text, aim in (
+        seeds = goal.get("seed_90", {})
+        said = [f"{text} {goal[key]:.2f}" + (f" [90% over seeds {seeds[key][0]:.2f}, {seeds[key][1]:.2f}; goal met in "
+                                          f"{seeds[key][2]:.0%} of redraws]" if key in seeds else "") + f" ({aim})"
+                for key, text, aim in (
             ("median_vs_best_optuna", "optimix / best Optuna model, median", "goal <= 0.70"),
             ("worst_vs_best_optuna", "worst", "goal <= 1.10"),
             ("median_vs_random", "optimix / random, median", "goal <= 0.67")) if goal[key] is not None]
@@ -577,7 +615,7 @@ def _finish(doc: dict, runs: list[dict], args: argparse.Namespace, started: floa
     summary = summarise(runs, args.samplers)
     done = doc | {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "wall_s": round(time.perf_counter() - started, 1), "summary": summary,
-                  "goals": goals(summary, args.budgets), "runs": runs}
+                  "goals": goals(summary, args.budgets, runs), "runs": runs}
     if args.out:
         Path(args.out).write_text(json.dumps(done, indent=1) + "\n")
     if args.markdown:
