@@ -39,7 +39,7 @@ def test_the_seed_interval_of_a_median_over_problems_covers_about_ninety_percent
         assert 0.85 <= count / benchmarks <= 0.98, (name, count)
 
 
-def test_the_goals_carry_the_seed_interval_and_the_share_of_redraws_that_meet_them(tmp_path):
+def test_the_goals_carry_the_seed_interval_and_the_share_of_redraws_that_meet_them():
     rng = np.random.default_rng(2)
     clear = {"gp": np.full(6, 0.1), "random": np.full(6, 0.3), "optimix": np.full(6, 0.03)}
     runs = _benchmark(clear, rng)
