@@ -24,7 +24,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
@@ -34,7 +33,7 @@ from optimix.core.metrics import CURVE_ATTR
 from optimix.core.space import load_space
 from optimix.search import distributions, make_sampler
 from optimix.search.frontier_sampler import NEAR
-from optimix.search.proposals import Proposals, expected_trials
+from optimix.search.proposals import Proposals
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "benchmarks" / "spaces" / "collapse"
@@ -110,25 +109,6 @@ def test_a_budget_that_allows_it_buys_a_dearer_model_once_the_cheap_one_is_known
     point = study.ask(distributions(space)).params
     assert proposals.cost(point) > proposals.cost(trials[3]["params"]), point
     assert proposals.cost(point) <= study.sampler.budget_left()
-
-
-@pytest.mark.parametrize("n", [4, 10])
-def test_a_point_is_priced_at_no_less_than_the_budget_left_per_planned_trial(n):
-    # sort5_shape's 2.5e12 FLOPs are expected to buy 9 trials, of at most 16 (search.trials).
-    # Before the 9 have run, a point cheaper than the budget left over the planned trials left
-    # is priced at that share (the old floor divided by the 16 allowed, and a search bought
-    # the cheapest model over and over); once they have run, every point that fits costs alike.
-    space, proposals, study, trials = replay("sort5_shape", "sort5_shape_s1.json", n, 0)
-    sampler = study.sampler
-    planned = min(expected_trials(space), space.base.search.trials)
-    assert planned < space.base.search.trials
-    acq = sampler.acquisition(study.get_trials(deepcopy=False))
-    assert acq.n_left == planned - n
-    left = sampler.budget_left()
-    share = left / max(1, planned - n)
-    cheap = proposals.cost(trials[3]["params"])
-    assert cheap < share <= left
-    assert sampler.price(np.array([cheap, share, left]), acq.n_left).tolist() == pytest.approx([share, share, left])
 
 
 def test_a_point_as_built_has_the_model_built_and_the_settings_proposed():

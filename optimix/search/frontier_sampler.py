@@ -27,10 +27,8 @@ improvement per second", with the 2-D hypervolume in place of the improvement):
    (``train.flops``), where a larger model gets fewer tokens (docs/benchmarks/collapse.md);
 3. the candidate with the largest gain per price**alpha that fits the budget left is
    proposed. Its price is its FLOPs, but never less than the budget left over the trials the
-   search still plans (the trials it expects, ``n_trials``, at most ``search.trials``, less
-   those tried): a trial cheaper than that share still spends one of the planned trials.
-   Once the planned trials have run, every point that fits is priced alike (at the whole
-   budget left), and what is left goes to the largest gain. alpha falls from 1 to 0 as the budget is spent ("cost cooling",
+   search may still run (``search.trials``): below that share the trials run out first and a
+   FLOP saved buys nothing. alpha falls from 1 to 0 as the budget is spent ("cost cooling",
    Lee et al. 2020): a fresh search buys cheap information, and once the frontier stops
    moving cheaply, what a dearer point could add is worth its price. Candidates are whole
    effective configs (``budget.effective_key``): one that would train a model already
@@ -74,8 +72,8 @@ class FrontierSampler(optuna.samplers.BaseSampler):
     (``search.proposals.distributions``); candidates are drawn with ``Dimension.at``.
     ``cost(point) -> FLOPs`` prices a point (``math.inf`` for an invalid one);
     ``budget_left() -> FLOPs`` bounds what may be proposed; ``budget_limit`` and ``n_trials``
-    (the trials the search expects) set the cost cooling, ``budget_limit``, ``n_trials`` and
-    ``max_trials`` (the most it may run, ``search.trials``) the price floor.
+    (the trials the search expects) set the cost cooling, ``budget_limit`` and ``max_trials``
+    (the most it may run, ``search.trials``) the price floor.
     ``key(point)`` names what a point trains (``budget.effective_key``), ``built(point)`` is
     the point as its trial builds it (``Proposals.built``) and ``size(point)`` the parameters
     of the model it builds (``Proposals.size``; ``nan``: unknown).
@@ -159,7 +157,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         return _Acquisition(gp, warp, fronts, seen, self._constraint_models(done), {self._key(p) for p in tried},
                             np.array([self._encode(p) for p in tried]) if tried else np.zeros((0, 0)),
                             self.cost_weight(len(done)),
-                            None if self._max_trials is None else min(self._n_trials, self._max_trials) - len(tried))
+                            None if self._max_trials is None else self._max_trials - len(tried))
 
     def _quality_gp(self, x: np.ndarray, z: np.ndarray, noise: np.ndarray) -> GP:
         """The quality GP: fitted at every proposal below ``REFIT[0]`` configs; from there, only
@@ -288,7 +286,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
 
     def price(self, costs: np.ndarray, n_left: int | None) -> np.ndarray:
         """What a candidate uses of what the search has left, in FLOPs: its cost, but never
-        less than the budget left over the ``n_left`` trials it still plans (step 3 in the
+        less than the budget left over the ``n_left`` trials it may still run (step 3 in the
         module's docstring); without a FLOPs budget or a trial limit, its cost."""
         if not self.budget_limit or n_left is None:
             return costs
