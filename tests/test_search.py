@@ -100,6 +100,16 @@ def test_search_records_every_trial_failures_included_and_tags_the_frontier(faul
     assert states.count("COMPLETE") == 4 and states.count("FAIL") == 3 and "RUNNING" not in states
 
 
+def test_tune_writes_no_result_files_of_its_own(faulty_search):
+    """Every result is in the ledger and MLflow: Tune's per-trial CSV, JSON and TensorBoard
+    loggers are off (``ray_session.tune_environment``), so a search's folder holds none."""
+    _, summary = faulty_search
+    names = {p.name for p in Path(summary.state_dir).rglob("*") if p.is_file()}
+    assert "results.jsonl" in names  # the ledger
+    assert not {n for n in names if n in ("progress.csv", "result.json", "params.json", "params.pkl")
+                or n.startswith("events.out.tfevents")}, sorted(names)
+
+
 def test_grid_points_whose_config_cannot_be_built_are_infeasible_and_the_search_goes_on(tmp_path, capsys,
                                                                                        monkeypatch):
     """Dimensions valid one by one but not together (a share of 0.2 delivered in bursts of
