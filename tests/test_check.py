@@ -28,7 +28,7 @@ from optimix.records.records import RunRecord
 from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
 
-from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
+from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions, short_tmp
 from conftest import FAULTS, tiny_space
 
 
@@ -268,8 +268,14 @@ def test_a_malformed_ledger_line_is_a_violation_and_resume_refuses_it_before_wri
         line for line in out if line.startswith(f"violation: ledger-malformed: {ledger}: line ")], out
     assert any(line.startswith("violation: ledger-malformed: ") for line in out), out
     before = {p.name: p.read_bytes() for p in copy.state_dir.iterdir() if p.is_file() and p.name != "lock"}
-    done = subprocess.run([OPTIMIX, "search", str(recorded / "space.yaml"), "--resume", *copy.args()],
-                          cwd=copy.root, env=base_env(), capture_output=True, text=True, timeout=120)
+    ray_tmp = short_tmp("rl")
+    try:
+        done = subprocess.run([OPTIMIX, "search", str(recorded / "space.yaml"), "--resume", *copy.args()],
+                              cwd=copy.root, env=base_env(RAY_TMPDIR=str(ray_tmp)), capture_output=True, text=True,
+                              timeout=120)
+        assert not list(ray_tmp.iterdir())  # refused before Ray started
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.startswith(f"error: {ledger}: line ") and len(done.stderr.splitlines()) == 1, done.stderr
     after = {p.name: p.read_bytes() for p in copy.state_dir.iterdir() if p.is_file() and p.name != "lock"}

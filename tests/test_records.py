@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,7 +21,7 @@ from optimix.core.entry import LedgerEntry
 from optimix.search import SearchState
 from optimix.search.ledger import LedgerError
 
-from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions
+from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions, short_tmp
 from conftest import Search, records_space
 
 pytestmark = pytest.mark.slow
@@ -53,14 +54,20 @@ def recorded(tmp_path_factory) -> Search:
 
 
 def test_resume_refuses_a_changed_space_naming_the_first_key_that_differs(recorded):
+    """Refused before Ray starts: nothing of a Ray session in its temporary folder."""
     before = recorded.state().ledger.read_bytes()
-    for change, key in ((["--set", "train.tokens=24000"], "train.tokens"),
-                        (["--set", "model.d_model=16"], "model.d_model"),
-                        (["--seed", "3"], "seed")):
-        done = recorded.run("--resume", *change, timeout=60)
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: --resume: " + key), done.stderr
+    ray_tmp = short_tmp("rs")
+    try:
+        for change, key in ((["--set", "train.tokens=24000"], "train.tokens"),
+                            (["--set", "model.d_model=16"], "model.d_model"),
+                            (["--seed", "3"], "seed")):
+            done = recorded.run("--resume", *change, env={**recorded.env, "RAY_TMPDIR": str(ray_tmp)}, timeout=60)
+            assert done.returncode == 2, done.stderr
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: --resume: " + key), done.stderr
+        assert not list(ray_tmp.iterdir())
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert recorded.state().ledger.read_bytes() == before  # nothing lost, nothing added
 
 
@@ -69,17 +76,21 @@ def test_a_second_driver_on_a_running_search_is_refused(recorded, tmp_path):
     folder's lock taken and nothing written yet, until the second has been refused: it cannot
     have ended first, however slow the second is to start."""
     holds = Holds(tmp_path, ["before_ledger:1"])
+    ray_tmp = short_tmp("rd")
     first = recorded.start("--resume", "--trials", "4", env={**recorded.env, **holds.env})
     try:
         holds.reached("before_ledger:1", first)
         assert recorded.state().running()
-        second = recorded.run("--resume", "--trials", "8", timeout=120)
+        second = recorded.run("--resume", "--trials", "8", env={**recorded.env, "RAY_TMPDIR": str(ray_tmp)},
+                              timeout=120)
         assert second.returncode == 2 and "still running" in second.stderr, second.stderr
+        assert not list(ray_tmp.iterdir())  # refused before Ray started
         holds.release_all()
         assert first.wait(timeout=180) == 0, first.stderr.read()[-2000:]
     finally:
         holds.release_all()
         kill_sessions([first.pid], grace_s=3.0)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert_clean(recorded, 4)
 
 

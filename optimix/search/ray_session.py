@@ -101,15 +101,17 @@ def check_resources(search) -> None:
 
 
 def start_ray(address: str | None) -> None:
-    """Ray for the search: the one already started in this process, the cluster ``--address``
-    (or ``RAY_ADDRESS``) names, else a fresh local one, never a `ray start` cluster found by
-    chance. (Its gRPC servers listen on every interface, token-authenticated: README, "Running
-    safely on shared machines". Ray turns a node IP of 127.0.0.1 into the machine's address,
-    so that cannot confine them.) Each worker imports what a trial needs as it starts
-    (``optimix.search.warm``), while the driver is still setting up."""
+    """Ray for the search, ``tune_environment`` set first: the one already started in this
+    process, the cluster ``--address`` (or ``RAY_ADDRESS``) names, else a fresh local one, never
+    a `ray start` cluster found by chance. (Its gRPC servers listen on every interface,
+    token-authenticated: README, "Running safely on shared machines". Ray turns a node IP of
+    127.0.0.1 into the machine's address, so that cannot confine them.) Each worker imports
+    what a trial needs as it starts (``optimix.search.warm``), while the driver is still
+    setting up."""
     import ray
     from ray.exceptions import AuthenticationError
 
+    tune_environment()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
@@ -126,6 +128,13 @@ def start_ray(address: str | None) -> None:
         raise SpaceError(f"--address {address}: the Ray cluster refused this client ("
                          f"{str(err).strip().splitlines()[0][:160]}); set RAY_AUTH_MODE=token and "
                          "the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this process started or joined."""
+    import ray
+
+    ray.shutdown()
 
 
 def _token_auth_on() -> None:

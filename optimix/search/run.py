@@ -36,7 +36,7 @@ from optimix.records.mlflow_client import absolute_uri, same_store
 from optimix.search.driver import Driver, Progress
 from optimix.search.ledger import RunState, SearchState, slug
 from optimix.search.proposals import Proposals, check_budget, grid_size
-from optimix.search.ray_session import Interrupt, check_resources, start_ray, tune_environment
+from optimix.search.ray_session import Interrupt, check_resources, start_ray, stop_ray
 from optimix.trial import hub
 
 log = logging.getLogger(__name__)
@@ -127,29 +127,33 @@ def run_search(space: Space, options: SearchOptions) -> SearchSummary:
     space, pins = _pin_datasets(space, storage, experiment, recorded.datasets)  # before any data is read
     _check_space(space)
     cheapest = check_budget(space)
-
-    tune_environment()
-    # From here on SIGINT and SIGTERM are noted, not raised (``Interrupt``): one while Ray
-    # starts ends the search before it writes anything; a later one, once its end is recorded.
-    with Interrupt() as interrupt:
-        start_ray(options.address)
-        interrupt.arm()  # again: ray.init installs a SIGTERM handler of its own
-        faults.hold_at("ray_started")
-        if interrupt.name:
-            if options.shutdown_ray:
-                import ray
-
-                ray.shutdown()
-            raise SearchInterrupted(interrupt.name, None)
-        check_resources(space.base.search)  # before the experiment, the state folder, the parent run
-        tracker = tracking.Tracker(tracking_uri, experiment)  # fails fast, before training
-        state = resumed or SearchState.create(storage, experiment)
-        state.acquire()
-        try:
+    state = resumed
+    try:
+        if resumed is not None:  # still running, a malformed ledger line, another space: refused before Ray
+            resumed.acquire()
+            resumed.entries()  # (a torn last line is left out)
+            if recorded.space is not None:
+                _check_same_space(recorded.space, space.tree)
+        # From here on SIGINT and SIGTERM are noted, not raised (``Interrupt``): one while Ray
+        # starts ends the search before it writes anything; a later one, once its end is recorded.
+        with Interrupt() as interrupt:
+            start_ray(options.address)
+            interrupt.arm()  # again: ray.init installs a SIGTERM handler of its own
+            faults.hold_at("ray_started")
+            if interrupt.name:
+                if options.shutdown_ray:
+                    stop_ray()
+                raise SearchInterrupted(interrupt.name, None)
+            check_resources(space.base.search)  # before the experiment, the state folder, the parent run
+            tracker = tracking.Tracker(tracking_uri, experiment)  # fails fast, before training
+            if state is None:
+                state = SearchState.create(storage, experiment)
+                state.acquire()
             run = SearchRun(space, options, state, tracker, seed, interrupt, started)
             run.open(experiment, pins)
             return run.run(cheapest)
-        finally:
+    finally:
+        if state is not None:
             state.release()
 
 
@@ -173,15 +177,12 @@ class SearchRun:
         self.proposals = Proposals(self.space)
 
     def open(self, experiment: str, pins: Mapping[str, Any]) -> None:
-        """The state of a new search, or of the one ``--resume`` takes up (refused if its space
-        differs in anything but what is ``resumable``). ``pins``: its hub datasets' commits
+        """The state of a new search, or of the one ``--resume`` takes up (``run_search`` has
+        refused one whose space differs in anything but what is ``resumable``, or whose ledger
+        has a malformed line). ``pins``: its hub datasets' commits
         (``optimix.trial.hub``)."""
         resume, space = self.options.resume, self.space
-        if resume:
-            self.state.entries()  # a malformed ledger line is refused (LedgerError) before anything is written
-        saved = self.state.load() if resume else None
-        if saved is not None and saved.space is not None:
-            _check_same_space(saved.space, space.tree)
+        saved = self.state.load() if resume else None  # its ledger and space checked by run_search
         if saved is None:
             # A new search, or one killed before it wrote its state: its parent run, if it got
             # that far, is found by the state folder it is tagged with, so there is only ever one.
@@ -264,9 +265,7 @@ class SearchRun:
             "spent_flops": self.budget.spent, "interrupted_flops": self.budget.lost, "frontier_size": len(rows)},
             failed=ended != "finished", ended=reason)
         if shutdown_ray:
-            import ray
-
-            ray.shutdown()  # here, where a signal is noted, rather than in an exit handler
+            stop_ray()  # here, where a signal is noted, rather than in an exit handler
         return rows
 
     def _tune(self) -> None:
