@@ -59,6 +59,8 @@ def probed(problem: pb.Problem, mode: str, at: int):
             if not out:
                 return out
             if mode == "calibration":
+                # The GP refitted here as ``acquisition`` fits it: ``acquisition`` itself would
+                # draw from the sampler's generator and change the trajectory being probed.
                 done = fs._by_config(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), 0, 1.0)
                 x = np.array([self._encode(g.params) for g in done])
                 y = np.array([g.mean for g in done])
