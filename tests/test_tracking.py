@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from optimix.core import metrics
 from optimix.core.entry import LedgerEntry
-from optimix.records import mlflow_client, records, tracking
+from optimix.records import mlflow_client, mlflow_store, records, tracking
 from optimix.records.tracking import Tracker, TrackingError, TrackingRejected
 
 from cluster_fixtures import (
@@ -357,6 +358,57 @@ def test_a_sqlite_store_left_half_migrated_is_finished_or_refused_in_one_line(tm
     with pytest.raises(TrackingError) as caught:
         mlflow_client.connect(uri)
     assert "_alembic_tmp_params holds its rows" in str(caught.value) and "mlflow db upgrade" in str(caught.value)
+
+
+def _sorted_dump(path: Path) -> list[str]:
+    """A store's schema and rows in a fixed order (the clauses of a statement too: a migration
+    may write a table's constraints in either order), its creation times masked."""
+    import re
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        statements = [re.sub(r"\b1\d{12}\b", "<ms>", s).splitlines() for s in db.iterdump()]
+    return sorted(" ".join(sorted(line.strip().rstrip(",") for line in s)) for s in statements)
+
+
+def test_a_new_sqlite_store_starts_from_the_template_and_holds_what_mlflow_makes(tmp_path, monkeypatch):
+    """A new store is a copy of an empty store at MLflow's schema, built once in the user's
+    cache, and ends up as a store MLflow made itself: the same tables, indexes and rows."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # both stores' default artifact root is ./mlruns
+    mlflow_store.open_sqlite(f"sqlite:///{tmp_path / 'ours.db'}").search_experiments()
+    template = mlflow_store.template()
+    assert template is not None and template.parent == tmp_path / "cache" / "optimix", template
+    assert not [line for line in _sorted_dump(template) if line.startswith('INSERT INTO "experiments"')]
+    assert not [p.name for p in [*tmp_path.iterdir(), *template.parent.iterdir()] if p.name.endswith(".tmp")]
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflows.db'}").search_experiments()
+    ours, theirs = _sorted_dump(tmp_path / "ours.db"), _sorted_dump(tmp_path / "mlflows.db")
+    assert any(line.startswith('INSERT INTO "experiments"') for line in ours)
+    assert ours == theirs
+
+
+def test_a_template_at_another_schema_is_built_again(tmp_path, monkeypatch):
+    """A template not at this MLflow's schema head (left by a build of MLflow with other
+    migrations) is never copied: it is built again."""
+    import sqlite3
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = mlflow_store.template()
+    with contextlib.closing(sqlite3.connect(template)) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'before'")
+        db.commit()
+    client = mlflow_store.open_sqlite(f"sqlite:///{tmp_path / 'store.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    with contextlib.closing(sqlite3.connect(template)) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] != "before"
+
+
+def test_without_a_cache_to_build_the_template_in_mlflow_makes_the_store(tmp_path, monkeypatch):
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not_a_folder"))
+    assert mlflow_store.template() is None
+    client = mlflow_store.open_sqlite(f"sqlite:///{tmp_path / 'store.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
 
 
 def test_the_resume_line_shows_no_credentials(monkeypatch):

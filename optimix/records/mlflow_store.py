@@ -7,6 +7,12 @@ schema`` for everyone after). Every optimix command opens its SQLite store here,
 ``<db>.lock`` (``flock``) beside it while MLflow does that; a migration another process left
 half-done is finished (its leftover copies dropped, then ``mlflow db upgrade``), and a store
 MLflow will not open is one ``StoreError`` line saying what to do.
+
+MLflow makes a new store by running every schema migration since its first (about 3 s, the
+same work for every store); a new store here starts instead as a copy of an empty store at
+this MLflow's schema, built once per MLflow schema in the user's cache (``template``). The
+store's own rows (its default experiment, at its own artifact root) are MLflow's to write
+when it opens the copy, as for a store it made.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +72,7 @@ def open_sqlite(uri: str) -> MlflowClient:
     path = sqlite_path(uri)
     assert path is not None, uri
     with store_lock(path):
+        _copy_template(path)
         interrupted = drop_leftover_copies(path)
         try:
             return MlflowClient(tracking_uri=uri)
@@ -85,6 +94,59 @@ def open_sqlite(uri: str) -> MlflowClient:
         except Exception as err:
             raise StoreError(f"MLflow store {uri} cannot be opened after 'mlflow db upgrade': "
                              f"{_one_line(err)}") from None
+
+
+def template() -> Path | None:
+    """An empty store at this MLflow's schema (its tables, and no experiment), built on first
+    use in ``$XDG_CACHE_HOME/optimix`` (``~/.cache/optimix``) under its own lock and named by
+    the schema's head revision; built again if it is not at that revision; None where it
+    cannot be built (MLflow then migrates the store itself)."""
+    try:
+        import mlflow.store
+        from alembic.script import ScriptDirectory
+        from mlflow.tracking import MlflowClient
+
+        head = ScriptDirectory(str(Path(mlflow.store.__file__).parent / "db_migrations")).get_current_head()
+        out = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "optimix" / f"mlflow-{head}-empty.db"
+        if _revision(out) == head:
+            return out
+        with store_lock(out):
+            if _revision(out) != head:
+                building = out.with_name(f"{out.name}.{uuid.uuid4().hex}.tmp")  # MLflow keeps a URI it opened
+                try:
+                    MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments()
+                    with contextlib.closing(sqlite3.connect(building)) as db:
+                        db.execute("DELETE FROM experiments")  # the default one, at the template's own root
+                        db.commit()
+                    os.replace(building, out)
+                finally:
+                    building.unlink(missing_ok=True)
+        return out
+    except Exception as err:  # a shortcut only: without it, MLflow does the same work
+        log.debug("no MLflow store template: %s", _one_line(err))
+        return None
+
+
+def _revision(path: Path) -> str | None:
+    """The schema revision of the store at ``path`` (None: no store there, or not a store)."""
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    except (sqlite3.Error, TypeError):
+        return None
+
+
+def _copy_template(path: Path) -> None:
+    """Start a new store at ``path`` as a copy of the template (``template``), if there is one."""
+    if path.exists() and path.stat().st_size > 0:
+        return
+    source = template()
+    if source is not None:
+        copy = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(source, copy)
+        os.replace(copy, path)
 
 
 def drop_leftover_copies(path: Path) -> bool:
