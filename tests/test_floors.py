@@ -32,11 +32,12 @@ def test_pyproject_floors_are_the_releases_the_floors_step_installs():
 
 
 def test_the_ci_runs_the_floors_step():
-    """Its install beside the main install and suite, its tests after the main suite."""
+    """Its install beside the main install and done before the main suite (no install shares
+    the cores with it), its tests after the main suite."""
     run = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^bash \.ci/floors install .*&$", run, re.M)
     assert re.search(r"^bash \.ci/floors test$", run, re.M)
-    assert run.index("python -m pytest -q") < run.index("bash .ci/floors test")
+    assert run.index('wait "$floors_install"') < run.index("python -m pytest -q") < run.index("bash .ci/floors test")
     assert "-c .ci/floors.txt" in (ROOT / ".ci" / "floors").read_text()
 
 
