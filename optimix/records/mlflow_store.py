@@ -8,8 +8,8 @@ schema`` for everyone after). Every optimix command opens its SQLite store here,
 half-done is finished (its leftover copies dropped, then ``mlflow db upgrade``), and a store
 MLflow will not open is one ``StoreError`` line saying what to do.
 
-MLflow makes a new store by running every schema migration since its first (about 3 s, the
-same work for every store); a new store here starts instead as a copy of an empty store at
+MLflow makes a new store by running every schema migration since its first (about 1 s of a
+search's start on an idle 2-core machine, more under load; the same work for every store); a new store here starts instead as a copy of an empty store at
 this MLflow's schema, built once per MLflow schema in the user's cache (``template``). The
 store's own rows (its default experiment, at its own artifact root) are MLflow's to write
 when it opens the copy, as for a store it made.
