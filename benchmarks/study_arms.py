@@ -332,8 +332,7 @@ def _exposures_entry(rows: list[dict], target: int, seeds: list[int], runs: dict
     by_seed = {seed: _exponent({k: ts[seed] for k, ts in at_seed.items() if seed in ts}) for seed in seeds}
     spread = _seed_spread([e for e in by_seed.values() if e is not None])
     verdict = ("undetermined: fewer than two token counts put the threshold inside the grid"
-               if exponent is None else "exposures" if exponent >= 0.75
-               else "frequency" if exponent <= 0.25 else f"between the two (exponent {exponent:.2f})")
+               if exponent is None else _law(exponent))
     if spread["interval"] is not None:
         lo, hi = spread["interval"]
         verdict += (f"; per-seed exponents {', '.join('-' if e is None else f'{e:.2f}' for e in by_seed.values())}"
@@ -398,6 +397,20 @@ def _step(a: int, b: int, at_a: dict[int, dict], at_b: dict[int, dict], means: d
 def _slope(points: list[tuple[int, float]]) -> float:
     """s in f_thres ~ params^-s through (params, threshold) points."""
     return float(-np.polyfit(np.log([p for p, _ in points]), np.log([f for _, f in points]), 1)[0])
+
+
+def _law(exponent: float) -> str:
+    """What an exponent e in f_thres ~ tokens^-e says: within 0.25 of 1, a threshold in
+    exposures; within 0.25 of 0, one in frequency; between, or beyond either, it says so."""
+    if abs(exponent - 1.0) <= 0.25:
+        return "exposures"
+    if abs(exponent) <= 0.25:
+        return "frequency"
+    if exponent > 1.0:
+        return f"steeper than exposures (exponent {exponent:.2f})"
+    if exponent < 0.0:
+        return f"a threshold that rises with tokens (exponent {exponent:.2f})"
+    return f"between the two (exponent {exponent:.2f})"
 
 
 def _exponent(per_tokens: dict[int, dict]) -> float | None:

@@ -130,6 +130,14 @@ def test_exposures_tells_a_threshold_in_exposures_from_one_in_frequency(law, exp
     assert set(entry["by_tokens"]) == {448000, 896000, 1792000}
 
 
+@pytest.mark.parametrize(("exponent", "verdict"), [
+    (1.2, "exposures"), (0.8, "exposures"), (-0.2, "frequency"), (0.5, "between the two (exponent 0.50)"),
+    (1.6, "steeper than exposures (exponent 1.60)"), (-0.6, "a threshold that rises with tokens (exponent -0.60)")])
+def test_an_exponent_far_from_either_law_is_named_for_what_it_is(exponent, verdict):
+    """An exponent of 1.6 is not an exposures law, nor -0.6 a frequency law."""
+    assert study_arms._law(exponent) == verdict
+
+
 @pytest.mark.parametrize("law", ["exposures", "frequency"])
 def test_longer_reads_each_sizes_law_and_the_size_slope_at_each_token_count(law):
     """Thresholds that fall as params^-1 at every token count; at 4x the tokens they fall 4x
