@@ -131,6 +131,17 @@ def test_frontier_gain_is_the_area_a_new_point_adds():
     assert expected_gain(np.array([0.4]), np.array([0.2]), np.array([1.0]), [(1.0, 0.5)], 3.0)[0] > 0
 
 
+def test_a_candidates_gain_does_not_depend_on_the_candidates_beside_it():
+    # A minimised metric, sign flipped: the front at -0.5 from log cost 1 on, reference 3.
+    # A sure -0.4 at log cost 0 lifts the staircase by 0.1 over 3 log-cost units, whatever
+    # it is scored beside: a poor candidate (-3) must not lower the area's floor for it.
+    from optimix.search.acquisition import expected_gain
+
+    alone = expected_gain(np.array([-0.4]), np.zeros(1), np.array([0.0]), [(1.0, -0.5)], 3.0)
+    beside = expected_gain(np.array([-0.4, -3.0]), np.zeros(2), np.array([0.0, 0.5]), [(1.0, -0.5)], 3.0)
+    assert alone == pytest.approx([0.3]) and beside == pytest.approx([0.3, 0.0])
+
+
 def test_the_frontier_sampler_spends_on_what_gains_most_per_flop():
     # Quality rises with rare_freq at every size; FLOPs grow with d_model. Once it has
     # seen that, the frontier sampler proposes cheap models at high frequencies.

@@ -34,14 +34,16 @@ def expected_gain(mean: np.ndarray, sd: np.ndarray, log_cost: np.ndarray,
     """Expected 2-D hypervolume gain of adding (quality ~ N(mean, sd), log_cost) to ``front``.
 
     Quality is maximised (the caller flips signs), log cost minimised, and the area is
-    bounded by quality ``floor`` (the lowest seen, or 0) and log cost ``reference``. A
+    bounded by quality ``floor`` and log cost ``reference``. The floor is 0, or the front's
+    lowest quality where that is below 0 (a minimised metric, its sign flipped): never a
+    candidate's, so that a candidate's gain does not depend on what it is scored beside. A
     quality cannot pass ``ceiling`` (an accuracy's 1): the GP's tail above it is no gain.
     ``inverse`` maps the modelled quality back to the front's scale (``gp.HalfRank``).
     """
     quality = mean[:, None] + sd[:, None] * _NODES[None, :]  # (n, nodes)
     if inverse is not None:
-        quality, mean = inverse(quality), inverse(mean)
-    floor = min([0.0, *(q for _, q in front), *mean.tolist()])
+        quality = inverse(quality)
+    floor = min([0.0, *(q for _, q in front)])
     # The current staircase: best quality at cost <= u, for u along the log-cost axis.
     pts = sorted(front)
     edges, best, level = [], [], floor
