@@ -7,13 +7,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import optimix.search.reaper as reaper
 from optimix.core.config import SpaceError
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -133,22 +130,11 @@ def start_ray(address: str | None) -> None:
                          "the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
 
 
-def stop_ray(during: Callable[[], T] | None = None) -> T | None:
-    """Shut down the Ray this process started or joined; with ``during``, ``during()`` runs in a
-    thread meanwhile, and its result is returned (or its error raised). Ray gives each of its
-    processes up to a second to exit, one after another (about 1.3 s in all, mostly waiting):
-    a search's last MLflow writes and plots, which need no Ray, are done in that time."""
+def stop_ray() -> None:
+    """Shut down the Ray this process started or joined."""
     import ray
 
-    if during is None:
-        ray.shutdown()
-        return None
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="optimix-finish") as pool:
-        done = pool.submit(during)
-        ray.shutdown()
-        return done.result()
+    ray.shutdown()
 
 
 def _token_auth_on() -> None:

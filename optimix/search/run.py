@@ -258,14 +258,14 @@ class SearchRun:
         """How the search ended, in state.json and on the parent run; the final frontier."""
         self.record.status, self.record.ended = ended, reason
         self.state.save(self.record)
-        finish = self.driver.finish if ended == "finished" else lambda: _finish_quietly(self.driver)
-        # Ray shut down here, where a signal is noted (rather than at exit), while MLflow is written
-        rows = stop_ray(during=finish) if shutdown_ray else finish()
+        rows = self.driver.finish() if ended == "finished" else _finish_quietly(self.driver)
         entries = self.driver.entries
         self.tracker.finish_search(self.record.parent_run_id, {
             "trials": len(entries), "trials_ok": sum(e.status == metrics.OK for e in entries),
             "spent_flops": self.budget.spent, "interrupted_flops": self.budget.lost, "frontier_size": len(rows)},
             failed=ended != "finished", ended=reason)
+        if shutdown_ray:
+            stop_ray()  # here, where a signal is noted, rather than in an exit handler
         return rows
 
     def _tune(self) -> None:
