@@ -55,16 +55,21 @@ def test_the_in_process_ray_uses_token_auth_and_refuses_a_client_without_the_tok
     assert result["client_rc"] != 0 and "InvalidAuthToken" in result["client_err"], result
 
 
-def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
-    """``kill -9`` of the driver mid-search, its first trial held in its worker
-    (``trial_started:1``): every process of its session (Ray's daemons, agents, workers) ends
-    within seconds. (Ray's agents alone would wait a minute, listening, to report the raylet's
-    death to a GCS that died with it.)"""
+def test_no_idle_ray_worker_runs_beside_the_trials_and_none_outlives_a_driver_killed_outright(tmp_path):
+    """The driver's first trial held in its worker (``trial_started:1``):
+
+    - no idle Ray worker runs beside it. Tune gives each trial actor a runtime env of its own,
+      so workers Ray prestarts (seconds before, as the driver connects) could never run a
+      trial; the local Ray prestarts none;
+    - then ``kill -9`` of the driver: every process of its session (Ray's daemons, agents,
+      workers) ends within seconds. (Ray's agents alone would wait a minute, listening, to
+      report the raylet's death to a GCS that died with it.)"""
     search = Search(tmp_path, records_space(trials=2, max_concurrent=1))
     holds = Holds(tmp_path, ["trial_started:1"])
     proc = search.start(env={**search.env, **holds.env})
     try:
         holds.reached("trial_started:1", proc)
+        idle = [pid for pid in session_pids(proc.pid) if _name(pid).startswith("ray::IDLE")]
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         deadline = time.monotonic() + 20
@@ -74,6 +79,7 @@ def test_nothing_of_ray_outlives_a_driver_killed_outright(tmp_path):
     finally:
         holds.release_all()
         kill_sessions([proc.pid], grace_s=3.0)
+    assert not idle, f"idle Ray workers beside the trials: {idle}"
     assert not left, f"left 20 s after the driver was killed: {left}"
 
 

@@ -106,8 +106,11 @@ def start_ray(address: str | None) -> None:
     a `ray start` cluster found by chance. (Its gRPC servers listen on every interface,
     token-authenticated: README, "Running safely on shared machines". Ray turns a node IP of
     127.0.0.1 into the machine's address, so that cannot confine them.) Each worker imports
-    what a trial needs as it starts (``optimix.search.warm``), while the driver is still
-    setting up."""
+    what a trial needs as it starts (``optimix.search.warm``).
+
+    A local Ray prestarts no default workers: Tune gives each trial actor a runtime env of
+    its own, so none of them could ever run a trial, and on a small machine they took CPU
+    from the driver's start (about 1 CPU-s a search) and from the trials while idle."""
     import ray
     from ray.exceptions import AuthenticationError
 
@@ -117,6 +120,7 @@ def start_ray(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         _token_auth_on()
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")  # the raylet reads it
     before = reaper.children() if address == "local" else None
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
