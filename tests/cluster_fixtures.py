@@ -134,10 +134,14 @@ def run_in_session(args: list[str], *, env: dict[str, str], cwd: str | Path | No
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    """The test's environment without anything that would point a tool elsewhere."""
+    """The test's environment without anything that would point a tool elsewhere. An ``mlflow
+    server`` (or ``mlflow ui``) started with it runs no job executor: that is MLflow's GenAI
+    scoring, which optimix never uses, and its runner and seven Huey consumers took about
+    20 CPU-s at each server's start, on a 2-core machine."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAY_", "MLFLOW_")) and k not in ("TMPDIR",)}
-    env.update(PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", RAY_DISABLE_USAGE_STATS="1")
+    env.update(PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", RAY_DISABLE_USAGE_STATS="1",
+               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     env.update(extra)
     return env
 

@@ -53,9 +53,11 @@ TINY: dict[str, Any] = {
     "model": {"d_model": {"dist": "choice", "values": [16, 32]}, "n_layer": 1, "n_head": 2},
     "train": {"tokens": 15_000, "batch_size": 32, "threads": 1},
     "eval": {"points": 2, "size": 64},
-    "search": {"trials": 6, "max_concurrent": 2, "cpus_per_trial": 1, "sampler": "tpe",
+    "search": {"trials": 6, "max_concurrent": 1, "cpus_per_trial": 1, "sampler": "tpe",
                "replicates": "off"},  # a test of replicates turns them on (test_replicates)
 }
+# One trial at a time unless a test asks for more: each concurrent trial has a Ray worker of its
+# own, whose import of torch and transformers (about 5 CPU-s) is most of a tiny search's cost.
 
 # A search dimension of injected faults (``train.fault``): trials that raise, diverge or kill
 # their worker, at points a test names.

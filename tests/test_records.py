@@ -155,12 +155,12 @@ def test_a_space_with_fewer_points_than_trials_ends_when_every_point_has_run(tmp
 # Interruptions
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path, sig):
-    search = Search(tmp_path, records_space(trials=5))
-    proc = search.start()
+def interrupt(search: Search, proc: subprocess.Popen, sig: signal.Signals, after: int) -> None:
+    """``sig`` to the search once ``after`` trials are in its ledger; it must stop as an
+    interrupted search does: exit 128 + sig, a one-line resume hint, no summary, its parent
+    run KILLED, its state interrupted, nothing left RUNNING, and its records clean."""
     try:
-        search.wait_for_trials(1, proc)
+        search.wait_for_trials(after, proc)
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)  # Ctrl-C reaches the terminal's whole process group
         else:
@@ -168,7 +168,7 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
         out, err = proc.communicate(timeout=120)
     finally:
         kill_sessions([proc.pid], grace_s=3.0)
-    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], err[-3000:]
+    assert proc.returncode == 128 + sig, err[-3000:]
     assert f"interrupted by {sig.name}" in err and "--resume" in err, err[-3000:]
     assert "Traceback" not in err and "Tuner.restore" not in err, err[-3000:]
     assert "Pareto frontier" not in out  # no summary of a finished search
@@ -176,13 +176,23 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
     assert parent.info.status == "KILLED" and parent.data.tags["optimix.ended"] == sig.name
     assert search.state().read()["status"] == "interrupted"
     assert "RUNNING" not in {t.state.name for t in search.study().trials}
-    kept = search.trials()
     check = search.check()
     assert check.returncode == 0, check.stdout + check.stderr
 
+
+def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path):
+    """SIGTERM stops the search, SIGINT (as Ctrl-C) stops its resume; a second resume
+    finishes it, every trial once, what each kept still there."""
+    search = Search(tmp_path, records_space(trials=6))
+    interrupt(search, search.start(), signal.SIGTERM, after=1)
+    kept = search.trials()
+    interrupt(search, search.start("--resume"), signal.SIGINT, after=len(kept) + 1)
+    kept = search.trials()
+    assert len(kept) >= 2
+
     done = search.run("--resume")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_clean(search, 5)
+    assert_clean(search, 6)
     assert {t.trial_id for t in kept} <= {t.trial_id for t in search.trials()}
     assert search.parent().info.status == "FINISHED"
 
@@ -190,14 +200,18 @@ def test_a_signal_never_reports_success_and_resume_finishes_the_search(tmp_path,
 # The two points whose defects the records issue names (a trial COMPLETE in Optuna but not in
 # the ledger; a line glued onto a torn one); every kill point, 5 random visits each, is in
 # benchmarks/faults.py (docs/reliability.md).
-@pytest.mark.parametrize("point", ["torn_ledger", "before_tell"])
-def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp_path, point):
-    search = Search(tmp_path, records_space(trials=4))
-    killed = search.run(env={**search.env, "OPTIMIX_KILL_AT": f"{point}:2"})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp_path):
+    """Killed while writing its second ledger line (a torn line), then its resume killed
+    before its second tell to Optuna (a trial in the ledger, RUNNING in Optuna); a second
+    resume finishes the search, every trial once, no line glued onto the torn one."""
+    search = Search(tmp_path, records_space(trials=5))
+    for point in ("torn_ledger:2", "before_tell:2"):
+        resume = ("--resume",) if point.startswith("before_tell") else ()
+        killed = search.run(*resume, env={**search.env, "OPTIMIX_KILL_AT": point})
+        assert killed.returncode == -signal.SIGKILL, f"{point}: {killed.stderr[-3000:]}"
     done = search.run("--resume")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_clean(search, 4)
+    assert_clean(search, 5)
     lines = search.state().ledger.read_text().splitlines()
     assert all(json.loads(line) for line in lines)  # no line glued onto a torn one
 

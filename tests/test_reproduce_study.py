@@ -183,13 +183,18 @@ def test_csv_round_trip(study, tmp_path):
 # The script, end to end
 
 
+# One trial at a time: each search then starts one trial worker (its import of torch and
+# transformers is most of a tiny search's CPU), not two, on a 2-core machine running two tests.
+ONE_WORKER = ("--set", "search.max_concurrent=1")
+
+
 @pytest.mark.slow
 def test_script_runs_a_2x2_grid_and_analyses_it(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--experiments", "primary", "--workdir", str(tmp_path / "work"),
            "--out", str(out), "--grid-sizes", "17000", "45000", "--grid-freqs", "0.03", "0.3",
            "--seeds", "0", "--set", "train.tokens=4480", "--set", "tasks.background.n_facts=500",
-           "--set", "eval.size=100"]
+           "--set", "eval.size=100", *ONE_WORKER]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     with open(out / "results.csv", newline="") as f:
@@ -224,7 +229,7 @@ def test_script_runs_arms_by_name(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--experiments", "lr", "no_background", "--quick",
            "--workdir", str(tmp_path / "work"), "--out", str(out),
-           "--set", "train.tokens=4480", "--set", "eval.size=100"]
+           "--set", "train.tokens=4480", "--set", "eval.size=100", *ONE_WORKER]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     with open(out / "lr.csv", newline="") as f:
@@ -258,7 +263,7 @@ def test_iso_flop_tuned_trains_each_size_at_the_rate_its_sweep_found(tmp_path):
     with the baseline by seed."""
     out, work = tmp_path / "out", tmp_path / "work"
     base = [sys.executable, str(SCRIPT), "--quick", "--workdir", str(work), "--out", str(out),
-            "--set", "eval.size=100", "--set", "tasks.background.n_facts=200"]
+            "--set", "eval.size=100", "--set", "tasks.background.n_facts=200", *ONE_WORKER]
     done = subprocess.run([*base, "--experiments", "lr_sweep", "--set", "train.tokens=4480"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
