@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import shutil
 import subprocess
@@ -282,7 +283,19 @@ class Search:
         raise AssertionError(f"fewer than {n} trials finished in {timeout} s")
 
     def check(self) -> subprocess.CompletedProcess:
-        return self.run(command="check", timeout=120)
+        """``optimix check`` on this search, run in this process (the command line's own
+        ``main``; a subprocess would spend seconds importing what pytest has imported)."""
+        from optimix.cli import main as cli_main
+
+        args = self.args(command="check")[1:]
+        out, err = io.StringIO(), io.StringIO()
+        code: int | str | None = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli_main(args)
+            except SystemExit as done:
+                code = done.code
+        return subprocess.CompletedProcess([OPTIMIX, *args], code or 0, out.getvalue(), err.getvalue())
 
     def study(self) -> optuna.Study:
         storage = optuna.storages.JournalStorage(
