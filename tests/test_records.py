@@ -205,8 +205,7 @@ def test_a_driver_killed_at_any_point_loses_nothing_and_counts_nothing_twice(tmp
     before its second tell to Optuna (a trial in the ledger, RUNNING in Optuna); a second
     resume finishes the search, every trial once, no line glued onto the torn one."""
     search = Search(tmp_path, records_space(trials=5))
-    for point in ("torn_ledger:2", "before_tell:2"):
-        resume = ("--resume",) if point.startswith("before_tell") else ()
+    for resume, point in (((), "torn_ledger:2"), (("--resume",), "before_tell:2")):
         killed = search.run(*resume, env={**search.env, "OPTIMIX_KILL_AT": point})
         assert killed.returncode == -signal.SIGKILL, f"{point}: {killed.stderr[-3000:]}"
     done = search.run("--resume")
