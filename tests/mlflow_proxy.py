@@ -12,6 +12,8 @@ Modes (``FaultyProxy.MODES``):
 - ``ok``: forward the request and relay the answer;
 - ``refuse``: close the connection at once, without an answer;
 - ``5xx_after_commit``: forward the request (so the server commits it), then answer 500;
+- ``408_after_commit``: the same with a 408, as a gateway answers whose wait for the server ran
+  out: MLflow's client, with retries on, sends even a ``runs/create`` again after a 408;
 - ``429``: answer 429 with ``Retry-After: 1``, without forwarding;
 - ``hang``: accept the request and never answer (until the proxy stops).
 
@@ -33,7 +35,7 @@ from typing import Literal
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["ok", "refuse", "5xx_after_commit", "429", "hang"]
+Mode = Literal["ok", "refuse", "5xx_after_commit", "408_after_commit", "429", "hang"]
 
 # Headers about one connection, not the message, or that the proxy writes itself: never copied.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
@@ -48,7 +50,7 @@ class FaultyProxy:
     it, releasing every request held by ``hang``.
     """
 
-    MODES: tuple[str, ...] = ("ok", "refuse", "5xx_after_commit", "429", "hang")
+    MODES: tuple[str, ...] = ("ok", "refuse", "5xx_after_commit", "408_after_commit", "429", "hang")
 
     def __init__(self, upstream_url: str, mode: Mode = "ok", path: str = "",
                  times: int | None = None):
@@ -168,6 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "5xx_after_commit":
             self._answer(500, {}, {"error_code": "INTERNAL_ERROR", "message": "injected 500"})
+            return
+        if mode == "408_after_commit":
+            self._answer(408, {}, {"error_code": "DEADLINE_EXCEEDED", "message": "injected 408"})
             return
         self.send_response(status)
         for name, value in headers:

@@ -516,10 +516,11 @@ def test_log_trial_under_a_server_fault_leaves_one_complete_run(proxy, tmp_path,
 @pytest.mark.slow
 def test_duplicates_made_by_mlflows_own_retries_are_deleted(proxy, tmp_path, monkeypatch):
     # A user's setting wins over the Tracker's default: MLflow's client then re-sends a
-    # runs/create whose answer was a 500, and the server commits it twice.
+    # runs/create whose answer was a 408, and the server commits it twice. (From MLflow 3.18
+    # on, its client re-sends a create only after a 408 or 429, no longer after a 5xx.)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     tracker = Tracker(proxy.url, f"retries-{uuid.uuid4().hex[:8]}")
-    proxy.set("5xx_after_commit", "runs/create", 1)
+    proxy.set("408_after_commit", "runs/create", 1)
     parent = start_parent(tracker, tmp_path)
     assert proxy.faulted == 1
     client = MlflowClient(tracking_uri=tracker.uri)
@@ -527,7 +528,7 @@ def test_duplicates_made_by_mlflows_own_retries_are_deleted(proxy, tmp_path, mon
     assert [r.info.run_id for r in parents] == [parent]
     assert tracker.find_search(str(tmp_path)) == parent
 
-    proxy.set("5xx_after_commit", "runs/create", 1)
+    proxy.set("408_after_commit", "runs/create", 1)
     run_id = tracker.log_trial(parent, trial_record("2"))
     assert proxy.faulted == 2
     assert assert_one_complete_run(tracker, parent, "2") == run_id

@@ -42,8 +42,9 @@ PAGE_SIZE = 1000
 # at every request.
 _HTTP_DEFAULTS = {
     # MLflow's client would retry a failed request on its own, blindly: a runs/create whose
-    # answer was lost would be committed twice, and a Retry-After would be slept however long
-    # it is. ``Tries`` retries instead, and a run is looked up before it is created again.
+    # answer was lost would be committed twice (after any 5xx before MLflow 3.18, after a 408
+    # or 429 since), and a Retry-After would be slept however long it is. ``Tries`` retries
+    # instead, and a run is looked up before it is created again.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     # A server that accepts a request and never answers costs this many seconds, not minutes.
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
