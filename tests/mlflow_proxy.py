@@ -12,8 +12,8 @@ Modes (``FaultyProxy.MODES``):
 - ``ok``: forward the request and relay the answer;
 - ``refuse``: close the connection at once, without an answer;
 - ``5xx_after_commit``: forward the request (so the server commits it), then answer 500;
-- ``408_after_commit``: the same with a 408, as a gateway answers whose wait for the server ran
-  out: MLflow's client, with retries on, sends even a ``runs/create`` again after a 408;
+- ``408_after_commit``: the same with a 408, the answer of a gateway whose wait for the server
+  ran out (MLflow's client, with its retries on, sends even a ``runs/create`` again after it);
 - ``429``: answer 429 with ``Retry-After: 1``, without forwarding;
 - ``hang``: accept the request and never answer (until the proxy stops).
 
