@@ -230,6 +230,21 @@ def records_space(**search) -> dict:
                       search={"trials": 3, "sampler": "random", **search})
 
 
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """``optimix ARGS`` run in this process (the command line's own ``main``; a subprocess
+    would spend seconds importing what pytest has imported): exit status, stdout, stderr."""
+    from optimix.cli import main as cli_main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli_main(args)
+        except SystemExit as done:
+            code = done.code
+    return subprocess.CompletedProcess([OPTIMIX, *args], code or 0, out.getvalue(), err.getvalue())
+
 class Search:
     """One search's files in a tmp folder, driven through the CLI as a user would."""
 
@@ -283,19 +298,8 @@ class Search:
         raise AssertionError(f"fewer than {n} trials finished in {timeout} s")
 
     def check(self) -> subprocess.CompletedProcess:
-        """``optimix check`` on this search, run in this process (the command line's own
-        ``main``; a subprocess would spend seconds importing what pytest has imported)."""
-        from optimix.cli import main as cli_main
-
-        args = self.args(command="check")[1:]
-        out, err = io.StringIO(), io.StringIO()
-        code: int | str | None = 0
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli_main(args)
-            except SystemExit as done:
-                code = done.code
-        return subprocess.CompletedProcess([OPTIMIX, *args], code or 0, out.getvalue(), err.getvalue())
+        """``optimix check`` on this search, run in this process (``run_cli``)."""
+        return run_cli(self.args(command="check")[1:])
 
     def study(self) -> optuna.Study:
         storage = optuna.storages.JournalStorage(

@@ -20,7 +20,6 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from optimix.cli import main as cli_main
 from optimix.core import frontier
 from optimix.core.metrics import parse_objectives_tag
 from optimix.core.space import build_space
@@ -29,18 +28,14 @@ from optimix.search import check, check_record
 from optimix.search.check import LedgerTrial, OptunaTrial, Record
 
 from cluster_fixtures import OPTIMIX, Holds, base_env, kill_sessions, short_tmp
-from conftest import FAULTS, tiny_space
+from conftest import FAULTS, run_cli, tiny_space
 
 
-def run_check(capsys, *args: str) -> tuple[int, list[str], str]:
-    """``optimix check ARGS`` in this process: exit status, stdout lines, stderr."""
-    try:
-        cli_main(["check", *args])
-        code = 0
-    except SystemExit as err:
-        code = err.code
-    out = capsys.readouterr()
-    return code, out.out.splitlines(), out.err
+def run_check(*args: str) -> tuple[int, list[str], str]:
+    """``optimix check ARGS`` in this process (``conftest.run_cli``): exit status, stdout
+    lines, stderr."""
+    done = run_cli(["check", *args])
+    return done.returncode, done.stdout.splitlines(), done.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,13 +110,13 @@ def copy(recorded, tmp_path) -> Copy:
 
 
 @pytest.mark.slow
-def test_the_recorded_search_passes(recorded, capsys):
-    code, out, err = run_check(capsys, "--storage-path", str(recorded / "runs"))
+def test_the_recorded_search_passes(recorded):
+    code, out, err = run_check("--storage-path", str(recorded / "runs"))
     assert code == 0, out
     assert out[-1].endswith(": no violations")
     assert "4 ledger trials, 4 MLflow child runs, 4 Optuna trials" in out[-1]
     assert not err
-    code, out, _ = run_check(capsys, "--storage-path", str(recorded / "runs"), "--experiment",
+    code, out, _ = run_check("--storage-path", str(recorded / "runs"), "--experiment",
                              "tiny", "--json")
     doc = json.loads("\n".join(out))
     assert code == 0 and doc["ok"] and doc["violations"] == [] and doc["trials"] == 4
@@ -239,11 +234,11 @@ def null_ledger_line(c: Copy) -> None:
     (stray_ledger_line, "ledger-malformed"),
     (null_ledger_line, "ledger-malformed"),
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_each_way_of_breaking_the_record_is_one_named_violation(copy, capsys, corrupt, kind):
-    code, out, _ = run_check(capsys, *copy.args())
+def test_each_way_of_breaking_the_record_is_one_named_violation(copy, corrupt, kind):
+    code, out, _ = run_check(*copy.args())
     assert code == 0, out  # the copy agrees before it is broken
     corrupt(copy)
-    code, out, err = run_check(capsys, *copy.args())
+    code, out, err = run_check(*copy.args())
     assert code == 1
     violations = [line for line in out if line.startswith("violation: ")]
     assert len(violations) == 1 and violations[0].startswith(f"violation: {kind}: "), out
@@ -259,9 +254,9 @@ def text_train_flops(c: Copy) -> None:
 @pytest.mark.parametrize("corrupt", [null_ledger_line, stray_ledger_line, text_train_flops],
                          ids=["null", "list", "flops-text"])
 def test_a_malformed_ledger_line_is_a_violation_and_resume_refuses_it_before_writing(
-        recorded, copy, capsys, corrupt):
+        recorded, copy, corrupt):
     corrupt(copy)
-    code, out, err = run_check(capsys, *copy.args())
+    code, out, err = run_check(*copy.args())
     ledger = copy.state_dir / "results.jsonl"
     assert code == 1 and not err, out
     assert [line for line in out if line.startswith("violation: ledger-malformed: ")] == [
@@ -284,17 +279,17 @@ def test_a_malformed_ledger_line_is_a_violation_and_resume_refuses_it_before_wri
 
 
 @pytest.mark.slow
-def test_a_running_trial_is_only_a_violation_when_no_driver_holds_the_lock(copy, capsys):
+def test_a_running_trial_is_only_a_violation_when_no_driver_holds_the_lock(copy):
     optuna_running(copy)
     state_file = copy.state_dir / "state.json"
     state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "status": "running"}))
     with open(copy.state_dir / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a live driver
-        code, out, _ = run_check(capsys, *copy.args())
+        code, out, _ = run_check(*copy.args())
         assert code == 0, out
         assert "running" in out[-1]
         fcntl.flock(lock, fcntl.LOCK_UN)  # the driver died: the lock is free
-        code, out, _ = run_check(capsys, *copy.args())
+        code, out, _ = run_check(*copy.args())
         assert code == 1 and out[0].startswith("violation: optuna-running: Optuna trial #4 ")
 
 
@@ -303,18 +298,18 @@ def test_a_running_trial_is_only_a_violation_when_no_driver_holds_the_lock(copy,
     (["--storage-path", "{tmp}"], "error: --storage-path: no search under "),
     (["--storage-path", "{tmp}", "--experiment", "nope"], "error: --experiment: no search of 'nope'"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    code, out, err = run_check(capsys, *[a.format(tmp=tmp_path) for a in args])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    code, out, err = run_check(*[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and not out
     assert err.strip().startswith(message) and len(err.strip().splitlines()) == 1
 
 
-def test_a_missing_mlflow_database_is_bad_input_and_is_not_created(tmp_path, capsys):
+def test_a_missing_mlflow_database_is_bad_input_and_is_not_created(tmp_path):
     state = tmp_path / "runs" / "tiny" / "20260101T000000000000Z"
     state.mkdir(parents=True)
     (tmp_path / "runs" / "tiny" / "latest").write_text(state.name)
     (state / "state.json").write_text(json.dumps({"experiment": "tiny", "parent_run_id": "p"}))
-    code, _, err = run_check(capsys, "--storage-path", str(tmp_path / "runs"), "--tracking-uri",
+    code, _, err = run_check("--storage-path", str(tmp_path / "runs"), "--tracking-uri",
                              f"sqlite:///{tmp_path}/none.db")
     assert code == 2 and err.startswith("error: --tracking-uri: no MLflow database at ")
     assert not (tmp_path / "none.db").exists()
@@ -439,7 +434,7 @@ def test_while_the_search_runs_what_follows_the_ledger_may_lag():
 
 
 @pytest.mark.slow
-def test_a_running_search_checks_clean_whatever_moves_between_the_reads(tmp_path, capsys, monkeypatch):
+def test_a_running_search_checks_clean_whatever_moves_between_the_reads(tmp_path, monkeypatch):
     """Held at chosen points, the search moves a trial on between check's reads of MLflow,
     Optuna and the ledger: what is not settled yet is in flight, never a violation."""
     # every trial ok (no faults): each one becomes COMPLETE in Optuna
@@ -463,18 +458,18 @@ def test_a_running_search_checks_clean_whatever_moves_between_the_reads(tmp_path
 
     try:
         holds.reached("before_ledger:2", proc)  # trial 2 finished, not yet in the ledger
-        code, out, _ = run_check(capsys, *args)
+        code, out, _ = run_check(*args)
         assert [line for line in out if line.startswith("violation")] == [] and code == 0
         assert ", running: " in out[-1], out
         # Trial 2 goes into the ledger, to Optuna and to MLflow before check reads MLflow ...
         monkeypatch.setattr(check_record, "read_search_runs", moving(True, "before_ledger:2", "before_logged:2"))
-        code, out, _ = run_check(capsys, *args)
+        code, out, _ = run_check(*args)
         assert [line for line in out if line.startswith("violation")] == [] and code == 0
         assert ", running: " in out[-1], out
         # ... and trial 3 into the ledger and Optuna after check read MLflow, before it reads Optuna.
         holds.reached("before_ledger:3", proc)
         monkeypatch.setattr(check_record, "read_search_runs", moving(False, "before_ledger:3", "before_ledger:4"))
-        code, out, _ = run_check(capsys, *args)
+        code, out, _ = run_check(*args)
         assert [line for line in out if line.startswith("violation")] == [] and code == 0
         assert ", running: 1 trial in flight not judged" in out[-1], out  # trial 3: not in MLflow yet
         monkeypatch.undo()
@@ -484,6 +479,6 @@ def test_a_running_search_checks_clean_whatever_moves_between_the_reads(tmp_path
     finally:
         holds.release_all()
         kill_sessions([proc.pid], grace_s=3.0)
-    code, out, _ = run_check(capsys, *args)
+    code, out, _ = run_check(*args)
     assert code == 0 and out[-1].endswith(": no violations") and ", running: " not in out[-1], out
     assert "4 ledger trials, 4 MLflow child runs" in out[-1]
